@@ -1,0 +1,135 @@
+"""The kernel interface: the few things that differ per device, and the backend registry.
+
+Everything above this package (kernel-map builders, convolutions, autograd, modules) is written
+once against :class:`Backend`; a backend only supplies the array module and these kernels.
+
+Shapes and dtypes (N = rows, K = kernel offsets, C = channels):
+
+* ``build_index(keys)``: keys ``(N,) int64`` (packed coords) → an opaque index object.
+* ``lookup(index, queries)``: ``(M,) int64`` → ``(M,) int32`` row of each query, -1 if absent.
+* ``neighbor_table(index, coords, spatial_shape, offsets)``: coords ``(N, 4) int32``, offsets
+  ``(J, 3) int32`` → ``(N, J) int32`` row of ``coords[i] + offsets[j]`` (-1 if absent or outside).
+* ``mirror_table(lower, K)``: lower half ``(N, K//2)`` of a submanifold table → full ``(N, K)``
+  (centre = identity, column ``K-1-j`` = the transpose of column ``j``).
+* ``transpose_table(neighbors, n_in)``: ``(n_out, K)`` → ``(n_in, K)`` with outputs and inputs swapped.
+* ``conv_forward(feats, weight, kmap)``: ``(n_in, Cin)``, ``(K, Cin, Cout)`` → ``(n_out, Cout)``,
+  ``out[o] = Σ_k feats[nbr[o, k]] @ weight[k]``.
+* ``conv_weight_grad(feats, grad_out, kmap)``: → ``(K, Cin, Cout)``, ``Σ_pairs feats[i]ᵀ grad_out[o]``.
+* ``depthwise_forward(feats, weight, kmap)``: ``(n_in, C)``, ``(K, C)`` → ``(n_out, C)``.
+* ``depthwise_weight_grad(feats, grad_out, kmap)``: → ``(K, C)``.
+* ``segment_sum(values, seg_ptr)``: ``(N, C)``, ``(S+1,) int64`` row boundaries → ``(S, C)``.
+
+Input gradients need no kernel of their own: ``dX = conv_forward(dY, Wᵀ, kmap.transposed())``.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Protocol, runtime_checkable
+
+
+@runtime_checkable
+class Backend(Protocol):
+    name: str
+    xp: object  # the array module: numpy or cupy
+
+    def build_index(self, keys): ...
+    def lookup(self, index, queries): ...
+    def neighbor_table(self, index, coords, spatial_shape, offsets): ...
+    def mirror_table(self, lower, K): ...
+    def transpose_table(self, neighbors, n_in): ...
+    def conv_forward(self, feats, weight, kmap): ...
+    def conv_weight_grad(self, feats, grad_out, kmap): ...
+    def depthwise_forward(self, feats, weight, kmap): ...
+    def depthwise_weight_grad(self, feats, grad_out, kmap): ...
+    def segment_sum(self, values, seg_ptr): ...
+
+
+# name -> "module:attribute" of the backend instance (imported on first use)
+_KNOWN = {
+    "reference": "sparseconv.backends.reference:backend",
+    "numba": "sparseconv.backends.numba_cpu:backend",
+    "cupy": "sparseconv.backends.cupy_gpu:backend",
+}
+_INSTALL_HINT = {"numba": "pip install numba", "cupy": "pip install sparseconv[gpu]"}
+_registered: dict[str, Backend] = {}
+_current: Backend | None = None
+
+
+def register_backend(name: str, backend: Backend) -> None:
+    """Make a user backend selectable by ``set_backend(name)`` (and by ``python -m sparseconv.verify``)."""
+    missing = [m for m in Backend.__annotations__.keys() | _protocol_methods() if not hasattr(backend, m)]
+    if missing:
+        raise TypeError(f"backend {name!r} lacks {sorted(missing)} of the kernel interface")
+    _registered[name] = backend
+
+
+def _protocol_methods():
+    return {m for m in vars(Backend) if not m.startswith("_") and callable(getattr(Backend, m))}
+
+
+def available_backends() -> list[str]:
+    """Names that ``set_backend`` accepts on this machine."""
+    names = []
+    for name in list(_KNOWN) + list(_registered):
+        try:
+            load_backend(name)
+            names.append(name)
+        except ImportError:
+            pass
+    return list(dict.fromkeys(names))
+
+
+def load_backend(name: str) -> Backend:
+    """The backend called ``name``; ``ImportError`` with an install hint if it cannot load here."""
+    if name in _registered:
+        return _registered[name]
+    if name not in _KNOWN:
+        raise ValueError(f"unknown backend {name!r}; known: {sorted(set(_KNOWN) | set(_registered))}")
+    module, attr = _KNOWN[name].split(":")
+    try:
+        backend = getattr(importlib.import_module(module), attr)
+    except ImportError as err:
+        hint = _INSTALL_HINT.get(name, "")
+        raise ImportError(f"sparseconv backend {name!r} is not available here ({err}). {hint}".strip()) from err
+    _registered[name] = backend
+    return backend
+
+
+def set_backend(name: str) -> Backend:
+    """Select the backend every op uses from now on: ``"reference"``, ``"numba"``, ``"cupy"``."""
+    global _current
+    _current = load_backend(name)
+    return _current
+
+
+def get_backend() -> Backend:
+    """The selected backend (default: ``$SPARSECONV_BACKEND``, else numba, else the reference)."""
+    global _current
+    if _current is None:
+        wanted = os.environ.get("SPARSECONV_BACKEND")
+        if wanted:
+            _current = load_backend(wanted)
+        else:
+            try:
+                _current = load_backend("numba")
+            except ImportError:
+                _current = load_backend("reference")
+    return _current
+
+
+class use_backend:
+    """Context manager: ``with use_backend("reference"): ...`` restores the previous backend after."""
+
+    def __init__(self, name_or_backend):
+        self.target = name_or_backend
+
+    def __enter__(self):
+        global _current
+        self.previous = get_backend()
+        _current = self.target if not isinstance(self.target, str) else load_backend(self.target)
+        return _current
+
+    def __exit__(self, *exc):
+        global _current
+        _current = self.previous

@@ -1,0 +1,1 @@
+"""Operations on sparse tensors. ``conv`` holds the kernel-map-level convolution maths."""
