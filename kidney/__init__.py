@@ -1,0 +1,16 @@
+"""kidney: the two-stage KiTS23 kidney/tumour CT segmenter built on :mod:`sparseconv`.
+
+Submodules (import what you need; this package imports nothing heavy on its own):
+
+- :mod:`kidney.io` — NIfTI in/out on the scan's own grid, internal ``(z, y, x)`` = ``I, P, L``
+  orientation, resampling.
+- :mod:`kidney.phantom` — synthetic abdominal CT phantoms and CT around real KiTS23 label maps.
+- :mod:`kidney.sparsify` — HU window -> :class:`sparseconv.SparseTensor`, stage presets.
+- :mod:`kidney.metrics` — KiTS23 Dice and Surface Dice per HEC, folder evaluation.
+- :mod:`kidney.cli` — the ``kidney`` command.
+
+Labels: 0 background, 1 kidney, 2 tumour, 3 cyst.
+"""
+
+LABELS = {0: "background", 1: "kidney", 2: "tumor", 3: "cyst"}
+__all__ = ["LABELS"]

@@ -150,16 +150,17 @@ def down_output_shape(spatial_shape, kernel_size, stride, padding, dilation):
     no input voxel is dropped at an odd-sized border (DESIGN §2).
     """
     shape = np.array(C.as_shape3(spatial_shape))
-    k, s, p, d = (np.array(C.as_triple(v, n)) for v, n in
-                  [(kernel_size, "kernel_size"), (stride, "stride"), (padding, "padding"), (dilation, "dilation")])
+    params = [(kernel_size, "kernel_size"), (stride, "stride"), (padding, "padding"), (dilation, "dilation")]
+    k, s, p, d = (np.array(C.as_triple(v, n)) for v, n in params)
+    desc = f"kernel_size={k.tolist()}, stride={s.tolist()}, padding={p.tolist()}, dilation={d.tolist()}"
     if np.any(s < 1) or np.any(k < 1) or np.any(p < 0) or np.any(d < 1):
-        raise ValueError(f"need kernel_size, stride, dilation >= 1 and padding >= 0, got k={k}, s={s}, p={p}, d={d}")
+        raise ValueError(f"need kernel_size, stride, dilation >= 1 and padding >= 0, got {desc}")
     if np.array_equal(k, s) and not p.any() and np.all(d == 1):
         out = -(-shape // s)
     else:
         out = (shape + 2 * p - d * (k - 1) - 1) // s + 1
     if np.any(out < 1):
-        raise ValueError(f"strided conv k={k}, s={s}, p={p}, d={d} leaves no output on grid {tuple(shape)}")
+        raise ValueError(f"strided conv with {desc} leaves no output on grid {shape.tolist()}")
     return tuple(int(v) for v in out)
 
 

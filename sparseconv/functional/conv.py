@@ -54,3 +54,108 @@ def depthwise_backward(grad_out, feats, weight, kmap):
     grad_in = be.depthwise_forward(grad_out, weight, kmap.transposed())
     grad_w = be.depthwise_weight_grad(feats, grad_out, kmap)
     return grad_in, grad_w, grad_out.sum(axis=0)
+
+
+# --------------------------------------------------------------------------------------------
+# Autograd wrappers and the SparseTensor-level convolutions built on the maths above.
+# --------------------------------------------------------------------------------------------
+
+from ..autograd import Function  # noqa: E402
+from .. import kmap as _km  # noqa: E402
+from ._util import split as _split  # noqa: E402
+
+
+class Conv(Function):
+    """``out = conv(feats, weight, kmap) + bias`` — every dense-weight sparse convolution.
+
+    The same Function serves submanifold, down (strided) and inverse convolutions: only the
+    kernel map differs.
+    """
+
+    @staticmethod
+    def forward(ctx, feats, weight, bias, kmap):
+        ctx.save(feats, weight)
+        ctx.kmap, ctx.has_bias = kmap, bias is not None
+        return conv_forward(feats, weight, kmap, bias)
+
+    @staticmethod
+    def backward(ctx, grad):
+        feats, weight = ctx.saved
+        if ctx.needs_input_grad[0]:
+            d_feats, d_weight, d_bias = conv_backward(grad, feats, weight, ctx.kmap)
+        else:  # e.g. the first layer: skip the input-gradient pass
+            d_feats = None
+            d_weight = get_backend().conv_weight_grad(feats, grad, ctx.kmap)
+            d_bias = grad.sum(axis=0)
+        return d_feats, d_weight, d_bias if ctx.has_bias else None, None
+
+
+class DepthwiseConv(Function):
+    """``out[:, c] = Σ_k weight[k, c] · feats[nbr[:, k], c] + bias[c]``."""
+
+    @staticmethod
+    def forward(ctx, feats, weight, bias, kmap):
+        ctx.save(feats, weight)
+        ctx.kmap, ctx.has_bias = kmap, bias is not None
+        return depthwise_forward(feats, weight, kmap, bias)
+
+    @staticmethod
+    def backward(ctx, grad):
+        feats, weight = ctx.saved
+        if ctx.needs_input_grad[0]:
+            d_feats, d_weight, d_bias = depthwise_backward(grad, feats, weight, ctx.kmap)
+        else:
+            d_feats = None
+            d_weight = get_backend().depthwise_weight_grad(feats, grad, ctx.kmap)
+            d_bias = grad.sum(axis=0)
+        return d_feats, d_weight, d_bias if ctx.has_bias else None, None
+
+
+def _cube_root(K: int, kernel_size):
+    if kernel_size is not None:
+        return kernel_size
+    k = int(round(K ** (1 / 3)))
+    if k ** 3 != K:
+        raise ValueError(f"cannot infer a cubic kernel_size from K={K} weight rows; pass kernel_size")
+    return k
+
+
+def subm_conv3d(x, weight, bias=None, kernel_size=None, dilation=1):
+    """Submanifold convolution: output sites = ``x``'s sites. ``weight (K, Cin, Cout)``."""
+    kmap = _km.submanifold_map(x, _cube_root(weight.shape[0], kernel_size), dilation)
+    return x.replace_feats(Conv.apply(x.feats, weight, bias, kmap))
+
+
+def depthwise_subm_conv3d(x, weight, bias=None, kernel_size=None, dilation=1):
+    """Depthwise submanifold convolution (``groups = channels``). ``weight (K, C)``."""
+    kmap = _km.submanifold_map(x, _cube_root(weight.shape[0], kernel_size), dilation)
+    return x.replace_feats(DepthwiseConv.apply(x.feats, weight, bias, kmap))
+
+
+def sparse_conv3d(x, weight, bias=None, kernel_size=None, stride=1, padding=0, dilation=1):
+    """Strided ("down") / regular sparse convolution with dense-convolution semantics.
+
+    Output sites: every position whose window holds an active input (k2 s2: ``unique(c // 2)``).
+    """
+    kmap, coarse = _km.down_map(x, _cube_root(weight.shape[0], kernel_size), stride, padding, dilation)
+    return coarse.replace_feats(Conv.apply(x.feats, weight, bias, kmap))
+
+
+def sparse_inverse_conv3d(x, weight, bias=None, kernel_size=None, stride=None, padding=0, dilation=1):
+    """Inverse (transposed) convolution back onto the finer sites a ``sparse_conv3d`` came from.
+
+    ``stride`` defaults to ``kernel_size``. Equals dense ``conv_transpose3d`` read at the fine sites,
+    with dense weight ``W.reshape(k, k, k, Cin, Cout).transpose(3, 4, 0, 1, 2)``.
+    """
+    kernel_size = _cube_root(weight.shape[0], kernel_size)
+    kmap, fine = _km.inverse_map(x, kernel_size, kernel_size if stride is None else stride, padding, dilation)
+    return fine.replace_feats(Conv.apply(x.feats, weight, bias, kmap))
+
+
+def conv_with_map(x, weight, bias, kmap, out_sites=None):
+    """Any convolution on a prebuilt kernel map; result on ``out_sites`` (default ``x``'s sites)."""
+    sparse, feats = _split(x)
+    fn = DepthwiseConv if weight.ndim == 2 else Conv
+    out = fn.apply(feats, weight, bias, kmap)
+    target = out_sites if out_sites is not None else sparse
+    return out if target is None else target.replace_feats(out)

@@ -1,0 +1,294 @@
+"""Kernel-level conformance of a backend against the NumPy reference, case by case.
+
+Used by ``tests/test_cuda_emulation.py`` (the CPU emulation of the CUDA kernels), ``tests/test_gpu.py``
+(the real CuPy backend) and ``benchmarks/gpu_check.py``. Every check builds its inputs with NumPy
+from a seed, runs one kernel of the interface on the backend under test and on the reference, and
+raises ``AssertionError`` on any difference: integer tables must match exactly; floating results
+within ``RTOL[dtype]`` of the reference's norm (the summation order differs, see docs/gpu.md).
+Each check also reruns its kernel and demands bitwise-equal results (determinism).
+
+``all_cases()`` lists ``(name, function, kwargs)`` for a full run; tests parametrize over the same.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+from .. import coords as C
+from .. import kmap as KM
+from ..tensor import SparseTensor
+from . import use_backend
+from .reference import backend as REF
+
+RTOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
+DTYPES = (np.float32, np.float64)
+
+
+def to_numpy(a):
+    """A backend's array as NumPy (CuPy arrays have ``.get()``)."""
+    return a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else np.asarray(a)
+
+
+def assert_same_ints(got, want, what):
+    got, want = to_numpy(got), np.asarray(want)
+    assert got.shape == want.shape, f"{what}: shape {got.shape} != reference {want.shape}"
+    assert got.dtype == want.dtype, f"{what}: dtype {got.dtype} != reference {want.dtype}"
+    if not np.array_equal(got, want):
+        bad = np.argwhere(got != want)[0]
+        raise AssertionError(f"{what}: differs from the reference at {tuple(bad)}: {got[tuple(bad)]} != "
+                             f"{want[tuple(bad)]} ({int((got != want).sum())} entries differ)")
+
+
+def assert_close(got, want, what):
+    got, want = to_numpy(got), np.asarray(want)
+    assert got.shape == want.shape, f"{what}: shape {got.shape} != reference {want.shape}"
+    assert got.dtype == want.dtype, f"{what}: dtype {got.dtype} != reference {want.dtype}"
+    assert np.isfinite(got).all(), f"{what}: non-finite entries at {np.argwhere(~np.isfinite(got))[:3].tolist()}"
+    err = float(np.linalg.norm((got - want).ravel().astype(np.float64)))
+    scale = float(np.linalg.norm(want.ravel().astype(np.float64)))
+    tol = RTOL[want.dtype] * max(scale, 1e-30)
+    assert err <= tol or (scale == 0 and err == 0), \
+        f"{what}: |got - ref| = {err:.3e} > {RTOL[want.dtype]:.0e} · |ref| = {tol:.3e}"
+
+
+def assert_bitwise(a, b, what):
+    a, b = to_numpy(a), to_numpy(b)
+    assert a.shape == b.shape and np.array_equal(a.view(np.uint8), b.view(np.uint8)), \
+        f"{what}: two runs differ bitwise (not deterministic)"
+
+
+# --- inputs ----------------------------------------------------------------------------------------
+
+def random_sites(seed, shape=(7, 8, 9), batch=2, density=0.3) -> SparseTensor:
+    """A random active set (every batch sample its own), 1-channel zero features, canonical order."""
+    rng = np.random.default_rng(seed)
+    blocks = []
+    for b in range(batch):
+        zyx = np.argwhere(rng.random(shape) < density)
+        blocks.append(np.concatenate([np.full((len(zyx), 1), b), zyx], axis=1))
+    coords = np.concatenate(blocks) if blocks else np.zeros((0, 4), np.int64)
+    rng.shuffle(coords)
+    return SparseTensor(coords.astype(np.int32), np.zeros((len(coords), 1), np.float32), shape, batch_size=batch)
+
+
+def reference_maps(x: SparseTensor) -> dict:
+    """Kernel maps of ``x`` built by the reference: submanifold k ∈ {1,3,5} × dilation {1,2}, down
+    (k2 s2 and k3 s2 p1) and the inverse (a down map transposed). Pair lists and transposes are
+    computed here, under the reference backend, so later uses never touch another backend."""
+    maps = {}
+    with use_backend("reference"):
+        for k in (1, 3, 5):
+            for d in (1, 2):
+                maps[f"subm_k{k}_d{d}"] = KM.submanifold_map(x, k, d)
+        down, _ = KM.down_map(x, 2, 2)
+        maps["down_k2s2"] = down
+        maps["inverse_k2s2"] = down.transposed()
+        maps["down_k3s2p1"] = KM.down_map(x, 3, 2, 1)[0]
+        for kmap in maps.values():
+            for m in (kmap, kmap.transposed()):
+                if m.K:
+                    m.pairs(0)
+    return maps
+
+
+@lru_cache(maxsize=64)
+def sites_and_maps(seed: int, sites: str):
+    x = random_sites(seed, **SITES[sites])
+    return x, reference_maps(x)
+
+
+def _feats(rng, n, c, dtype):
+    return rng.standard_normal((n, c)).astype(dtype)
+
+
+SITES = {  # name -> kwargs of random_sites
+    "b2_odd": dict(shape=(7, 8, 9), batch=2, density=0.3),
+    "b1_dense": dict(shape=(6, 6, 6), batch=1, density=0.9),
+    "b3_sparse": dict(shape=(10, 5, 12), batch=3, density=0.08),
+    "empty": dict(shape=(4, 4, 4), batch=1, density=0.0),
+    "single": dict(shape=(1, 1, 1), batch=1, density=1.0),
+}
+
+
+# --- checks ----------------------------------------------------------------------------------------
+
+def check_hash(be, n: int, seed: int = 0):
+    """build_index + lookup of present keys (shuffled), absent keys and edge values.
+
+    Half the keys are a dense cluster (neighbouring voxels: consecutive packed keys), half spread
+    over the whole key space, in batches 0-2.
+    """
+    rng = np.random.default_rng(seed)
+    cluster = np.stack([rng.integers(0, 3, 2 * n + 1), rng.integers(0, 8, 2 * n + 1),
+                        rng.integers(0, 16, 2 * n + 1), rng.integers(0, 32, 2 * n + 1)], axis=1)
+    spread = np.stack([rng.integers(0, 3, 2 * n + 1)] + [rng.integers(0, C.MAX_AXIS, 2 * n + 1) for _ in range(3)], axis=1)
+    keys = np.unique(C.pack_keys(np.concatenate([cluster[: n // 2 + 1], spread])))
+    keys = keys[rng.permutation(len(keys))[:n]]
+    absent = np.setdiff1d(np.concatenate([keys + 1, keys - 1, keys + (1 << 16), rng.integers(0, 1 << 62, 64)]), keys)
+    top = C.pack_keys(np.array([[C.MAX_BATCH - 1] + [C.MAX_AXIS - 1] * 3]))
+    edge = np.array([0, 1, (1 << 63) - 1, -1, -(1 << 63)], dtype=np.int64)  # -1 is the empty-slot bit pattern
+    queries = np.concatenate([keys[rng.permutation(len(keys))], absent, top, edge]).astype(np.int64)
+    index = be.build_index(keys)
+    got = be.lookup(index, queries)
+    want = REF.lookup(REF.build_index(keys), queries)
+    assert_same_ints(got, want, f"lookup after build_index of {len(keys)} keys")
+    assert_same_ints(be.lookup(index, queries[:0]), want[:0], "lookup of 0 queries")
+
+
+def check_neighbor_table(be, sites: str, kernel_size: int, dilation: int, seed: int = 0):
+    """neighbor_table of centred offsets (full and lower half) and of window offsets, then mirror."""
+    x = random_sites(seed, **SITES[sites])
+    index, ref_index = be.build_index(x.keys), REF.build_index(x.keys)
+    offsets = KM.centred_offsets(kernel_size, dilation)
+    K, half = len(offsets), len(offsets) // 2
+    want = REF.neighbor_table(ref_index, x.coords, x.spatial_shape, offsets)
+    got = be.neighbor_table(index, x.coords, x.spatial_shape, offsets)
+    assert_same_ints(got, want, f"neighbor_table k={kernel_size} d={dilation} on {sites}")
+    lower = REF.neighbor_table(ref_index, x.coords, x.spatial_shape, offsets[:half])
+    assert_same_ints(be.neighbor_table(index, x.coords, x.spatial_shape, offsets[:half]), lower, "lower half")
+    assert_same_ints(be.mirror_table(lower, K), REF.mirror_table(lower, K), f"mirror_table K={K} on {sites}")
+    window = KM.window_offsets(kernel_size, dilation)  # one-sided offsets, as a strided map uses
+    assert_same_ints(be.neighbor_table(index, x.coords, x.spatial_shape, window),
+                     REF.neighbor_table(ref_index, x.coords, x.spatial_shape, window), "window offsets")
+
+
+def check_transpose_table(be, sites: str, seed: int = 0):
+    """transpose_table of down, inverse and submanifold tables, and of a 0-column table."""
+    x, maps = sites_and_maps(seed, sites)
+    for name, kmap in maps.items():
+        nbr = np.asarray(kmap.neighbors)
+        assert_same_ints(be.transpose_table(nbr, kmap.n_in), REF.transpose_table(nbr, kmap.n_in),
+                         f"transpose_table of {name} on {sites}")
+    empty = np.zeros((len(x), 0), np.int32)
+    assert_same_ints(be.transpose_table(empty, 3), REF.transpose_table(empty, 3), "transpose of (N, 0)")
+
+
+def check_submanifold_map(be, sites: str, kernel_size: int, dilation: int, seed: int = 0):
+    """The whole kmap.submanifold_map pipeline with ``be`` selected (index, lower half, mirror)."""
+    x = random_sites(seed, **SITES[sites])
+    y = SparseTensor(x.coords, np.zeros((len(x), 1), np.float32), x.spatial_shape, x.batch_size)
+    with use_backend("reference"):
+        want = KM.submanifold_map(x, kernel_size, dilation).neighbors
+    with use_backend(be):
+        got = KM.submanifold_map(y, kernel_size, dilation).neighbors
+    assert_same_ints(got, want, f"submanifold_map k={kernel_size} d={dilation} on {sites}")
+
+
+def check_conv(be, sites: str, map_name: str, cin: int, cout: int, dtype, seed: int = 0):
+    """conv_forward, the input gradient (forward on the transposed map) and conv_weight_grad."""
+    kmap = sites_and_maps(seed, sites)[1][map_name]
+    rng = np.random.default_rng(seed + 1)
+    feats = _feats(rng, kmap.n_in, cin, dtype)
+    weight = rng.standard_normal((kmap.K, cin, cout)).astype(dtype)
+    grad_out = _feats(rng, kmap.n_out, cout, dtype)
+    what = f"{map_name} on {sites}, {cin}->{cout} {np.dtype(dtype)}"
+    out = be.conv_forward(feats, weight, kmap)
+    assert_close(out, REF.conv_forward(feats, weight, kmap), f"conv_forward {what}")
+    assert_bitwise(out, be.conv_forward(feats, weight, kmap), f"conv_forward {what}")
+    wt = np.ascontiguousarray(weight.transpose(0, 2, 1))
+    t = kmap.transposed()
+    assert_close(be.conv_forward(grad_out, wt, t), REF.conv_forward(grad_out, wt, t), f"conv input grad {what}")
+    gw = be.conv_weight_grad(feats, grad_out, kmap)
+    assert_close(gw, REF.conv_weight_grad(feats, grad_out, kmap), f"conv_weight_grad {what}")
+    assert_bitwise(gw, be.conv_weight_grad(feats, grad_out, kmap), f"conv_weight_grad {what}")
+
+
+def check_depthwise(be, sites: str, map_name: str, channels: int, dtype, seed: int = 0):
+    """depthwise_forward, its input gradient and depthwise_weight_grad."""
+    kmap = sites_and_maps(seed, sites)[1][map_name]
+    rng = np.random.default_rng(seed + 2)
+    feats = _feats(rng, kmap.n_in, channels, dtype)
+    weight = rng.standard_normal((kmap.K, channels)).astype(dtype)
+    grad_out = _feats(rng, kmap.n_out, channels, dtype)
+    what = f"{map_name} on {sites}, C={channels} {np.dtype(dtype)}"
+    out = be.depthwise_forward(feats, weight, kmap)
+    assert_close(out, REF.depthwise_forward(feats, weight, kmap), f"depthwise_forward {what}")
+    assert_bitwise(out, be.depthwise_forward(feats, weight, kmap), f"depthwise_forward {what}")
+    t = kmap.transposed()
+    assert_close(be.depthwise_forward(grad_out, weight, t), REF.depthwise_forward(grad_out, weight, t),
+                 f"depthwise input grad {what}")
+    gw = be.depthwise_weight_grad(feats, grad_out, kmap)
+    assert_close(gw, REF.depthwise_weight_grad(feats, grad_out, kmap), f"depthwise_weight_grad {what}")
+    assert_bitwise(gw, be.depthwise_weight_grad(feats, grad_out, kmap), f"depthwise_weight_grad {what}")
+
+
+def check_segment_sum(be, n_rows: int, n_segments: int, channels: int, dtype, seed: int = 0):
+    """segment_sum with empty segments, a non-zero start and rows after the last segment."""
+    rng = np.random.default_rng(seed)
+    values = _feats(rng, n_rows, channels, dtype)
+    cuts = np.sort(rng.integers(0, n_rows + 1, max(n_segments + 1, 1)))
+    if n_segments >= 3:
+        cuts[1] = cuts[2]  # an empty segment
+    seg_ptr = cuts[: n_segments + 1].astype(np.int64)
+    got = be.segment_sum(values, seg_ptr)
+    assert_close(got, REF.segment_sum(values, seg_ptr), f"segment_sum N={n_rows} S={n_segments} C={channels}")
+    assert_bitwise(got, be.segment_sum(values, seg_ptr), "segment_sum")
+
+
+def check_zero_rows(be, dtype):
+    """0-row inputs flow through every kernel: 0-row outputs, zero weight gradients."""
+    x = random_sites(0, **SITES["empty"])
+    assert len(x) == 0
+    index = be.build_index(x.keys)
+    assert_same_ints(be.lookup(index, np.array([0, 5], np.int64)), np.array([-1, -1], np.int32), "lookup in empty index")
+    offsets = KM.centred_offsets(3)
+    assert_same_ints(be.neighbor_table(index, x.coords, x.spatial_shape, offsets), np.zeros((0, 27), np.int32),
+                     "neighbor_table of 0 rows")
+    assert_same_ints(be.mirror_table(np.zeros((0, 13), np.int32), 27), np.zeros((0, 27), np.int32), "mirror of 0 rows")
+    empty = KM.KernelMap(np.zeros((0, 27), np.int32), 0, offsets, "submanifold", mirror_symmetric=True)
+    orphan = KM.KernelMap(np.full((4, 27), -1, np.int32), 0, offsets, "inverse")  # outputs with no input
+    for kmap in (empty, orphan):
+        f = np.zeros((0, 3), dtype)
+        assert_close(be.conv_forward(f, np.ones((27, 3, 5), dtype), kmap), np.zeros((kmap.n_out, 5), dtype), "conv 0 rows")
+        assert_close(be.conv_weight_grad(f, np.ones((kmap.n_out, 5), dtype), kmap), np.zeros((27, 3, 5), dtype),
+                     "conv weight grad 0 rows")
+        assert_close(be.depthwise_forward(f, np.ones((27, 3), dtype), kmap), np.zeros((kmap.n_out, 3), dtype),
+                     "depthwise 0 rows")
+        assert_close(be.depthwise_weight_grad(f, np.ones((kmap.n_out, 3), dtype), kmap), np.zeros((27, 3), dtype),
+                     "depthwise weight grad 0 rows")
+    assert_close(be.segment_sum(np.zeros((0, 3), dtype), np.array([0], np.int64)), np.zeros((0, 3), dtype),
+                 "segment_sum of 0 segments")
+    assert_close(be.segment_sum(np.zeros((0, 3), dtype), np.array([0, 0, 0], np.int64)), np.zeros((2, 3), dtype),
+                 "segment_sum of empty segments")
+
+
+# --- the full list ---------------------------------------------------------------------------------
+
+HASH_SIZES = (0, 1, 7, 300, 3000)
+CONV_CHANNELS = ((1, 1), (3, 5), (16, 32), (33, 17))
+CONV_MAPS = ("subm_k1_d1", "subm_k3_d1", "subm_k3_d2", "subm_k5_d1", "down_k2s2", "inverse_k2s2", "down_k3s2p1")
+
+
+def all_cases(quick: bool = False):
+    """``[(name, function, kwargs)]``: every check, over sites, kernels, dilations, channels, dtypes."""
+    cases = [(f"hash_n{n}", check_hash, dict(n=n)) for n in HASH_SIZES]
+    for sites in SITES:
+        for k in (1, 3, 5):
+            for d in (1, 2):
+                cases.append((f"neighbor_table_{sites}_k{k}_d{d}", check_neighbor_table,
+                              dict(sites=sites, kernel_size=k, dilation=d)))
+        cases.append((f"transpose_table_{sites}", check_transpose_table, dict(sites=sites)))
+        cases.append((f"submanifold_map_{sites}_k3", check_submanifold_map, dict(sites=sites, kernel_size=3, dilation=1)))
+    conv_sites = ("b2_odd",) if quick else ("b2_odd", "b1_dense", "b3_sparse", "single")
+    for dtype in DTYPES:
+        dt = np.dtype(dtype).name
+        for sites in conv_sites:
+            for map_name in CONV_MAPS:
+                if sites != "b2_odd":
+                    pairs = ((3, 5),)
+                elif map_name == "subm_k3_d1":
+                    pairs = CONV_CHANNELS
+                else:
+                    pairs = ((3, 5), (33, 17))  # a partial tile in every dimension
+                for cin, cout in pairs:
+                    cases.append((f"conv_{sites}_{map_name}_{cin}x{cout}_{dt}", check_conv,
+                                  dict(sites=sites, map_name=map_name, cin=cin, cout=cout, dtype=dtype)))
+                for c in (1, 7, 40) if sites == "b2_odd" else (7,):
+                    cases.append((f"depthwise_{sites}_{map_name}_c{c}_{dt}", check_depthwise,
+                                  dict(sites=sites, map_name=map_name, channels=c, dtype=dtype)))
+        for n, s, c in ((0, 0, 3), (0, 4, 2), (1, 1, 1), (50, 5, 3), (3000, 7, 5), (2500, 1, 33)):
+            cases.append((f"segment_sum_n{n}_s{s}_c{c}_{dt}", check_segment_sum,
+                          dict(n_rows=n, n_segments=s, channels=c, dtype=dtype)))
+        cases.append((f"zero_rows_{dt}", check_zero_rows, dict(dtype=dtype)))
+    return cases

@@ -1,0 +1,39 @@
+"""Helpers shared by the functional ops: unwrapping features, re-wrapping results, batch segments."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..autograd import Tensor
+from ..backends import get_backend
+from ..tensor import SparseTensor
+
+
+def split(x):
+    """``(sparse_or_None, feats)`` of a SparseTensor, a Tensor or a raw ``(N, C)`` array."""
+    if isinstance(x, SparseTensor):
+        return x, x.feats
+    return None, x
+
+
+def wrap(sparse, feats):
+    """``feats`` on ``sparse``'s sites (sharing its cache), or ``feats`` itself if there are no sites."""
+    return feats if sparse is None else sparse.replace_feats(feats)
+
+
+def raw(feats):
+    """The array behind a Tensor (or the array itself)."""
+    return feats.data if isinstance(feats, Tensor) else feats
+
+
+def batch_ptr(x: SparseTensor):
+    """``(B+1,) int64`` row boundaries of each sample (rows are sorted by batch first), cached."""
+    if "batch_ptr" not in x.cache:
+        ptr = np.searchsorted(x.coords[:, 0], np.arange(x.batch_size + 1), side="left").astype(np.int64)
+        x.cache["batch_ptr"] = get_backend().xp.asarray(ptr)
+    return x.cache["batch_ptr"]
+
+
+def segment_ids(seg_ptr):
+    """``(N,)`` segment index of each row, from ``(S+1,)`` boundaries."""
+    xp = get_backend().xp
+    return xp.repeat(xp.arange(len(seg_ptr) - 1), xp.diff(seg_ptr).astype(np.int64))

@@ -1,0 +1,140 @@
+"""Pointwise activations (GELU, ReLU, LeakyReLU, Sigmoid), pointwise Linear, and dropout.
+
+Each takes a SparseTensor (result on the same sites), an autograd Tensor, or a raw array.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..autograd import Function, Mul, Tensor
+from ..backends import get_backend
+from ._util import split, wrap
+
+
+def _erf(x):
+    if isinstance(x, np.ndarray):
+        from scipy.special import erf
+        return erf(x)
+    from cupyx.scipy.special import erf  # a GPU array
+    return erf(x)
+
+
+class GELUFn(Function):
+    """Exact GELU ``x · Φ(x)``, Φ the standard normal CDF (erf form, as in PyTorch's default)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        cdf = 0.5 * (1.0 + _erf(x * (1.0 / math.sqrt(2.0))))
+        ctx.save(x, cdf)
+        return x * cdf
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, cdf = ctx.saved
+        xp = get_backend().xp
+        pdf = xp.exp(-0.5 * x * x) * (1.0 / math.sqrt(2.0 * math.pi))
+        return grad * (cdf + x * pdf)
+
+
+class ReLUFn(Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save(x > 0)
+        return x * ctx.saved[0]
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * ctx.saved[0]
+
+
+class LeakyReLUFn(Function):
+    @staticmethod
+    def forward(ctx, x, negative_slope=0.01):
+        xp = get_backend().xp
+        slope = xp.where(x > 0, 1.0, negative_slope).astype(x.dtype)
+        ctx.save(slope)
+        return x * slope
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * ctx.saved[0]
+
+
+class SigmoidFn(Function):
+    @staticmethod
+    def forward(ctx, x):
+        y = sigmoid_array(x)
+        ctx.save(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved
+        return grad * y * (1.0 - y)
+
+
+def sigmoid_array(x):
+    """Numerically safe logistic function of a raw array (no overflow warnings)."""
+    xp = get_backend().xp
+    e = xp.exp(-xp.abs(x))
+    return xp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(x.dtype)
+
+
+class LinearFn(Function):
+    """``y = x @ Wᵀ + b`` with PyTorch's layout: ``weight (out_features, in_features)``."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save(x, weight)
+        ctx.has_bias = bias is not None
+        y = x @ weight.T
+        return y if bias is None else y + bias
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved
+        gx = grad @ weight if ctx.needs_input_grad[0] else None
+        gw = grad.T @ x
+        gb = grad.sum(axis=0) if ctx.has_bias else None
+        return gx, gw, gb
+
+
+def gelu(x):
+    s, f = split(x)
+    return wrap(s, GELUFn.apply(f))
+
+
+def relu(x):
+    s, f = split(x)
+    return wrap(s, ReLUFn.apply(f))
+
+
+def leaky_relu(x, negative_slope=0.01):
+    s, f = split(x)
+    return wrap(s, LeakyReLUFn.apply(f, negative_slope=negative_slope))
+
+
+def sigmoid(x):
+    s, f = split(x)
+    return wrap(s, SigmoidFn.apply(f))
+
+
+def linear(x, weight, bias=None):
+    """Pointwise linear layer on every voxel's features (a 1×1×1 convolution)."""
+    s, f = split(x)
+    return wrap(s, LinearFn.apply(f, weight, bias))
+
+
+def dropout(x, p=0.5, training=True, rng=None):
+    """Zero each feature with probability ``p`` and scale the rest by ``1/(1-p)`` (training only)."""
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+    if not training or p == 0.0:
+        return x
+    s, f = split(x)
+    rng = np.random.default_rng() if rng is None else rng
+    data = f.data if isinstance(f, Tensor) else f
+    keep = (rng.random(data.shape) >= p).astype(data.dtype) * (1.0 / (1.0 - p))
+    return wrap(s, Mul.apply(f, get_backend().xp.asarray(keep)))

@@ -1,0 +1,140 @@
+"""Losses on per-voxel logits: soft Dice (sigmoid, per channel), BCE-with-logits, cross-entropy.
+
+Each takes logits as a SparseTensor (or a Tensor / array of shape ``(N, C)``) and targets row-aligned
+with them (a SparseTensor on the same sites, or an array), and returns a one-element Tensor.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..autograd import Function
+from ..backends import get_backend
+from ..tensor import SparseTensor
+from ._util import batch_ptr, raw, segment_ids
+from .activation import sigmoid_array
+
+
+def _logits_and_target(logits, target, op):
+    sparse = logits if isinstance(logits, SparseTensor) else None
+    f = logits.feats if sparse is not None else logits
+    if isinstance(target, SparseTensor):
+        if sparse is not None and not sparse.same_sites(target):
+            raise ValueError(f"{op}: logits and target must be on identical sites")
+        target = target.feats
+    xp = get_backend().xp
+    target = xp.asarray(raw(target))
+    return sparse, f, target
+
+
+class SoftDiceFn(Function):
+    """``Σ_c mean_s (1 − (2 Σ p·t + smooth) / (Σ p + Σ t + smooth))``, ``p = sigmoid(logits)``,
+    sums over the rows of each segment ``s`` (a sample, or the whole batch)."""
+
+    @staticmethod
+    def forward(ctx, logits, target, seg_ptr=None, smooth=1e-5):
+        be = get_backend()
+        xp = be.xp
+        if seg_ptr is None:
+            seg_ptr = xp.asarray([0, len(logits)], dtype=np.int64)
+        target = target.astype(logits.dtype)
+        p = sigmoid_array(logits)
+        inter = be.segment_sum(p * target, seg_ptr)  # (S, C)
+        denom = be.segment_sum(p + target, seg_ptr) + smooth
+        dice = (2.0 * inter + smooth) / denom
+        S = dice.shape[0]
+        ctx.save(p, target, dice, denom)
+        ctx.seg, ctx.S = segment_ids(seg_ptr), S
+        return (1.0 - dice).sum() / S
+
+    @staticmethod
+    def backward(ctx, grad):
+        p, target, dice, denom = ctx.saved
+        seg = ctx.seg
+        d_p = -(2.0 * target - dice[seg]) / (ctx.S * denom[seg])
+        return grad * d_p * p * (1.0 - p), None
+
+
+def soft_dice_loss(logits, target, smooth=1e-5, batch_dice=False):
+    """Soft Dice per channel (sigmoid outputs), summed over channels, averaged over samples.
+
+    ``target``: soft or hard labels in [0, 1], ``(N, C)`` row-aligned with ``logits``. With
+    ``batch_dice=True`` (or non-sparse logits) the sums run over the whole batch at once.
+    """
+    sparse, f, target = _logits_and_target(logits, target, "soft_dice_loss")
+    seg_ptr = batch_ptr(sparse) if sparse is not None and not batch_dice else None
+    return SoftDiceFn.apply(f, target, seg_ptr=seg_ptr, smooth=smooth)
+
+
+class BCEWithLogitsFn(Function):
+    @staticmethod
+    def forward(ctx, logits, target, pos_weight=None):
+        xp = get_backend().xp
+        target = target.astype(logits.dtype)
+        # log(1 + exp(-|z|)) + max(z, 0) - z·t, the stable form; with pos_weight w:
+        # (1 - t)·z + (1 + (w - 1)·t)·(log(1 + exp(-|z|)) + max(-z, 0))
+        softplus_neg = xp.log1p(xp.exp(-xp.abs(logits))) + xp.maximum(-logits, 0)  # = -log σ(z)
+        if pos_weight is None:
+            loss = (1.0 - target) * logits + softplus_neg
+        else:
+            loss = (1.0 - target) * logits + (1.0 + (pos_weight - 1.0) * target) * softplus_neg
+        ctx.save(logits, target)
+        ctx.pos_weight, ctx.n = pos_weight, max(logits.size, 1)
+        return loss.sum() / ctx.n
+
+    @staticmethod
+    def backward(ctx, grad):
+        logits, target = ctx.saved
+        p = sigmoid_array(logits)
+        if ctx.pos_weight is None:
+            d = p - target
+        else:
+            d = (1.0 - target) - (1.0 + (ctx.pos_weight - 1.0) * target) * (1.0 - p)
+        return grad * d / ctx.n, None
+
+
+def bce_with_logits(logits, target, pos_weight=None):
+    """Mean binary cross-entropy of ``sigmoid(logits)`` against ``target`` in [0, 1]."""
+    _, f, target = _logits_and_target(logits, target, "bce_with_logits")
+    return BCEWithLogitsFn.apply(f, target, pos_weight=pos_weight)
+
+
+class CrossEntropyFn(Function):
+    @staticmethod
+    def forward(ctx, logits, labels, weight=None, ignore_index=-100):
+        xp = get_backend().xp
+        labels = labels.astype(np.int64).reshape(-1)
+        valid = labels != ignore_index
+        safe = xp.where(valid, labels, 0)
+        shifted = logits - logits.max(axis=1, keepdims=True) if len(logits) else logits
+        log_z = xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
+        log_p = shifted - log_z
+        rows = xp.arange(len(labels))
+        w = xp.ones(len(labels), logits.dtype) if weight is None else xp.asarray(weight, logits.dtype)[safe]
+        w = w * valid
+        total = w.sum()
+        ctx.save(log_p, safe, w)
+        ctx.total = total if total > 0 else 1.0
+        return -(w * log_p[rows, safe]).sum() / ctx.total
+
+    @staticmethod
+    def backward(ctx, grad):
+        log_p, safe, w = ctx.saved
+        xp = get_backend().xp
+        d = xp.exp(log_p)
+        d[xp.arange(len(safe)), safe] -= 1.0
+        return grad * d * (w / ctx.total)[:, None], None
+
+
+def cross_entropy(logits, labels, weight=None, ignore_index=-100):
+    """Mean softmax cross-entropy; ``labels (N,)`` integer classes (``ignore_index`` rows skipped),
+    ``weight (C,)`` optional class weights (PyTorch's weighted mean)."""
+    _, f, labels = _logits_and_target(logits, labels, "cross_entropy")
+    return CrossEntropyFn.apply(f, labels, weight=weight, ignore_index=ignore_index)
+
+
+def dice_score(pred, target):
+    """Hard Dice ``2|P∧T| / (|P| + |T|)`` of boolean arrays, per channel (last axis); 1 if both empty."""
+    pred, target = np.asarray(pred, bool), np.asarray(target, bool)
+    inter = (pred & target).sum(axis=0)
+    total = pred.sum(axis=0) + target.sum(axis=0)
+    return np.where(total > 0, 2.0 * inter / np.maximum(total, 1), 1.0)

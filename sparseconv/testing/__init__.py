@@ -1,0 +1,1 @@
+"""Shared test machinery: hypothesis strategies, dense oracles and the backend conformance suite."""

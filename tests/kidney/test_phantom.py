@@ -1,0 +1,159 @@
+"""kidney.phantom: determinism, labels, calibrated HU, KiTS-sized kidneys, CT around real labels."""
+from __future__ import annotations
+
+import csv
+
+import nibabel as nib
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from kidney import io, phantom
+from kidney.phantom import TISSUE_ID as T
+
+
+def test_deterministic_per_seed():
+    a = phantom.make_phantom(11, preset="tiny")
+    b = phantom.make_phantom(11, preset="tiny")
+    c = phantom.make_phantom(12, preset="tiny")
+    assert np.array_equal(a.image, b.image) and np.array_equal(a.labels, b.labels)
+    assert a.spacing == b.spacing and a.phase == b.phase
+    assert not np.array_equal(a.image, c.image)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_every_label_present_and_consistent(seed):
+    ph = phantom.make_phantom(seed, preset="tiny")
+    assert ph.image.dtype == np.int16 and ph.labels.dtype == np.uint8
+    assert ph.image.shape == ph.labels.shape == ph.tissue.shape == (40, 96, 96)
+    assert set(np.unique(ph.labels)) == {0, 1, 2, 3}
+    lab_of = np.array([t.label for t in phantom.TISSUES])
+    assert np.array_equal(lab_of[ph.tissue], ph.labels)
+    assert ph.phase in phantom.PHASES
+    assert nib.aff2axcodes(ph.affine) == ("I", "P", "L")
+
+
+def test_grid_presets_and_overrides():
+    ph = phantom.make_phantom(0, preset="tiny", shape=(20, 48, 40))
+    assert ph.shape == (20, 48, 40)
+    extent = np.multiply(ph.shape, ph.spacing)
+    assert 300 < extent[1] < 450 and 150 < extent[0] < 280  # the preset's field of view
+    ph = phantom.make_phantom(0, preset="tiny", spacing=(6.0, 5.0, 5.0))
+    assert ph.spacing == (6.0, 5.0, 5.0)
+    demo = phantom.GRID_PRESETS["demo"]
+    assert demo.inplane == 256 and phantom.GRID_PRESETS["full"].inplane == 512
+    with pytest.raises(ValueError, match="huge"):
+        phantom.make_phantom(0, preset="huge")
+    with pytest.raises(ValueError, match="arterial"):
+        phantom.make_phantom(0, preset="tiny", phase="arterial")
+
+
+def test_anatomy_is_on_the_right_sides(tiny_phantom):
+    t = tiny_phantom.tissue
+    x_of = {name: np.argwhere(t == T[name])[:, 2].mean() for name in ("liver", "spleen",
+                                                                      "artery", "vein")}
+    assert x_of["liver"] < x_of["spleen"]  # x grows toward the patient's left (I, P, L)
+    assert x_of["vein"] < x_of["artery"]  # IVC right of the aorta
+    spine_y = np.argwhere(t == T["cancellous_bone"])[:, 1].mean()
+    liver_y = np.argwhere(t == T["liver"])[:, 1].mean()
+    assert liver_y < spine_y  # y grows toward the back
+    kid = np.argwhere(tiny_phantom.labels == 1)
+    liver_z = np.argwhere(t == T["liver"])[:, 0].mean()
+    assert liver_z < kid[:, 0].mean()  # z grows toward the feet
+
+
+def _real_and_phantom_stats(totalseg, phase):
+    ct = io.load_nifti(totalseg / "example_ct_sm.nii.gz")
+    seg = io.load_nifti(totalseg / "example_seg.nii.gz", label=True)
+    real = phantom.tissue_statistics(ct.array, phantom.real_ct_masks(ct.array, seg.array))
+    ph = phantom.make_phantom(0, shape=(60, 128, 128), spacing=ct.spacing, phase=phase)
+    return real, phantom.tissue_statistics(ph.image, phantom.phantom_masks(ph))
+
+
+def test_noncontrast_hu_within_real_ct_ranges(totalseg):
+    real, synth = _real_and_phantom_stats(totalseg, "noncontrast")
+    assert set(real) == set(phantom.CALIBRATION_MAP)
+    for name, r in real.items():
+        s = synth[name]
+        assert r["p5"] <= s["mean"] <= r["p95"], (name, r, s)
+        assert s["sd"] <= 2.5 * r["sd"] + 5, (name, r, s)
+
+
+def test_enhanced_phases_keep_unenhanced_tissues_on_the_real_ct(totalseg):
+    real, synth = _real_and_phantom_stats(totalseg, "nephrographic")
+    for name in ("fat", "lung", "air", "gallbladder", "vertebrae", "spinal_canal"):
+        assert real[name]["p5"] <= synth[name]["mean"] <= real[name]["p95"], name
+    assert synth["kidney"]["mean"] > 120 and synth["aorta"]["mean"] > 120
+
+
+def test_contrast_phases_enhance_kidney_and_tumour():
+    cm = phantom.make_phantom(2, preset="tiny", phase="corticomedullary")
+    nc = phantom.make_phantom(2, preset="tiny", phase="noncontrast")
+    assert np.array_equal(cm.labels, nc.labels)
+    cortex = cm.tissue == T["renal_cortex"]
+    assert cm.image[cortex].mean() > nc.image[cortex].mean() + 100
+    cyst = ndimage.binary_erosion(cm.labels == 3) if (cm.labels == 3).sum() > 30 else cm.labels == 3
+    assert abs(np.median(cm.image[cyst])) < 60  # water density, no enhancement
+
+
+def _kits_component_ranges(kits_sample):
+    rows = list(csv.DictReader((kits_sample / "kits23_segmentation_stats.csv").open()))
+    vols, exts = [], []
+    for r in rows:
+        sp = [float(r[f"sp{a}_mm"]) for a in range(3)]
+        for c in ("comp1", "comp2"):
+            if int(r[f"{c}_vox"]) > 0 and int(r[f"{c}_ext0"]) > 1:
+                vols.append(int(r[f"{c}_vox"]) * np.prod(sp) / 1000)
+                exts.append([int(r[f"{c}_ext{a}"]) * sp[a] for a in range(3)])
+    vols, exts = np.array(vols), np.array(exts)
+    return np.percentile(vols, [1, 99]), np.percentile(exts, [1, 99], axis=0)
+
+
+@pytest.mark.parametrize("seed", [0, 5])
+def test_kidney_sizes_within_kits23_range(kits_sample, seed):
+    (v_lo, v_hi), (e_lo, e_hi) = _kits_component_ranges(kits_sample)
+    ph = phantom.make_phantom(seed, shape=(100, 160, 160), spacing=(2.5, 2.5, 2.5))
+    comp, n = ndimage.label(ph.labels > 0, structure=np.ones((3, 3, 3)))
+    sizes = np.bincount(comp.ravel())[1:]
+    assert n >= 2
+    for i in np.argsort(sizes)[::-1][:2]:
+        vol = sizes[i] * np.prod(ph.spacing) / 1000
+        assert v_lo <= vol <= v_hi, (vol, v_lo, v_hi)
+        idx = np.argwhere(comp == i + 1)
+        ext = (idx.max(axis=0) - idx.min(axis=0) + 1) * np.array(ph.spacing)
+        assert np.all(ext >= e_lo) and np.all(ext <= e_hi), (ext, e_lo, e_hi)
+
+
+def test_from_labels_keeps_labels_exactly(cropped_kits_labels):
+    labels, spacing = cropped_kits_labels
+    ph = phantom.from_labels(labels, spacing, seed=1, phase="corticomedullary")
+    assert np.array_equal(ph.labels, labels) and ph.labels is not labels
+    assert ph.image.shape == labels.shape and ph.image.dtype == np.int16
+    kidney = ndimage.binary_erosion(labels == 1)
+    assert ph.image[kidney].mean() > 100  # enhancing parenchyma
+    assert np.all(np.isin(ph.tissue[labels == 1], [T["renal_cortex"], T["renal_medulla"]]))
+    assert np.all(ph.tissue[labels == 3] == T["cyst"])
+    assert not np.isin(ph.tissue[labels == 0], [T["renal_cortex"], T["renal_medulla"],
+                                                  T["cyst"]]).any()
+    body = ph.image > -500
+    assert body.mean() > 0.5  # a body surrounds the kidneys
+    with pytest.raises(ValueError, match="0..3"):
+        phantom.from_labels(np.full((4, 4, 4), 5), (1, 1, 1))
+
+
+def test_write_case_kits_layout(tiny_phantom, tmp_path):
+    case_dir = phantom.write_case(tiny_phantom, tmp_path / "case_00007")
+    case = io.load_case(case_dir)
+    assert case.image.file_axcodes == ("I", "P", "L")
+    assert np.array_equal(case.image.array, tiny_phantom.image)
+    assert np.array_equal(case.label.array, tiny_phantom.labels)
+    assert case.image.spacing == pytest.approx(tiny_phantom.spacing, abs=1e-5)
+    assert nib.load(str(case_dir / "imaging.nii.gz")).get_data_dtype() == np.int16
+    with pytest.raises(FileExistsError, match="imaging.nii.gz"):
+        phantom.write_case(tiny_phantom, case_dir)
+    phantom.write_case(tiny_phantom, case_dir, overwrite=True)
+
+
+def test_default_noise_grows_as_voxels_shrink():
+    assert phantom.default_noise_hu((3, 3, 3)) == pytest.approx(11.0)
+    assert phantom.default_noise_hu((0.5, 0.7, 0.7)) > phantom.default_noise_hu((5, 0.7, 0.7))

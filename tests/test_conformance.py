@@ -1,0 +1,101 @@
+"""The conformance suite on every CPU backend: each op, forward, dX, dW and db, against dense
+twins; float32 agreement with the reference; finite differences; determinism; empty inputs."""
+import numpy as np
+import pytest
+from hypothesis import given
+
+import sparseconv
+from sparseconv import SparseTensor
+from sparseconv.functional import conv as F
+from sparseconv.kmap import down_map, inverse_map, submanifold_map
+from sparseconv.testing.conformance import Case, max_relative_errors, run_dense, run_sparse
+from sparseconv.testing.strategies import conv_cases
+
+OTHER_BACKENDS = [b for b in sparseconv.available_backends() if b not in ("reference", "cupy")]
+
+
+@given(conv_cases())
+def test_op_equals_dense_twin(backend, case):
+    errors = max_relative_errors(run_sparse(case), run_dense(case))
+    assert max(errors.values()) < 1e-10, (case.describe(), errors)
+
+
+@pytest.mark.parametrize("name", OTHER_BACKENDS)
+@given(case=conv_cases(dtype=np.float32))
+def test_backend_matches_reference_in_float32(name, case):
+    with sparseconv.use_backend("reference"):
+        want = run_sparse(case)
+    with sparseconv.use_backend(name):
+        got = run_sparse(case)
+    for key in want:
+        scale = max(np.linalg.norm(want[key]), 1e-30)
+        assert got[key].dtype == np.float32
+        assert np.linalg.norm(got[key] - want[key]) <= 1e-5 * scale, (case.describe(), key)
+
+
+def _loss_and_grads(case, x_feats=None, weight=None):
+    """L = <g, op(x, W)> and its gradients, with the case's inputs optionally replaced."""
+    from sparseconv.testing import conformance as conf
+    x, kmap, _, w, bias, g = conf._inputs(case)
+    xf = x.feats if x_feats is None else x_feats
+    w = w if weight is None else weight
+    fwd, bwd = (F.depthwise_forward, F.depthwise_backward) if case.op == "depthwise" else (F.conv_forward, F.conv_backward)
+    out = fwd(xf, w, kmap, bias)
+    return float((out * g).sum()), bwd(g, xf, w, kmap), xf, w
+
+
+@given(conv_cases())
+def test_gradients_match_finite_differences(backend, case):
+    _, (dx, dw, _), xf, w = _loss_and_grads(case)
+    rng = np.random.default_rng(case.seed)
+    eps = 1e-6
+    for name, base, grad in [("x", xf, dx), ("w", w, dw)]:
+        v = rng.standard_normal(base.shape)
+        plus = _loss_and_grads(case, **{("x_feats" if name == "x" else "weight"): base + eps * v})[0]
+        minus = _loss_and_grads(case, **{("x_feats" if name == "x" else "weight"): base - eps * v})[0]
+        numeric = (plus - minus) / (2 * eps)
+        assert abs(numeric - float((grad * v).sum())) <= 1e-6 * max(1.0, abs(numeric)), (case.describe(), name)
+
+
+@given(conv_cases(dtype=np.float32))
+def test_same_call_twice_is_bitwise_equal(backend, case):
+    first, second = run_sparse(case), run_sparse(case)
+    for key in first:
+        assert np.array_equal(first[key], second[key]), (case.describe(), key)
+
+
+def test_shuffled_input_rows_give_the_same_canonical_output(backend):
+    rng = np.random.default_rng(7)
+    coords = np.argwhere(rng.random((2, 6, 7, 5)) < 0.4).astype(np.int32)
+    feats = rng.standard_normal((len(coords), 4)).astype(np.float32)
+    weight = rng.standard_normal((27, 4, 3)).astype(np.float32)
+    results = []
+    for perm in [np.arange(len(coords)), rng.permutation(len(coords))]:
+        x = SparseTensor(coords[perm], feats[perm], (6, 7, 5))
+        out = F.conv_forward(x.feats, weight, submanifold_map(x, 3))
+        _, coarse = down_map(x)
+        results.append((x.coords, out, coarse.coords))
+    for a, b in zip(*results):
+        assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("op", ["subm", "depthwise", "down", "inverse"])
+def test_zero_rows_flow_through_every_op(backend, op):
+    case = Case(op, np.zeros((0, 4), np.int32), (4, 5, 6), 1, cin=3, cout=2, kernel_size=2 if op in ("down", "inverse") else 3,
+                stride=2 if op in ("down", "inverse") else 1, dtype=np.float32)
+    got = run_sparse(case)
+    assert got["out"].shape == (0, case.cout) and got["dx"].shape == (0, case.cin)
+    assert not got["dw"].any() and not got["db"].any()
+
+
+def test_mismatched_inputs_are_refused(backend):
+    x = SparseTensor(np.zeros((1, 4), np.int32), np.ones((1, 2), np.float32), (3, 3, 3))
+    m = submanifold_map(x, 3)
+    with pytest.raises(ValueError, match=r"feats must be \(1, C\)"):
+        F.conv_forward(np.ones((2, 2), np.float32), np.ones((27, 2, 2), np.float32), m)
+    with pytest.raises(ValueError, match=r"weight must be \(K, Cin, Cout\) with K=27, C\(in\)=2"):
+        F.conv_forward(x.feats, np.ones((8, 2, 2), np.float32), m)
+    with pytest.raises(ValueError, match="dtype float64 differs"):
+        F.conv_forward(x.feats, np.ones((27, 2, 2)), m)
+    _, coarse = down_map(x)
+    assert inverse_map(coarse)[1] is x

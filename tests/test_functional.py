@@ -1,0 +1,238 @@
+"""Every autograd Function against float64 central finite differences, and the functional API's
+site handling (identical-site checks, coarse/fine sites, dropout, losses)."""
+import numpy as np
+import pytest
+
+import sparseconv
+from sparseconv import SparseTensor, Tensor, functional as F, no_grad
+from sparseconv.autograd import gradcheck
+
+
+def random_sparse(rng, shape=(5, 6, 5), batch=2, channels=3, density=0.3, dtype=np.float64):
+    mask = rng.random((batch,) + tuple(shape)) < density
+    coords = np.argwhere(mask).astype(np.int32)
+    feats = rng.standard_normal((len(coords), channels)).astype(dtype)
+    return SparseTensor(coords, feats, shape, batch_size=batch)
+
+
+def leaf(a):
+    return Tensor(np.array(a, dtype=np.float64), requires_grad=True)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def x(rng):
+    return random_sparse(rng)
+
+
+def with_leaf_feats(x):
+    f = leaf(x.feats)
+    return x.replace_feats(f), f
+
+
+# --- convolutions ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dilation", [1, 2])
+def test_subm_conv_grad(x, rng, dilation):
+    xs, f = with_leaf_feats(x)
+    w, b = leaf(rng.standard_normal((27, 3, 2))), leaf(rng.standard_normal(2))
+    gradcheck(lambda: F.subm_conv3d(xs, w, b, dilation=dilation), [f, w, b], max_per_tensor=40)
+
+
+def test_subm_conv_without_bias_and_first_layer_skip(x, rng):
+    w = leaf(rng.standard_normal((27, 3, 2)))
+    gradcheck(lambda: F.subm_conv3d(x, w), [w], max_per_tensor=40)  # feats are constants here
+
+
+def test_depthwise_conv_grad(x, rng):
+    xs, f = with_leaf_feats(x)
+    w, b = leaf(rng.standard_normal((27, 3))), leaf(rng.standard_normal(3))
+    gradcheck(lambda: F.depthwise_subm_conv3d(xs, w, b), [f, w, b], max_per_tensor=40)
+
+
+@pytest.mark.parametrize("k,s,p", [(2, 2, 0), (3, 2, 1), (3, 1, 1)])
+def test_down_conv_grad(x, rng, k, s, p):
+    xs, f = with_leaf_feats(x)
+    w, b = leaf(rng.standard_normal((k ** 3, 3, 2))), leaf(rng.standard_normal(2))
+    y = F.sparse_conv3d(xs, w, b, k, s, p)
+    assert y.stride == tuple(v * s for v in x.stride)
+    gradcheck(lambda: F.sparse_conv3d(xs, w, b, k, s, p), [f, w, b], max_per_tensor=40)
+
+
+def test_inverse_conv_grad_returns_to_fine_sites(x, rng):
+    w_down = rng.standard_normal((8, 3, 4))
+    coarse = F.sparse_conv3d(x, w_down, None, 2, 2)
+    cs, f = with_leaf_feats(coarse)
+    w, b = leaf(rng.standard_normal((8, 4, 3))), leaf(rng.standard_normal(3))
+    y = F.sparse_inverse_conv3d(cs, w, b)
+    assert y.same_sites(x) and y.cache is x.cache  # back on the very same fine sites and cache
+    gradcheck(lambda: F.sparse_inverse_conv3d(cs, w, b), [f, w, b], max_per_tensor=40)
+
+
+def test_inverse_conv_needs_a_down_conv(x, rng):
+    with pytest.raises(ValueError, match="not produced by a down conv"):
+        F.sparse_inverse_conv3d(x, rng.standard_normal((8, 3, 3)))
+
+
+# --- pointwise ------------------------------------------------------------------------------------
+
+def test_linear_grad(x, rng):
+    xs, f = with_leaf_feats(x)
+    w, b = leaf(rng.standard_normal((4, 3))), leaf(rng.standard_normal(4))
+    gradcheck(lambda: F.linear(xs, w, b), [f, w, b])
+    gradcheck(lambda: F.linear(f, w), [f, w])  # plain tensors work too
+
+
+def test_layer_norm_grad(x, rng):
+    xs, f = with_leaf_feats(x)
+    w, b = leaf(rng.standard_normal(3)), leaf(rng.standard_normal(3))
+    gradcheck(lambda: F.layer_norm(xs, w, b, eps=1e-6), [f, w, b])
+    gradcheck(lambda: F.layer_norm(xs), [f])
+
+
+def test_batch_norm_grad_train_and_eval(x, rng):
+    xs, f = with_leaf_feats(x)
+    w, b = leaf(rng.standard_normal(3)), leaf(rng.standard_normal(3))
+    gradcheck(lambda: F.batch_norm(xs, w, b, training=True), [f, w, b])
+    rm, rv = rng.standard_normal(3), rng.random(3) + 0.5
+    gradcheck(lambda: F.batch_norm(xs, w, b, rm, rv, training=False), [f, w, b])
+
+
+@pytest.mark.parametrize("name", ["gelu", "relu", "leaky_relu", "sigmoid"])
+def test_activation_grads(x, name):
+    xs, f = with_leaf_feats(x)
+    f.data[np.abs(f.data) < 1e-3] = 0.5  # keep finite differences away from ReLU's kink
+    fn = getattr(F, name)
+    gradcheck(lambda: fn(xs), [f])
+
+
+def test_grn_grad_per_sample(rng):
+    x = random_sparse(rng, batch=3, channels=4)
+    xs, f = with_leaf_feats(x)
+    g, b = leaf(rng.standard_normal(4)), leaf(rng.standard_normal(4))
+    gradcheck(lambda: F.grn(xs, g, b), [f, g, b])
+
+
+def test_grn_with_an_empty_sample_and_a_zero_channel(rng):
+    coords = np.array([[0, 0, 0, 0], [0, 1, 0, 0], [2, 0, 1, 1], [2, 1, 1, 1], [2, 1, 1, 0]], np.int32)
+    feats = rng.standard_normal((5, 3))
+    feats[:, 1] = np.where(coords[:, 0] == 0, 0.0, feats[:, 1])  # sample 0: channel 1 all zero (G = 0)
+    x = SparseTensor(coords, feats, (2, 2, 2), batch_size=3)  # sample 1 has no voxels
+    xs, f = with_leaf_feats(x)
+    g, b = leaf(rng.standard_normal(3)), leaf(rng.standard_normal(3))
+    y = F.grn(xs, g, b)
+    assert np.all(np.isfinite(y.feats.data))
+    # at G = 0 the norm has a symmetric kink: central differences and the analytic rule (0) agree
+    gradcheck(lambda: F.grn(xs, g, b), [f, g, b])
+
+
+def test_avg_pool_grad(x):
+    xs, f = with_leaf_feats(x)
+    gradcheck(lambda: F.avg_pool(xs), [f])
+    gradcheck(lambda: F.avg_pool(xs, 3, 2, 1), [f])
+
+
+def test_add_and_cat_grads(x, rng):
+    xs, f = with_leaf_feats(x)
+    other = leaf(rng.standard_normal(f.shape))
+    ys = x.replace_feats(other)
+    gradcheck(lambda: F.add(xs, ys), [f, other])
+    gradcheck(lambda: F.cat([xs, ys, xs]), [f, other])
+
+
+def test_add_and_cat_refuse_different_sites(x, rng):
+    y = random_sparse(rng)
+    with pytest.raises(ValueError, match="identical sites"):
+        F.add(x, y)
+    with pytest.raises(ValueError, match="identical sites"):
+        F.cat([x, y])
+    # same coordinates built independently (different caches) are accepted
+    twin = SparseTensor(x.coords, x.feats.copy(), x.spatial_shape, x.batch_size)
+    np.testing.assert_allclose(F.add(x, twin).feats, 2 * x.feats)
+
+
+def test_dropout(x):
+    xs, f = with_leaf_feats(x)
+    same = F.dropout(xs, 0.5, training=False)
+    assert same is xs
+    y = F.dropout(xs, 0.25, training=True, rng=np.random.default_rng(0))
+    kept = y.feats.data != 0
+    np.testing.assert_allclose(y.feats.data[kept], f.data[kept] / 0.75)
+    assert 0.5 < kept.mean() < 0.95
+    y.feats.sum().backward()
+    np.testing.assert_allclose(f.grad, kept / 0.75)
+    with pytest.raises(ValueError):
+        F.dropout(xs, 1.0)
+
+
+# --- losses ---------------------------------------------------------------------------------------
+
+def _sigmoid(z):
+    return 1 / (1 + np.exp(-z))
+
+
+def test_soft_dice_value_and_grad(x, rng):
+    z = x.replace_feats(x.feats[:, :2])
+    target = (rng.random((len(x), 2)) < 0.4).astype(np.float64)
+    loss = F.soft_dice_loss(z, target, smooth=1e-5)
+    expect = 0.0
+    for c in range(2):
+        per_sample = []
+        for s in range(x.batch_size):
+            rows = x.coords[:, 0] == s
+            p, t = _sigmoid(z.feats[rows, c]), target[rows, c]
+            per_sample.append(1 - (2 * (p * t).sum() + 1e-5) / (p.sum() + t.sum() + 1e-5))
+        expect += np.mean(per_sample)
+    np.testing.assert_allclose(loss.item(), expect, rtol=1e-12)
+    zs, f = with_leaf_feats(z)
+    gradcheck(lambda: F.soft_dice_loss(zs, target), [f])
+    gradcheck(lambda: F.soft_dice_loss(zs, target * 0.5, batch_dice=True), [f])  # soft targets
+
+
+def test_bce_with_logits_value_and_grad(rng):
+    z = leaf(rng.standard_normal((20, 3)) * 4)
+    t = rng.random((20, 3))
+    p = _sigmoid(z.data)
+    np.testing.assert_allclose(F.bce_with_logits(z, t).item(),
+                               np.mean(-(t * np.log(p) + (1 - t) * np.log(1 - p))), rtol=1e-10)
+    pw = np.array([1.0, 2.0, 0.5])
+    np.testing.assert_allclose(F.bce_with_logits(z, t, pos_weight=pw).item(),
+                               np.mean(-(pw * t * np.log(p) + (1 - t) * np.log(1 - p))), rtol=1e-10)
+    gradcheck(lambda: F.bce_with_logits(z, t), [z])
+    gradcheck(lambda: F.bce_with_logits(z, t, pos_weight=pw), [z])
+    big = F.bce_with_logits(np.array([[1000.0, -1000.0]]), np.array([[0.0, 1.0]]))
+    np.testing.assert_allclose(big.item(), 1000.0)  # stable for huge logits
+
+
+def test_cross_entropy_value_and_grad(rng):
+    z = leaf(rng.standard_normal((12, 4)) * 3)
+    labels = rng.integers(0, 4, 12)
+    labels[3] = -100
+    weight = np.array([1.0, 2.0, 0.5, 1.5])
+    logp = z.data - np.log(np.exp(z.data).sum(axis=1, keepdims=True))
+    valid = labels != -100
+    w = weight[labels[valid]]
+    expect = -(w * logp[valid, labels[valid]]).sum() / w.sum()
+    np.testing.assert_allclose(F.cross_entropy(z, labels, weight=weight).item(), expect, rtol=1e-12)
+    gradcheck(lambda: F.cross_entropy(z, labels), [z])
+    gradcheck(lambda: F.cross_entropy(z, labels, weight=weight), [z])
+
+
+def test_dice_score():
+    pred = np.array([[1, 0], [1, 0], [0, 0]], bool)
+    true = np.array([[1, 0], [0, 0], [0, 0]], bool)
+    np.testing.assert_allclose(F.dice_score(pred, true), [2 / 3, 1.0])
+
+
+def test_functional_runs_under_the_reference_backend_too(x, rng):
+    w = rng.standard_normal((27, 3, 2))
+    with sparseconv.use_backend("reference"):
+        ref = F.subm_conv3d(random_sparse(np.random.default_rng(7)), w).feats.data
+    got = F.subm_conv3d(random_sparse(np.random.default_rng(7)), w).feats.data
+    np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)
+    with no_grad():
+        assert not F.gelu(x.replace_feats(leaf(x.feats))).feats.requires_grad

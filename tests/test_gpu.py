@@ -1,0 +1,96 @@
+"""The CUDA backend on a real GPU: the same kernel checks as the CPU emulation, run through CuPy.
+
+Marked ``gpu``; skipped with the reason when CuPy or a CUDA GPU is missing. ``benchmarks/gpu_check.py``
+runs these checks too, then times the kernels.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import sparseconv
+from sparseconv.backends import cuda_checks as checks
+
+pytestmark = pytest.mark.gpu
+
+
+def _load():
+    if os.environ.get("SPARSECONV_FAKE_CUPY") == "1":  # dry run of this file on a CPU (fake_cupy.py)
+        from sparseconv.backends.cuda_emulation import fake_cupy
+        fake_cupy.install()
+    try:
+        from sparseconv.backends import cupy_gpu
+    except ImportError as err:
+        pytest.skip(f"no GPU backend here: {err}")
+    return cupy_gpu
+
+
+@pytest.fixture(scope="module")
+def gpu():
+    return _load().backend
+
+
+@pytest.fixture(scope="module")
+def gpu_small_chunks():
+    be = _load().CupyBackend()
+    be.WGRAD_TARGET_BLOCKS = 64
+    be.WGRAD_MIN_CHUNK_ROWS = 16
+    be.DW_WGRAD_TARGET_THREADS = 4096
+    be.DW_WGRAD_MIN_CHUNK_ROWS = 5
+    be.SEGMENT_CHUNK_ROWS = 7
+    be.MAX_BLOCKS_1D = 3
+    return be
+
+
+CASES = checks.all_cases()
+
+
+@pytest.mark.parametrize("name,check,kwargs", CASES, ids=[c[0] for c in CASES])
+def test_kernel_matches_reference(gpu, name, check, kwargs):
+    check(gpu, **kwargs)
+
+
+SMALL = [c for c in CASES if c[0].startswith(("conv_b2_odd", "depthwise_b2_odd", "segment_sum"))]
+
+
+@pytest.mark.parametrize("name,check,kwargs", SMALL, ids=[c[0] for c in SMALL])
+def test_kernel_matches_reference_small_chunks(gpu_small_chunks, name, check, kwargs):
+    check(gpu_small_chunks, **kwargs)
+
+
+def test_device_arrays_in_device_arrays_out(gpu):
+    import cupy
+
+    x, maps = checks.sites_and_maps(0, "b2_odd")
+    kmap = maps["subm_k3_d1"]
+    rng = np.random.default_rng(0)
+    f = rng.standard_normal((kmap.n_in, 8)).astype(np.float32)
+    w = rng.standard_normal((27, 8, 16)).astype(np.float32)
+    out = gpu.conv_forward(cupy.asarray(f), cupy.asarray(w), kmap)
+    assert isinstance(out, cupy.ndarray)
+    checks.assert_close(out, checks.REF.conv_forward(f, w, kmap), "conv_forward with CuPy inputs")
+    index = gpu.build_index(cupy.asarray(x.keys))
+    assert isinstance(gpu.lookup(index, cupy.asarray(x.keys)), cupy.ndarray)
+
+
+def test_selected_by_name(gpu):
+    assert sparseconv.backends.load_backend("cupy") is gpu
+    assert "cupy" in sparseconv.available_backends()
+    with sparseconv.use_backend("cupy") as be:
+        assert be.xp.__name__ == "cupy"
+
+
+def test_large_rows_and_channels(gpu):
+    """A case too big for the emulation: 40k rows, 3 tiles of channels, many weight-grad chunks."""
+    rng = np.random.default_rng(1)
+    x = checks.random_sites(2, shape=(40, 40, 40), batch=1, density=0.6)
+    with sparseconv.use_backend("reference"):
+        from sparseconv import kmap as KM
+        kmap = KM.submanifold_map(x, 3)
+    f = rng.standard_normal((len(x), 70)).astype(np.float32)
+    w = rng.standard_normal((27, 70, 80)).astype(np.float32)
+    g = rng.standard_normal((len(x), 80)).astype(np.float32)
+    checks.assert_close(gpu.conv_forward(f, w, kmap), checks.REF.conv_forward(f, w, kmap), "conv_forward 40k")
+    checks.assert_close(gpu.conv_weight_grad(f, g, kmap), checks.REF.conv_weight_grad(f, g, kmap), "conv wgrad 40k")

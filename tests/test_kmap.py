@@ -1,0 +1,110 @@
+"""Coordinate index and kernel-map invariants, on every backend."""
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given
+
+from sparseconv import SparseTensor, coords as C
+from sparseconv.kmap import (centred_offsets, down_map, inverse_map, submanifold_map,
+                             window_offsets)
+from sparseconv.testing.strategies import sparse_sites
+
+
+def _tensor(coords, shape, batch):
+    return SparseTensor(coords, np.zeros((len(coords), 1), np.float32), shape, batch_size=batch)
+
+
+def test_index_finds_present_keys_and_misses_absent_ones(backend):
+    rng = np.random.default_rng(3)
+    coords = np.unique(rng.integers(0, 300, size=(5000, 4)), axis=0).astype(np.int32)
+    keys = C.pack_keys(coords)
+    perm = rng.permutation(len(keys))  # the index must not rely on sorted input
+    index = backend.build_index(keys[perm])
+    assert np.array_equal(backend.lookup(index, keys[perm]), np.arange(len(keys)))
+    absent = C.pack_keys(rng.integers(300, 600, size=(1000, 4)).astype(np.int32))
+    assert np.all(backend.lookup(index, absent) == -1)
+    assert np.all(backend.lookup(backend.build_index(keys[:0]), keys[:10]) == -1)
+
+
+def test_numba_index_capacity_and_duplicate_detection():
+    from sparseconv.backends.numba_cpu import backend as nb
+    keys = C.pack_keys(np.argwhere(np.ones((1, 5, 5, 5))).astype(np.int32))
+    slot_keys, _ = nb.build_index(keys)
+    cap = len(slot_keys)
+    assert cap >= 2 * len(keys) and cap & (cap - 1) == 0
+    with pytest.raises(ValueError, match="occurs twice"):
+        nb.build_index(np.concatenate([keys, keys[7:8]]))
+
+
+def test_offsets_are_row_major_dz_slowest():
+    off = centred_offsets(3)
+    assert off[0].tolist() == [-1, -1, -1] and off[1].tolist() == [-1, -1, 0] and off[13].tolist() == [0, 0, 0]
+    assert centred_offsets(5, dilation=2)[0].tolist() == [-4, -4, -4]
+    assert window_offsets(2).tolist() == [list(p) for p in itertools.product([0, 1], repeat=3)]
+    with pytest.raises(ValueError, match="odd"):
+        centred_offsets(2)
+
+
+def _brute_force_pairs(coords, shape, offsets):
+    present = {tuple(c) for c in coords.tolist()}
+    count = 0
+    for b, z, y, x in coords.tolist():
+        for dz, dy, dx in offsets.tolist():
+            count += (b, z + dz, y + dy, x + dx) in present
+    return count
+
+
+@given(sparse_sites(max_side=6))
+def test_submanifold_map_invariants(backend, sites):
+    coords, shape, batch = sites
+    for k, d in [(1, 1), (3, 1), (3, 2), (5, 1)]:
+        x = _tensor(coords, shape, batch)
+        m = submanifold_map(x, k, d)
+        assert m.neighbors.shape == (len(x), k ** 3) and m.neighbors.dtype == np.int32
+        assert m.num_pairs == _brute_force_pairs(x.coords, shape, m.offsets)
+        centre = k ** 3 // 2
+        assert np.array_equal(m.neighbors[:, centre], np.arange(len(x)))
+        counts = m.pair_counts()
+        assert np.array_equal(counts, counts[::-1])  # offset and mirror have equal counts
+        for j in range(m.K):
+            in_rows, out_rows = m.pairs(j)
+            assert len(np.unique(in_rows)) == len(in_rows) and len(np.unique(out_rows)) == len(out_rows)
+            expect = x.coords[out_rows, 1:] + m.offsets[j]
+            assert np.array_equal(x.coords[in_rows, 1:], expect)
+            assert np.array_equal(x.coords[in_rows, 0], x.coords[out_rows, 0])  # never across samples
+        t = m.transposed()
+        assert t.transposed() is m
+
+
+@given(sparse_sites(max_side=7))
+def test_down_map_k2s2_sites_are_unique_halves(backend, sites):
+    coords, shape, batch = sites
+    x = _tensor(coords, shape, batch)
+    m, coarse = down_map(x, 2, 2)
+    halves = np.unique(C.pack_keys(np.concatenate([x.coords[:, :1], x.coords[:, 1:] // 2], axis=1)))
+    assert np.array_equal(coarse.keys, halves)
+    assert coarse.spatial_shape == tuple(-(-s // 2) for s in shape) and coarse.stride == (2, 2, 2)
+    assert m.num_pairs == len(x)  # each fine voxel has exactly one parent
+    for j in range(m.K):
+        in_rows, out_rows = m.pairs(j)
+        assert np.array_equal(coarse.coords[out_rows, 1:] * 2 + m.offsets[j], x.coords[in_rows, 1:])
+    inv, fine = inverse_map(coarse, 2, 2)
+    assert fine is x and inv.n_out == len(x) and inv.n_in == len(coarse)
+    assert np.array_equal(inv.transposed().neighbors, m.neighbors)
+
+
+def test_maps_are_cached_per_level_and_parameters(backend):
+    x = _tensor(np.argwhere(np.ones((1, 4, 4, 4))).astype(np.int32), (4, 4, 4), 1)
+    assert submanifold_map(x, 3) is submanifold_map(x.replace_feats(np.ones((64, 2), np.float32)), 3)
+    assert submanifold_map(x, 3) is not submanifold_map(x, 3, dilation=2)
+    assert down_map(x)[1] is down_map(x)[1]
+
+
+def test_inverse_map_needs_a_down_map_origin():
+    x = _tensor(np.zeros((1, 4), np.int32), (2, 2, 2), 1)
+    with pytest.raises(ValueError, match="not produced by a down conv"):
+        inverse_map(x)
+    _, coarse = down_map(x, 2, 2)
+    with pytest.raises(ValueError, match="kernel_size=\\(3, 3, 3\\)"):
+        inverse_map(coarse, 3, 2, 1)
