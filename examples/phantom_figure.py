@@ -40,7 +40,7 @@ def _centre(labels: np.ndarray) -> tuple:
 
 
 def _views(ph):
-    """(title, image, labels, aspect) for axial, coronal and sagittal slices, cropped to the body."""
+    """(title, image, labels, aspect) of axial, coronal and sagittal slices, cropped to the body."""
     body = np.argwhere(ph.image > -500)
     lo, hi = body.min(axis=0), body.max(axis=0) + 1
     img = ph.image[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]

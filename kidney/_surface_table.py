@@ -6,7 +6,8 @@ Data from DeepMind's ``surface-distance`` (``surface_distance/lookup_tables.py``
 official KiTS23 evaluation uses, so Surface Dice values match the challenge's only with exactly
 this data. Re-encoded here: every component is a multiple of 1/8, stored as integers in eighths;
 row ``code`` lists the surfel normals of that code as consecutive ``(n0, n1, n2)`` triples. The
-length of a normal is the surfel's area for unit spacing; see :func:`kidney.metrics.surfel_area_table`.
+length of a normal is the surfel's area for unit spacing; see
+:func:`kidney.metrics.surfel_area_table`.
 """
 import numpy as np
 

@@ -56,7 +56,7 @@ class Volume:
     """A 3D scan or label map in the internal ``(z, y, x)`` = ``I, P, L`` orientation.
 
     Attributes:
-        array: ``(Z, Y, X)`` internal array — float32 HU for images, uint8 for labels.
+        array: ``(Z, Y, X)`` internal array, C-contiguous — float32 HU for images, uint8 labels.
         spacing: ``(sz, sy, sx)`` voxel size in mm, internal axis order.
         affine: ``(4, 4)`` float64 affine of the *file* (voxel index -> RAS+ mm).
         file_shape: array shape as stored in the file.
@@ -104,7 +104,7 @@ class Volume:
 
 @dataclass(frozen=True)
 class Case:
-    """One KiTS23-layout case: ``case_dir/imaging.nii.gz`` and (optionally) ``segmentation.nii.gz``."""
+    """A KiTS23-layout case: ``case_dir/imaging.nii.gz`` and optionally ``segmentation.nii.gz``."""
 
     case_id: str
     image: Optional[Volume]
@@ -152,14 +152,14 @@ def _internal_spacing(affine: np.ndarray) -> Tuple[float, float, float]:
 
 
 def check_spacing(spacing: Sequence[float], where: str = "volume") -> Tuple[float, float, float]:
-    """Return ``spacing`` as 3 floats (mm), or raise :class:`NiftiError` if any is ≤ 0 or > 20 mm."""
+    """``spacing`` as 3 floats (mm); :class:`NiftiError` if any is not finite, <= 0 or > 20 mm."""
     values = tuple(float(s) for s in spacing)
     if len(values) != 3:
         raise NiftiError(f"{where}: spacing must have 3 values (mm), got {values}")
     for axis, s in enumerate(values):
         if not np.isfinite(s) or not MIN_SPACING_MM < s <= MAX_SPACING_MM:
-            raise NiftiError(f"{where}: absurd voxel spacing {s!r} mm on axis {axis} "
-                             f"(all spacings {values}); expected 0 < spacing <= {MAX_SPACING_MM} mm")
+            raise NiftiError(f"{where}: absurd voxel spacing {s!r} mm on axis {axis} (all "
+                             f"spacings {values}); expected 0 < spacing <= {MAX_SPACING_MM} mm")
     return values
 
 
@@ -170,7 +170,8 @@ def kits_affine(spacing: Sequence[float]) -> np.ndarray:
     translation, exactly as every KiTS23 training case.
     """
     sz, sy, sx = check_spacing(spacing, "kits_affine")
-    return np.array([[0, 0, -sx, 0], [0, -sy, 0, 0], [-sz, 0, 0, 0], [0, 0, 0, 1]], dtype=np.float64)
+    return np.array([[0, 0, -sx, 0], [0, -sy, 0, 0], [-sz, 0, 0, 0], [0, 0, 0, 1]],
+                    dtype=np.float64)
 
 
 # --- reading ------------------------------------------------------------------------------------
@@ -199,13 +200,15 @@ def _open(path: Path):
 
 
 def _read_array(img, path: Path, label: bool) -> np.ndarray:
-    try:
-        data = np.asarray(img.dataobj)
+    """The file-order voxel array, validated: uint8 labels, or finite (not yet float32) HU."""
+    proxy = img.dataobj
+    scaled = float(getattr(proxy, "slope", 1.0)) != 1.0 or float(getattr(proxy, "inter", 0.0)) != 0
+    try:  # stored type when unscaled (int16 CT stays int16 until the final float32 copy)
+        data = img.get_fdata(dtype=np.float32) if scaled and not label else np.asarray(proxy)
     except Exception as exc:  # truncated gzip etc.
         raise NiftiError(f"{path}: cannot read voxel data: {exc}") from exc
     if label:
         return _as_label_array(data, path)
-    data = data.astype(np.float32, copy=False)
     _check_finite(data, path)
     return data
 
@@ -240,8 +243,8 @@ def load_nifti(path, *, label: bool = False) -> Volume:
         label: read as a label map (uint8, integer values 0..255) instead of an image (float32).
 
     Returns:
-        :class:`Volume` with ``array`` ``(Z, Y, X)`` in ``I, P, L`` orientation (a view of the
-        file's array where no flip is needed), spacing ``(sz, sy, sx)`` mm, and the file's affine.
+        :class:`Volume` with a C-contiguous ``array`` ``(Z, Y, X)`` in ``I, P, L`` orientation,
+        spacing ``(sz, sy, sx)`` mm, and the file's affine and header.
     """
     path = Path(path)
     img = _open(path)
@@ -249,8 +252,9 @@ def load_nifti(path, *, label: bool = False) -> Volume:
     check_spacing(spacing_of(affine), str(path))  # before orientation: a 0 column is singular
     spacing = _internal_spacing(affine)
     data = _read_array(img, path, label)
-    return Volume(to_internal(data, affine), spacing, affine, tuple(img.shape),
-                  img.header.copy(), path)
+    internal = np.ascontiguousarray(to_internal(data, affine),
+                                    dtype=np.uint8 if label else np.float32)
+    return Volume(internal, spacing, affine, tuple(img.shape), img.header.copy(), path)
 
 
 def check_same_grid(a: Volume, b: Volume, atol_mm: float = 1e-3) -> None:

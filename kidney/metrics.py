@@ -7,9 +7,9 @@ tolerances (1.0331 / 1.1329 / 1.1498 mm); both masks empty -> 1, exactly one emp
 Surface Dice reproduces DeepMind's ``surface-distance`` (the code KiTS23 calls): crop both masks to
 the bounding box of their union, pad one zero voxel on the high side, code each 2x2x2 corner
 neighbourhood as 8 bits, keep codes other than 0 and 255 as surface points whose area comes from the
-marching-cubes normal table (:mod:`kidney._surface_table`) scaled by the spacing, take distances from
-``scipy.ndimage.distance_transform_edt(sampling=spacing)`` and count a surfel when its distance to
-the other surface is ``<=`` the tolerance. Only the union box is processed, so 512×512×600 scans
+marching-cubes normal table (:mod:`kidney._surface_table`) scaled by the spacing, take distances
+from ``scipy.ndimage.distance_transform_edt(sampling=spacing)`` and count a surfel when its distance
+to the other surface is ``<=`` the tolerance. Only the union box is processed, so 512×512×600 scans
 cost about as much as their kidneys.
 
 Arrays are scored in the reference file's own axis order and spacing (as the official code does).
@@ -115,7 +115,8 @@ def _union_box(a: np.ndarray, b: np.ndarray) -> Optional[Tuple[slice, slice, sli
     return tuple(box)
 
 
-def surface_distances(ref: np.ndarray, pred: np.ndarray, spacing: Sequence[float]) -> SurfaceDistances:
+def surface_distances(ref: np.ndarray, pred: np.ndarray,
+                      spacing: Sequence[float]) -> SurfaceDistances:
     """Surfels of both masks and their distances to the other surface (DeepMind algorithm).
 
     Args:
@@ -148,7 +149,7 @@ def _distance_map(border: np.ndarray, spacing) -> np.ndarray:
 
 def surface_dice(ref: np.ndarray, pred: np.ndarray, spacing: Sequence[float],
                  tolerance_mm: float) -> float:
-    """Surface Dice at ``tolerance_mm`` with the KiTS empty-mask rule (both empty 1, one empty 0)."""
+    """Surface Dice at ``tolerance_mm``; KiTS empty-mask rule (both empty 1, one empty 0)."""
     ref, pred = np.asarray(ref, dtype=bool), np.asarray(pred, dtype=bool)
     has_ref, has_pred = bool(ref.any()), bool(pred.any())
     if not has_ref or not has_pred:
@@ -194,7 +195,9 @@ class CaseScore:
     warning: Optional[str] = None
 
     def row(self) -> List[float]:
-        return [self.dice.get(h, 0.0) for h in HEC_LABELS] + [self.sd.get(h, 0.0) for h in HEC_LABELS]
+        """Dice of the 3 HECs, then Surface Dice of the 3 HECs (zeros for a failed case)."""
+        return ([self.dice.get(h, 0.0) for h in HEC_LABELS]
+                + [self.sd.get(h, 0.0) for h in HEC_LABELS])
 
 
 def _find_prediction(pred_dir: Path, case_id: str) -> Optional[Path]:

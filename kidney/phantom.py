@@ -24,7 +24,7 @@ The HU table was calibrated on the real non-contrast CT in ``shared/data/totalse
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -37,12 +37,12 @@ PHASES = ("noncontrast", "corticomedullary", "nephrographic")
 
 __all__ = ["Tissue", "TISSUES", "TISSUE_ID", "PHASES", "GRID_PRESETS", "Phantom", "Anatomy",
            "make_phantom", "from_labels", "write_case", "write_dataset", "tissue_statistics",
-           "default_noise_hu"]
+           "default_noise_hu", "CALIBRATION_MAP", "real_ct_masks", "phantom_masks"]
 
 
 @dataclass(frozen=True)
 class Tissue:
-    """A tissue class: HU mean per phase (noncontrast, corticomedullary, nephrographic), texture sd."""
+    """A tissue: HU mean per phase (noncontrast, corticomedullary, nephrographic), texture sd."""
 
     name: str
     hu: Tuple[float, float, float]
@@ -50,7 +50,7 @@ class Tissue:
     label: int = 0
 
 
-# Order = tissue id. Non-contrast means: the real CT (see docs/phantom.md); enhanced: typical values.
+# Order = tissue id. Non-contrast means: the real CT (docs/phantom.md); enhanced: typical values.
 TISSUES: Tuple[Tissue, ...] = (
     Tissue("air", (-1000, -1000, -1000), 3),
     Tissue("subcutaneous_fat", (-100, -100, -100), 10),
@@ -118,6 +118,10 @@ GRID_PRESETS: Dict[str, GridPreset] = {
 def _draw_grid(rng, preset: GridPreset, shape, spacing):
     """``(shape, spacing)``: drawn from the preset unless given; a given shape keeps the preset's
     field of view, a given spacing keeps its extent."""
+    if shape is not None:
+        shape = tuple(int(n) for n in shape)
+        if len(shape) != 3 or min(shape) < 4:
+            raise ValueError(f"phantom shape must be 3 sizes >= 4, got {shape}")
     fov_in = preset.inplane * float(np.mean(preset.inplane_mm))
     fov_z = rng.uniform(*preset.z_extent_mm)
     if spacing is None and shape is None:
@@ -132,11 +136,7 @@ def _draw_grid(rng, preset: GridPreset, shape, spacing):
         spacing = io.check_spacing(spacing, "phantom")
         shape = (max(8, int(round(fov_z / spacing[0]))), int(round(fov_in / spacing[1])),
                  int(round(fov_in / spacing[2])))
-    spacing = io.check_spacing(spacing, "phantom")
-    shape = tuple(int(n) for n in shape)
-    if len(shape) != 3 or min(shape) < 4:
-        raise ValueError(f"phantom shape must be 3 sizes >= 4, got {shape}")
-    return shape, spacing
+    return tuple(int(n) for n in shape), io.check_spacing(spacing, "phantom")
 
 
 # --- anatomy ------------------------------------------------------------------------------------
@@ -218,7 +218,8 @@ def _draw_anatomy(rng, extent, *, synthetic_kidneys=True, n_tumours=None, n_cyst
                    y_spine, [], [], z_kid, synthetic_kidneys)
     if synthetic_kidneys:
         cavity_hw = hw - anat.fat_mm - anat.wall_mm
-        anat.kidneys = [_kidney(rng, s, cx, y_spine, z_kid[s], cavity_hw) for s in ("right", "left")]
+        anat.kidneys = [_kidney(rng, s, cx, y_spine, z_kid[s], cavity_hw)
+                        for s in ("right", "left")]
         nt = int(rng.integers(1, 3)) if n_tumours is None else int(n_tumours)
         nc = int(rng.integers(1, 4)) if n_cysts is None else int(n_cysts)
         anat.lesions = [_lesion(rng, "tumour", anat.kidneys) for _ in range(nt)]
@@ -395,22 +396,24 @@ def _paint_spine(cv: _Canvas, an: Anatomy) -> None:
              & ~disc(z), lo, hi)  # neural arch
     cv.paint(T["cortical_bone"], lambda z, y, x: (np.abs(x - cx) <= 4) & (y >= canal_y)
              & (y <= canal_y + 30) & ~disc(z), lo, hi)  # spinous process
-    cv.paint(T["cortical_bone"], lambda z, y, x: (np.abs(x - cx) <= 36)
+    cv.paint(T["cortical_bone"], lambda z, y, x: (np.abs(x - cx) <= 36)  # transverse processes
              & (np.abs(y - ys - 20) <= 3.5 - np.abs(x - cx) / 18)
-             & (np.abs(np.mod(z - an.z_kidney["left"], 36.0) - 19) < 3), lo, hi)  # transverse processes
-    cv.paint(T["spinal_canal"], lambda z, y, x: (x - cx) ** 2 + (y - canal_y) ** 2 <= 9 ** 2, lo, hi)
+             & (np.abs(np.mod(z - an.z_kidney["left"], 36.0) - 19) < 3), lo, hi)
+    cv.paint(T["spinal_canal"], lambda z, y, x: (x - cx) ** 2 + (y - canal_y) ** 2 <= 81, lo, hi)
 
 
 def _paint_back_muscles(cv: _Canvas, an: Anatomy) -> None:
     ez, cx, ys = an.extent[0], an.cx, an.y_spine
     z_psoas = min(an.z_kidney.values()) - 40
     for sign in (-1, 1):
-        mx = cx + sign * 36
-        cv.paint(T["muscle"], lambda z, y, x, mx=mx: ((x - mx) / 27) ** 2 + ((y - ys - 50) / 20) ** 2
-                 <= 1, (0, ys + 25, mx - 30), (ez, ys + 75, mx + 30), over=_CAVITY + (T["muscle"],))
-        qx = cx + sign * 66
-        cv.paint(T["muscle"], lambda z, y, x, qx=qx: ((x - qx) / 15) ** 2 + ((y - ys - 32) / 10) ** 2
-                 <= 1, (0, ys + 20, qx - 16), (ez, ys + 45, qx + 16), over=_CAVITY)
+        mx = cx + sign * 36  # erector spinae
+        cv.paint(T["muscle"], lambda z, y, x, mx=mx: ((x - mx) / 27) ** 2
+                 + ((y - ys - 50) / 20) ** 2 <= 1, (0, ys + 25, mx - 30), (ez, ys + 75, mx + 30),
+                 over=_CAVITY + (T["muscle"],))
+        qx = cx + sign * 66  # quadratus lumborum
+        cv.paint(T["muscle"], lambda z, y, x, qx=qx: ((x - qx) / 15) ** 2
+                 + ((y - ys - 32) / 10) ** 2 <= 1, (0, ys + 20, qx - 16), (ez, ys + 45, qx + 16),
+                 over=_CAVITY)
         px = cx + sign * 34
 
         def psoas(z, y, x, px=px):
@@ -426,7 +429,8 @@ def _paint_ribs(cv: _Canvas, an: Anatomy, rng) -> None:
     r_mean = 0.5 * (an.half_width + an.half_depth)
     q_rib = (1 - (an.fat_mm + 0.5 * an.wall_mm) / r_mean) ** an.power
     z_low = min(an.z_kidney.values()) - rng.uniform(15, 30)
-    lo, hi = (0, cy - an.half_depth, cx - an.half_width), (0, cy + an.half_depth, cx + an.half_width)
+    lo = (0, cy - an.half_depth, cx - an.half_width)
+    hi = (0, cy + an.half_depth, cx + an.half_width)
     for i in range(8):  # i = 0 is the 12th rib; the two floating ribs are short
         zp = z_low - 27.0 * i
         theta_max = (1.6, 2.0, 2.5)[min(i, 2)]
@@ -539,8 +543,9 @@ def _paint_kidney(cv: _Canvas, an: Anatomy, k: KidneySpec, rng) -> None:
     _paint_ellipsoid(cv, T["visceral_fat"], tuple(sinus), (0.55 * r[0], 0.4 * r[1], 0.45 * r[2]),
                      R, over=(T["renal_cortex"], T["renal_medulla"]))
     pelvis = np.array(c) + R @ np.array([0.0, 0.55 * r[1], 0.0])
-    _paint_ellipsoid(cv, T["collecting_system"], tuple(pelvis), (0.35 * r[0], 0.28 * r[1],
-                     0.3 * r[2]), R, over=(T["visceral_fat"], T["renal_cortex"], T["renal_medulla"]))
+    _paint_ellipsoid(cv, T["collecting_system"], tuple(pelvis),
+                     (0.35 * r[0], 0.28 * r[1], 0.3 * r[2]), R,
+                     over=(T["visceral_fat"], T["renal_cortex"], T["renal_medulla"]))
     lower = pelvis + R @ np.array([0.3 * r[0], 0.2 * r[1], 0.0])
     ureter = [lower, (lower[0] + 60, an.y_spine + 2, an.cx + sign * 42),
               (an.extent[0] + 10, an.y_spine, an.cx + sign * 40)]
@@ -554,8 +559,8 @@ def _paint_pyramids(cv: _Canvas, k: KidneySpec, rng) -> None:
         u = 0.65 * np.cos(ang)  # along the long axis
         w = 0.55 * np.sin(ang)  # across the thickness
         pos = c + R @ np.array([u * r[0], -0.05 * r[1], w * r[2]])
-        _paint_ellipsoid(cv, T["renal_medulla"], tuple(pos), (0.22 * r[0], 0.35 * r[1], 0.25 * r[2]),
-                         R, over=(T["renal_cortex"],))
+        _paint_ellipsoid(cv, T["renal_medulla"], tuple(pos),
+                         (0.22 * r[0], 0.35 * r[1], 0.25 * r[2]), R, over=(T["renal_cortex"],))
 
 
 def _paint_lesion(cv: _Canvas, les: Lesion, rng) -> None:
@@ -811,8 +816,8 @@ def from_labels(segmentation: np.ndarray, spacing: Sequence[float], seed: int = 
 
     The body, spine, organs and bowel are drawn around the labelled kidneys (midline between the
     two largest components, spine just medial and anterior-posterior level with them); labelled
-    voxels get kidney (cortex/medulla by depth), tumour (subtype, necrotic core) or cyst tissue, with
-    a 12 mm rim of perirenal fat. ``Phantom.labels`` is a copy of ``segmentation``.
+    voxels get kidney (cortex/medulla by depth), tumour (subtype, necrotic core) or cyst tissue,
+    with a 12 mm rim of perirenal fat. ``Phantom.labels`` is a copy of ``segmentation``.
     """
     labels = np.asarray(segmentation)
     if labels.ndim != 3:
@@ -923,7 +928,8 @@ def _body_mask(hu: np.ndarray) -> np.ndarray:
 
 
 def real_ct_masks(hu: np.ndarray, seg: np.ndarray) -> Dict[str, np.ndarray]:
-    """Masks of the :data:`CALIBRATION_MAP` structures on the real CT (``hu``, ``seg`` same grid)."""
+    """Masks of the :data:`CALIBRATION_MAP` structures on the real CT (``hu``, ``seg`` on one
+    grid)."""
     body = _body_mask(hu)
     out = {}
     for name, (values, _) in CALIBRATION_MAP.items():

@@ -9,9 +9,10 @@ Presets hold the paper's two stages: :data:`STAGE1` (whole scan at 1.99 mm, wind
 ``[-300, 500]``, ``(HU - 57.80) / 81.26``).
 
 Empty result: :func:`sparsify` never fails because nothing lies in the window. It returns a
-:class:`Sparsified` whose ``tensor`` has 0 rows and whose ``empty`` flag is true; the pipeline checks
-``result.empty`` (e.g. to output an all-background label map) or calls :meth:`Sparsified.require`,
-which raises :class:`EmptyVolumeError` (a ``ValueError``) naming the window, mask and volume shape.
+:class:`Sparsified` whose ``tensor`` has 0 rows and whose ``empty`` flag is true; the pipeline
+checks ``result.empty`` (e.g. to output an all-background label map) or calls
+:meth:`Sparsified.require`, which raises :class:`EmptyVolumeError` (a ``ValueError``) naming the
+window, mask and volume shape.
 """
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """A tiny reverse-mode autograd, in the spirit of micrograd and early tinygrad.
 
-Everything you need to read is in this file (about 250 lines):
+Everything you need to read is in this file (the core is ~250 lines; a finite-difference
+gradcheck closes it):
 
 * :class:`Tensor` holds an array (NumPy or CuPy), ``.grad``, ``.requires_grad``, and — if an op made
   it — the node of the graph that produced it.
@@ -112,8 +113,12 @@ class Tensor:
         return self._node is None
 
     # --- backward -----------------------------------------------------------------------------
-    def backward(self, grad=None):
-        """Back-propagate from this tensor; ``grad`` defaults to 1 for a one-element tensor."""
+    def backward(self, grad=None, retain_graph=False):
+        """Back-propagate from this tensor; ``grad`` defaults to 1 for a one-element tensor.
+
+        As in PyTorch, each op's saved arrays are released as soon as its gradient is computed
+        (so activations do not outlive the step); ``retain_graph=True`` keeps them for another pass.
+        """
         if not self.requires_grad:
             raise RuntimeError("backward(): this tensor does not require grad (no parameter or input "
                                "with requires_grad=True reaches it, or it was made under no_grad())")
@@ -129,8 +134,13 @@ class Tensor:
             if t._node is None:  # a leaf: accumulate into .grad
                 t.grad = g.copy() if t.grad is None else t.grad + g
                 continue
+            if t._node is _FREED:
+                raise RuntimeError("backward() through a graph a second time: its saved arrays were freed "
+                                   "by the first pass; use backward(retain_graph=True) the first time")
             fn, ctx, inputs = t._node
             in_grads = fn.backward(ctx, g)
+            if not retain_graph:
+                t._node = _FREED
             if not isinstance(in_grads, tuple):
                 in_grads = (in_grads,)
             if len(in_grads) != len(inputs):
@@ -181,6 +191,9 @@ class Tensor:
         return Reshape.apply(self, shape[0] if len(shape) == 1 and isinstance(shape[0], tuple) else shape)
 
 
+_FREED = ("freed",)  # marks a graph node whose saved arrays were released by backward()
+
+
 def _as_array(value, like):
     xp = _xp(like)
     value = value.data if isinstance(value, Tensor) else value
@@ -199,7 +212,7 @@ def _topological_order(root):
             continue
         visited.add(id(t))
         stack.append((t, True))
-        if t._node is not None:
+        if t._node is not None and t._node is not _FREED:
             for inp in t._node[2]:
                 if isinstance(inp, Tensor) and inp.requires_grad and id(inp) not in visited:
                     stack.append((inp, False))

@@ -147,3 +147,13 @@ def test_zero_row_graph():
     assert np.isfinite(loss.item())
     pooled = F.avg_pool(x)
     assert pooled.feats.shape == (0, 2)
+
+
+def test_graph_is_freed_after_backward_unless_retained():
+    x = leaf([1.0, 2.0])
+    y = (x * x).sum()
+    y.backward(retain_graph=True)
+    y.backward()  # the retained graph can be walked again
+    np.testing.assert_allclose(x.grad, 2 * 2 * x.data)
+    with pytest.raises(RuntimeError, match="a second time"):
+        y.backward()

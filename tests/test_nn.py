@@ -329,3 +329,14 @@ def test_astype_float64_and_float32_weights_refuse_float64_feats(rng):
         conv(x)
     conv.astype(np.float64)
     assert conv(x).feats.dtype == np.float64
+
+
+def test_pooled_targets_line_up_with_the_down_conv_level(rng):
+    """Deep supervision: avg-pooled soft targets sit on exactly the coarse sites of SparseConv3d(k2, s2)."""
+    x = random_sparse(rng, channels=1)
+    coarse = nn.SparseConv3d(1, 4, 2, 2, dtype=np.float64)(x)
+    target = x.replace_feats((rng.random((len(x), 2)) < 0.5).astype(np.float64))
+    pooled = F.avg_pool(target)
+    assert pooled.same_sites(coarse) and pooled.cache is coarse.cache
+    assert np.all((pooled.feats.data >= 0) & (pooled.feats.data <= 1))
+    F.soft_dice_loss(coarse.replace_feats(coarse.feats.data[:, :2]), pooled)  # accepted as aligned

@@ -111,7 +111,7 @@ class DepthwiseConv(Function):
         return d_feats, d_weight, d_bias if ctx.has_bias else None, None
 
 
-def _cube_root(K: int, kernel_size):
+def _kernel_size(K: int, kernel_size):
     if kernel_size is not None:
         return kernel_size
     k = int(round(K ** (1 / 3)))
@@ -122,13 +122,13 @@ def _cube_root(K: int, kernel_size):
 
 def subm_conv3d(x, weight, bias=None, kernel_size=None, dilation=1):
     """Submanifold convolution: output sites = ``x``'s sites. ``weight (K, Cin, Cout)``."""
-    kmap = _km.submanifold_map(x, _cube_root(weight.shape[0], kernel_size), dilation)
+    kmap = _km.submanifold_map(x, _kernel_size(weight.shape[0], kernel_size), dilation)
     return x.replace_feats(Conv.apply(x.feats, weight, bias, kmap))
 
 
 def depthwise_subm_conv3d(x, weight, bias=None, kernel_size=None, dilation=1):
     """Depthwise submanifold convolution (``groups = channels``). ``weight (K, C)``."""
-    kmap = _km.submanifold_map(x, _cube_root(weight.shape[0], kernel_size), dilation)
+    kmap = _km.submanifold_map(x, _kernel_size(weight.shape[0], kernel_size), dilation)
     return x.replace_feats(DepthwiseConv.apply(x.feats, weight, bias, kmap))
 
 
@@ -137,7 +137,7 @@ def sparse_conv3d(x, weight, bias=None, kernel_size=None, stride=1, padding=0, d
 
     Output sites: every position whose window holds an active input (k2 s2: ``unique(c // 2)``).
     """
-    kmap, coarse = _km.down_map(x, _cube_root(weight.shape[0], kernel_size), stride, padding, dilation)
+    kmap, coarse = _km.down_map(x, _kernel_size(weight.shape[0], kernel_size), stride, padding, dilation)
     return coarse.replace_feats(Conv.apply(x.feats, weight, bias, kmap))
 
 
@@ -147,7 +147,7 @@ def sparse_inverse_conv3d(x, weight, bias=None, kernel_size=None, stride=None, p
     ``stride`` defaults to ``kernel_size``. Equals dense ``conv_transpose3d`` read at the fine sites,
     with dense weight ``W.reshape(k, k, k, Cin, Cout).transpose(3, 4, 0, 1, 2)``.
     """
-    kernel_size = _cube_root(weight.shape[0], kernel_size)
+    kernel_size = _kernel_size(weight.shape[0], kernel_size)
     kmap, fine = _km.inverse_map(x, kernel_size, kernel_size if stride is None else stride, padding, dilation)
     return fine.replace_feats(Conv.apply(x.feats, weight, bias, kmap))
 

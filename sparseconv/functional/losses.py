@@ -70,8 +70,8 @@ class BCEWithLogitsFn(Function):
     def forward(ctx, logits, target, pos_weight=None):
         xp = get_backend().xp
         target = target.astype(logits.dtype)
-        # log(1 + exp(-|z|)) + max(z, 0) - z·t, the stable form; with pos_weight w:
-        # (1 - t)·z + (1 + (w - 1)·t)·(log(1 + exp(-|z|)) + max(-z, 0))
+        # stable form: -log σ(z) = log(1 + exp(-|z|)) + max(-z, 0), and
+        # loss = -(w·t·log σ(z) + (1 - t)·log(1 - σ(z))) = (1 - t)·z + (1 + (w - 1)·t)·(-log σ(z))
         softplus_neg = xp.log1p(xp.exp(-xp.abs(logits))) + xp.maximum(-logits, 0)  # = -log σ(z)
         if pos_weight is None:
             loss = (1.0 - target) * logits + softplus_neg

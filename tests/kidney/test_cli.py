@@ -103,6 +103,7 @@ def test_parser_structure_and_module_entry_point():
 
 
 def test_phantom_figure_example(tmp_path):
+    pytest.importorskip("matplotlib")
     sys.path.insert(0, str(REPO / "examples"))
     try:
         import phantom_figure
