@@ -10,7 +10,8 @@ setup(
     python_requires=">=3.9",
     packages=find_packages(include=["sparseconv", "sparseconv.*", "kidney", "kidney.*"]),
     package_data={"kidney": ["weights/*.npz", "weights/*.json", "weights/*.md"],
-                  "sparseconv": ["backends/cuda/*.cu", "backends/cuda/*.h"]},
+                  "sparseconv": ["backends/cuda/*.cu", "backends/cuda/*.h", "backends/cuda_emulation/*.h",
+                                 "backends/cuda_emulation/*.cpp"]},
     install_requires=["numpy>=1.23", "numba>=0.57", "scipy>=1.9", "nibabel>=4.0"],
     extras_require={
         "test": ["pytest>=7", "hypothesis>=6.80", "matplotlib>=3.5", "tqdm>=4.60"],

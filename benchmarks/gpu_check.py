@@ -7,7 +7,10 @@
     SPARSECONV_FAKE_CUPY=1 python benchmarks/gpu_check.py --tiny --checks quick   # dry run on a CPU
 
 1. **Conformance**: every kernel check of ``sparseconv/backends/cuda_checks.py`` (the cases the CPU
-   emulation passes in CI) on the CuPy backend, with the default and with shrunk reduction chunks.
+   emulation passes in CI) on the CuPy backend, with the default and with shrunk reduction chunks;
+   then the shared suite of ``sparseconv.testing.conformance`` (every op × layout × geometry, through
+   the kernel-map builders and ``sparseconv.functional``, float64 vs the dense twins, float32 vs the
+   reference), with the case's arrays on the device.
 2. **Timings** on the CT-like active sets of ``benchmarks/ct_like.py`` (issue #2): kernel-map build
    (coordinate index + half neighbour table + mirror, M voxels/s), submanifold conv k=3 forward and
    backward (dX + dW) in fp32, ms and effective GFLOP/s = 2·pairs·Cin·Cout / t; the same on the Numba
@@ -75,13 +78,16 @@ def run_conformance(gpu_mod, quick=False):
     small.SEGMENT_CHUNK_ROWS, small.MAX_BLOCKS_1D = 7, 3
     results = {"passed": 0, "failed": []}
     t0 = time.perf_counter()
-    for label, be in (("default", gpu_mod.backend), ("small-chunks", small)):
-        for name, fn, kwargs in checks.all_cases(quick=quick):
-            try:
-                fn(be, **kwargs)
-                results["passed"] += 1
-            except Exception as err:  # noqa: BLE001 - report every failure, keep going
-                results["failed"].append(f"{label}/{name}: {type(err).__name__}: {err}")
+    runs = [(f"{label}/{name}", fn, (be,), kwargs) for label, be in (("default", gpu_mod.backend), ("small-chunks", small))
+            for name, fn, kwargs in checks.all_cases(quick=quick)]
+    runs += [(f"shared-suite/{case.describe()}", checks.check_conformance_case, (gpu_mod.backend, case), {})
+             for case in checks.conformance_cases()]
+    for name, fn, args, kwargs in runs:
+        try:
+            fn(*args, **kwargs)
+            results["passed"] += 1
+        except Exception as err:  # noqa: BLE001 - report every failure, keep going
+            results["failed"].append(f"{name}: {type(err).__name__}: {err}")
     results["seconds"] = round(time.perf_counter() - t0, 1)
     return results
 

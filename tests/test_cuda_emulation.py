@@ -17,6 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+
+from sparseconv.testing.strategies import conv_cases
 
 import sparseconv
 from sparseconv.backends import cuda_checks as checks
@@ -140,6 +143,26 @@ def test_small_chunks_really_split(emu_small_chunks):
     wgrad_grids = [g for k, g, _ in emu_small_chunks.log if k.startswith("sc_conv_wgrad")]
     assert max(g[1] for g in wgrad_grids) > 1, "conv weight grad ran in a single chunk"
     assert any(g[0] == 3 for k, g, _ in emu_small_chunks.log if k.startswith("sc_segment")), "grid-stride not capped"
+
+
+# --- the shared conformance suite (sparseconv.testing) on the emulated backend -----------------------
+
+SHARED_CASES = checks.conformance_cases()
+
+
+@pytest.mark.parametrize("op", sorted({c.op for c in SHARED_CASES}))
+def test_shared_conformance_suite(emu, op):
+    """Every op x layout x geometry of the shared suite, through kmap builders and sparseconv.functional:
+    float64 equals the dense twins, float32 equals the reference."""
+    for case in SHARED_CASES:
+        if case.op == op:
+            checks.check_conformance_case(emu, case)
+
+
+@settings(max_examples=12)
+@given(case=conv_cases())
+def test_shared_conformance_hypothesis(emu, case):
+    checks.check_conformance_case(emu, case)
 
 
 # --- scheduling: results must not depend on block/thread order ------------------------------------

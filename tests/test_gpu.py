@@ -60,6 +60,17 @@ def test_kernel_matches_reference_small_chunks(gpu_small_chunks, name, check, kw
     check(gpu_small_chunks, **kwargs)
 
 
+SHARED = checks.conformance_cases()
+
+
+@pytest.mark.parametrize("op", sorted({c.op for c in SHARED}))
+def test_shared_conformance_suite(gpu, op):
+    """The shared suite (sparseconv.testing.conformance) with every case's arrays on the GPU."""
+    for case in SHARED:
+        if case.op == op:
+            checks.check_conformance_case(gpu, case)
+
+
 def test_device_arrays_in_device_arrays_out(gpu):
     import cupy
 

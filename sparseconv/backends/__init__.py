@@ -91,7 +91,8 @@ def load_backend(name: str) -> Backend:
         backend = getattr(importlib.import_module(module), attr)
     except ImportError as err:
         hint = _INSTALL_HINT.get(name, "")
-        raise ImportError(f"sparseconv backend {name!r} is not available here ({err}). {hint}".strip()) from err
+        hint = "" if hint in str(err) else f" {hint}"
+        raise ImportError(f"sparseconv backend {name!r} is not available here ({err}).{hint}") from err
     _registered[name] = backend
     return backend
 

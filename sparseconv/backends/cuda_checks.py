@@ -292,3 +292,67 @@ def all_cases(quick: bool = False):
                           dict(n_rows=n, n_segments=s, channels=c, dtype=dtype)))
         cases.append((f"zero_rows_{dt}", check_zero_rows, dict(dtype=dtype)))
     return cases
+
+
+# --- the lead's conformance suite (sparseconv.testing), driven on any backend ------------------------
+
+def run_sparse_on(be, case) -> dict:
+    """``sparseconv.testing.conformance.run_sparse`` on backend ``be``, with the case's arrays moved
+    to ``be.xp`` first (so a CuPy backend computes on the device), results back as NumPy."""
+    from ..functional import conv as F
+    from ..testing import conformance as conf
+
+    with use_backend(be):
+        x, kmap, _, weight, bias, grad_out = conf._inputs(case)
+        xp = be.xp
+        feats, weight, bias, grad_out = (xp.asarray(a) for a in (x.feats, weight, bias, grad_out))
+        if case.op == "depthwise":
+            out = F.depthwise_forward(feats, weight, kmap, bias)
+            dx, dw, db = F.depthwise_backward(grad_out, feats, weight, kmap)
+        else:
+            out = F.conv_forward(feats, weight, kmap, bias)
+            dx, dw, db = F.conv_backward(grad_out, feats, weight, kmap)
+    return {key: to_numpy(val) for key, val in {"out": out, "dx": dx, "dw": dw, "db": db}.items()}
+
+
+def check_conformance_case(be, case):
+    """One case of the shared suite: float64 against the dense twins (1e-10 of the scale), float32
+    against the reference backend (1e-5 of the norm)."""
+    import dataclasses
+
+    from ..testing.conformance import max_relative_errors, run_dense, run_sparse
+
+    case64 = dataclasses.replace(case, dtype=np.float64, arrays={})
+    errors = max_relative_errors(run_sparse_on(be, case64), run_dense(case64))
+    assert max(errors.values(), default=0.0) < 1e-10, f"{case64.describe()}: vs dense twin {errors}"
+    case32 = dataclasses.replace(case, dtype=np.float32, arrays={})
+    got = run_sparse_on(be, case32)
+    with use_backend("reference"):
+        want = run_sparse(case32)
+    for key in want:
+        assert got[key].dtype == np.float32, f"{case32.describe()}: {key} is {got[key].dtype}"
+        scale = max(float(np.linalg.norm(want[key])), 1e-30)
+        assert float(np.linalg.norm(got[key] - want[key])) <= 1e-5 * scale, f"{case32.describe()}: {key} vs reference"
+
+
+def conformance_cases(seed: int = 0):
+    """Deterministic cases of the shared suite (no hypothesis): every op × layout × geometry."""
+    from ..testing.conformance import OPS, Case
+    from ..testing.strategies import LAYOUTS, STRIDED, _fits, mask_of
+
+    rng = np.random.default_rng(seed)
+    shapes = [(5, 6, 7), (4, 4, 4), (7, 3, 6), (1, 5, 2)]
+    cases = []
+    for op in OPS:
+        geometries = ([(k, 1, 0, d) for k in (1, 3, 5) for d in (1, 2)] if op in ("subm", "depthwise") else STRIDED)
+        for layout in LAYOUTS:
+            for i, (k, s, p, d) in enumerate(geometries):
+                shape = shapes[(i + len(cases)) % len(shapes)]
+                if s > 1 or op in ("down", "inverse"):
+                    if not _fits(shape, k, s, p, d):
+                        shape = (6, 7, 5)
+                batch = int(rng.integers(1, 4))
+                coords = np.argwhere(mask_of(layout, batch, shape, rng, float(rng.choice([0.05, 0.3, 0.9])))).astype(np.int32)
+                cases.append(Case(op, coords, shape, batch, int(rng.integers(1, 9)), int(rng.integers(1, 9)),
+                                  k, s, p, d, np.float64, int(rng.integers(0, 2**31 - 1))))
+    return cases

@@ -214,7 +214,7 @@ class CudaHostBackend:
         return table
 
     # --- convolution -------------------------------------------------------------------------------
-    def _conv_args(self, feats, other, kmap, other_what: str, depthwise: bool):
+    def _conv_args(self, feats, other, kmap, other_what: str):
         nbr, n_out, K = self._neighbors(kmap)
         feats = self._floats(feats, "feats")
         other = self._floats(other, other_what, feats.dtype)
@@ -223,7 +223,7 @@ class CudaHostBackend:
         return nbr, n_out, K, feats, other
 
     def conv_forward(self, feats, weight, kmap):
-        nbr, n_out, K, feats, weight = self._conv_args(feats, weight, kmap, "weight", False)
+        nbr, n_out, K, feats, weight = self._conv_args(feats, weight, kmap, "weight")
         cin = int(feats.shape[1])
         if weight.ndim != 3 or weight.shape[:2] != (K, cin):
             raise ValueError(f"{self.name}: weight must be (K={K}, Cin={cin}, Cout), got {weight.shape}")
@@ -237,7 +237,7 @@ class CudaHostBackend:
         return out
 
     def conv_weight_grad(self, feats, grad_out, kmap):
-        nbr, n_out, K, feats, grad_out = self._conv_args(feats, grad_out, kmap, "grad_out", False)
+        nbr, n_out, K, feats, grad_out = self._conv_args(feats, grad_out, kmap, "grad_out")
         if grad_out.ndim != 2 or grad_out.shape[0] != n_out:
             raise ValueError(f"{self.name}: grad_out must be (n_out={n_out}, Cout), got {grad_out.shape}")
         cin, cout = int(feats.shape[1]), int(grad_out.shape[1])
@@ -257,7 +257,7 @@ class CudaHostBackend:
         return grad_w
 
     def depthwise_forward(self, feats, weight, kmap):
-        nbr, n_out, K, feats, weight = self._conv_args(feats, weight, kmap, "weight", True)
+        nbr, n_out, K, feats, weight = self._conv_args(feats, weight, kmap, "weight")
         C = int(feats.shape[1])
         if weight.shape != (K, C):
             raise ValueError(f"{self.name}: depthwise weight must be (K={K}, C={C}), got {weight.shape}")
@@ -269,7 +269,7 @@ class CudaHostBackend:
         return out
 
     def depthwise_weight_grad(self, feats, grad_out, kmap):
-        nbr, n_out, K, feats, grad_out = self._conv_args(feats, grad_out, kmap, "grad_out", True)
+        nbr, n_out, K, feats, grad_out = self._conv_args(feats, grad_out, kmap, "grad_out")
         C = int(feats.shape[1])
         if grad_out.shape != (n_out, C):
             raise ValueError(f"{self.name}: grad_out must be (n_out={n_out}, C={C}), got {grad_out.shape}")

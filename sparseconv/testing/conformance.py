@@ -4,7 +4,10 @@ One *case* = one op on one random sparse volume. :func:`run_sparse` computes the
 selected backend (through the public kernel-map builders and ``functional.conv``), and
 :func:`run_dense` computes the same numbers with the dense NumPy twins in ``sparseconv.dense``,
 read at the active sites. Tests, ``python -m sparseconv.verify`` and ``benchmarks/gpu_check.py``
-all run these same cases, so a backend is held to one standard everywhere.
+all run these same cases, so a backend is held to one standard everywhere. :func:`standard_cases`
+is the fixed, deterministic list (every op × layout × geometry) that ``verify`` runs; the
+hypothesis strategies in :mod:`sparseconv.testing.strategies` draw from the same layouts and
+geometries. Nothing here needs hypothesis, so ``verify`` works on a plain install.
 
 The dense semantics (DESIGN §2):
   * ``subm``: dense conv (padding r·dilation) of the zero-filled input, read at the active sites.
@@ -22,10 +25,18 @@ import numpy as np
 
 from .. import dense
 from ..functional import conv as F
-from ..kmap import down_map, inverse_map, submanifold_map
+from ..backends import use_backend
+from ..kmap import down_map, down_output_shape, inverse_map, submanifold_map
 from ..tensor import SparseTensor
 
 OPS = ("subm", "depthwise", "down", "inverse")
+LAYOUTS = ("random", "empty", "single", "full", "boundary")
+
+# (kernel_size, stride, padding, dilation) of strided convs: the U-Net k2 s2 and general ones
+STRIDED = [(2, 2, 0, 1), (3, 2, 1, 1), (3, 2, 0, 1), (3, 1, 1, 1), (2, 1, 0, 1), (1, 2, 0, 1),
+           (3, 2, 1, 2), (3, 3, 0, 1)]
+# (kernel_size, stride, padding, dilation) of submanifold convs
+CENTRED = [(k, 1, 0, d) for k in (1, 3, 5) for d in (1, 2)]
 
 
 @dataclass
@@ -89,16 +100,36 @@ def _inputs(case):
     return x, kmap, out_sites, weight, bias, grad_out
 
 
-def run_sparse(case: Case) -> dict:
-    """``{"out", "dx", "dw", "db"}`` of the case on the currently selected backend."""
+def run_sparse(case: Case, backend=None) -> dict:
+    """``{"out", "dx", "dw", "db"}`` of the case on the currently selected backend.
+
+    With ``backend`` (a name or a backend object) the case runs on that backend instead, with its
+    arrays moved to ``backend.xp`` first (so a GPU backend computes on the device) and the results
+    brought back as NumPy arrays.
+    """
+    if backend is not None:
+        with use_backend(backend) as be:
+            got = _run_sparse(case, be.xp)
+        return {key: _to_numpy(val) for key, val in got.items()}
+    return _run_sparse(case)
+
+
+def _run_sparse(case, xp=None):
     x, kmap, _, weight, bias, grad_out = _inputs(case)
+    feats = x.feats
+    if xp is not None and xp is not np:
+        feats, weight, bias, grad_out = (xp.asarray(a) for a in (feats, weight, bias, grad_out))
     if case.op == "depthwise":
-        out = F.depthwise_forward(x.feats, weight, kmap, bias)
-        dx, dw, db = F.depthwise_backward(grad_out, x.feats, weight, kmap)
+        out = F.depthwise_forward(feats, weight, kmap, bias)
+        dx, dw, db = F.depthwise_backward(grad_out, feats, weight, kmap)
     else:
-        out = F.conv_forward(x.feats, weight, kmap, bias)
-        dx, dw, db = F.conv_backward(grad_out, x.feats, weight, kmap)
+        out = F.conv_forward(feats, weight, kmap, bias)
+        dx, dw, db = F.conv_backward(grad_out, feats, weight, kmap)
     return {"out": out, "dx": dx, "dw": dw, "db": db}
+
+
+def _to_numpy(a):
+    return a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else np.asarray(a)
 
 
 def dense_weight(weight, k, transpose=False):
@@ -163,6 +194,62 @@ def _fit(a, shape):
     """Crop or zero-pad the spatial axes of ``(B, C, ...)`` at the far end to ``shape``."""
     a = a[(slice(None), slice(None)) + tuple(slice(0, n) for n in shape)]
     return np.pad(a, [(0, 0), (0, 0)] + [(0, n - c) for n, c in zip(shape, a.shape[2:])])
+
+
+def mask_of(layout: str, batch: int, shape, rng, density=0.3) -> np.ndarray:
+    """``(B, D, H, W)`` bool mask of active voxels for a named layout (see :data:`LAYOUTS`)."""
+    mask = np.zeros((batch,) + tuple(shape), dtype=bool)
+    if layout == "random":
+        mask = rng.random(mask.shape) < density
+    elif layout == "single":
+        mask[tuple(rng.integers(0, n) for n in mask.shape)] = True
+    elif layout == "full":
+        mask[:] = True
+    elif layout == "boundary":  # every face, edge and corner voxel, nothing inside
+        mask[:] = True
+        mask[(slice(None),) + tuple(slice(1, n - 1) for n in shape)] = False
+    elif layout != "empty":
+        raise ValueError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
+    return mask
+
+
+def fits(shape, k, s, p, d) -> bool:
+    """True if a strided conv ``(k, s, p, d)`` leaves at least one output on grid ``shape``."""
+    try:
+        down_output_shape(shape, k, s, p, d)
+        return True
+    except ValueError:
+        return False
+
+
+def standard_cases(seed: int = 0, quick: bool = False) -> list:
+    """The fixed conformance cases: every op × layout × geometry, float64, seeded.
+
+    Submanifold and depthwise ops run k ∈ {1, 3, 5} × dilation {1, 2}; down and inverse ops every
+    geometry of :data:`STRIDED`; each on every layout of :data:`LAYOUTS` (random at density 0.05,
+    0.3 or 0.9, empty, a single voxel, the full grid, only the boundary), batch 1–3, channels 1–8,
+    odd, even and flat grids. ``quick`` keeps every op and geometry but only the random and
+    boundary layouts (about a third of the cases).
+    """
+    rng = np.random.default_rng(seed)
+    shapes = [(5, 6, 7), (4, 4, 4), (7, 3, 6), (1, 5, 2)]
+    cases, layouts = [], []
+    for op in OPS:
+        geometries = CENTRED if op in ("subm", "depthwise") else STRIDED
+        for layout in LAYOUTS:
+            for i, (k, s, p, d) in enumerate(geometries):
+                shape = shapes[(i + len(cases)) % len(shapes)]
+                if s > 1 or op in ("down", "inverse"):
+                    if not fits(shape, k, s, p, d):
+                        shape = (6, 7, 5)
+                batch = int(rng.integers(1, 4))
+                coords = np.argwhere(mask_of(layout, batch, shape, rng, float(rng.choice([0.05, 0.3, 0.9])))).astype(np.int32)
+                cases.append(Case(op, coords, shape, batch, int(rng.integers(1, 9)), int(rng.integers(1, 9)),
+                                  k, s, p, d, np.float64, int(rng.integers(0, 2**31 - 1))))
+                layouts.append(layout)
+    if quick:  # the same cases (same seeds), fewer of them
+        cases = [c for c, layout in zip(cases, layouts) if layout in ("random", "boundary")]
+    return cases
 
 
 def max_relative_errors(got: dict, want: dict) -> dict:

@@ -8,29 +8,8 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import strategies as st
 
-from ..kmap import down_output_shape
-from .conformance import Case
-
-LAYOUTS = ("random", "empty", "single", "full", "boundary")
-
-# (kernel_size, stride, padding, dilation) of strided convs: the U-Net k2 s2 and general ones
-STRIDED = [(2, 2, 0, 1), (3, 2, 1, 1), (3, 2, 0, 1), (3, 1, 1, 1), (2, 1, 0, 1), (1, 2, 0, 1),
-           (3, 2, 1, 2), (3, 3, 0, 1)]
-
-
-def mask_of(layout: str, batch: int, shape, rng, density=0.3) -> np.ndarray:
-    """``(B, D, H, W)`` bool mask of active voxels for a named layout."""
-    mask = np.zeros((batch,) + tuple(shape), dtype=bool)
-    if layout == "random":
-        mask = rng.random(mask.shape) < density
-    elif layout == "single":
-        mask[tuple(rng.integers(0, n) for n in mask.shape)] = True
-    elif layout == "full":
-        mask[:] = True
-    elif layout == "boundary":  # every face, edge and corner voxel, nothing inside
-        mask[:] = True
-        mask[(slice(None),) + tuple(slice(1, n - 1) for n in shape)] = False
-    return mask
+from .conformance import LAYOUTS, STRIDED, Case, mask_of
+from .conformance import fits as _fits
 
 
 @st.composite
@@ -58,11 +37,3 @@ def conv_cases(draw, ops=("subm", "depthwise", "down", "inverse"), dtype=np.floa
     valid = [g for g in STRIDED if _fits(shape, *g)]
     k, s, p, d = draw(st.sampled_from(valid))
     return Case(op, coords, shape, batch, cin, cout, k, s, p, d, dtype, seed)
-
-
-def _fits(shape, k, s, p, d) -> bool:
-    try:
-        down_output_shape(shape, k, s, p, d)
-        return True
-    except ValueError:
-        return False

@@ -1,0 +1,313 @@
+"""Check a backend against the dense twins and the NumPy reference: ``python -m sparseconv.verify``.
+
+    python -m sparseconv.verify                          # the selected backend (numba by default)
+    python -m sparseconv.verify --backend reference      # a named backend; repeat it, or say "all"
+    python -m sparseconv.verify --quick                  # a third of the cases: a few seconds
+    python -m sparseconv.verify --plugin my_backend.py   # load your module (a file or a dotted name)
+                                                         # that calls sparseconv.register_backend(...)
+
+What runs (the same suite the tests and ``benchmarks/gpu_check.py`` run, see
+:mod:`sparseconv.testing.conformance`):
+
+* **subm, depthwise, down, inverse** — every op × layout (random, empty, single voxel, full grid,
+  boundary only) × geometry (k 1/3/5, dilation 1/2; the strided k/s/p/d list), batch 1–3, channels
+  1–8. Each case computes forward, dX, dW and db in float64 on the backend and compares them with
+  the dense NumPy twin read at the active sites (``max|got − want| / max(1, max|want|) ≤ 1e-10``);
+  then the same case in float32 against the reference backend (``‖got − ref‖ ≤ 1e-5 ‖ref‖``, the
+  result must stay float32), and once more to demand a bitwise-equal repeat (determinism).
+* **coordinate index, kernel maps, segment_sum, empty inputs** — the kernel-level checks of
+  :mod:`sparseconv.backends.cuda_checks` (integer tables exactly equal to the reference's; floating
+  results within 1e-5 (float32) / 1e-12 (float64) of the reference's norm; repeats bitwise equal).
+
+Prints one row per op with the worst error seen, and exits 0 if every row passes, 1 naming the
+failing ops otherwise, 2 if the backend or plugin cannot be loaded.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import importlib.util
+import re
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+from . import backends as B
+from .testing import conformance as conf
+
+TOL_DENSE = 1e-10  # float64 vs the dense twin, relative to max(1, max|want|)
+TOL_REF32 = 1e-5  # float32 vs the reference, relative to the reference's norm
+QUANTITIES = ("out", "dx", "dw", "db")
+LABEL = {"out": "out", "dx": "dX", "dw": "dW", "db": "db"}
+KERNEL_ROWS = ("coordinate index", "kernel maps", "segment_sum", "empty inputs")
+
+
+@dataclasses.dataclass
+class Row:
+    """One line of the report: an op (or kernel group), its worst errors and its verdict."""
+    op: str
+    cases: int = 0
+    worst: dict = dataclasses.field(default_factory=dict)  # quantity -> worst float64 error vs dense
+    worst_ref32: float | None = None  # worst float32 error vs the reference (None: not compared)
+    bitwise: bool | None = None  # every repeat bitwise equal (None: not checked)
+    failures: list = dataclasses.field(default_factory=list)  # human-readable, first few kept
+    n_failed: int = 0
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return self.n_failed == 0
+
+    def fail(self, message: str, keep: int = 3):
+        self.n_failed += 1
+        if len(self.failures) < keep:
+            self.failures.append(message)
+
+
+@dataclasses.dataclass
+class Report:
+    backend: str
+    rows: list
+    seconds: float
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.rows)
+
+    @property
+    def failed_ops(self) -> list:
+        return [r.op for r in self.rows if not r.passed]
+
+
+# --------------------------------------------------------------------------------------------
+# The checks
+# --------------------------------------------------------------------------------------------
+
+def _check_conv_case(row: Row, be, case, compare_reference: bool):
+    """float64 vs dense twin, float32 vs reference, bitwise repeat — for one case."""
+    problems = []
+    case64 = dataclasses.replace(case, dtype=np.float64, arrays={})
+    errors = conf.max_relative_errors(conf.run_sparse(case64, be), conf.run_dense(case64))
+    for q in QUANTITIES:
+        row.worst[q] = max(row.worst.get(q, 0.0), errors[q])
+    bad = [f"{LABEL[q]} {errors[q]:.1e}" for q in QUANTITIES if not errors[q] <= TOL_DENSE]  # NaN fails too
+    if bad:
+        problems.append(f"float64 vs dense twin {', '.join(bad)} > {TOL_DENSE:.0e}")
+
+    case32 = dataclasses.replace(case, dtype=np.float32, arrays={})
+    got = conf.run_sparse(case32, be)
+    same = all(_bitwise_equal(got[q], again) for q, again in conf.run_sparse(case32, be).items())
+    row.bitwise = same if row.bitwise is None else (row.bitwise and same)
+    if not same:
+        problems.append("two float32 runs differ bitwise (not deterministic)")
+    wrong_dtype = [f"{LABEL[q]} is {got[q].dtype}" for q in QUANTITIES if got[q].dtype != np.float32]
+    if wrong_dtype:
+        problems.append(f"float32 inputs gave {', '.join(wrong_dtype)}")
+    if compare_reference:
+        want = conf.run_sparse(case32, "reference")
+        errs = {q: _relative_norm_error(got[q], want[q]) for q in QUANTITIES}
+        row.worst_ref32 = max([row.worst_ref32 or 0.0, *errs.values()])
+        bad = [f"{LABEL[q]} {errs[q]:.1e}" for q in QUANTITIES if not errs[q] <= TOL_REF32]
+        if bad:
+            problems.append(f"float32 vs reference {', '.join(bad)} > {TOL_REF32:.0e}")
+    if problems:
+        row.fail(f"{case64.describe()} seed={case.seed}: {'; '.join(problems)}")
+
+
+def _bitwise_equal(a, b) -> bool:
+    a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
+    return a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a.view(np.uint8), b.view(np.uint8))
+
+
+def _relative_norm_error(got, want) -> float:
+    """``‖got − want‖ / ‖want‖`` in float64 (inf on a shape mismatch)."""
+    if got.shape != want.shape:
+        return np.inf
+    scale = max(float(np.linalg.norm(want.astype(np.float64))), 1e-30)
+    return float(np.linalg.norm(got.astype(np.float64) - want.astype(np.float64))) / scale
+
+
+def _kernel_checks(quick: bool) -> dict:
+    """``{row: [(name, function, kwargs)]}`` of the kernel-level checks (from ``cuda_checks``)."""
+    from .backends import cuda_checks as ck
+
+    kernels = (3,) if quick else (1, 3, 5)
+    dilations = (1,) if quick else (1, 2)
+    sites = ("b2_odd", "empty", "single") if quick else tuple(ck.SITES)
+    checks = {row: [] for row in KERNEL_ROWS}
+    for n in ck.HASH_SIZES:
+        checks["coordinate index"].append((f"build_index+lookup n={n}", ck.check_hash, dict(n=n)))
+    for s in sites:
+        for k in kernels:
+            for d in dilations:
+                checks["kernel maps"].append((f"neighbor_table+mirror {s} k={k} d={d}", ck.check_neighbor_table,
+                                              dict(sites=s, kernel_size=k, dilation=d)))
+        checks["kernel maps"].append((f"transpose_table {s}", ck.check_transpose_table, dict(sites=s)))
+        checks["kernel maps"].append((f"submanifold_map {s} k=3", ck.check_submanifold_map,
+                                      dict(sites=s, kernel_size=3, dilation=1)))
+    for dtype in ck.DTYPES:
+        for n, s, c in ((0, 0, 3), (1, 1, 1), (50, 5, 3), (3000, 7, 5)):
+            checks["segment_sum"].append((f"segment_sum N={n} S={s} C={c} {np.dtype(dtype).name}",
+                                          ck.check_segment_sum, dict(n_rows=n, n_segments=s, channels=c, dtype=dtype)))
+        checks["empty inputs"].append((f"zero rows {np.dtype(dtype).name}", ck.check_zero_rows, dict(dtype=dtype)))
+    return checks
+
+
+def verify_backend(backend, quick: bool = False, seed: int = 0, progress=None) -> Report:
+    """Run the whole suite on ``backend`` (a name or a backend object); return a :class:`Report`.
+
+    ``progress(row)`` is called after each row (the command line prints it).
+    """
+    be = B.load_backend(backend) if isinstance(backend, str) else backend
+    compare_reference = be.name != "reference"
+    t_start = time.perf_counter()
+    rows = []
+    cases = conf.standard_cases(seed=seed, quick=quick)
+    for op in conf.OPS:
+        row = Row(op)
+        t0 = time.perf_counter()
+        for case in (c for c in cases if c.op == op):
+            row.cases += 1
+            try:
+                _check_conv_case(row, be, case, compare_reference)
+            except Exception as err:  # noqa: BLE001 - a crash is a failure of this op, keep going
+                row.fail(f"{case.describe()} seed={case.seed}: raised {type(err).__name__}: {err}")
+        row.seconds = time.perf_counter() - t0
+        rows.append(row)
+        if progress:
+            progress(row)
+    for name, checks in _kernel_checks(quick).items():
+        row = Row(name)
+        t0 = time.perf_counter()
+        for label, fn, kwargs in checks:
+            row.cases += 1
+            try:
+                with B.use_backend(be):
+                    fn(be, **kwargs)
+            except Exception as err:  # noqa: BLE001
+                kind = "" if isinstance(err, AssertionError) else f"raised {type(err).__name__}: "
+                row.fail(f"{label}: {kind}{err}")
+        row.seconds = time.perf_counter() - t0
+        rows.append(row)
+        if progress:
+            progress(row)
+    return Report(be.name, rows, time.perf_counter() - t_start)
+
+
+# --------------------------------------------------------------------------------------------
+# Plugins and the command line
+# --------------------------------------------------------------------------------------------
+
+def load_plugin(spec: str) -> list:
+    """Import a user's backend module — a ``.py`` file path or a dotted module name — and return
+    the names of the backends it registered with :func:`sparseconv.register_backend`.
+
+    A module that registers nothing but defines a module-level ``backend`` object (with a ``name``)
+    gets that object registered under its name.
+    """
+    before = set(B._registered)
+    path = Path(spec)
+    if spec.endswith(".py") or path.is_file():
+        if not path.is_file():
+            raise ImportError(f"plugin file {spec!r} does not exist")
+        mod_name = "sparseconv_plugin_" + re.sub(r"\W", "_", path.stem)
+        module_spec = importlib.util.spec_from_file_location(mod_name, path)
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[mod_name] = module
+        sys.path.insert(0, str(path.resolve().parent))
+        try:
+            module_spec.loader.exec_module(module)
+        finally:
+            sys.path.pop(0)
+    else:
+        module = importlib.import_module(spec)
+    new = [n for n in B._registered if n not in before]
+    if not new and hasattr(module, "backend") and hasattr(module.backend, "name"):
+        B.register_backend(module.backend.name, module.backend)
+        new = [module.backend.name]
+    if not new:
+        raise ImportError(f"plugin {spec!r} registered no backend: call sparseconv.register_backend(name, obj) "
+                          "when it is imported, or define a module-level `backend` object with a `name`")
+    return new
+
+
+def _fmt(err):
+    return "—" if err is None else ("inf" if not np.isfinite(err) else f"{err:.1e}")
+
+
+HEADER = f"{'op':<17}{'cases':>6}{'out':>9}{'dX':>9}{'dW':>9}{'db':>9}{'f32 vs ref':>12}{'bitwise':>9}  result"
+
+
+def format_row(row: Row) -> str:
+    verdict = "PASS" if row.passed else f"FAIL ({row.n_failed} of {row.cases})"
+    if row.op in conf.OPS:
+        errs = "".join(f"{_fmt(row.worst.get(q)):>9}" for q in QUANTITIES)
+        bit = "—" if row.bitwise is None else ("yes" if row.bitwise else "NO")
+        return f"{row.op:<17}{row.cases:>6}{errs}{_fmt(row.worst_ref32):>12}{bit:>9}  {verdict}"
+    text = "matches the reference" if row.passed else "differs from the reference"
+    return f"{row.op:<17}{row.cases:>6}  {text:<56}  {verdict}"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m sparseconv.verify",
+                                description="Check a sparseconv backend against the dense twins and the reference.")
+    p.add_argument("--backend", action="append", metavar="NAME",
+                   help="backend to verify (repeatable; 'all' = every available one). Default: the one a "
+                        "--plugin registered, else the selected backend ($SPARSECONV_BACKEND or numba)")
+    p.add_argument("--quick", action="store_true", help="about a third of the conformance cases (a few seconds)")
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE_OR_FILE",
+                   help="import this module or .py file first; it should call sparseconv.register_backend()")
+    p.add_argument("--seed", type=int, default=0, help="seed of the case list (default 0)")
+    args = p.parse_args(argv)
+
+    plugged = []
+    for spec in args.plugin:
+        try:
+            names = load_plugin(spec)
+        except Exception as err:  # noqa: BLE001 - whatever the user's module raised
+            traceback.print_exc()
+            print(f"verify: cannot load plugin {spec!r}: {type(err).__name__}: {err}", file=sys.stderr)
+            return 2
+        print(f"plugin {spec}: registered {', '.join(repr(n) for n in names)}")
+        plugged += names
+    wanted = args.backend or plugged or [B.get_backend().name]
+    if "all" in wanted:
+        wanted = B.available_backends()
+    try:
+        targets = [B.load_backend(name) for name in dict.fromkeys(wanted)]
+    except (ImportError, ValueError) as err:
+        print(f"verify: {err}", file=sys.stderr)
+        return 2
+
+    failed = []
+    for be in targets:
+        mode = "quick" if args.quick else "full"
+        print(f"\nverifying backend {be.name!r} ({type(be).__name__}), {mode} suite, seed {args.seed}")
+        print(HEADER)
+        report = verify_backend(be, quick=args.quick, seed=args.seed,
+                                progress=lambda row: print(format_row(row), flush=True))
+        print(f"errors: worst over the cases; float64 vs dense twin must be <= {TOL_DENSE:.0e}, float32 vs "
+              f"reference <= {TOL_REF32:.0e}, repeats bitwise equal")
+        for row in report.rows:
+            for message in row.failures:
+                print(f"  {row.op}: {message}")
+            if row.n_failed > len(row.failures):
+                print(f"  {row.op}: ... and {row.n_failed - len(row.failures)} more failing case(s)")
+        if report.passed:
+            print(f"PASS: backend {be.name!r} passes every op ({report.seconds:.1f} s)")
+        else:
+            print(f"FAIL: backend {be.name!r} fails {', '.join(report.failed_ops)} ({report.seconds:.1f} s)")
+            failed.append((be.name, report.failed_ops))
+    if failed:
+        summary = "; ".join(f"{name!r}: {', '.join(ops)}" for name, ops in failed)
+        print(f"\nverify: FAILED — {summary}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
