@@ -11,8 +11,15 @@
 """
 from __future__ import annotations
 
-import numba as nb
-import numpy as np
+import os
+
+# Numba's OpenMP threads busy-wait after each parallel region by default; on a small machine they
+# then steal the cores BLAS (and the next kernel) need — 2-3x slower training on 2 cores. Passive
+# waiting must be chosen before the OpenMP runtime loads; a user's own setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numba as nb  # noqa: E402
+import numpy as np  # noqa: E402
 
 from .. import coords as C
 
@@ -172,6 +179,65 @@ def _conv_weight_grad(feats, grad_out, nbr):
 
 
 @nb.njit(parallel=True, cache=True)
+def _conv_forward_blocked(feats, weight, nbr, block):
+    # Wide channels: per block of output rows and per offset, gather the active neighbours into a
+    # contiguous buffer and multiply it by W[k] with BLAS; rows stay owned by one task.
+    n_out, K = nbr.shape
+    cin, cout = weight.shape[1], weight.shape[2]
+    out = np.empty((n_out, cout), dtype=feats.dtype)
+    for blk in nb.prange((n_out + block - 1) // block):
+        start = blk * block
+        stop = min(start + block, n_out)
+        gathered = np.empty((block, cin), dtype=feats.dtype)
+        rows = np.empty(block, dtype=np.int64)
+        acc = np.zeros((stop - start, cout), dtype=feats.dtype)
+        for k in range(K):
+            m = 0
+            for o in range(start, stop):
+                i = nbr[o, k]
+                if i >= 0:
+                    gathered[m] = feats[i]
+                    rows[m] = o - start
+                    m += 1
+            if m > 0:
+                partial = np.dot(gathered[:m], weight[k])
+                for r in range(m):
+                    acc[rows[r]] += partial[r]
+        out[start:stop] = acc
+    return out
+
+
+@nb.njit(parallel=True, cache=True)
+def _conv_weight_grad_blocked(feats, grad_out, nbr, block):
+    # As _conv_weight_grad (fixed chunks, ordered sum), with the per-offset outer products of each
+    # block of rows done by BLAS on gathered buffers.
+    n_out, K = nbr.shape
+    cin, cout = feats.shape[1], grad_out.shape[1]
+    n_chunks = min(WGRAD_CHUNKS, max(n_out, 1))
+    partial = np.zeros((n_chunks, K, cin, cout), dtype=feats.dtype)
+    for ch in nb.prange(n_chunks):
+        xs = np.empty((block, cin), dtype=feats.dtype)
+        gs = np.empty((block, cout), dtype=feats.dtype)
+        stop_chunk = n_out * (ch + 1) // n_chunks
+        for start in range(n_out * ch // n_chunks, stop_chunk, block):
+            stop = min(start + block, stop_chunk)
+            for k in range(K):
+                m = 0
+                for o in range(start, stop):
+                    i = nbr[o, k]
+                    if i >= 0:
+                        xs[m] = feats[i]
+                        gs[m] = grad_out[o]
+                        m += 1
+                if m > 0:
+                    partial[ch, k] += np.dot(xs[:m].T, gs[:m])
+    grad_w = np.zeros((K, cin, cout), dtype=feats.dtype)
+    for ch in range(n_chunks):
+        grad_w += partial[ch]
+    return grad_w
+
+
+@nb.njit(parallel=True, cache=True)
 def _depthwise_forward(feats, weight, nbr):
     n_out, K = nbr.shape
     c = feats.shape[1]
@@ -214,9 +280,29 @@ def _segment_sum(values, seg_ptr):
     return out
 
 
+def _blas_block(cin: int, cout: int) -> int:
+    """Rows per BLAS call: keep each call below OpenBLAS's threading threshold (m·n·k < 2^18),
+    so BLAS runs single-threaded inside Numba's parallel loop instead of fighting it."""
+    return int(max(16, min(256, (1 << 17) // max(cin * cout, 1))))
+
+
 class NumbaBackend:
     name = "numba"
     xp = np
+    parallel_min_work = 1 << 16  # below this many multiply-adds a kernel runs on one thread
+    blas_min_channels = 1024  # Cin·Cout from which gathered BLAS beats the direct loop
+
+    def _launch(self, kernel, work, *args):
+        """Run ``kernel``; small work on one thread (waking threads costs more than it saves)."""
+        if work >= self.parallel_min_work:
+            return kernel(*args)
+        threads = nb.get_num_threads()
+        nb.set_num_threads(1)
+        try:
+            return kernel(*args)
+        finally:
+            nb.set_num_threads(threads)
+
 
     def build_index(self, keys):
         capacity = 1 << max(4, int(2 * max(len(keys), 1) - 1).bit_length())  # power of two >= 2N
@@ -227,32 +313,45 @@ class NumbaBackend:
         return slot_keys, slot_rows
 
     def lookup(self, index, queries):
-        return _lookup(*index, np.ascontiguousarray(queries, dtype=np.int64))
+        return self._launch(_lookup, 16 * len(queries), *index, np.ascontiguousarray(queries, dtype=np.int64))
 
     def neighbor_table(self, index, coords, spatial_shape, offsets):
-        return _neighbor_table(*index, coords, np.array(spatial_shape, dtype=np.int64),
-                               np.ascontiguousarray(offsets, dtype=np.int64))
+        return self._launch(_neighbor_table, 16 * len(coords) * len(offsets), *index, coords,
+                            np.array(spatial_shape, dtype=np.int64), np.ascontiguousarray(offsets, dtype=np.int64))
 
     def mirror_table(self, lower, K):
-        return _mirror_table(np.ascontiguousarray(lower), K)
+        return self._launch(_mirror_table, lower.size, np.ascontiguousarray(lower), K)
 
     def transpose_table(self, neighbors, n_in):
-        return _transpose_table(np.ascontiguousarray(neighbors), n_in)
+        return self._launch(_transpose_table, neighbors.size, np.ascontiguousarray(neighbors), n_in)
 
     def conv_forward(self, feats, weight, kmap):
-        return _conv_forward(np.ascontiguousarray(feats), np.ascontiguousarray(weight), kmap.neighbors)
+        feats, weight = np.ascontiguousarray(feats), np.ascontiguousarray(weight)
+        cin, cout = weight.shape[1:]
+        work = kmap.neighbors.size * cin * cout
+        if cin * cout >= self.blas_min_channels:
+            return self._launch(_conv_forward_blocked, work, feats, weight, kmap.neighbors, _blas_block(cin, cout))
+        return self._launch(_conv_forward, work, feats, weight, kmap.neighbors)
 
     def conv_weight_grad(self, feats, grad_out, kmap):
-        return _conv_weight_grad(np.ascontiguousarray(feats), np.ascontiguousarray(grad_out), kmap.neighbors)
+        feats, grad_out = np.ascontiguousarray(feats), np.ascontiguousarray(grad_out)
+        cin, cout = feats.shape[1], grad_out.shape[1]
+        work = kmap.neighbors.size * cin * cout
+        if cin * cout >= self.blas_min_channels:
+            return self._launch(_conv_weight_grad_blocked, work, feats, grad_out, kmap.neighbors,
+                                _blas_block(cin, cout))
+        return self._launch(_conv_weight_grad, work, feats, grad_out, kmap.neighbors)
 
     def depthwise_forward(self, feats, weight, kmap):
-        return _depthwise_forward(np.ascontiguousarray(feats), np.ascontiguousarray(weight), kmap.neighbors)
+        return self._launch(_depthwise_forward, kmap.neighbors.size * feats.shape[1],
+                            np.ascontiguousarray(feats), np.ascontiguousarray(weight), kmap.neighbors)
 
     def depthwise_weight_grad(self, feats, grad_out, kmap):
-        return _depthwise_weight_grad(np.ascontiguousarray(feats), np.ascontiguousarray(grad_out), kmap.neighbors)
+        return self._launch(_depthwise_weight_grad, kmap.neighbors.size * feats.shape[1],
+                            np.ascontiguousarray(feats), np.ascontiguousarray(grad_out), kmap.neighbors)
 
     def segment_sum(self, values, seg_ptr):
-        return _segment_sum(np.ascontiguousarray(values), np.asarray(seg_ptr, dtype=np.int64))
+        return self._launch(_segment_sum, values.size, np.ascontiguousarray(values), np.asarray(seg_ptr, dtype=np.int64))
 
 
 backend = NumbaBackend()
