@@ -90,7 +90,8 @@ class KernelMap:
 
     def pair_counts(self) -> np.ndarray:
         """``(K,) int64`` number of (input, output) pairs per offset."""
-        return np.asarray((self.neighbors >= 0).sum(axis=0)).astype(np.int64)
+        counts = (self.neighbors >= 0).sum(axis=0)
+        return np.asarray(counts.get() if hasattr(counts, "get") else counts).astype(np.int64)  # cupy → host
 
     @property
     def num_pairs(self) -> int:
