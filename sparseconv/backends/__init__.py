@@ -7,8 +7,9 @@ Shapes and dtypes (N = rows, K = kernel offsets, C = channels):
 
 * ``build_index(keys)``: keys ``(N,) int64`` (packed coords) → an opaque index object.
 * ``lookup(index, queries)``: ``(M,) int64`` → ``(M,) int32`` row of each query, -1 if absent.
-* ``neighbor_table(index, coords, spatial_shape, offsets)``: coords ``(N, 4) int32``, offsets
-  ``(J, 3) int32`` → ``(N, J) int32`` row of ``coords[i] + offsets[j]`` (-1 if absent or outside).
+* ``neighbor_table(index, coords, spatial_shape, offsets)``: coords ``(N, 4) int32`` in canonical
+  order (the index built from their keys), offsets ``(J, 3) int32`` row-major → ``(N, J) int32``
+  row of ``coords[i] + offsets[j]`` (-1 if absent or outside the grid).
 * ``mirror_table(lower, K)``: lower half ``(N, K//2)`` of a submanifold table → full ``(N, K)``
   (centre = identity, column ``K-1-j`` = the transpose of column ``j``).
 * ``transpose_table(neighbors, n_in)``: ``(n_out, K)`` → ``(n_in, K)`` with outputs and inputs swapped.
