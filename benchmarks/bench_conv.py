@@ -8,7 +8,7 @@ Prints a Markdown table and writes ``benchmarks/results/bench_conv.json`` (+ ``.
 Times are medians over ``--repeats`` runs after a warm-up; every number comes from this run.
 GFLOP/s is *effective*: ``2 · pairs · Cin · Cout / t`` (only the multiply-adds a sparse conv
 must do), so rows compare on useful work. Peak memory is measured in a fresh subprocess per row:
-its peak RSS minus its RSS once the inputs are loaded (the layer's own working set).
+after JIT warm-up the peak RSS is reset, then peak RSS during the layer minus the RSS before it.
 """
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -118,10 +117,9 @@ def torch_rows(coords, shape, channels, repeats, pairs):
 # --- peak memory of one layer, each in a fresh subprocess --------------------------------------
 
 _CHILD = r"""
-import resource, sys, numpy as np
-def rss_kb():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() // 1024
+import sys, numpy as np
+sys.path.insert(0, sys.argv[5])
+from memory import reset_peak, rss_mb, peak_rss_mb
 coords = np.load(sys.argv[1]); shape = tuple(int(s) for s in sys.argv[2].split(",")); c = int(sys.argv[3])
 method = sys.argv[4]
 import sparseconv
@@ -134,7 +132,8 @@ if method != "dense":  # compile the kernels first, so JIT memory is not counted
     sparseconv.set_backend(method)
     tiny = SparseTensor(coords[:64], np.ones((64, c), np.float32), shape)
     conv_forward(tiny.feats, w, submanifold_map(tiny, 3))
-base = rss_kb()
+reset_peak()
+base = rss_mb()
 if method == "dense":
     x = np.zeros((1, c, *shape), np.float32)
     x[0, :, coords[:, 1], coords[:, 2], coords[:, 3]] = 1.0
@@ -142,13 +141,13 @@ if method == "dense":
 else:
     x = SparseTensor(coords, np.ones((len(coords), c), np.float32), shape)
     y = conv_forward(x.feats, w, submanifold_map(x, 3))
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(max(peak - base, 0) / 1024)
+print(peak_rss_mb() - base)
 """
 
 
 def layer_memory_mb(coords_file, shape, c, method):
-    out = subprocess.run([sys.executable, "-c", _CHILD, coords_file, ",".join(map(str, shape)), str(c), method],
+    out = subprocess.run([sys.executable, "-c", _CHILD, coords_file, ",".join(map(str, shape)), str(c), method,
+                          str(HERE)],
                          capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 

@@ -207,11 +207,9 @@ def part3_probes(out: Path, smoke: bool):
         for kind in ("mixed", "identity"):
             table = table_with(sub, cap, kind == "mixed")
             mask = np.uint64(cap - 1)
-            qh = ((splitmix64_np(absent) & mask) if kind == "mixed" else (absent.astype(np.uint64) & mask)).astype(np.int64)
-            # homes of stored keys, in slot order
-            stored = table[table != -1]
-            h_stored = ((splitmix64_np(stored) & mask) if kind == "mixed" else (stored.astype(np.uint64) & mask)).astype(np.int64)
-            hits, misses = probe_lengths(table, h_stored, qh)
+            home = (lambda k: splitmix64_np(k) & mask) if kind == "mixed" else (lambda k: k.astype(np.uint64) & mask)
+            stored = table[table != -1]  # in slot order
+            hits, misses = probe_lengths(table, home(stored).astype(np.int64), home(absent).astype(np.int64))
             rows[kind][0].append(hits.mean())
             rows[kind][1].append(misses.mean())
             line += [hits.mean(), misses.mean()]

@@ -5,6 +5,7 @@
     python -m sparseconv.verify --quick                  # a third of the cases: a few seconds
     python -m sparseconv.verify --plugin my_backend.py   # load your module (a file or a dotted name)
                                                          # that calls sparseconv.register_backend(...)
+    python -m sparseconv.verify --op depthwise           # only some rows (repeatable)
 
 What runs (the same suite the tests and ``benchmarks/gpu_check.py`` run, see
 :mod:`sparseconv.testing.conformance`):
@@ -15,7 +16,7 @@ What runs (the same suite the tests and ``benchmarks/gpu_check.py`` run, see
   the dense NumPy twin read at the active sites (``max|got − want| / max(1, max|want|) ≤ 1e-10``);
   then the same case in float32 against the reference backend (``‖got − ref‖ ≤ 1e-5 ‖ref‖``, the
   result must stay float32), and once more to demand a bitwise-equal repeat (determinism).
-* **coordinate index, kernel maps, segment_sum, empty inputs** — the kernel-level checks of
+* **index, kernel_maps, segment_sum, empty_inputs** — the kernel-level checks of
   :mod:`sparseconv.backends.cuda_checks` (integer tables exactly equal to the reference's; floating
   results within 1e-5 (float32) / 1e-12 (float64) of the reference's norm; repeats bitwise equal).
 
@@ -43,7 +44,7 @@ TOL_DENSE = 1e-10  # float64 vs the dense twin, relative to max(1, max|want|)
 TOL_REF32 = 1e-5  # float32 vs the reference, relative to the reference's norm
 QUANTITIES = ("out", "dx", "dw", "db")
 LABEL = {"out": "out", "dx": "dX", "dw": "dW", "db": "db"}
-KERNEL_ROWS = ("coordinate index", "kernel maps", "segment_sum", "empty inputs")
+KERNEL_ROWS = ("index", "kernel_maps", "segment_sum", "empty_inputs")
 
 
 @dataclasses.dataclass
@@ -140,34 +141,42 @@ def _kernel_checks(quick: bool) -> dict:
     sites = ("b2_odd", "empty", "single") if quick else tuple(ck.SITES)
     checks = {row: [] for row in KERNEL_ROWS}
     for n in ck.HASH_SIZES:
-        checks["coordinate index"].append((f"build_index+lookup n={n}", ck.check_hash, dict(n=n)))
+        checks["index"].append((f"build_index+lookup n={n}", ck.check_hash, dict(n=n)))
     for s in sites:
         for k in kernels:
             for d in dilations:
-                checks["kernel maps"].append((f"neighbor_table+mirror {s} k={k} d={d}", ck.check_neighbor_table,
+                checks["kernel_maps"].append((f"neighbor_table+mirror {s} k={k} d={d}", ck.check_neighbor_table,
                                               dict(sites=s, kernel_size=k, dilation=d)))
-        checks["kernel maps"].append((f"transpose_table {s}", ck.check_transpose_table, dict(sites=s)))
-        checks["kernel maps"].append((f"submanifold_map {s} k=3", ck.check_submanifold_map,
+        checks["kernel_maps"].append((f"transpose_table {s}", ck.check_transpose_table, dict(sites=s)))
+        checks["kernel_maps"].append((f"submanifold_map {s} k=3", ck.check_submanifold_map,
                                       dict(sites=s, kernel_size=3, dilation=1)))
     for dtype in ck.DTYPES:
         for n, s, c in ((0, 0, 3), (1, 1, 1), (50, 5, 3), (3000, 7, 5)):
             checks["segment_sum"].append((f"segment_sum N={n} S={s} C={c} {np.dtype(dtype).name}",
                                           ck.check_segment_sum, dict(n_rows=n, n_segments=s, channels=c, dtype=dtype)))
-        checks["empty inputs"].append((f"zero rows {np.dtype(dtype).name}", ck.check_zero_rows, dict(dtype=dtype)))
+        checks["empty_inputs"].append((f"zero rows {np.dtype(dtype).name}", ck.check_zero_rows, dict(dtype=dtype)))
     return checks
 
 
-def verify_backend(backend, quick: bool = False, seed: int = 0, progress=None) -> Report:
-    """Run the whole suite on ``backend`` (a name or a backend object); return a :class:`Report`.
+ROWS = conf.OPS + KERNEL_ROWS
 
-    ``progress(row)`` is called after each row (the command line prints it).
+
+def verify_backend(backend, quick: bool = False, seed: int = 0, ops=None, progress=None) -> Report:
+    """Run the suite on ``backend`` (a name or a backend object); return a :class:`Report`.
+
+    ``ops`` limits the run to some rows of :data:`ROWS` (default: all). ``progress(row)`` is called
+    after each row (the command line prints it).
     """
+    ops = ROWS if ops is None else tuple(ops)
+    unknown = [op for op in ops if op not in ROWS]
+    if unknown:
+        raise ValueError(f"unknown op(s) {unknown}; choose from {list(ROWS)}")
     be = B.load_backend(backend) if isinstance(backend, str) else backend
     compare_reference = be.name != "reference"
     t_start = time.perf_counter()
     rows = []
     cases = conf.standard_cases(seed=seed, quick=quick)
-    for op in conf.OPS:
+    for op in (op for op in conf.OPS if op in ops):
         row = Row(op)
         t0 = time.perf_counter()
         for case in (c for c in cases if c.op == op):
@@ -181,6 +190,8 @@ def verify_backend(backend, quick: bool = False, seed: int = 0, progress=None) -
         if progress:
             progress(row)
     for name, checks in _kernel_checks(quick).items():
+        if name not in ops:
+            continue
         row = Row(name)
         t0 = time.perf_counter()
         for label, fn, kwargs in checks:
@@ -262,6 +273,8 @@ def main(argv=None) -> int:
     p.add_argument("--plugin", action="append", default=[], metavar="MODULE_OR_FILE",
                    help="import this module or .py file first; it should call sparseconv.register_backend()")
     p.add_argument("--seed", type=int, default=0, help="seed of the case list (default 0)")
+    p.add_argument("--op", action="append", choices=ROWS, metavar="OP",
+                   help=f"check only this op (repeatable): {', '.join(ROWS)}")
     args = p.parse_args(argv)
 
     plugged = []
@@ -288,7 +301,7 @@ def main(argv=None) -> int:
         mode = "quick" if args.quick else "full"
         print(f"\nverifying backend {be.name!r} ({type(be).__name__}), {mode} suite, seed {args.seed}")
         print(HEADER)
-        report = verify_backend(be, quick=args.quick, seed=args.seed,
+        report = verify_backend(be, quick=args.quick, seed=args.seed, ops=args.op,
                                 progress=lambda row: print(format_row(row), flush=True))
         print(f"errors: worst over the cases; float64 vs dense twin must be <= {TOL_DENSE:.0e}, float32 vs "
               f"reference <= {TOL_REF32:.0e}, repeats bitwise equal")

@@ -243,7 +243,8 @@ def standard_cases(seed: int = 0, quick: bool = False) -> list:
                     if not fits(shape, k, s, p, d):
                         shape = (6, 7, 5)
                 batch = int(rng.integers(1, 4))
-                coords = np.argwhere(mask_of(layout, batch, shape, rng, float(rng.choice([0.05, 0.3, 0.9])))).astype(np.int32)
+                density = float(rng.choice([0.05, 0.3, 0.9]))
+                coords = np.argwhere(mask_of(layout, batch, shape, rng, density)).astype(np.int32)
                 cases.append(Case(op, coords, shape, batch, int(rng.integers(1, 9)), int(rng.integers(1, 9)),
                                   k, s, p, d, np.float64, int(rng.integers(0, 2**31 - 1))))
                 layouts.append(layout)

@@ -1,0 +1,126 @@
+"""``python -m sparseconv.verify``: passes on the shipped CPU backends, catches a broken one by name."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import sparseconv
+from sparseconv import backends as B
+from sparseconv import verify
+from sparseconv.backends.reference import ReferenceBackend
+from sparseconv.testing import conformance as conf
+
+ROOT = Path(__file__).resolve().parents[1]
+CPU = [name for name in sparseconv.available_backends() if name != "cupy"]
+
+
+@pytest.fixture
+def registry():
+    """Whatever a test registers is unregistered afterwards."""
+    before = dict(B._registered)
+    yield
+    B._registered.clear()
+    B._registered.update(before)
+
+
+@pytest.mark.parametrize("name", CPU)
+def test_verify_passes_on_the_shipped_cpu_backends(name, capsys):
+    assert verify.main(["--backend", name, "--quick"]) == 0
+    out = capsys.readouterr().out
+    assert f"PASS: backend '{name}' passes every op" in out
+    for op in verify.ROWS:  # one table row per op, each passing
+        assert any(line.startswith(op) and line.rstrip().endswith("PASS") for line in out.splitlines()), op
+
+
+def test_verify_fails_on_the_broken_backend_and_names_the_op():
+    """The real command line, as a user runs it: exit status 1, the failing op named."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-m", "sparseconv.verify", "--plugin", "examples/broken_backend.py", "--quick"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "registered 'broken'" in proc.stdout
+    assert "FAIL: backend 'broken' fails depthwise (" in proc.stdout
+    assert "'broken': depthwise" in proc.stderr
+    rows = {line.split()[0]: line for line in proc.stdout.splitlines() if line.split() and line.split()[0] in verify.ROWS}
+    assert rows["depthwise"].rstrip().endswith(")") and "FAIL" in rows["depthwise"]
+    for op in set(verify.ROWS) - {"depthwise"}:  # the bug is in depthwise dW only
+        assert rows[op].rstrip().endswith("PASS"), rows[op]
+    assert "vs dense twin dW" in proc.stdout
+
+
+class Crashy(ReferenceBackend):
+    name = "crashy"
+
+    def segment_sum(self, values, seg_ptr):
+        raise NotImplementedError("segment_sum is not written yet")
+
+
+class Sloppy(ReferenceBackend):
+    """Forward in float32 drifts at 1e-3 — passes float64 vs dense, fails float32 vs the reference."""
+    name = "sloppy"
+
+    def conv_forward(self, feats, weight, kmap):
+        out = super().conv_forward(feats, weight, kmap)
+        return out * np.float32(1.001) if out.dtype == np.float32 else out
+
+
+def test_a_crashing_kernel_is_a_failure_of_its_op_not_a_crash(registry):
+    report = verify.verify_backend(Crashy(), quick=True, ops=["segment_sum"])
+    assert report.failed_ops == ["segment_sum"]
+    assert "NotImplementedError: segment_sum is not written yet" in report.rows[0].failures[0]
+
+
+def test_float32_disagreement_with_the_reference_is_caught(registry):
+    report = verify.verify_backend(Sloppy(), quick=True, ops=["subm", "down"])
+    assert report.failed_ops == ["subm", "down"]
+    assert all("float32 vs reference out" in row.failures[0] for row in report.rows)
+    assert all(row.worst["out"] < 1e-10 for row in report.rows)  # float64 stays exact
+
+
+def test_plugin_by_module_name_with_a_backend_attribute(tmp_path, monkeypatch, registry):
+    (tmp_path / "my_sparse_backend.py").write_text(
+        "from sparseconv.backends.reference import ReferenceBackend\n"
+        "class Mine(ReferenceBackend):\n    name = 'mine'\n"
+        "backend = Mine()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert verify.load_plugin("my_sparse_backend") == ["mine"]
+    assert B.load_backend("mine").name == "mine"
+
+
+def test_plugin_that_registers_nothing_is_refused(tmp_path, capsys, registry):
+    empty = tmp_path / "nothing.py"
+    empty.write_text("x = 1\n")
+    assert verify.main(["--plugin", str(empty)]) == 2
+    assert "registered no backend" in capsys.readouterr().err
+
+
+def test_unknown_backend_and_op_exit_2(capsys):
+    assert verify.main(["--backend", "no-such-backend"]) == 2
+    assert "unknown backend 'no-such-backend'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        verify.main(["--op", "no-such-op"])
+
+
+def test_standard_cases_cover_every_op_layout_and_geometry():
+    cases = conf.standard_cases()
+    assert {c.op for c in cases} == set(conf.OPS)
+    for op in conf.OPS:
+        geometries = conf.CENTRED if op in ("subm", "depthwise") else conf.STRIDED
+        got = {(c.kernel_size, c.stride, c.padding, c.dilation) for c in cases if c.op == op}
+        assert got == set(geometries)
+    quick = conf.standard_cases(quick=True)
+    assert {c.op for c in quick} == set(conf.OPS) and len(quick) < len(cases) / 2
+    assert {c.seed for c in quick} <= {c.seed for c in cases}  # the same cases, fewer of them
+
+
+def test_standard_cases_are_the_ones_gpu_check_runs():
+    """``cuda_checks.conformance_cases`` (tests/test_gpu.py, benchmarks/gpu_check.py) = ``standard_cases``."""
+    pytest.importorskip("hypothesis")
+    from sparseconv.backends import cuda_checks
+
+    ours, theirs = conf.standard_cases(), cuda_checks.conformance_cases()
+    assert [c.describe() for c in ours] == [c.describe() for c in theirs]
+    assert all(a.seed == b.seed and np.array_equal(a.coords, b.coords) for a, b in zip(ours, theirs))
