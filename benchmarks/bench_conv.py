@@ -88,7 +88,7 @@ def dense_rows(coords, shape, channels, repeats, pairs):
     for c in channels:
         rng = np.random.default_rng(c)
         x = np.zeros((1, c, *shape), np.float32)
-        x[0, :, coords[:, 1], coords[:, 2], coords[:, 3]] = rng.standard_normal((len(coords), c), dtype=np.float32)
+        x[0][:, coords[:, 1], coords[:, 2], coords[:, 3]] = rng.standard_normal((c, len(coords)), dtype=np.float32)
         w = rng.standard_normal((c, c, 3, 3, 3), dtype=np.float32)
         t = median_time(lambda: dense.conv3d(x, w, padding=1), max(1, repeats // 2))
         rows.append(dict(method="dense conv3d [numpy]", C=c, active=len(coords), pairs=pairs, fwd_s=t,
@@ -105,7 +105,7 @@ def torch_rows(coords, shape, channels, repeats, pairs):
     rows = []
     for c in channels:
         x = torch.zeros((1, c, *shape))
-        x[0, :, coords[:, 1], coords[:, 2], coords[:, 3]] = torch.randn(len(coords), c)
+        x[0][:, coords[:, 1], coords[:, 2], coords[:, 3]] = torch.randn(c, len(coords))
         w = torch.randn(c, c, 3, 3, 3)
         with torch.no_grad():
             t = median_time(lambda: torch.nn.functional.conv3d(x, w, padding=1), max(1, repeats // 2))

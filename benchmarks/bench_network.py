@@ -69,7 +69,7 @@ def make_inputs(names, seed=0, quick=False):
     image, labels, spacing = ph.image.astype(np.float32), ph.labels, ph.spacing
     out = {}
     if "stage1" in names:
-        hu = io.resample(image, spacing, STAGE1_MM, order=1)
+        hu = io.resample(image, spacing, 5.0 if quick else STAGE1_MM, order=1)
         out["stage1"] = _as_input(sparsify(hu, STAGE1))
     wanted = [n for n in names if n.startswith("stage2")]
     if wanted:
@@ -118,8 +118,9 @@ def run_forward(method, model, coords, feats, shape):
 
 
 def build(method, config, seed=0):
+    """The network of ``method`` (sparse, dense, torch) for a config name or an existing KidneyNet."""
     from kidney.model import KidneyNet
-    net = KidneyNet(config, seed=seed)
+    net = config if isinstance(config, KidneyNet) else KidneyNet(config, seed=seed)
     net.eval()
     if method == "sparse":
         return net
@@ -144,6 +145,25 @@ base = rss_mb()
 B.run_forward(method, model, coords, feats, shape)
 print(peak_rss_mb() - base)
 """
+
+
+def check_twins(methods):
+    """Before timing anything: every dense twin must compute what the sparse network computes."""
+    from kidney.model import KidneyNet
+    rng = np.random.default_rng(0)
+    net = KidneyNet("compact", seed=1)
+    net.load_state_dict({k: (v + 0.05 * rng.standard_normal(v.shape)).astype(np.float32)
+                         for k, v in net.state_dict().items()})
+    shape = (13, 10, 11)
+    coords = np.argwhere(rng.random((1,) + shape) < 0.3).astype(np.int32)
+    feats = rng.standard_normal((len(coords), 1)).astype(np.float32)
+    want = run_forward("dense", build("dense", net), coords, feats, shape)[0]
+    for method in methods:
+        if method == "torch":
+            got = run_forward("torch", build("torch", net), coords, feats, shape)[0]
+            err = np.abs(got - want).max()
+            if err > 1e-4:
+                raise RuntimeError(f"the torch twin differs from the NumPy dense twin by {err:.2e}")
 
 
 def peak_memory_mb(inputs_file, method, config):
@@ -175,6 +195,7 @@ def main(argv=None):
                    backend=sparseconv.get_backend().name, numpy=np.__version__)
     shapes, n_boxes = kits_crop_shapes()
     print(f"machine: {machine}\nKiTS23 stage-2 crop boxes from {n_boxes} kidney components: {shapes}", flush=True)
+    check_twins(args.methods.split(","))
     inputs = make_inputs(args.inputs.split(","), quick=args.quick)
     results = dict(machine=machine, kits_crop_shapes=shapes, rows=[])
     with tempfile.TemporaryDirectory() as tmp:
