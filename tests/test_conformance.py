@@ -118,3 +118,18 @@ def test_every_numba_kernel_path_matches_reference(path, case):
         nb.blas_min_channels, nb.parallel_min_work = saved
     for key in want:
         assert np.linalg.norm(got[key] - want[key]) <= 1e-5 * max(np.linalg.norm(want[key]), 1e-30), (path, key)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pointwise_kernels_match_reference(backend, dtype):
+    from sparseconv.backends.reference import backend as ref
+    rng = np.random.default_rng(5)
+    x = (3 * rng.standard_normal((257, 7))).astype(dtype)
+    g = rng.standard_normal((257, 7)).astype(dtype)
+    w, b = rng.standard_normal(7).astype(dtype), rng.standard_normal(7).astype(dtype)
+    tol = 1e-6 if dtype == np.float32 else 1e-12
+    assert np.allclose(backend.gelu(x), ref.gelu(x), rtol=tol, atol=tol)
+    assert np.allclose(backend.gelu_grad(x, g), ref.gelu_grad(x, g), rtol=tol, atol=tol)
+    for got, want in zip(backend.layer_norm(x, w, b, 1e-6), ref.layer_norm(x, w, b, 1e-6)):
+        assert got.dtype == dtype and np.allclose(got, want, rtol=10 * tol, atol=10 * tol)
+    assert backend.gelu(x[:0]).shape == (0, 7)

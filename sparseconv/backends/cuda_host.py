@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from . import pointwise
+
 CUDA_DIR = Path(__file__).with_name("cuda")
 COMMON_HEADER = "sc_common.h"
 # Kernel files, in the order they are concatenated into the one NVRTC translation unit.
@@ -319,3 +321,13 @@ class CudaHostBackend:
         self._launch(f"sc_segment_finish_{sfx}", self._grid1d(S * C), (BLOCK, 1, 1),
                      (partial, chunk_ptr, np.int64(S), np.int32(C), out))
         return out
+
+    # --- pointwise: CuPy elementwise ops (NumPy in the emulation), not raw kernels ------------------
+    def gelu(self, x):
+        return pointwise.gelu(self.xp, x)
+
+    def gelu_grad(self, x, grad):
+        return pointwise.gelu_grad(self.xp, x, grad)
+
+    def layer_norm(self, x, weight, bias, eps):
+        return pointwise.layer_norm(self.xp, x, weight, bias, eps)

@@ -18,11 +18,15 @@ import os
 # waiting must be chosen before the OpenMP runtime loads; a user's own setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import math  # noqa: E402
+
 import numba as nb  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .. import coords as C
 
+SQRT_HALF = 1.0 / math.sqrt(2.0)
+INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 EMPTY = np.int64(-1)  # packed keys are non-negative, so -1 marks a free slot
 WGRAD_CHUNKS = 64  # fixed split of rows for the weight gradient (determinism across thread counts)
 
@@ -280,6 +284,50 @@ def _segment_sum(values, seg_ptr):
     return out
 
 
+@nb.njit(parallel=True, cache=True)
+def _gelu(x):
+    out = np.empty_like(x)
+    for i in nb.prange(x.shape[0]):
+        for c in range(x.shape[1]):
+            v = x[i, c]
+            out[i, c] = v * 0.5 * (1.0 + math.erf(v * SQRT_HALF))
+    return out
+
+
+@nb.njit(parallel=True, cache=True)
+def _gelu_grad(x, grad):
+    out = np.empty_like(x)
+    for i in nb.prange(x.shape[0]):
+        for c in range(x.shape[1]):
+            v = x[i, c]
+            cdf = 0.5 * (1.0 + math.erf(v * SQRT_HALF))
+            out[i, c] = grad[i, c] * (cdf + v * math.exp(-0.5 * v * v) * INV_SQRT_2PI)
+    return out
+
+
+@nb.njit(parallel=True, cache=True)
+def _layer_norm(x, weight, bias, eps):
+    n, c = x.shape
+    y, xhat = np.empty_like(x), np.empty_like(x)
+    rstd = np.empty((n, 1), dtype=x.dtype)
+    for i in nb.prange(n):
+        mu = 0.0
+        for j in range(c):
+            mu += x[i, j]
+        mu /= c
+        var = 0.0
+        for j in range(c):
+            d = x[i, j] - mu
+            var += d * d
+        r = 1.0 / math.sqrt(var / c + eps)
+        rstd[i, 0] = r
+        for j in range(c):
+            h = (x[i, j] - mu) * r
+            xhat[i, j] = h
+            y[i, j] = h * weight[j] + bias[j]
+    return y, xhat, rstd
+
+
 def _blas_block(cin: int, cout: int) -> int:
     """Rows per BLAS call: keep each call below OpenBLAS's threading threshold (m·n·k < 2^18),
     so BLAS runs single-threaded inside Numba's parallel loop instead of fighting it."""
@@ -352,6 +400,19 @@ class NumbaBackend:
 
     def segment_sum(self, values, seg_ptr):
         return self._launch(_segment_sum, values.size, np.ascontiguousarray(values), np.asarray(seg_ptr, dtype=np.int64))
+
+
+    def gelu(self, x):
+        return self._launch(_gelu, 8 * x.size, np.ascontiguousarray(x))
+
+    def gelu_grad(self, x, grad):
+        return self._launch(_gelu_grad, 8 * x.size, np.ascontiguousarray(x), np.ascontiguousarray(grad))
+
+    def layer_norm(self, x, weight, bias, eps):
+        c = x.shape[1]
+        weight = np.ones(c, x.dtype) if weight is None else np.asarray(weight, dtype=x.dtype)
+        bias = np.zeros(c, x.dtype) if bias is None else np.asarray(bias, dtype=x.dtype)
+        return self._launch(_layer_norm, 4 * x.size, np.ascontiguousarray(x), weight, bias, x.dtype.type(eps))
 
 
 backend = NumbaBackend()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import coords as C
+from . import pointwise
 
 
 class ReferenceBackend:
@@ -91,6 +92,16 @@ class ReferenceBackend:
         for s, (start, stop) in enumerate(zip(seg_ptr[:-1], seg_ptr[1:])):
             out[s] = values[start:stop].sum(axis=0)
         return out
+
+    # --- pointwise -------------------------------------------------------------------------------
+    def gelu(self, x):
+        return pointwise.gelu(np, x)
+
+    def gelu_grad(self, x, grad):
+        return pointwise.gelu_grad(np, x, grad)
+
+    def layer_norm(self, x, weight, bias, eps):
+        return pointwise.layer_norm(np, x, weight, bias, eps)
 
 
 backend = ReferenceBackend()

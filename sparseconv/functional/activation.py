@@ -13,29 +13,18 @@ from ..backends import get_backend
 from ._util import split, wrap
 
 
-def _erf(x):
-    if isinstance(x, np.ndarray):
-        from scipy.special import erf
-        return erf(x)
-    from cupyx.scipy.special import erf  # a GPU array
-    return erf(x)
-
-
 class GELUFn(Function):
     """Exact GELU ``x · Φ(x)``, Φ the standard normal CDF (erf form, as in PyTorch's default)."""
 
     @staticmethod
     def forward(ctx, x):
-        cdf = 0.5 * (1.0 + _erf(x * (1.0 / math.sqrt(2.0))))
-        ctx.save(x, cdf)
-        return x * cdf
+        ctx.save(x)
+        return get_backend().gelu(x)
 
     @staticmethod
     def backward(ctx, grad):
-        x, cdf = ctx.saved
-        xp = get_backend().xp
-        pdf = xp.exp(-0.5 * x * x) * (1.0 / math.sqrt(2.0 * math.pi))
-        return grad * (cdf + x * pdf)
+        (x,) = ctx.saved
+        return get_backend().gelu_grad(x, grad)
 
 
 class ReLUFn(Function):

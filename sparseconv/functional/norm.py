@@ -19,15 +19,10 @@ class LayerNormFn(Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, eps=1e-6):
-        xp = get_backend().xp
-        mu = x.mean(axis=1, keepdims=True)
-        xc = x - mu
-        rstd = 1.0 / xp.sqrt((xc * xc).mean(axis=1, keepdims=True) + eps)
-        xhat = xc * rstd
+        y, xhat, rstd = get_backend().layer_norm(x, weight, bias, eps)
         ctx.save(xhat, rstd, weight)
         ctx.has_bias = bias is not None
-        y = xhat if weight is None else xhat * weight
-        return y if bias is None else y + bias
+        return y
 
     @staticmethod
     def backward(ctx, grad):
@@ -103,7 +98,8 @@ class GRNFn(Function):
         N = G / m
         ctx.save(x, gamma, G, m, N)
         ctx.seg, ctx.seg_ptr = seg, seg_ptr
-        return gamma * (x * N[seg]) + beta + x
+        scale = gamma * N + 1.0  # (S, C): y = x · (γ·Nx + 1) + β
+        return x * _per_row(scale, seg) + beta
 
     @staticmethod
     def backward(ctx, grad):
@@ -118,8 +114,13 @@ class GRNFn(Function):
         C = x.shape[1]
         dG = a / m - (a * G).sum(axis=1, keepdims=True) / (C * m * m)  # dL/dG
         safe_G = xp.where(G > 0, G, 1.0)
-        dx = grad * (gamma * N[seg] + 1.0) + x * (xp.where(G > 0, dG / safe_G, 0.0))[seg]
+        dx = grad * _per_row(gamma * N + 1.0, seg) + x * _per_row(xp.where(G > 0, dG / safe_G, 0.0), seg)
         return dx, d_gamma, d_beta
+
+
+def _per_row(per_sample, seg):
+    """``(S, C)`` per-sample values → broadcastable per row (no gather when there is one sample)."""
+    return per_sample[0] if per_sample.shape[0] == 1 else per_sample[seg]
 
 
 def layer_norm(x, weight=None, bias=None, eps=1e-6):
