@@ -181,6 +181,8 @@ def main(argv=None):
     p.add_argument("--configs", default="paper,compact")
     p.add_argument("--inputs", default="stage2-median,stage2-p95,stage1")
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--dense-repeats", type=int, default=None,
+                   help="repeats for the NumPy dense twin (default: --repeats; it is by far the slowest)")
     p.add_argument("--methods", default="sparse,dense" + (",torch" if _has_torch() else ""))
     p.add_argument("--no-memory", action="store_true")
     p.add_argument("--quick", action="store_true", help="tiny inputs, tiny config, 1 repeat (smoke test)")
@@ -208,10 +210,11 @@ def main(argv=None):
             for config in args.configs.split(","):
                 for method in args.methods.split(","):
                     model = build(method, config)
-                    t = median_time(lambda: run_forward(method, model, coords, feats, shape), args.repeats)
+                    repeats = args.dense_repeats if method == "dense" and args.dense_repeats else args.repeats
+                    t = median_time(lambda: run_forward(method, model, coords, feats, shape), repeats)
                     mem = None if args.no_memory else peak_memory_mb(inputs_file, method, config)
                     row = dict(input=name, config=config, method=method, grid=list(shape), grid_voxels=grid,
-                               active=len(coords), time_s=t, peak_mb=mem)
+                               active=len(coords), time_s=t, repeats=repeats, peak_mb=mem)
                     results["rows"].append(row)
                     print(f"   {config:8s} {method:7s} {t:9.3f} s   " + ("" if mem is None else f"{mem:9.1f} MB"),
                           flush=True)
@@ -246,13 +249,13 @@ def add_reductions(rows):
 
 
 def markdown(results):
-    lines = ["| input | config | method | grid voxels | active | time (s) | peak MB | time saved | memory saved |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| input | config | method | grid voxels | active | time (s) | runs | peak MB | time saved | memory saved |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results["rows"]:
         pct = lambda k: f"{r[k]:.0f} %" if k in r else ""  # noqa: E731
         mem = "" if r["peak_mb"] is None else f"{r['peak_mb']:.0f}"
         lines.append(f"| {r['input']} | {r['config']} | {r['method']} | {r['grid_voxels']:,} | {r['active']:,} | "
-                     f"{r['time_s']:.2f} | {mem} | {pct('time_reduction_pct')} | {pct('memory_reduction_pct')} |")
+                     f"{r['time_s']:.2f} | {r.get('repeats', '')} | {mem} | {pct('time_reduction_pct')} | {pct('memory_reduction_pct')} |")
     return "\n".join(lines) + "\n"
 
 
