@@ -7,7 +7,12 @@ Submodules (import what you need; this package imports nothing heavy on its own)
 - :mod:`kidney.phantom` — synthetic abdominal CT phantoms and CT around real KiTS23 label maps.
 - :mod:`kidney.sparsify` — HU window -> :class:`sparseconv.SparseTensor`, stage presets.
 - :mod:`kidney.metrics` — KiTS23 Dice and Surface Dice per HEC, folder evaluation.
-- :mod:`kidney.cli` — the ``kidney`` command.
+- :mod:`kidney.model` — the sparse ConvNeXt-V2 U-Net (``paper``: 27,473,696 parameters; ``compact``).
+- :mod:`kidney.roi` — stage-1 output -> kidney regions -> stage-2 crops.
+- :mod:`kidney.pipeline` — ``segment(image) -> labels`` on the input's grid (:class:`Segmenter`).
+- :mod:`kidney.train`, :mod:`kidney.augment` — training of both stages, augmentation.
+- :mod:`kidney.overlay` — PNG of axial/coronal slices with truth and prediction.
+- :mod:`kidney.cli` — the ``kidney`` command (demo, segment, train, phantom, evaluate).
 
 Labels: 0 background, 1 kidney, 2 tumour, 3 cyst.
 """

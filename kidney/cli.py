@@ -3,6 +3,9 @@
     kidney phantom --out DIR [-n N] [--seed S] [--preset demo|full|tiny] [--phase P]
                    [--from-labels DATA_DIR] [--overwrite]
     kidney evaluate PRED_DIR DATA_DIR [--out CSV] [--workers N] [--overwrite]
+    kidney demo [--out DIR] [--seed S] [--preset demo|tiny|full] [--weights DIR]
+    kidney segment IN [-o OUT] [--weights DIR]      (IN/OUT: a NIfTI file, or folders with -i/-o)
+    kidney train --data DIR --stage {1,2} [--out DIR] [--model compact|paper] [--steps N] ...
 
 Each subcommand is a pair of functions, ``add_<name>(subparsers)`` (declares its arguments and sets
 ``func``) and ``run_<name>(args) -> int`` (exit status); :data:`SUBCOMMANDS` lists the ``add_``
@@ -120,9 +123,217 @@ def run_evaluate(args) -> int:
     return 1 if evaluation.problems else 0
 
 
+# --- train --------------------------------------------------------------------------------------
+
+def add_train(sub) -> None:
+    p = sub.add_parser("train", help="train stage 1 or stage 2 on a KiTS23-layout folder",
+                       description="Train one stage of the two-stage network on DATA/case_*/"
+                                   "{imaging,segmentation}.nii.gz. Defaults are the paper's settings "
+                                   "(AdamW lr 5e-4, betas 0.9/0.95, eps 1e-12, wd 1e-5, batch 1 x 8 "
+                                   "accumulation, warm-up 1/500 of the steps, cosine to 0 over the last "
+                                   "4/5, soft Dice + deep supervision 1, 1/2, 1/4, augmentation; stage "
+                                   "spacing 1.99 / 0.78 mm). Writes OUT/checkpoint.npz (resumed "
+                                   "automatically), OUT/weights.npz, OUT/train_log.jsonl.")
+    p.add_argument("--data", type=Path, required=True, help="training folder (KiTS23 layout)")
+    p.add_argument("--stage", type=int, required=True, choices=(1, 2))
+    p.add_argument("--out", type=Path, default=None, help="output folder (default runs/stage<N>)")
+    p.add_argument("--model", default="compact", help="model config: paper, compact, tiny (default compact)")
+    p.add_argument("--steps", type=int, default=1000, help="optimiser steps (default 1000)")
+    p.add_argument("--accumulate", type=int, default=8, help="micro-batches per step (default 8)")
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--weight-decay", type=float, default=1e-5)
+    p.add_argument("--warmup", type=int, default=None, help="warm-up steps (default steps/500)")
+    p.add_argument("--decay", type=int, default=None, help="cosine steps at the end (default 4/5 of steps)")
+    p.add_argument("--spacing", type=float, default=None,
+                   help="stage grid in mm (default: paper, 1.99 for stage 1, 0.78 for stage 2)")
+    p.add_argument("--stage1-spacing", type=float, default=None,
+                   help="stage 2: stage-1 grid the ROI rule runs on (default 1.99 mm)")
+    p.add_argument("--stage1-weights", type=Path, default=None,
+                   help="stage 2: also train on the crops this stage-1 model finds")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-augment", action="store_true", help="switch augmentation off")
+    p.add_argument("--checkpoint-every", type=int, default=50, help="optimiser steps (default 50)")
+    p.add_argument("--max-cases", type=int, default=None, help="use the first N cases only")
+    p.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5; with --fold)")
+    p.add_argument("--fold", type=int, default=None,
+                   help="hold out fold K (cases i %% folds == K, sorted); links to them go to OUT/validation")
+    p.add_argument("--loss", default="dice", choices=("dice", "dice+bce"),
+                   help="dice (paper: soft Dice summed over the 3 HECs) or dice+bce (adds BCE, as nnU-Net)")
+    p.add_argument("--init-weights", type=Path, default=None,
+                   help="start from these weights (fine-tuning) instead of the random initialisation")
+    p.add_argument("--stop-at", type=int, default=None,
+                   help="stop (with a checkpoint) after this many steps of the --steps schedule; "
+                        "run again to continue")
+    p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in OUT")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_train)
+
+
+def run_train(args) -> int:
+    from .train import TrainConfig, train
+
+    cfg = TrainConfig(stage=args.stage, model=args.model, spacing=args.spacing,
+                      stage1_spacing=args.stage1_spacing, steps=args.steps, accumulate=args.accumulate,
+                      lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup,
+                      decay_steps=args.decay, seed=args.seed, augment=not args.no_augment,
+                      checkpoint_every=args.checkpoint_every, max_cases=args.max_cases,
+                      folds=args.folds if args.fold is not None else 1, fold=args.fold,
+                      loss=args.loss, init_weights=str(args.init_weights) if args.init_weights else None,
+                      stage1_weights=str(args.stage1_weights) if args.stage1_weights else None)
+    out = args.out or Path("runs") / f"stage{args.stage}"
+    t0 = time.perf_counter()
+    trainer = train(args.data, out, cfg, resume=not args.fresh, progress=not args.quiet, stop_at=args.stop_at)
+    last = trainer.history[-1] if trainer.history else None
+    if last:
+        d = last["dice"]
+        print(f"stage {args.stage}: {trainer.opt_step} steps, loss {last['loss']:.4f}, train Dice "
+              f"{d[0]:.3f}/{d[1]:.3f}/{d[2]:.3f} ({time.perf_counter() - t0:.0f} s)")
+    print(f"wrote {Path(out) / 'weights.npz'}")
+    return 0
+
+
+# --- segment ------------------------------------------------------------------------------------
+
+def _add_weights_args(p) -> None:
+    p.add_argument("--weights", type=Path, default=None, metavar="DIR",
+                   help="folder with stage1*.npz and stage2*.npz (or stage1/weights.npz, "
+                        "stage2/weights.npz from kidney train); default: the shipped compact weights")
+    p.add_argument("--stage1-weights", type=Path, default=None, help="stage-1 weights file")
+    p.add_argument("--stage2-weights", type=Path, default=None, help="stage-2 weights file")
+
+
+def _segmenter(args):
+    from .pipeline import Segmenter, default_weights
+
+    d1, d2 = default_weights(args.weights)
+    return Segmenter(args.stage1_weights or d1, args.stage2_weights or d2)
+
+
+def add_segment(sub) -> None:
+    p = sub.add_parser("segment", help="segment kidney, tumour and cyst in CT scans",
+                       description="Two-stage segmentation of one NIfTI scan or a folder of them "
+                                   "(KiTS23 layout case_*/imaging.nii.gz, or *.nii.gz / *_0000.nii.gz "
+                                   "as in nnU-Net). Labels 0 background, 1 kidney, 2 tumour, 3 cyst, "
+                                   "written on each input's exact grid (shape and affine).")
+    p.add_argument("input", type=Path, nargs="?", default=None, help="NIfTI file or folder")
+    p.add_argument("-i", "--in", dest="input_opt", type=Path, default=None, help="same as INPUT")
+    p.add_argument("-o", "--out", type=Path, default=None,
+                   help="output file (single input; default INPUT_seg.nii.gz) or folder "
+                        "(writes <case_id>.nii.gz, what kidney evaluate reads)")
+    _add_weights_args(p)
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=run_segment)
+
+
+def run_segment(args) -> int:
+    from . import io
+    from .pipeline import find_inputs, segment_files
+
+    src = args.input_opt or args.input
+    if src is None:
+        raise ValueError("give an input file or folder (INPUT or -i)")
+    segmenter = _segmenter(args)  # a bad weights file fails before any work is done
+    inputs = find_inputs(src)
+    single_file = Path(src).is_file()
+    out = args.out
+    if single_file and (out is None or str(out).endswith((".nii", ".nii.gz"))):
+        if out is None:
+            stem = inputs[0][0] if Path(src).name != io.IMAGE_NAME else "segmentation_pred"
+            out = Path(src).parent / f"{stem}_seg.nii.gz"
+        if out.exists() and not args.overwrite:
+            raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+        vol = io.load_nifti(src)
+        res = segmenter.segment(vol, details=True)
+        io.save_nifti(res.labels, vol, out, overwrite=args.overwrite)
+        if not args.quiet:
+            _print_times(res)
+        print(f"wrote {out}")
+        return 0
+    if out is None:
+        raise ValueError("a folder input needs -o OUT_FOLDER")
+    t0 = time.perf_counter()
+    results = segment_files(inputs, out, segmenter, overwrite=args.overwrite, progress=not args.quiet)
+    print(f"{len(results)} case(s) segmented into {out} ({time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
+def _print_times(res) -> None:
+    for stage in ("stage1", "roi", "stage2", "merge"):
+        if stage in res.seconds:
+            n = res.n_active.get(stage)
+            extra = f", {n:,} active voxels" if n is not None else ""
+            print(f"  {stage:7s} {res.seconds[stage]:6.2f} s   peak RSS {res.peak_mb[stage]:7.1f} MB{extra}")
+
+
+# --- demo ---------------------------------------------------------------------------------------
+
+def add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="one-command demo: phantom -> NIfTI -> two-stage segmentation -> scores",
+                       description="Make a synthetic CT case (unseen phantom seed), write it as "
+                                   "NIfTI, segment it from the files with the shipped weights, print "
+                                   "per-HEC Dice and Surface Dice and the time and peak memory of "
+                                   "each stage, and write the prediction and a PNG overlay.")
+    p.add_argument("--out", type=Path, default=Path("kidney_demo"), help="folder (default ./kidney_demo)")
+    p.add_argument("--seed", type=int, default=42, help="phantom seed (default 42; training used 1000)")
+    p.add_argument("--preset", default="demo", choices=("demo", "tiny", "full"),
+                   help="phantom grid (default demo: 256x256, ~1.6 mm)")
+    _add_weights_args(p)
+    p.add_argument("--no-png", action="store_true", help="skip the overlay PNG")
+    p.set_defaults(func=run_demo)
+
+
+def run_demo(args) -> int:
+    import warnings
+
+    import numpy as np
+
+    from . import io, metrics, phantom
+
+    out = Path(args.out)
+    t0 = time.perf_counter()
+    case_dir = phantom.write_dataset(out / "data", 1, args.seed, overwrite=True, preset=args.preset)[0]
+    t_phantom = time.perf_counter() - t0
+    print(f"phantom  {case_dir} ({t_phantom:.1f} s)")
+    t0 = time.perf_counter()
+    case = io.load_case(case_dir, label=True)
+    print(f"load     {case.image.shape} voxels at {tuple(round(s, 2) for s in case.image.spacing)} mm "
+          f"({time.perf_counter() - t0:.1f} s)")
+    t0 = time.perf_counter()
+    segmenter = _segmenter(args)
+    print(f"weights  stage 1 {segmenter.stage1.model.config.name} @ {segmenter.stage1.spacing} mm, "
+          f"stage 2 {segmenter.stage2.model.config.name} @ {segmenter.stage2.spacing} mm "
+          f"({time.perf_counter() - t0:.1f} s)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = segmenter.segment(case.image, details=True)
+    for w in res.warnings:
+        print(f"warning: {w}")
+    print(f"segment  {len(res.rois)} ROI(s); per stage:")
+    _print_times(res)
+    print(f"  total   {sum(res.seconds.values()):6.2f} s")
+    pred_path = io.save_nifti(res.labels, case.image, out / "pred" / f"{case.case_id}.nii.gz", overwrite=True)
+    print(f"wrote    {pred_path}")
+    pred = io.load_nifti(pred_path, label=True)  # score what was written, against the truth file
+    io.check_same_grid(pred, case.label)
+    scores = metrics.score_case(pred.to_file(pred.array), case.label.to_file(case.label.array),
+                                io.spacing_of(case.label.affine))
+    targets = {"kidney": 0.93, "masses": 0.85, "tumor": 0.80}
+    print("HEC        Dice    Surface Dice   (target Dice)")
+    for hec, (d, sd) in scores.items():
+        print(f"  {hec:8s} {d:.4f}  {sd:.4f}         ({targets[hec]:.2f} {'met' if d >= targets[hec] else 'NOT met'})")
+    print(f"  mean     {np.mean([v[0] for v in scores.values()]):.4f}  "
+          f"{np.mean([v[1] for v in scores.values()]):.4f}")
+    if not args.no_png:
+        from .overlay import overlay_png
+        png = overlay_png(out / "overlay.png", case.image.array, case.label.array, res.labels, case.image.spacing)
+        print(f"wrote    {png} (axial and coronal; left truth, right prediction)")
+    return 0
+
+
 # --- entry point --------------------------------------------------------------------------------
 
-SUBCOMMANDS = [add_phantom, add_evaluate]
+SUBCOMMANDS = [add_demo, add_segment, add_train, add_phantom, add_evaluate]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -27,9 +27,9 @@ four on a dense grid and load the same ``state_dict``.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -96,8 +96,9 @@ class ModelConfig:
 CONFIGS: Dict[str, ModelConfig] = {
     # The paper's network (DESIGN §4): 27,473,696 parameters.
     "paper": ModelConfig("paper", (16, 32, 64, 128, 256, 512), (2, 4, 4, 8, 8, 8)),
-    # CPU budget (2 cores): same design, 4 levels of narrower, shallower blocks; 3 heads (1, ½, ¼).
-    "compact": ModelConfig("compact", (16, 32, 64, 96), (1, 1, 2, 2), decoder_depth=1),
+    # CPU budget (2 cores): the same design with 4 levels of narrower, shallower stages and 1 block
+    # per decoder level; heads (LN + block + 1x1x1 conv) on its 3 decoder levels = 1, ½, ¼.
+    "compact": ModelConfig("compact", (8, 16, 32, 64), (1, 1, 2, 2), decoder_depth=1),
     # Unit tests only.
     "tiny": ModelConfig("tiny", (4, 8, 8), (1, 1, 1), decoder_depth=1, n_supervised=2),
 }
@@ -275,11 +276,11 @@ def load_weights(path, model: Optional[KidneyNet] = None) -> Tuple[KidneyNet, di
             model = KidneyNet(ModelConfig.from_dict(meta["config"]), seed=None)
         except (TypeError, KeyError, ValueError) as exc:
             raise WeightsError(f"weights file {path} records an invalid model config: {exc}") from None
+    bad = [k for k, v in state.items() if v.dtype.kind == "f" and not np.isfinite(v).all()]
+    if bad:
+        raise WeightsError(f"weights file {path} holds non-finite values in {bad[:5]}")
     try:
         model.load_state_dict(state)
     except ValueError as exc:
         raise WeightsError(f"weights file {path} does not fit KidneyNet({model.config.name}): {exc}") from None
-    bad = [k for k, v in state.items() if v.dtype.kind == "f" and not np.isfinite(v).all()]
-    if bad:
-        raise WeightsError(f"weights file {path} holds non-finite values in {bad[:5]}")
     return model, meta

@@ -193,23 +193,26 @@ def crop_roi(image: np.ndarray, spacing, roi: Roi, *, labels: Optional[np.ndarra
     return hu, roi.mask2(), lab
 
 
-def paste_probabilities(out: np.ndarray, crop_probs: np.ndarray, roi: Roi, spacing) -> None:
-    """Max-merge a crop's ``(Z, Y, X, C)`` probabilities into ``out`` ``(Z, Y, X, C)`` on the scan grid.
+def paste_probabilities(out: np.ndarray, crop_probs: np.ndarray, roi: Roi, spacing,
+                        origin: Sequence[int] = (0, 0, 0)) -> None:
+    """Max-merge a crop's ``(Z, Y, X, C)`` probabilities into ``out`` ``(Z', Y', X', C)``, which holds
+    the scan voxels from ``origin`` on (the whole scan grid when ``origin`` is 0).
 
     Scan voxel ``i`` (centre ``(i + 0.5)·s`` mm) reads the crop at ``(i + 0.5)·s/t2 − 0.5 − lo``
-    (linear interpolation); only scan voxels whose centre lies inside the crop box are written, and
-    overlapping crops keep the larger probability.
+    (linear interpolation); only scan voxels whose centres lie inside the crop box are written, and
+    where crops overlap the larger probability wins.
     """
     s = np.array(spacing, float)
     t = roi.spacing2
-    lo_mm = np.array(roi.lo) * t
-    hi_mm = np.array(roi.hi) * t
-    a = np.clip(np.ceil(lo_mm / s - 0.5).astype(int), 0, out.shape[:3])
-    b = np.clip(np.floor(hi_mm / s - 0.5).astype(int) + 1, a, out.shape[:3])
+    origin = np.array(origin, int)
+    lo_vox = np.ceil(np.array(roi.lo) * t / s - 0.5).astype(int)        # first scan voxel inside
+    hi_vox = np.floor(np.array(roi.hi) * t / s - 0.5).astype(int) + 1   # one past the last
+    a = np.clip(lo_vox - origin, 0, out.shape[:3])
+    b = np.clip(hi_vox - origin, a, out.shape[:3])
     if np.any(b <= a):
         return
     scale = s / t
-    offset = (a + 0.5) * scale - 0.5 - np.array(roi.lo)
+    offset = (a + origin + 0.5) * scale - 0.5 - np.array(roi.lo)
     shape = tuple(int(v) for v in b - a)
     sub = tuple(slice(int(x), int(y)) for x, y in zip(a, b))
     for c in range(crop_probs.shape[-1]):

@@ -5,7 +5,9 @@ with weights 1, ½, ¼, on the ½ and ¼ outputs (deep supervision); the coarse 
 full-resolution HEC masks average-pooled (k2 s2, over active children) onto the coarse levels' sites
 — soft targets. Optimiser: AdamW (lr 5e-4, betas (0.9, 0.95), eps 1e-12, weight decay 1e-5 on conv
 and Linear weights only — none on biases, norms, GRN), linear warm-up then cosine to 0, gradient
-accumulation (paper: batch 1 × 8). Augmentation (:mod:`kidney.augment`) on the dense volume before
+accumulation (paper: batch 1 × 8). ``loss="dice+bce"`` adds binary cross-entropy (nnU-Net's Dice + CE)
+— not the paper's loss, an option for short CPU runs where soft Dice alone lets the rare masses/tumour
+channels collapse onto the kidney channel. ``init_weights`` fine-tunes from a weights file. Augmentation (:mod:`kidney.augment`) on the dense volume before
 sparsification.
 
 Samples: stage 1 — whole scans resampled to the stage-1 spacing (labels nearest); stage 2 — kidney
@@ -27,7 +29,6 @@ loads), ``train_log.jsonl`` (one JSON line per optimiser step: loss, per-HEC Dic
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import time
@@ -38,7 +39,6 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from sparseconv import functional as F
-from sparseconv import no_grad
 from sparseconv.nn import load_checkpoint, save_checkpoint
 from sparseconv.optim import AdamW, GradientAccumulator, WarmupCosine, param_groups
 
@@ -78,7 +78,11 @@ class TrainConfig:
     augment: bool = True
     checkpoint_every: int = 50
     max_cases: Optional[int] = None
+    folds: int = 1                           # cross-validation: case i (sorted) is in fold i % folds
+    fold: Optional[int] = None               # train on every fold but this one
     stage1_weights: Optional[str] = None     # stage 2: also train on the crops this stage-1 model finds
+    loss: str = "dice"                       # paper: soft Dice; "dice+bce" adds BCE (a documented deviation)
+    init_weights: Optional[str] = None       # start from these weights instead of the random init
 
     def resolved(self) -> "TrainConfig":
         c = replace(self)
@@ -92,6 +96,10 @@ class TrainConfig:
             c.decay_steps = max(1, (4 * c.steps) // 5)
         c.betas = tuple(float(b) for b in c.betas)
         c.ds_weights = tuple(float(w) for w in c.ds_weights)
+        if c.loss not in ("dice", "dice+bce"):
+            raise ValueError(f"loss must be 'dice' or 'dice+bce', got {c.loss!r}")
+        if c.fold is not None and not 0 <= c.fold < c.folds:
+            raise ValueError(f"fold must be in [0, {c.folds}), got {c.fold}")
         if c.steps < 1 or c.accumulate < 1:
             raise ValueError(f"steps and accumulate must be >= 1, got {c.steps}, {c.accumulate}")
         return c
@@ -122,6 +130,15 @@ def _case_dirs(data_dir) -> List[Path]:
     return cases
 
 
+def split_cases(data_dir, cfg: "TrainConfig") -> Tuple[List[Path], List[Path]]:
+    """``(training, held_out)`` case folders: sorted, first ``max_cases``, fold ``i % folds``."""
+    cases = _case_dirs(data_dir)[: cfg.max_cases]
+    if cfg.fold is None:
+        return cases, []
+    return ([c for i, c in enumerate(cases) if i % cfg.folds != cfg.fold],
+            [c for i, c in enumerate(cases) if i % cfg.folds == cfg.fold])
+
+
 def stage2_crops(image: np.ndarray, labels: np.ndarray, spacing, cfg: TrainConfig,
                  prob1: Optional[np.ndarray] = None) -> List[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Stage-2 training crops of one scan: from its ground-truth kidneys (or a stage-1 map ``prob1``)."""
@@ -139,11 +156,11 @@ def stage2_crops(image: np.ndarray, labels: np.ndarray, spacing, cfg: TrainConfi
 def load_samples(data_dir, cfg: TrainConfig, progress: bool = False) -> List[Sample]:
     """Read every case of ``data_dir`` (KiTS layout) and make the stage's samples."""
     cfg = cfg.resolved()
-    cases = _case_dirs(data_dir)[: cfg.max_cases]
+    cases, _ = split_cases(data_dir, cfg)
     stage1 = None
     if cfg.stage == 2 and cfg.stage1_weights:
         from .pipeline import Segmenter
-        stage1 = Segmenter(stage1=cfg.stage1_weights, stage2=None)
+        stage1 = Segmenter.stage1_only(cfg.stage1_weights)
     samples = []
     for case_dir in cases:
         case = io.load_case(case_dir, label=True)
@@ -178,8 +195,13 @@ def make_batch(hu, labels, mask, stage: int):
     return x, t
 
 
-def loss_and_dice(model: KidneyNet, x, targets, ds_weights: Sequence[float]):
-    """Deep-supervised soft Dice loss (a one-element Tensor) and the hard Dice per HEC at full resolution."""
+def loss_and_dice(model: KidneyNet, x, targets, ds_weights: Sequence[float], loss: str = "dice"):
+    """Deep-supervised soft Dice loss (a one-element Tensor) and the hard Dice per HEC at full resolution.
+
+    ``loss="dice+bce"`` adds, at every supervised level, binary cross-entropy summed over the 3
+    channels (mean over voxels) — nnU-Net's Dice + CE; not the paper's loss.
+    """
+    kind = loss
     outs = model(x)
     target = x.replace_feats(targets)  # same sites (and kernel-map cache) as the network's input
     loss = None
@@ -189,7 +211,10 @@ def loss_and_dice(model: KidneyNet, x, targets, ds_weights: Sequence[float]):
         w = ds_weights[level] if level < len(ds_weights) else 0.0
         if w == 0:
             continue
-        term = F.soft_dice_loss(out, target.feats) * w
+        term = F.soft_dice_loss(out, target.feats)
+        if kind == "dice+bce":
+            term = term + F.bce_with_logits(out, target.feats) * float(out.num_channels)
+        term = term * w
         loss = term if loss is None else loss + term
     logits = outs[0].feats.data if hasattr(outs[0].feats, "data") else outs[0].feats
     dice = F.dice_score(np.asarray(logits) > 0, targets > 0.5)
@@ -210,6 +235,9 @@ class Trainer:
         self.progress = progress
         c = self.cfg
         self.model = KidneyNet(get_config(c.model), seed=c.seed)
+        if c.init_weights:
+            from .model import load_weights
+            load_weights(c.init_weights, self.model)
         self.model.train()
         self.opt = AdamW(param_groups(self.model, c.weight_decay), lr=c.lr, betas=c.betas, eps=c.eps)
         self.sched = WarmupCosine(self.opt, c.warmup_steps, c.steps, c.decay_steps)
@@ -237,8 +265,12 @@ class Trainer:
         extra = tree["extra"]
         saved = json.loads(str(np.asarray(extra["config"])))
         mine = self.cfg.to_dict()
-        differ = {k: (saved.get(k), v) for k, v in mine.items()
-                  if k not in ("steps", "checkpoint_every") and saved.get(k) != v}
+        # The schedule's length may change on resume (lengthen or shorten a run: the learning rate
+        # follows the new schedule from the saved step on); everything else must match.
+        schedule = ("steps", "warmup_steps", "decay_steps", "checkpoint_every")
+        defaults = TrainConfig().to_dict()  # fields newer than the checkpoint: their defaults
+        differ = {k: (saved.get(k, defaults[k]), v) for k, v in mine.items()
+                  if k not in schedule and saved.get(k, defaults[k]) != v}
         if differ:
             raise ValueError(f"checkpoint {path} was made with a different config: {differ}")
         self.micro_step = int(extra["micro_step"])
@@ -276,13 +308,17 @@ class Trainer:
         """Train until ``steps`` optimiser steps (default ``cfg.steps``) have been taken in total."""
         target = self.cfg.steps if steps is None else min(int(steps), self.cfg.steps)
         log_path = self.out_dir / "train_log.jsonl"
+        if log_path.exists():  # after a resume: drop records of steps the checkpoint does not hold
+            keep = [l for l in log_path.read_text().splitlines()
+                    if l.strip() and json.loads(l)["step"] <= self.opt_step]
+            log_path.write_text("".join(l + "\n" for l in keep))
         (self.out_dir / "train_config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
         bar = _progress(target, self.opt_step, f"stage {self.cfg.stage}", self.progress)
         losses, dices = [], []
         while self.opt_step < target:
             t0 = time.perf_counter()
             sample, x, t = self.draw(self.micro_step)
-            loss, dice = loss_and_dice(self.model, x, t, self.cfg.ds_weights)
+            loss, dice = loss_and_dice(self.model, x, t, self.cfg.ds_weights, self.cfg.loss)
             self.acc.backward(loss)
             self.micro_step += 1
             losses.append(float(loss.item()))
@@ -340,14 +376,23 @@ class _progress:
 
 
 def train(data_dir, out_dir, cfg: TrainConfig, resume: bool = True, progress: bool = True,
-          augment_config: Optional[AugmentConfig] = None) -> Trainer:
+          augment_config: Optional[AugmentConfig] = None, stop_at: Optional[int] = None) -> Trainer:
     """Load the data, build the trainer, resume from ``out_dir/checkpoint.npz`` if present, train."""
     cfg = cfg.resolved()
     samples = load_samples(data_dir, cfg, progress=progress)
-    desc = f"{len(_case_dirs(data_dir)[: cfg.max_cases])} cases from {data_dir}"
+    cases, held_out = split_cases(data_dir, cfg)
+    desc = f"{len(cases)} cases from {data_dir}" + (f" (fold {cfg.fold} of {cfg.folds} held out)"
+                                                      if cfg.fold is not None else "")
+    if held_out:  # a folder of links to the held-out cases: kidney segment -i OUT/validation ...
+        val = Path(out_dir) / "validation"
+        val.mkdir(parents=True, exist_ok=True)
+        for c in held_out:
+            link = val / c.name
+            if not link.exists():
+                link.symlink_to(c.resolve(), target_is_directory=True)
     trainer = Trainer(cfg, samples, out_dir, augment_config, desc, progress)
     if resume and trainer.checkpoint_path.exists():
         trainer.load_checkpoint()
         if progress:
             print(f"resumed from {trainer.checkpoint_path} at step {trainer.opt_step}", file=sys.stderr)
-    return trainer.run()
+    return trainer.run(steps=stop_at)

@@ -1,0 +1,337 @@
+"""The two-stage segmenter: ``segment(image) -> labels`` on the input's own grid (DESIGN §4).
+
+1. **Stage 1** — the whole scan resampled (linear) to the stage-1 grid, sparsified with the stage-1
+   HU window; the network's full-resolution sigmoids are written into a dense grid (0 where a voxel
+   was outside the window) and their max over the 3 HECs goes to the ROI rule (:mod:`kidney.roi`).
+2. **ROI** — components, dilation, crop boxes on the stage-2 grid (:func:`kidney.roi.find_rois`).
+3. **Stage 2** — each crop resampled (linear) from the *original* scan to the stage-2 grid;
+   active voxels = in the stage-2 HU window *and* inside the crop's dilated component.
+4. **Back to the scan grid** — each crop's three sigmoid maps (0 at inactive voxels) are
+   interpolated (linear) at the scan voxels whose centres fall inside the crop box; where crops
+   overlap the larger probability wins (max-merge, per HEC); voxels outside every crop, and voxels
+   stage 2 did not see (outside its window or the dilated ROI), are background.
+5. **Labels** — HEC probability ``>= 0.5``: 1 where kidney+masses, then 3 where masses, then 2 where
+   tumour (each overwrites; masses and tumour only inside kidney+masses).
+
+No kidney found (empty stage-1 window, or no component above threshold and size) gives an
+all-background map and a :class:`NoKidneyWarning`, not an error.
+
+Which grids: the spacings come from the weights files' metadata (the paper's 1.99 / 0.78 mm unless
+the weights were trained on another grid — the shipped CPU weights use 3.98 / 1.56 mm).
+"""
+from __future__ import annotations
+
+import os
+import resource
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from sparseconv import no_grad
+from sparseconv.functional.activation import sigmoid_array
+
+from . import io
+from .model import KidneyNet, WeightsError, labels_from_hecs, load_weights
+from .roi import Roi, RoiConfig, crop_roi, find_rois, paste_probabilities
+from .sparsify import STAGE1, STAGE2, sparsify
+
+__all__ = ["Segmenter", "SegmentResult", "NoKidneyWarning", "segment", "segment_files", "default_weights",
+           "WEIGHTS_DIR", "find_inputs"]
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+DEFAULT_STAGE1 = WEIGHTS_DIR / "stage1_compact.npz"
+DEFAULT_STAGE2 = WEIGHTS_DIR / "stage2_compact.npz"
+
+
+class NoKidneyWarning(UserWarning):
+    """Stage 1 found no kidney: the output is all background."""
+
+
+def default_weights(weights_dir=None) -> Tuple[Path, Path]:
+    """``(stage1, stage2)`` weight files in ``weights_dir`` (default: the shipped ones).
+
+    A folder may hold ``stage1*.npz`` / ``stage2*.npz`` (e.g. ``stage1_compact.npz``) or training
+    output folders ``stage1/weights.npz`` and ``stage2/weights.npz``.
+    """
+    if weights_dir is None:
+        return DEFAULT_STAGE1, DEFAULT_STAGE2
+    d = Path(weights_dir)
+    if not d.is_dir():
+        raise WeightsError(f"weights folder {d} does not exist")
+    found = []
+    for stage in (1, 2):
+        cands = sorted(d.glob(f"stage{stage}*.npz")) + [d / f"stage{stage}" / "weights.npz"]
+        cands = [c for c in cands if c.is_file()]
+        if not cands:
+            raise WeightsError(f"weights folder {d} holds no stage{stage}*.npz or stage{stage}/weights.npz")
+        found.append(cands[0])
+    return found[0], found[1]
+
+
+@dataclass
+class SegmentResult:
+    """What :meth:`Segmenter.segment` found.
+
+    ``labels`` is on the input's grid; ``seconds`` and ``peak_mb`` are per stage (``stage1``,
+    ``roi``, ``stage2``, ``merge``); ``peak_mb`` is the process's peak resident memory during the stage
+    (Linux: reset before each stage; elsewhere the running maximum).
+    """
+
+    labels: np.ndarray
+    rois: List[Roi] = field(default_factory=list)
+    seconds: Dict[str, float] = field(default_factory=dict)
+    peak_mb: Dict[str, float] = field(default_factory=dict)
+    n_active: Dict[str, int] = field(default_factory=dict)
+    warnings: List[str] = field(default_factory=list)
+
+
+class _Stage:
+    def __init__(self, weights, stage: int):
+        if isinstance(weights, KidneyNet):
+            self.model, self.meta = weights, {"stage": stage}
+        elif isinstance(weights, tuple):
+            self.model, self.meta = weights
+        else:
+            self.model, self.meta = load_weights(weights)
+            self.meta["path"] = str(weights)
+        got = self.meta.get("stage", stage)
+        if int(got) != stage:
+            raise WeightsError(f"weights {self.meta.get('path', '')} are for stage {got}, not stage {stage}")
+        self.model.eval()
+        default = 1.99 if stage == 1 else 0.78
+        self.spacing = float(self.meta.get("spacing_mm", default))
+
+    def probabilities(self, x):
+        """``(N, 3)`` sigmoid outputs at the active sites of ``x``."""
+        with no_grad():
+            logits = self.model(x, n_outputs=1)[0].feats
+        logits = logits.data if hasattr(logits, "data") else logits
+        return sigmoid_array(np.asarray(logits))
+
+
+class _PeakRSS:
+    """Peak resident memory of this process during a block (MB)."""
+
+    _clear = Path("/proc/self/clear_refs")
+    _status = Path("/proc/self/status")
+
+    def __enter__(self):
+        try:
+            self._clear.write_text("5")  # resets VmHWM (Linux >= 4.0)
+            self.linux = True
+        except OSError:
+            self.linux = False
+        return self
+
+    def __exit__(self, *exc):
+        self.mb = self.read()
+
+    def read(self) -> float:
+        if self.linux:
+            try:
+                for line in self._status.read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) / 1024.0
+            except OSError:
+                pass
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return rss / (1024.0 * 1024.0) if sys.platform == "darwin" else rss / 1024.0
+
+
+class Segmenter:
+    """Both stages with their weights; call :meth:`segment` on as many scans as you like.
+
+    Args:
+        stage1, stage2: weight files (``.npz`` from ``kidney train``), ``(model, meta)`` pairs, or
+            models; default the shipped compact weights. ``stage2=None`` builds a stage-1-only
+            segmenter (for training crops).
+        roi_config: the ROI rule (paper defaults).
+        threshold: HEC probability threshold (0.5).
+    """
+
+    def __init__(self, stage1=None, stage2=None, *, weights_dir=None, roi_config: RoiConfig = RoiConfig(),
+                 threshold: float = 0.5, _stage2_default=True):
+        d1, d2 = default_weights(weights_dir) if (stage1 is None or stage2 is None) else (None, None)
+        self.stage1 = _Stage(stage1 if stage1 is not None else d1, 1)
+        self.stage2 = _Stage(stage2 if stage2 is not None else d2, 2) if (stage2 is not None or _stage2_default) \
+            else None
+        self.roi_config = roi_config
+        self.threshold = float(threshold)
+
+    @classmethod
+    def stage1_only(cls, stage1):
+        return cls(stage1, None, _stage2_default=False)
+
+    # --- stages -----------------------------------------------------------------------------------
+    def stage1_probabilities(self, image: np.ndarray, spacing) -> Tuple[np.ndarray, int]:
+        """``(prob, n_active)``: max-over-HECs stage-1 sigmoid on the stage-1 grid (0 outside the window)."""
+        t1 = self.stage1.spacing
+        hu = io.resample(np.asarray(image, np.float32), spacing, t1, order=1)
+        sp = sparsify(hu, STAGE1)
+        prob = np.zeros(hu.shape, np.float32)
+        if sp.empty:
+            return prob, 0
+        p = self.stage1.probabilities(sp.tensor)
+        z, y, x = sp.tensor.coords[:, 1:].T
+        prob[z, y, x] = p.max(axis=1)
+        return prob, sp.n_active
+
+    def stage2_probabilities(self, image: np.ndarray, spacing, roi: Roi) -> Tuple[np.ndarray, int]:
+        """``(probs (Z, Y, X, 3), n_active)`` of one crop on its stage-2 grid (0 at inactive voxels)."""
+        hu, mask, _ = crop_roi(np.asarray(image, np.float32), spacing, roi)
+        sp = sparsify(hu, STAGE2, mask=mask)
+        probs = np.zeros(hu.shape + (3,), np.float32)
+        if sp.empty:
+            return probs, 0
+        p = self.stage2.probabilities(sp.tensor)
+        z, y, x = sp.tensor.coords[:, 1:].T
+        probs[z, y, x] = p
+        return probs, sp.n_active
+
+    # --- the whole thing --------------------------------------------------------------------------
+    def segment(self, image, spacing=None, *, details: bool = False):
+        """Label map (uint8, 0–3) on the input's exact grid.
+
+        Args:
+            image: an :class:`kidney.io.Volume`, a NIfTI path, or a ``(Z, Y, X)`` HU array in the
+                internal ``I, P, L`` orientation (then ``spacing`` ``(sz, sy, sx)`` mm is required).
+            details: return a :class:`SegmentResult` (timings, memory, ROIs) instead of the array.
+        """
+        if self.stage2 is None:
+            raise ValueError("this Segmenter has no stage-2 weights")
+        if isinstance(image, (str, os.PathLike)):
+            image = io.load_nifti(image)
+        if isinstance(image, io.Volume):
+            spacing, arr = image.spacing, image.array
+        else:
+            if spacing is None:
+                raise ValueError("segment(array) needs spacing=(sz, sy, sx) in mm")
+            arr = np.asarray(image)
+            spacing = io.check_spacing(spacing, "segment input")
+        if arr.ndim != 3:
+            raise ValueError(f"segment needs a 3D (Z, Y, X) volume, got shape {arr.shape}")
+        if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+            raise ValueError("segment: the image holds non-finite values")
+        res = SegmentResult(np.zeros(arr.shape, np.uint8))
+
+        def timed(name, fn):
+            t0 = time.perf_counter()
+            with _PeakRSS() as mem:
+                out = fn()
+            res.seconds[name] = res.seconds.get(name, 0.0) + time.perf_counter() - t0
+            res.peak_mb[name] = max(res.peak_mb.get(name, 0.0), mem.mb)
+            return out
+
+        prob1, n1 = timed("stage1", lambda: self.stage1_probabilities(arr, spacing))
+        res.n_active["stage1"] = n1
+        extent = [n * s for n, s in zip(arr.shape, spacing)]
+        rois = timed("roi", lambda: find_rois(prob1, self.stage1.spacing, extent, self.stage2.spacing,
+                                              self.roi_config))
+        res.rois = rois
+        if not rois:
+            msg = ("no kidney found: stage 1 " + ("saw no voxel in its HU window" if n1 == 0 else
+                   f"found no component >= {self.roi_config.threshold} of enough voxels")
+                   + "; the output is all background")
+            warnings.warn(msg, NoKidneyWarning, stacklevel=2)
+            res.warnings.append(msg)
+            return res if details else res.labels
+        # scan-grid box covering every crop, where the merged probabilities live
+        s = np.array(spacing, float)
+        los = [np.clip(np.floor(np.array(r.lo) * r.spacing2 / s).astype(int) - 1, 0, arr.shape) for r in rois]
+        his = [np.clip(np.ceil(np.array(r.hi) * r.spacing2 / s).astype(int) + 1, 0, arr.shape) for r in rois]
+        ulo, uhi = np.min(los, axis=0), np.max(his, axis=0)
+        merged = np.zeros(tuple(uhi - ulo) + (3,), np.float32)
+        n2 = 0
+        for r in rois:
+            probs, n = timed("stage2", lambda: self.stage2_probabilities(arr, spacing, r))
+            n2 += n
+            timed("merge", lambda: paste_probabilities(merged, probs, r, spacing, origin=ulo))
+        res.n_active["stage2"] = n2
+
+        def finish():
+            th = self.threshold
+            sub = labels_from_hecs(merged[..., 0] >= th, merged[..., 1] >= th, merged[..., 2] >= th)
+            res.labels[tuple(slice(a, b) for a, b in zip(ulo, uhi))] = sub
+        timed("merge", finish)
+        return res if details else res.labels
+
+
+_DEFAULT: Optional[Segmenter] = None
+
+
+def segment(image, spacing=None, *, weights_dir=None, details: bool = False):
+    """Segment one scan with the shipped (or ``weights_dir``'s) weights; see :meth:`Segmenter.segment`."""
+    global _DEFAULT
+    if weights_dir is not None:
+        return Segmenter(weights_dir=weights_dir).segment(image, spacing, details=details)
+    if _DEFAULT is None:
+        _DEFAULT = Segmenter()
+    return _DEFAULT.segment(image, spacing, details=details)
+
+
+# --- files and folders --------------------------------------------------------------------------
+
+def find_inputs(path) -> List[Tuple[str, Path]]:
+    """``(case_id, image_path)`` pairs of a file or folder.
+
+    A folder may be in KiTS23 layout (``case_*/imaging.nii.gz``) or nnU-Net style (``*.nii.gz``,
+    with a ``_0000`` channel suffix dropped from the case id).
+    """
+    path = Path(path)
+    if path.is_file():
+        return [(_case_id(path), path)]
+    if not path.is_dir():
+        raise FileNotFoundError(f"no such input file or folder: {path}")
+    kits = sorted(d / io.IMAGE_NAME for d in path.iterdir() if (d / io.IMAGE_NAME).is_file())
+    if kits:
+        return [(p.parent.name, p) for p in kits]
+    files = sorted(p for p in path.iterdir() if p.is_file() and (p.name.endswith(".nii.gz") or p.name.endswith(".nii")))
+    if not files:
+        raise FileNotFoundError(f"{path} holds no case_*/imaging.nii.gz and no *.nii(.gz) files")
+    return [(_case_id(p), p) for p in files]
+
+
+def _case_id(p: Path) -> str:
+    name = p.name
+    if name == io.IMAGE_NAME:
+        return p.parent.name
+    for suf in (".nii.gz", ".nii"):
+        if name.endswith(suf):
+            name = name[: -len(suf)]
+    return name[:-5] if name.endswith("_0000") else name
+
+
+def segment_files(inputs: Sequence[Tuple[str, Path]], out_dir, segmenter: Optional[Segmenter] = None, *,
+                  overwrite: bool = False, progress: bool = True) -> List[Tuple[str, Path, SegmentResult]]:
+    """Segment many scans (one progress bar); writes ``out_dir/<case_id>.nii.gz`` on each input's grid."""
+    segmenter = segmenter or Segmenter()
+    out_dir = Path(out_dir)
+    results = []
+    it = inputs
+    bar = None
+    if progress and len(inputs) > 1:
+        try:
+            from tqdm import tqdm
+            bar = it = tqdm(inputs, desc="segment", unit="case")
+        except ImportError:
+            pass
+    for case_id, path in it:
+        out = out_dir / f"{case_id}.nii.gz"
+        if out.exists() and not overwrite:
+            raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+        vol = io.load_nifti(path)
+        with warnings.catch_warnings(record=True):
+            warnings.simplefilter("always", NoKidneyWarning)
+            res = segmenter.segment(vol, details=True)
+        io.save_nifti(res.labels, vol, out, overwrite=overwrite)
+        for w in res.warnings:
+            print(f"warning {case_id}: {w}", file=sys.stderr)
+        if bar is None and progress:
+            print(f"{case_id}: {len(res.rois)} ROI(s), {sum(res.seconds.values()):.1f} s -> {out}", file=sys.stderr)
+        results.append((case_id, out, res))
+    return results

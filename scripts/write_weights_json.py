@@ -1,0 +1,51 @@
+"""Write kidney/weights/weights.json: how the shipped weights were made and what they scored.
+
+    python scripts/write_weights_json.py WORK_DIR [--real-ct-log FILE]
+
+Reads each shipped file's __meta__ (training config, steps, time), WORK_DIR/pred/evaluation.csv
+(``kidney evaluate`` on the unseen test phantoms) and, if given, the output of
+``scripts/eval_real_ct.py``.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+from kidney.model import read_weights
+from kidney.pipeline import DEFAULT_STAGE1, DEFAULT_STAGE2, WEIGHTS_DIR
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("work", type=Path)
+    ap.add_argument("--real-ct-log", type=Path, default=None)
+    args = ap.parse_args(argv)
+    out = {"made_by": "scripts/train_weights.sh", "files": {}}
+    for path in (DEFAULT_STAGE1, DEFAULT_STAGE2):
+        state, meta = read_weights(path)
+        meta.pop("path", None)
+        meta["parameters"] = int(sum(v.size for v in state.values()))
+        meta["bytes"] = path.stat().st_size
+        out["files"][path.name] = meta
+    rows = list(csv.DictReader(open(args.work / "pred" / "evaluation.csv")))
+    avg = [r for r in rows if r["caseID"] == "average"]
+    out["test_phantoms"] = {
+        "data": "10 unseen phantoms: kidney phantom --out test -n 10 --seed 2000 --preset demo",
+        "command": "kidney segment -i test -o pred; kidney evaluate pred test",
+        "mean": {k: float(v) for k, v in (avg[0] if avg else {}).items() if k != "caseID"},
+        "cases": {r["caseID"]: {k: float(v) for k, v in r.items() if k != "caseID"}
+                  for r in rows if r["caseID"] != "average"},
+        "targets_dice": {"kidney": 0.93, "masses": 0.85, "tumor": 0.80},
+    }
+    if args.real_ct_log and args.real_ct_log.is_file():
+        out["real_ct_totalseg_example"] = args.real_ct_log.read_text().strip().splitlines()
+    dest = WEIGHTS_DIR / "weights.json"
+    dest.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"wrote {dest}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

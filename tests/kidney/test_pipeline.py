@@ -1,0 +1,120 @@
+"""kidney.pipeline and the segment/demo CLI: output grid, labels, no-kidney input, weights errors."""
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from kidney import cli, io
+from kidney.model import KidneyNet, WeightsError, save_weights
+from kidney.pipeline import NoKidneyWarning, Segmenter, default_weights, find_inputs
+
+# Tiny random networks on coarse grids: the plumbing, not the accuracy, is under test here.
+S1, S2 = 8.0, 4.0
+
+
+@pytest.fixture(scope="module")
+def tiny_segmenter():
+    return Segmenter((KidneyNet("tiny", seed=1), {"stage": 1, "spacing_mm": S1}),
+                     (KidneyNet("tiny", seed=2), {"stage": 2, "spacing_mm": S2}))
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory):
+    d = tmp_path_factory.mktemp("weights")
+    save_weights(KidneyNet("tiny", seed=1), d / "stage1_tiny.npz", {"stage": 1, "spacing_mm": S1})
+    save_weights(KidneyNet("tiny", seed=2), d / "stage2_tiny.npz", {"stage": 2, "spacing_mm": S2})
+    return d
+
+
+def test_segment_returns_labels_on_the_input_grid(tiny_phantom, tiny_segmenter):
+    res = tiny_segmenter.segment(tiny_phantom.image, tiny_phantom.spacing, details=True)
+    assert res.labels.shape == tiny_phantom.image.shape and res.labels.dtype == np.uint8
+    assert set(np.unique(res.labels)) <= {0, 1, 2, 3}
+    assert res.rois and set(res.seconds) == {"stage1", "roi", "stage2", "merge"}
+    assert all(v > 0 for v in res.peak_mb.values())
+    # masses and tumour only inside kidney+masses: the label map is one of the nested HEC maps
+    assert res.n_active["stage1"] > 0
+
+
+def test_no_kidney_gives_background_and_a_warning(tiny_segmenter):
+    air = np.full((12, 20, 20), -1000, np.int16)
+    with pytest.warns(NoKidneyWarning, match="no kidney"):
+        labels = tiny_segmenter.segment(air, (5.0, 4.0, 4.0))
+    assert labels.shape == air.shape and not labels.any()
+
+
+def test_segment_needs_spacing_for_arrays(tiny_segmenter):
+    with pytest.raises(ValueError, match="spacing"):
+        tiny_segmenter.segment(np.zeros((4, 4, 4)))
+
+
+def test_cli_segment_file_keeps_shape_and_affine_of_a_ras_file(tiny_phantom, tiny_weights, tmp_path):
+    # store the phantom as R, A, S (another orientation than KiTS's I, P, L)
+    ipl = tiny_phantom.affine
+    internal = tiny_phantom.image
+    ras = np.ascontiguousarray(internal.transpose(2, 1, 0)[::-1, ::-1, ::-1])
+    aff = np.diag([tiny_phantom.spacing[2], tiny_phantom.spacing[1], tiny_phantom.spacing[0], 1.0])
+    src = tmp_path / "scan_0000.nii.gz"
+    io.save_array(ras, aff, src)
+    assert io.load_nifti(src).file_axcodes == ("R", "A", "S") and ipl is not None
+    out = tmp_path / "pred.nii.gz"
+    assert cli.main(["segment", str(src), "-o", str(out), "--weights", str(tiny_weights), "--quiet"]) == 0
+    img, pred = nib.load(str(src)), nib.load(str(out))
+    assert pred.shape == img.shape and np.allclose(pred.affine, img.affine)
+    assert set(np.unique(np.asarray(pred.dataobj))) <= {0, 1, 2, 3}
+
+
+def test_cli_segment_folders_with_i_o(tiny_phantom, tiny_weights, tmp_path):
+    from kidney import phantom
+    phantom.write_case(tiny_phantom, tmp_path / "data" / "case_00003")
+    assert find_inputs(tmp_path / "data") == [("case_00003", tmp_path / "data" / "case_00003" / io.IMAGE_NAME)]
+    assert cli.main(["segment", "-i", str(tmp_path / "data"), "-o", str(tmp_path / "pred"),
+                     "--weights", str(tiny_weights), "--quiet"]) == 0
+    assert (tmp_path / "pred" / "case_00003.nii.gz").is_file()
+    assert cli.main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "data")]) == 0
+
+
+def test_cli_demo_smoke(tiny_weights, tmp_path, capsys):
+    assert cli.main(["demo", "--out", str(tmp_path / "demo"), "--preset", "tiny", "--weights",
+                     str(tiny_weights)]) == 0
+    text = capsys.readouterr().out
+    for word in ("stage1", "stage2", "peak RSS", "Dice", "Surface Dice", "kidney", "tumor"):
+        assert word in text
+    assert (tmp_path / "demo" / "overlay.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "demo" / "pred" / "case_00000.nii.gz").is_file()
+
+
+@pytest.mark.parametrize("command", ["demo", "segment", "train", "phantom", "evaluate"])
+def test_cli_help(command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main([command, "--help"])
+    assert exc.value.code == 0 and "usage: kidney " + command in capsys.readouterr().out
+
+
+def test_bad_weights_give_clear_errors(tiny_weights, tmp_path, capsys):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "stage1.npz").write_bytes(b"not a zip file")
+    (bad / "stage2.npz").write_bytes((tiny_weights / "stage2_tiny.npz").read_bytes())
+    with pytest.raises(WeightsError, match="stage1.npz is not a readable"):
+        Segmenter(weights_dir=bad)
+    swapped = tmp_path / "swapped"
+    swapped.mkdir()
+    (swapped / "stage1.npz").write_bytes((tiny_weights / "stage2_tiny.npz").read_bytes())
+    (swapped / "stage2.npz").write_bytes((tiny_weights / "stage2_tiny.npz").read_bytes())
+    with pytest.raises(WeightsError, match="for stage 2, not stage 1"):
+        Segmenter(weights_dir=swapped)
+    capsys.readouterr()
+    assert cli.main(["segment", str(tmp_path / "x.nii.gz"), "--weights", str(bad)]) == 2
+    assert "stage1.npz is not a readable .npz" in capsys.readouterr().err
+    with pytest.raises(WeightsError, match="holds no stage1"):
+        default_weights(tmp_path)
+
+
+def test_shipped_weights_load_when_present():
+    s1, s2 = default_weights()
+    if not (s1.is_file() and s2.is_file()):
+        pytest.skip(f"shipped weights {s1.name}, {s2.name} are not built yet (scripts/train_weights.sh)")
+    seg = Segmenter()
+    assert seg.stage1.model.config.name == seg.stage2.model.config.name == "compact"
