@@ -27,18 +27,9 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from ct_like import CT_LIKE_SETS, ct_like_coords  # noqa: E402
+from measure import median_time  # noqa: E402
 
 K3 = 27
-
-
-def median_time(fn, repeats):
-    fn()  # warm-up: JIT compilation, caches, page faults
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
 
 
 def gemm_rate(repeats=5, n=2048):
@@ -119,7 +110,7 @@ def torch_rows(coords, shape, channels, repeats, pairs):
 _CHILD = r"""
 import sys, numpy as np
 sys.path.insert(0, sys.argv[5])
-from memory import reset_peak, rss_mb, peak_rss_mb
+from measure import reset_peak, rss_mb, peak_rss_mb
 coords = np.load(sys.argv[1]); shape = tuple(int(s) for s in sys.argv[2].split(",")); c = int(sys.argv[3])
 method = sys.argv[4]
 import sparseconv

@@ -28,13 +28,14 @@ import platform
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from measure import median_time  # noqa: E402
 STATS = HERE.parent.parent / "shared" / "data" / "kits23_sample" / "kits23_segmentation_stats.csv"
 STAGE1_MM, STAGE2_MM = 1.99, 0.78
 MARGIN = np.array([10, 35, 35])  # stage-2 voxels, (cranio-caudal, y, x)
@@ -95,16 +96,6 @@ def _as_input(sp):
 
 # --- timing ------------------------------------------------------------------------------------
 
-def median_time(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
-
-
 def run_forward(method, model, coords, feats, shape):
     """One inference forward; ``method`` is ``sparse``, ``dense`` or ``torch``."""
     from sparseconv import SparseTensor
@@ -135,7 +126,7 @@ _CHILD = r"""
 import sys, numpy as np
 sys.path.insert(0, sys.argv[4])
 import bench_network as B
-from memory import reset_peak, rss_mb, peak_rss_mb
+from measure import reset_peak, rss_mb, peak_rss_mb
 d = np.load(sys.argv[1]); method, config = sys.argv[2], sys.argv[3]
 coords, feats, shape = d["coords"], d["feats"], tuple(int(s) for s in d["shape"])
 model = B.build(method, config)

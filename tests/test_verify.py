@@ -114,13 +114,3 @@ def test_standard_cases_cover_every_op_layout_and_geometry():
     quick = conf.standard_cases(quick=True)
     assert {c.op for c in quick} == set(conf.OPS) and len(quick) < len(cases) / 2
     assert {c.seed for c in quick} <= {c.seed for c in cases}  # the same cases, fewer of them
-
-
-def test_standard_cases_are_the_ones_gpu_check_runs():
-    """``cuda_checks.conformance_cases`` (tests/test_gpu.py, benchmarks/gpu_check.py) = ``standard_cases``."""
-    pytest.importorskip("hypothesis")
-    from sparseconv.backends import cuda_checks
-
-    ours, theirs = conf.standard_cases(), cuda_checks.conformance_cases()
-    assert [c.describe() for c in ours] == [c.describe() for c in theirs]
-    assert all(a.seed == b.seed and np.array_equal(a.coords, b.coords) for a, b in zip(ours, theirs))

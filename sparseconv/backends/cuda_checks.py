@@ -337,22 +337,5 @@ def check_conformance_case(be, case):
 
 def conformance_cases(seed: int = 0):
     """Deterministic cases of the shared suite (no hypothesis): every op × layout × geometry."""
-    from ..testing.conformance import OPS, Case
-    from ..testing.strategies import LAYOUTS, STRIDED, _fits, mask_of
-
-    rng = np.random.default_rng(seed)
-    shapes = [(5, 6, 7), (4, 4, 4), (7, 3, 6), (1, 5, 2)]
-    cases = []
-    for op in OPS:
-        geometries = ([(k, 1, 0, d) for k in (1, 3, 5) for d in (1, 2)] if op in ("subm", "depthwise") else STRIDED)
-        for layout in LAYOUTS:
-            for i, (k, s, p, d) in enumerate(geometries):
-                shape = shapes[(i + len(cases)) % len(shapes)]
-                if s > 1 or op in ("down", "inverse"):
-                    if not _fits(shape, k, s, p, d):
-                        shape = (6, 7, 5)
-                batch = int(rng.integers(1, 4))
-                coords = np.argwhere(mask_of(layout, batch, shape, rng, float(rng.choice([0.05, 0.3, 0.9])))).astype(np.int32)
-                cases.append(Case(op, coords, shape, batch, int(rng.integers(1, 9)), int(rng.integers(1, 9)),
-                                  k, s, p, d, np.float64, int(rng.integers(0, 2**31 - 1))))
-    return cases
+    from ..testing.conformance import standard_cases
+    return standard_cases(seed)

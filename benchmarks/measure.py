@@ -1,4 +1,18 @@
-"""Peak-memory measurement for the benchmark subprocesses (Linux /proc)."""
+"""Measurement helpers of the benchmarks: median wall time, and peak memory (Linux /proc)."""
+import time
+
+import numpy as np
+
+
+def median_time(fn, repeats: int) -> float:
+    """Median seconds of ``repeats`` calls of ``fn`` after one warm-up call (JIT, caches, page faults)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
 
 
 def _status_mb(field: str) -> float:
