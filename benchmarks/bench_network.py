@@ -46,6 +46,9 @@ DILATION_MM = 5 * STAGE1_MM  # ball of diameter 11 stage-1 voxels: radius 5 voxe
 
 def kits_crop_shapes(stats_path=STATS):
     """Stage-2 crop shapes ``{"median": (Z, Y, X), "p95": ...}`` of KiTS23 kidney components."""
+    if not Path(stats_path).is_file():
+        raise FileNotFoundError(f"KiTS23 statistics not found at {stats_path} (they live in ../shared/data beside "
+                                "the repository; pass --stats PATH)")
     boxes = []
     with open(stats_path) as f:
         for row in csv.DictReader(f):
@@ -61,7 +64,7 @@ def kits_crop_shapes(stats_path=STATS):
     return shapes, len(boxes)
 
 
-def make_inputs(names, seed=0, quick=False):
+def make_inputs(names, seed=0, quick=False, stats_path=STATS):
     """``{name: (coords, feats, spatial_shape)}`` of the sparse inputs (a phantom case, sparsified)."""
     from kidney import io, phantom, roi
     from kidney.sparsify import STAGE1, STAGE2, sparsify
@@ -79,7 +82,7 @@ def make_inputs(names, seed=0, quick=False):
         extent = [n * s for n, s in zip(image.shape, spacing)]
         largest = roi.find_rois(kidney1, STAGE1_MM, extent, STAGE2_MM)[0]
         hu, mask, _ = roi.crop_roi(image, spacing, largest)
-        shapes, _ = kits_crop_shapes()
+        shapes = None if quick else kits_crop_shapes(stats_path)[0]
         for name in wanted:
             target = (24, 40, 40) if quick else shapes[name.split("-")[1]]
             zoom = [t / s for t, s in zip(target, hu.shape)]
@@ -176,6 +179,7 @@ def main(argv=None):
                    help="repeats for the NumPy dense twin (default: --repeats; it is by far the slowest)")
     p.add_argument("--methods", default="sparse,dense" + (",torch" if _has_torch() else ""))
     p.add_argument("--no-memory", action="store_true")
+    p.add_argument("--stats", default=str(STATS), help="KiTS23 statistics CSV (default: ../shared/data/...)")
     p.add_argument("--quick", action="store_true", help="tiny inputs, tiny config, 1 repeat (smoke test)")
     p.add_argument("--out", default=str(HERE / "results" / "bench_network.json"))
     args = p.parse_args(argv)
@@ -186,10 +190,10 @@ def main(argv=None):
     import sparseconv
     machine = dict(platform=platform.platform(), cpus=os.cpu_count(), numba_threads=numba.get_num_threads(),
                    backend=sparseconv.get_backend().name, numpy=np.__version__)
-    shapes, n_boxes = kits_crop_shapes()
+    shapes, n_boxes = ({}, 0) if args.quick else kits_crop_shapes(args.stats)
     print(f"machine: {machine}\nKiTS23 stage-2 crop boxes from {n_boxes} kidney components: {shapes}", flush=True)
     check_twins(args.methods.split(","))
-    inputs = make_inputs(args.inputs.split(","), quick=args.quick)
+    inputs = make_inputs(args.inputs.split(","), quick=args.quick, stats_path=args.stats)
     results = dict(machine=machine, kits_crop_shapes=shapes, rows=[])
     with tempfile.TemporaryDirectory() as tmp:
         for name, (coords, feats, shape) in inputs.items():
