@@ -1,4 +1,4 @@
-"""Integer coordinates: validation, key packing, canonical order, downsampling.
+"""Integer coordinates: validation, key packing, canonical order.
 
 A voxel is a row ``[batch, z, y, x]`` of an ``(N, 4) int32`` array. To look voxels up in a hash
 table or sort them, each row is *packed* into one non-negative ``int64`` key::
@@ -108,18 +108,3 @@ def check_unique(sorted_keys: np.ndarray, original_rows: np.ndarray, coords: np.
         a, b = original_rows[dup[0]], original_rows[dup[0] + 1]
         first, second = min(a, b), max(a, b)
         raise ValueError(f"coords row {second} = {coords[second].tolist()} duplicates row {first}")
-
-
-def downsample(coords: np.ndarray, spatial_shape, factor=2):
-    """Coarser-grid sites of a k=s=``factor`` downsampling: ``unique(c // factor)``.
-
-    Returns ``(coarse_coords (M, 4) int32 in canonical order, coarse_shape, parent (N,) int64)``
-    where ``parent[i]`` is the coarse row of fine row ``i``. ``coarse_shape = ceil(shape / factor)``.
-    """
-    f = np.array(as_triple(factor, "factor"), dtype=np.int32)
-    shape = np.array(as_shape3(spatial_shape))
-    coarse = coords.copy()
-    coarse[:, 1:] //= f
-    keys, parent = np.unique(pack_keys(coarse), return_inverse=True)
-    coarse_shape = tuple(int(s) for s in -(-shape // f))
-    return unpack_keys(keys), coarse_shape, parent.reshape(-1)
