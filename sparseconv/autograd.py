@@ -109,6 +109,17 @@ class Tensor:
         return Tensor(self.data)
 
     @property
+    def device(self) -> str:
+        """``"cpu"`` or ``"cuda"`` (see :mod:`sparseconv.device`)."""
+        from .device import device_of
+        return device_of(self.data)
+
+    def to(self, device) -> "Tensor":
+        """This tensor on ``device`` (itself if already there); gradients flow back across the move."""
+        from .device import normalize_device
+        return self if self.device == normalize_device(device) else ToDevice.apply(self, device)
+
+    @property
     def is_leaf(self) -> bool:
         return self._node is None
 
@@ -338,6 +349,21 @@ class Index(Function):
         out = xp.zeros(ctx.shape, dtype=ctx.dtype)
         xp.add.at(out, ctx.index, grad)
         return out, None
+
+
+class ToDevice(Function):
+    """Copy to another device; the backward copies the gradient back to where the input lives."""
+
+    @staticmethod
+    def forward(ctx, a, device):
+        from .device import device_of, to_device
+        ctx.source = device_of(a)
+        return to_device(a, device)
+
+    @staticmethod
+    def backward(ctx, grad):
+        from .device import to_device
+        return to_device(grad, ctx.source), None
 
 
 def gradcheck(fn, tensors, eps=1e-6, rtol=1e-5, atol=1e-6, max_per_tensor=None, seed=0):

@@ -101,10 +101,33 @@ class SparseTensor:
         return (self.spatial_shape == other.spatial_shape and self.batch_size == other.batch_size
                 and np.array_equal(self._keys, other._keys))
 
+    # --- devices ------------------------------------------------------------------------------
+    @property
+    def device(self) -> str:
+        """Where the features live: ``"cpu"`` or ``"cuda"``; coordinates are always on the host."""
+        from .device import device_of
+        return device_of(_array_of(self.feats))
+
+    def to(self, device) -> "SparseTensor":
+        """The same sites with features on ``device`` (``"cpu"``/``"cuda"``); ``self`` if already there.
+
+        A moved tensor starts an empty kernel-map cache: maps hold arrays of the backend that built
+        them. Autograd features move through the graph, so gradients reach the original features.
+        """
+        from .device import normalize_device, to_device
+        device = normalize_device(device)
+        if device == self.device:
+            return self
+        f = self.feats
+        moved = f.to(device) if hasattr(f, "requires_grad") else to_device(f, device)
+        return SparseTensor._trusted(self.coords, moved, self.spatial_shape, self.batch_size, self.stride,
+                                     self._keys, {})
+
     # --- dense conversion --------------------------------------------------------------------
     def dense(self) -> np.ndarray:
         """``(B, C, D, H, W)`` array, zeros at inactive sites."""
-        f = np.asarray(_array_of(self.feats))
+        f = _array_of(self.feats)
+        f = f.get() if hasattr(f, "get") else np.asarray(f)  # a host array, wherever the features are
         out = np.zeros((self.batch_size, f.shape[1], *self.spatial_shape), dtype=f.dtype)
         b, z, y, x = self.coords.T
         out[b, :, z, y, x] = f

@@ -105,3 +105,36 @@ def test_large_rows_and_channels(gpu):
     g = rng.standard_normal((len(x), 80)).astype(np.float32)
     checks.assert_close(gpu.conv_forward(f, w, kmap), checks.REF.conv_forward(f, w, kmap), "conv_forward 40k")
     checks.assert_close(gpu.conv_weight_grad(f, g, kmap), checks.REF.conv_weight_grad(f, g, kmap), "conv wgrad 40k")
+
+
+def test_model_and_tensor_move_to_the_gpu_and_back(gpu):
+    """``model.to("cuda")`` + ``x.to("cuda")`` + the cupy backend = the CPU result; gradients come home."""
+    from sparseconv import Tensor, nn
+    from sparseconv.nn.unet import SparseUNet
+
+    rng = np.random.default_rng(3)
+    x = checks.random_sites(4, shape=(12, 13, 11), batch=2, density=0.3)
+    feats = rng.standard_normal((len(x), 2)).astype(np.float32)
+    sparseconv.manual_seed(0)
+    with sparseconv.use_backend("numba"):  # parameters are made on the host
+        net = nn.Sequential(nn.SubMConv3d(2, 8, 3), SparseUNet(8, 3, dims=(8, 16), depths=(1, 1)))
+
+    def run(device, backend):
+        leaf = Tensor(feats.copy(), requires_grad=True)
+        net.to(device)
+        with sparseconv.use_backend(backend):
+            xin = x.replace_feats(leaf).to(device)
+            out = net(xin)
+            loss = (out.feats * out.feats).sum()
+            loss.backward()
+        return out.to("cpu").feats.numpy(), leaf.grad, {k: p.grad for k, p in net.named_parameters()}
+
+    out_cpu, g_cpu, pg_cpu = run("cpu", "numba")
+    net.zero_grad()
+    out_gpu, g_gpu, pg_gpu = run("cuda", "cupy")
+    assert net.to("cpu").state_dict().keys() == pg_cpu.keys()
+    checks.assert_close(out_gpu, out_cpu, "network forward on the GPU")
+    assert isinstance(g_gpu, np.ndarray), "the input gradient must come back to the host leaf"
+    checks.assert_close(g_gpu, g_cpu, "input gradient through Tensor.to")
+    for k in pg_cpu:
+        checks.assert_close(pg_gpu[k], pg_cpu[k], f"parameter gradient {k}")

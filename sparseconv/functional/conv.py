@@ -14,9 +14,13 @@ transposed map with the transposed weight (that is dX), and a weight-gradient ke
 from __future__ import annotations
 
 from ..backends import get_backend
+from ..device import check_backend_device
 
 
 def _check(feats, weight, kmap, depthwise: bool):
+    be = get_backend()
+    check_backend_device(feats, be, "conv: features")
+    check_backend_device(weight, be, "conv: weights")
     if feats.ndim != 2 or feats.shape[0] != kmap.n_in:
         raise ValueError(f"conv: feats must be ({kmap.n_in}, C) for this kernel map, got {feats.shape}")
     if weight.shape[:2] != (kmap.K, feats.shape[1]) or weight.ndim != (2 if depthwise else 3):

@@ -103,6 +103,19 @@ class Module:
                     setattr(module, name, value.astype(dtype))
         return self
 
+    def to(self, device):
+        """Move every parameter and buffer to ``device`` (``"cpu"``/``"cuda"``) in place; returns self.
+
+        Gradients are dropped. Make the optimiser after moving (its state lives with the parameters).
+        """
+        from ..device import to_device
+        for p in self.parameters():
+            p.data, p.grad = to_device(p.data, device), None
+        for _, module in self.named_modules():
+            for name in module.__dict__.get("_buffer_names", []):
+                setattr(module, name, to_device(getattr(module, name), device))
+        return self
+
     # --- state --------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         """``name → NumPy array`` copies of every parameter and buffer."""
