@@ -275,6 +275,7 @@ def small_case(gpu_mod):
     checks.check_hash(be, 300)
     checks.check_neighbor_table(be, "b2_odd", 3, 1)
     checks.check_transpose_table(be, "b2_odd")
+    checks.check_down_table(be, "b2_odd", "k3s2p1")
     for dtype in checks.DTYPES:
         checks.check_conv(be, "b2_odd", "subm_k3_d1", 33, 17, dtype)
         checks.check_conv(be, "b2_odd", "down_k2s2", 3, 5, dtype)

@@ -178,7 +178,9 @@ def down_map(x: SparseTensor, kernel_size=2, stride=2, padding=0, dilation=1):
     if key not in x.cache:
         out_shape = down_output_shape(x.spatial_shape, *params)
         offsets = window_offsets(params[0], params[3])
-        out_coords, table = _strided_table(x.coords, offsets, *params[1:3], out_shape)
+        out_coords, table = get_backend().down_table(x.coords, offsets, params[1], params[2], out_shape)
+        # Sites live on the host (SparseTensor coords are NumPy everywhere); the table stays an xp array.
+        out_coords = np.asarray(out_coords.get() if hasattr(out_coords, "get") else out_coords, dtype=np.int32)
         kmap = KernelMap(table, len(x), offsets, "down")
         coarse = SparseTensor._trusted(
             out_coords, np.zeros((len(out_coords), 0), np.float32), out_shape, x.batch_size,
@@ -204,22 +206,3 @@ def inverse_map(x: SparseTensor, kernel_size=2, stride=2, padding=0, dilation=1)
     down, fine = x.cache[key]
     return down.transposed(), fine
 
-
-def _strided_table(coords, offsets, stride, padding, out_shape):
-    """Output sites and ``(n_out, K)`` table of a strided conv: out o sees in ``o·s − p + offset``."""
-    s, p = np.array(stride), np.array(padding)
-    spatial, batch = coords[:, 1:].astype(np.int64), coords[:, :1].astype(np.int64)
-    cand_rows, cand_k, cand_keys = [], [], []
-    for k, off in enumerate(offsets):
-        num = spatial + p - off  # = o·s for the output o this offset would feed
-        o = num // s
-        ok = np.all((num % s == 0) & (o >= 0) & (o < np.array(out_shape)), axis=1)
-        rows = np.flatnonzero(ok)
-        cand_rows.append(rows)
-        cand_k.append(np.full(len(rows), k))
-        cand_keys.append(C.pack_keys(np.concatenate([batch[rows], o[rows]], axis=1)))
-    rows, ks, keys = (np.concatenate(a) if a else np.zeros(0, np.int64) for a in (cand_rows, cand_k, cand_keys))
-    out_keys, out_rows = np.unique(keys, return_inverse=True)
-    table = np.full((len(out_keys), len(offsets)), -1, dtype=np.int32)
-    table[out_rows.reshape(-1), ks] = rows
-    return C.unpack_keys(out_keys), table

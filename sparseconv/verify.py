@@ -150,6 +150,8 @@ def _kernel_checks(quick: bool) -> dict:
         checks["kernel_maps"].append((f"transpose_table {s}", ck.check_transpose_table, dict(sites=s)))
         checks["kernel_maps"].append((f"submanifold_map {s} k=3", ck.check_submanifold_map,
                                       dict(sites=s, kernel_size=3, dilation=1)))
+        for g in ("k2s2", "k3s2p1") if quick else tuple(ck.DOWN_GEOMETRIES):
+            checks["kernel_maps"].append((f"down_table {s} {g}", ck.check_down_table, dict(sites=s, geometry=g)))
     for dtype in ck.DTYPES:
         for n, s, c in ((0, 0, 3), (1, 1, 1), (50, 5, 3), (3000, 7, 5)):
             checks["segment_sum"].append((f"segment_sum N={n} S={s} C={c} {np.dtype(dtype).name}",

@@ -3,11 +3,13 @@ import itertools
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, strategies as st
 
 from sparseconv import SparseTensor, coords as C
-from sparseconv.kmap import (centred_offsets, down_map, inverse_map, submanifold_map,
+from sparseconv.backends import cuda_checks as checks
+from sparseconv.kmap import (centred_offsets, down_map, down_output_shape, inverse_map, submanifold_map,
                              window_offsets)
+from sparseconv.testing.conformance import STRIDED
 from sparseconv.testing.strategies import sparse_sites
 
 
@@ -92,6 +94,38 @@ def test_down_map_k2s2_sites_are_unique_halves(backend, sites):
     inv, fine = inverse_map(coarse, 2, 2)
     assert fine is x and inv.n_out == len(x) and inv.n_in == len(coarse)
     assert np.array_equal(inv.transposed().neighbors, m.neighbors)
+
+
+DOWN_CASES = [(sites, geometry) for sites in checks.SITES for geometry in checks.DOWN_GEOMETRIES]
+
+
+@pytest.mark.parametrize("sites,geometry", DOWN_CASES, ids=[f"{a}-{b}" for a, b in DOWN_CASES])
+def test_down_table_equals_the_reference(backend, sites, geometry):
+    """Output sites and table of every strided geometry, on several batches, odd grids, one voxel and
+    no voxel, exactly the reference's (the CUDA emulation runs the same check, test_cuda_emulation)."""
+    checks.check_down_table(backend, sites, geometry)
+
+
+@given(sparse_sites(max_side=9), st.sampled_from(STRIDED))
+def test_down_table_equals_the_reference_hypothesis(backend, sites, geometry):
+    coords, shape, batch = sites
+    k, s, p, d = (C.as_triple(v, "g") for v in geometry)
+    try:
+        out_shape = down_output_shape(shape, k, s, p, d)
+    except ValueError:
+        return
+    offsets = window_offsets(k, d)
+    rows = np.random.default_rng(len(coords)).permutation(len(coords))
+    got = backend.down_table(coords[rows], offsets, s, p, out_shape)
+    want = checks.REF.down_table(coords[rows], offsets, s, p, out_shape)
+    checks.assert_same_ints(got[0], want[0], "output sites")
+    checks.assert_same_ints(got[1], want[1], "table")
+
+
+def test_down_table_of_no_inputs(backend):
+    coords, table = backend.down_table(np.zeros((0, 4), np.int32), window_offsets(3), (2, 2, 2), (1, 1, 1), (3, 3, 3))
+    assert coords.shape == (0, 4) and coords.dtype == np.int32
+    assert table.shape == (0, 27) and table.dtype == np.int32
 
 
 def test_maps_are_cached_per_level_and_parameters(backend):

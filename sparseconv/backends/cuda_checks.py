@@ -164,6 +164,47 @@ def check_transpose_table(be, sites: str, seed: int = 0):
     assert_same_ints(be.transpose_table(empty, 3), REF.transpose_table(empty, 3), "transpose of (N, 0)")
 
 
+DOWN_GEOMETRIES = {  # name -> (kernel_size, stride, padding, dilation) of check_down_table
+    "k2s2": (2, 2, 0, 1),
+    "k3s2p1": (3, 2, 1, 1),
+    "k3s1": (3, 1, 0, 1),
+    "k3s2d2": (3, 2, 0, 2),
+    "k123_s213_p011": ((1, 2, 3), (2, 1, 3), (0, 1, 1), 1),
+}
+
+
+def check_down_table(be, sites: str, geometry: str, seed: int = 0):
+    """down_table (output sites and table) exactly equal to the reference's, then the whole
+    kmap.down_map pipeline with ``be`` selected; twice, bitwise equal. Skips geometries the grid
+    cannot hold (no output)."""
+    x = random_sites(seed, **SITES[sites])
+    k, s, p, d = (C.as_triple(v, n) for v, n in zip(DOWN_GEOMETRIES[geometry], ("k", "s", "p", "d")))
+    try:
+        out_shape = KM.down_output_shape(x.spatial_shape, k, s, p, d)
+    except ValueError:
+        return
+    offsets = KM.window_offsets(k, d)
+    shuffled = x.coords[np.random.default_rng(seed + 3).permutation(len(x))]  # any row order is allowed
+    what = f"down_table {geometry} on {sites}"
+    want = REF.down_table(shuffled, offsets, s, p, out_shape)
+    got = be.down_table(shuffled, offsets, s, p, out_shape)
+    assert_same_ints(got[0], want[0], f"{what} (shuffled rows): output sites")
+    assert_same_ints(got[1], want[1], f"{what} (shuffled rows): table")
+    want_coords, want_table = REF.down_table(x.coords, offsets, s, p, out_shape)
+    got_coords, got_table = be.down_table(x.coords, offsets, s, p, out_shape)
+    assert_same_ints(got_coords, want_coords, f"{what}: output sites")
+    assert_same_ints(got_table, want_table, f"{what}: table")
+    again = be.down_table(x.coords, offsets, s, p, out_shape)
+    assert_bitwise(again[0], got_coords, what)
+    assert_bitwise(again[1], got_table, what)
+    y = SparseTensor(x.coords, np.zeros((len(x), 1), np.float32), x.spatial_shape, x.batch_size)
+    with use_backend(be):
+        kmap, coarse = KM.down_map(y, k, s, p, d)
+    assert isinstance(coarse.coords, np.ndarray), f"down_map {geometry}: coarse coords must be host NumPy"
+    assert_same_ints(coarse.coords, want_coords, f"down_map {geometry} on {sites}: coarse sites")
+    assert_same_ints(kmap.neighbors, want_table, f"down_map {geometry} on {sites}: table")
+
+
 def check_submanifold_map(be, sites: str, kernel_size: int, dilation: int, seed: int = 0):
     """The whole kmap.submanifold_map pipeline with ``be`` selected (index, lower half, mirror)."""
     x = random_sites(seed, **SITES[sites])
@@ -270,6 +311,8 @@ def all_cases(quick: bool = False):
                               dict(sites=sites, kernel_size=k, dilation=d)))
         cases.append((f"transpose_table_{sites}", check_transpose_table, dict(sites=sites)))
         cases.append((f"submanifold_map_{sites}_k3", check_submanifold_map, dict(sites=sites, kernel_size=3, dilation=1)))
+        for geometry in DOWN_GEOMETRIES:
+            cases.append((f"down_table_{sites}_{geometry}", check_down_table, dict(sites=sites, geometry=geometry)))
     conv_sites = ("b2_odd",) if quick else ("b2_odd", "b1_dense", "b3_sparse", "single")
     for dtype in DTYPES:
         dt = np.dtype(dtype).name

@@ -215,6 +215,33 @@ class CudaHostBackend:
                          (neighbors, np.int64(n_out), np.int32(K), table))
         return table
 
+    def down_table(self, coords, offsets, stride, padding, out_shape):
+        xp = self.xp
+        coords = self._ints(coords, np.int32, 2, "coords")
+        offsets = self._ints(offsets, np.int32, 2, "offsets")
+        if coords.shape[1] != 4 or offsets.shape[1] != 3:
+            raise ValueError(f"{self.name}: need coords (N, 4) and offsets (K, 3), got {coords.shape}, {offsets.shape}")
+        (sz, sy, sx), (pz, py, px), (D, H, W) = (tuple(int(v) for v in t) for t in (stride, padding, out_shape))
+        if min(sz, sy, sx) < 1 or min(pz, py, px) < 0:
+            raise ValueError(f"{self.name}: down_table needs stride >= 1 and padding >= 0, got {stride}, {padding}")
+        n, K = int(coords.shape[0]), int(offsets.shape[0])
+        cand = self._empty(n * K, np.int64)  # packed output key of each (row, offset), -1 = none
+        if n * K:
+            self._launch("sc_down_candidates", self._grid1d(n * K), (BLOCK, 1, 1),
+                         (coords, np.int64(n), offsets, np.int32(K), np.int32(sz), np.int32(sy), np.int32(sx),
+                          np.int32(pz), np.int32(py), np.int32(px), np.int32(D), np.int32(H), np.int32(W), cand))
+        out_keys = xp.unique(cand[cand >= 0])  # sorted on the device: the output sites in canonical order
+        m = int(out_keys.shape[0])
+        table = xp.full((m, K), -1, dtype=np.int32)
+        if m:
+            index = self.build_index(out_keys)
+            self._launch("sc_down_fill", self._grid1d(n * K), (BLOCK, 1, 1),
+                         (cand, np.int64(n), np.int32(K), index.table_keys, index.table_vals, index.mask, table))
+        axis = np.int64(0xFFFF)  # unpack keys = batch << 48 | z << 32 | y << 16 | x (coords.py)
+        out_coords = xp.stack([out_keys >> 48, (out_keys >> 32) & axis, (out_keys >> 16) & axis, out_keys & axis],
+                              axis=1).astype(np.int32)
+        return out_coords, table
+
     # --- convolution -------------------------------------------------------------------------------
     def _conv_args(self, feats, other, kmap, other_what: str):
         nbr, n_out, K = self._neighbors(kmap)

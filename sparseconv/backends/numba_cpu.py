@@ -3,7 +3,10 @@
 * Coordinate index: open addressing with linear probing on packed int64 keys, capacity a power of
   two ≥ 2N, slots chosen by the splitmix64 finaliser (a strong mixer, so the dense runs of keys a
   voxel grid produces spread evenly). Built serially (no atomics needed), queried in parallel.
-* Kernel maps: one fused parallel kernel per table (bounds check → pack → probe).
+* Kernel maps: one fused parallel kernel per table (bounds check → pack → probe). Strided maps:
+  a parallel kernel packs each (row, offset)'s output key (or EMPTY), a sort and an adjacent-
+  difference mask give the output sites, and a parallel scatter through their hash index fills
+  the table.
 * Convolution: output-stationary over the neighbour table — each output row is owned by one
   thread, which walks its K neighbours and accumulates ``x[nbr] @ W[k]`` in a private vector.
   No atomics, and bitwise reproducible. Weight gradients reduce fixed row chunks, then sum the
@@ -132,6 +135,51 @@ def _transpose_table(neighbors, n_in):
             if i >= 0:
                 table[i, k] = o
     return table
+
+
+@nb.njit(parallel=True, cache=True)
+def _down_candidates(coords, offsets, stride, padding, out_shape):
+    """``cand[i·K + k]``: packed key of the output row i feeds through offset k, or EMPTY."""
+    n, K = len(coords), len(offsets)
+    cand = np.empty(n * K, dtype=np.int64)
+    for i in nb.prange(n):
+        b = np.int64(coords[i, 0])
+        for k in range(K):
+            key = b << 48
+            for a in range(3):  # z, y, x: o = (c + p - off) / s, exact and inside the output grid
+                num = np.int64(coords[i, a + 1]) + padding[a] - offsets[k, a]
+                if num < 0:
+                    key = EMPTY
+                    break
+                o = np.int64(np.uint64(num) // np.uint64(stride[a]))  # num >= 0: unsigned is cheaper
+                if o * stride[a] != num or o >= out_shape[a]:
+                    key = EMPTY
+                    break
+                key |= o << (32 - 16 * a)
+            cand[i * K + k] = key
+    return cand
+
+
+@nb.njit(parallel=True, cache=True)
+def _down_fill(slot_keys, slot_rows, out_keys, cand, n, K):
+    """Output coords (keys unpacked) and the table: ``table[row of cand[i·K + k], k] = i``."""
+    n_out = len(out_keys)
+    out_coords = np.empty((n_out, 4), dtype=np.int32)
+    table = np.empty((n_out, K), dtype=np.int32)
+    for o in nb.prange(n_out):
+        key = out_keys[o]
+        out_coords[o, 0] = key >> 48
+        out_coords[o, 1] = (key >> 32) & 0xFFFF
+        out_coords[o, 2] = (key >> 16) & 0xFFFF
+        out_coords[o, 3] = key & 0xFFFF
+        table[o] = -1
+    # Each (output, k) is fed by at most one input (coords are unique), so the scatter is race-free.
+    for i in nb.prange(n):
+        for k in range(K):
+            key = cand[i * K + k]
+            if key != EMPTY:
+                table[_probe(slot_keys, slot_rows, key), k] = i
+    return out_coords, table
 
 
 # --------------------------------------------------------------------------------------------
@@ -372,6 +420,17 @@ class NumbaBackend:
 
     def transpose_table(self, neighbors, n_in):
         return self._launch(_transpose_table, neighbors.size, np.ascontiguousarray(neighbors), n_in)
+
+    def down_table(self, coords, offsets, stride, padding, out_shape):
+        coords = np.ascontiguousarray(coords, dtype=np.int32)
+        offsets = np.ascontiguousarray(offsets, dtype=np.int64).reshape(-1, 3)
+        n, K = len(coords), len(offsets)
+        s, p, shape = (np.array(v, dtype=np.int64) for v in (stride, padding, out_shape))
+        cand = self._launch(_down_candidates, 16 * n * K, coords, offsets, s, p, shape)
+        out_keys = np.sort(cand[cand != EMPTY])  # canonical order; np.unique is ~20x slower (NumPy 2.4)
+        if len(out_keys) > 1:  # drop repeats (outputs fed by several inputs)
+            out_keys = out_keys[np.concatenate(([True], out_keys[1:] != out_keys[:-1]))]
+        return self._launch(_down_fill, 16 * n * K, *self.build_index(out_keys), out_keys, cand, n, K)
 
     def conv_forward(self, feats, weight, kmap):
         feats, weight = np.ascontiguousarray(feats), np.ascontiguousarray(weight)

@@ -57,6 +57,25 @@ class ReferenceBackend:
             table[neighbors[out_rows, k], k] = out_rows
         return table
 
+    def down_table(self, coords, offsets, stride, padding, out_shape):
+        # Input i feeds output o through offset k iff  coords_i + padding - offsets[k] == o * stride.
+        s, p, shape = (np.array(v, dtype=np.int64) for v in (stride, padding, out_shape))
+        batch, spatial = coords[:, :1].astype(np.int64), coords[:, 1:].astype(np.int64)
+        rows, cols, keys = [], [], []
+        for k, offset in enumerate(offsets):
+            num = spatial + p - offset  # = o * s for the output o this offset would feed
+            o = num // s
+            ok = np.all((num % s == 0) & (o >= 0) & (o < shape), axis=1)
+            r = np.flatnonzero(ok)
+            rows.append(r)
+            cols.append(np.full(len(r), k))
+            keys.append(C.pack_keys(np.concatenate([batch[r], o[r]], axis=1)))
+        rows, cols, keys = (np.concatenate(a) if a else np.zeros(0, np.int64) for a in (rows, cols, keys))
+        out_keys, out_rows = np.unique(keys, return_inverse=True)  # sorted: canonical order
+        table = np.full((len(out_keys), len(offsets)), -1, dtype=np.int32)
+        table[out_rows.reshape(-1), cols] = rows
+        return C.unpack_keys(out_keys), table
+
     # --- convolution -------------------------------------------------------------------------
     def conv_forward(self, feats, weight, kmap):
         out = np.zeros((kmap.n_out, weight.shape[2]), dtype=feats.dtype)
