@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
@@ -27,3 +29,30 @@ def test_bench_network_quick(tmp_path):
     assert {r["input"] for r in sparse} == {"stage1", "stage2-median"}
     assert all("time_reduction_pct" in r and "memory_reduction_pct" in r for r in sparse)
     assert out.with_suffix(".png").stat().st_size > 1000
+
+
+def test_bench_pipeline_quick(tmp_path):
+    out = tmp_path / "pipe.json"
+    subprocess.run([sys.executable, str(BENCH / "bench_pipeline.py"), "--quick", "--out", str(out)], check=True,
+                   capture_output=True, text=True)
+    case = json.loads(out.read_text())["cases"][0]
+    m = case["median"]
+    assert case["shape"] == [24, 96, 96] and len(case["runs"]) == 1
+    assert all(m["seconds"][k] > 0 for k in ("read", "stage1", "roi", "write"))
+    assert m["process_peak_mb"] >= max(m["peak_mb"].values()) > 0
+    assert abs(m["total_s"] - sum(m["seconds"].values())) < 1e-6
+    table = out.with_suffix(".md").read_text().splitlines()
+    assert len(table) == 3 and table[0].count("|") == table[1].count("|") == table[2].count("|")
+
+
+def test_kits_scan_grids_are_the_percentile_scans():
+    sys.path.insert(0, str(BENCH))
+    import bench_pipeline
+    if not bench_pipeline.STATS.is_file():
+        import pytest
+        pytest.skip(f"no KiTS23 statistics at {bench_pipeline.STATS}")
+    grids, n = bench_pipeline.kits_scan_grids()
+    assert n == 489
+    (m_shape, m_sp), (p_shape, p_sp) = grids["median"], grids["p95"]
+    assert np.prod(p_shape) > np.prod(m_shape) and m_shape[1:] == (512, 512)
+    assert all(0.3 < s < 6 for s in m_sp + p_sp)
