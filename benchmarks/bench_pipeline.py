@@ -137,7 +137,7 @@ def markdown(results) -> str:
     lines = [head, "|" + "---|" * (len(STEPS) + 6)]
     for c in results["cases"]:
         m = c["median"]
-        grid = "×".join(str(n) for n in c["shape"]) + " @ " + "×".join(f"{s:g}" for s in c["spacing"]) + " mm"
+        grid = "×".join(str(n) for n in c["shape"]) + " @ " + "×".join(f"{s:.2f}" for s in c["spacing"]) + " mm"
         secs = " | ".join(f"{m['seconds'][s]:.2f}" for s in STEPS)
         peaks = f"{m['peak_mb']['stage1']:.0f} / {m['peak_mb']['stage2']:.0f} / {m['process_peak_mb']:.0f}"
         lines.append(f"| {c['name']} | {grid} | {int(np.prod(c['shape'])):,} | {secs} | {m['total_s']:.1f} | "
