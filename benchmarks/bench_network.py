@@ -1,8 +1,8 @@
 """The paper's computational claim, measured here: the sparse kidney network vs its dense twin
 (the same layers and weights run on the whole grid), inference, batch 1, fp32, CPU.
 
-    python benchmarks/bench_network.py                    # paper + compact configs, 3 inputs
-    python benchmarks/bench_network.py --configs compact --inputs stage2-median --repeats 5
+    python benchmarks/bench_network.py                    # compact config, stage-1 input (~8 min on 2 cores)
+    python benchmarks/bench_network.py --configs paper,compact --inputs stage2-median,stage2-p95,stage1
     python benchmarks/bench_network.py --quick            # tiny smoke run
 
 Inputs (sizes from ../shared/data/kits23_sample/kits23_segmentation_stats.csv):
@@ -172,8 +172,10 @@ def peak_memory_mb(inputs_file, method, config):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--configs", default="paper,compact")
-    p.add_argument("--inputs", default="stage2-median,stage2-p95,stage1")
+    p.add_argument("--configs", default="compact", help="comma list of paper, compact, tiny (default compact)")
+    p.add_argument("--inputs", default="stage1",
+                   help="comma list of stage1, stage2-median, stage2-p95 (default stage1: the default run stays "
+                        "under 10 minutes; one NumPy dense forward of the paper config on stage2-median takes ~5)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--dense-repeats", type=int, default=None,
                    help="repeats for the NumPy dense twin (default: --repeats; it is by far the slowest)")
