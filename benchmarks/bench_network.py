@@ -16,7 +16,9 @@ Time: median of ``--repeats`` forwards after one warm-up, each from a fresh Spar
 maps built inside the timed call, as at inference). Memory: in a fresh subprocess per (config,
 input, method), after a warm-up on a tiny input (JIT compilation), the peak RSS is reset; the
 number is the peak RSS during one forward minus the RSS just before it (model and input built).
-Writes ``benchmarks/results/bench_network.{json,md,png}``.
+Writes ``benchmarks/results/bench_network.{json,md,png}``. With ``SPARSECONV_BACKEND=cupy`` the sparse network
+runs on the GPU (``model.to("cuda")``, input ``.to("cuda")``, timed to a device synchronise) and the
+PyTorch twin too when PyTorch sees a GPU; the memory column stays host RSS.
 """
 from __future__ import annotations
 
@@ -105,7 +107,13 @@ def run_forward(method, model, coords, feats, shape):
     from sparseconv.autograd import no_grad
     if method == "sparse":
         with no_grad():
-            return model(SparseTensor(coords, feats, shape), n_outputs=1)
+            x = SparseTensor(coords, feats, shape)
+            if _on_gpu():
+                out = model(x.to("cuda"), n_outputs=1)
+                import cupy
+                cupy.cuda.Device().synchronize()  # kernels run asynchronously: wait before the clock stops
+                return out
+            return model(x, n_outputs=1)
     dense_x = np.zeros((1, 1, *shape), np.float32)
     dense_x[0, 0, coords[:, 1], coords[:, 2], coords[:, 3]] = feats[:, 0]
     return model(dense_x)
@@ -117,12 +125,19 @@ def build(method, config, seed=0):
     net = config if isinstance(config, KidneyNet) else KidneyNet(config, seed=seed)
     net.eval()
     if method == "sparse":
-        return net
+        return net.to("cuda") if _on_gpu() else net
     if method == "dense":
         from kidney.dense_twin import DenseKidneyNet
         return DenseKidneyNet(net)
     from torch_twin import TorchDenseKidneyNet  # noqa: E402 (optional, benchmarks only)
-    return TorchDenseKidneyNet(net)
+    import torch
+    return TorchDenseKidneyNet(net, "cuda" if _on_gpu() and torch.cuda.is_available() else "cpu")
+
+
+def _on_gpu() -> bool:
+    """With the cupy backend (SPARSECONV_BACKEND=cupy) the sparse net and PyTorch's twin run on the GPU."""
+    import sparseconv
+    return sparseconv.get_backend().name == "cupy"
 
 
 _CHILD = r"""

@@ -13,9 +13,11 @@ import torch.nn.functional as F
 
 
 class TorchDenseKidneyNet:
-    def __init__(self, model):
+    def __init__(self, model, device="cpu"):
         self.config = model.config
-        self.p = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in model.state_dict().items()}
+        self.device = torch.device(device)
+        self.p = {k: torch.from_numpy(np.ascontiguousarray(v)).to(self.device)
+                  for k, v in model.state_dict().items()}
 
     def _ln(self, prefix, x_last):
         return F.layer_norm(x_last, x_last.shape[-1:], self.p[prefix + ".weight"], self.p[prefix + ".bias"], 1e-6)
@@ -63,7 +65,7 @@ class TorchDenseKidneyNet:
     @torch.no_grad()
     def forward(self, x, n_outputs=1):
         cfg = self.config
-        x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device)
         stem = self.p["stem.0.weight"][0]  # (Cin, Cout)
         x = F.linear(x.permute(0, 2, 3, 4, 1), stem.T)
         x = self._ln("stem.1", x).permute(0, 4, 1, 2, 3)
@@ -78,7 +80,7 @@ class TorchDenseKidneyNet:
             x = self._up(level, x, skips[level].shape[2:]) + skips[level]
             x = self._blocks(f"decoders.{level}", cfg.decoder_depth, x)
             if level < n_outputs:
-                outputs[level] = self._head(level, x).numpy()
+                outputs[level] = self._head(level, x).cpu().numpy()  # (a GPU run waits here)
         return [outputs[i] for i in range(n_outputs)]
 
     __call__ = forward
