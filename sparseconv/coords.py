@@ -87,11 +87,11 @@ def pack_keys(coords: np.ndarray) -> np.ndarray:
     return (c[:, 0] << 48) | (c[:, 1] << 32) | (c[:, 2] << 16) | c[:, 3]
 
 
-def unpack_keys(keys: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`pack_keys`: ``(N,) int64`` → ``(N, 4) int32``."""
-    k = np.asarray(keys, dtype=np.int64)
+def unpack_keys(keys, xp=np):
+    """Inverse of :func:`pack_keys`: ``(N,) int64`` → ``(N, 4) int32`` (``xp``: numpy or cupy)."""
+    k = xp.asarray(keys, dtype=np.int64)
     mask = np.int64(MAX_AXIS - 1)
-    return np.stack([k >> 48, (k >> 32) & mask, (k >> 16) & mask, k & mask], axis=1).astype(np.int32)
+    return xp.stack([k >> 48, (k >> 32) & mask, (k >> 16) & mask, k & mask], axis=1).astype(np.int32)
 
 
 def canonical_order(keys: np.ndarray) -> np.ndarray:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import coords as C
 from . import pointwise
 
 CUDA_DIR = Path(__file__).with_name("cuda")
@@ -237,10 +238,7 @@ class CudaHostBackend:
             index = self.build_index(out_keys)
             self._launch("sc_down_fill", self._grid1d(n * K), (BLOCK, 1, 1),
                          (cand, np.int64(n), np.int32(K), index.table_keys, index.table_vals, index.mask, table))
-        axis = np.int64(0xFFFF)  # unpack keys = batch << 48 | z << 32 | y << 16 | x (coords.py)
-        out_coords = xp.stack([out_keys >> 48, (out_keys >> 32) & axis, (out_keys >> 16) & axis, out_keys & axis],
-                              axis=1).astype(np.int32)
-        return out_coords, table
+        return C.unpack_keys(out_keys, xp), table
 
     # --- convolution -------------------------------------------------------------------------------
     def _conv_args(self, feats, other, kmap, other_what: str):

@@ -161,25 +161,16 @@ def _down_candidates(coords, offsets, stride, padding, out_shape):
 
 
 @nb.njit(parallel=True, cache=True)
-def _down_fill(slot_keys, slot_rows, out_keys, cand, n, K):
-    """Output coords (keys unpacked) and the table: ``table[row of cand[i·K + k], k] = i``."""
-    n_out = len(out_keys)
-    out_coords = np.empty((n_out, 4), dtype=np.int32)
-    table = np.empty((n_out, K), dtype=np.int32)
-    for o in nb.prange(n_out):
-        key = out_keys[o]
-        out_coords[o, 0] = key >> 48
-        out_coords[o, 1] = (key >> 32) & 0xFFFF
-        out_coords[o, 2] = (key >> 16) & 0xFFFF
-        out_coords[o, 3] = key & 0xFFFF
-        table[o] = -1
+def _down_fill(slot_keys, slot_rows, n_out, cand, n, K):
+    """The table of a down map: ``table[row of cand[i·K + k], k] = i``, -1 elsewhere."""
+    table = np.full((n_out, K), -1, dtype=np.int32)
     # Each (output, k) is fed by at most one input (coords are unique), so the scatter is race-free.
     for i in nb.prange(n):
         for k in range(K):
             key = cand[i * K + k]
             if key != EMPTY:
                 table[_probe(slot_keys, slot_rows, key), k] = i
-    return out_coords, table
+    return table
 
 
 # --------------------------------------------------------------------------------------------
@@ -430,7 +421,8 @@ class NumbaBackend:
         out_keys = np.sort(cand[cand != EMPTY])  # canonical order; np.unique is ~20x slower (NumPy 2.4)
         if len(out_keys) > 1:  # drop repeats (outputs fed by several inputs)
             out_keys = out_keys[np.concatenate(([True], out_keys[1:] != out_keys[:-1]))]
-        return self._launch(_down_fill, 16 * n * K, *self.build_index(out_keys), out_keys, cand, n, K)
+        table = self._launch(_down_fill, 16 * n * K, *self.build_index(out_keys), len(out_keys), cand, n, K)
+        return C.unpack_keys(out_keys), table
 
     def conv_forward(self, feats, weight, kmap):
         feats, weight = np.ascontiguousarray(feats), np.ascontiguousarray(weight)
