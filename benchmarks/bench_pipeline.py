@@ -73,8 +73,7 @@ def write_case(out_dir: Path, shape, spacing, seed: int) -> Path:
 def run_case(image_path: str, out_path: str, weights_dir=None, warmup: bool = True) -> dict:
     """Segment one NIfTI file as ``kidney segment`` does; seconds and peak MB per step."""
     from kidney import io, phantom
-    from kidney.pipeline import Segmenter
-    from kidney.pipeline import _PeakRSS
+    from kidney.pipeline import Segmenter, _PeakRSS  # the pipeline's own per-stage memory probe
 
     seg = Segmenter(weights_dir=weights_dir)
     if warmup:  # compile / load every kernel on a tiny case, outside the measurement
