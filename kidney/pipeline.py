@@ -250,7 +250,8 @@ class Segmenter:
         for r in rois:
             probs, n = timed("stage2", lambda: self.stage2_probabilities(arr, spacing, r))
             n2 += n
-            timed("merge", lambda: paste_probabilities(merged, probs, r, spacing, origin=ulo))
+            timed("merge", lambda: paste_probabilities(merged, probs, r, spacing, origin=ulo,
+                                                         skip_below=self.threshold))
         res.n_active["stage2"] = n2
 
         def finish():

@@ -194,13 +194,18 @@ def crop_roi(image: np.ndarray, spacing, roi: Roi, *, labels: Optional[np.ndarra
 
 
 def paste_probabilities(out: np.ndarray, crop_probs: np.ndarray, roi: Roi, spacing,
-                        origin: Sequence[int] = (0, 0, 0)) -> None:
+                        origin: Sequence[int] = (0, 0, 0), skip_below: Optional[float] = None) -> None:
     """Max-merge a crop's ``(Z, Y, X, C)`` probabilities into ``out`` ``(Z', Y', X', C)``, which holds
     the scan voxels from ``origin`` on (the whole scan grid when ``origin`` is 0).
 
     Scan voxel ``i`` (centre ``(i + 0.5)·s`` mm) reads the crop at ``(i + 0.5)·s/t2 − 0.5 − lo``
     (linear interpolation); only scan voxels whose centres lie inside the crop box are written, and
     where crops overlap the larger probability wins.
+
+    ``skip_below``: channels whose crop probabilities all lie below it are not pasted. Linear
+    interpolation of such values stays below it and a max-merge with them cannot lift a voxel over
+    it, so which voxels of ``out`` reach the threshold is unchanged (the values below it may be
+    smaller). The pipeline passes its label threshold: most false-positive crops are then free.
     """
     s = np.array(spacing, float)
     t = roi.spacing2
@@ -216,6 +221,8 @@ def paste_probabilities(out: np.ndarray, crop_probs: np.ndarray, roi: Roi, spaci
     shape = tuple(int(v) for v in b - a)
     sub = tuple(slice(int(x), int(y)) for x, y in zip(a, b))
     for c in range(crop_probs.shape[-1]):
+        if skip_below is not None and not crop_probs[..., c].max() >= skip_below:
+            continue
         vals = ndimage.affine_transform(crop_probs[..., c], scale, offset=offset, output_shape=shape,
                                         order=1, mode="nearest", prefilter=False)
         np.maximum(out[sub + (c,)], vals, out=out[sub + (c,)])

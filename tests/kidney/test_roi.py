@@ -90,3 +90,20 @@ def test_paste_probabilities_max_merges_on_the_scan_grid():
     assert out[2:6, 2:6, 2:6].min() == pytest.approx(0.7) and out.sum() == pytest.approx(0.7 * 64)
     paste_probabilities(out, crop * 0.5, roi, (1.0, 1.0, 1.0))  # smaller: max keeps 0.7
     assert out[3, 3, 3, 0] == pytest.approx(0.7)
+
+
+def test_paste_skip_below_keeps_which_voxels_reach_the_threshold():
+    from kidney.roi import Roi
+    rng = np.random.default_rng(1)
+    spacing, th = (1.3, 0.9, 0.9), 0.5
+    rois = [Roi((2, 3, 1), (12, 15, 14), (20, 24, 24), 1.0, np.zeros((1, 1, 1), bool), 1.0),
+            Roi((6, 8, 5), (16, 20, 20), (20, 24, 24), 1.0, np.zeros((1, 1, 1), bool), 1.0)]
+    full, skipped = (np.zeros((16, 27, 27, 3), np.float32) for _ in range(2))
+    for r in rois:
+        crop = rng.random(r.shape + (3,)).astype(np.float32)
+        crop[..., 1] *= 0.49  # a channel that never reaches the threshold: skipped
+        paste_probabilities(full, crop, r, spacing)
+        paste_probabilities(skipped, crop, r, spacing, skip_below=th)
+    assert (full[..., 1] > 0).any() and not skipped[..., 1].any()
+    assert np.array_equal(full >= th, skipped >= th)
+    assert np.array_equal(full[..., 0], skipped[..., 0])
