@@ -150,6 +150,9 @@ def add_train(sub) -> None:
                    help="stage 2: stage-1 grid the ROI rule runs on (default 1.99 mm)")
     p.add_argument("--stage1-weights", type=Path, default=None,
                    help="stage 2: also train on the crops this stage-1 model finds")
+    p.add_argument("--no-gt-crops", action="store_true",
+                   help="stage 2 with --stage1-weights: train on the stage-1 crops only (a ground-truth "
+                        "crop's mask outlines the true kidney, a cue absent at inference)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-augment", action="store_true", help="switch augmentation off")
     p.add_argument("--checkpoint-every", type=int, default=50, help="optimiser steps (default 50)")
@@ -179,7 +182,8 @@ def run_train(args) -> int:
                       checkpoint_every=args.checkpoint_every, max_cases=args.max_cases,
                       folds=args.folds if args.fold is not None else 1, fold=args.fold,
                       loss=args.loss, init_weights=str(args.init_weights) if args.init_weights else None,
-                      stage1_weights=str(args.stage1_weights) if args.stage1_weights else None)
+                      stage1_weights=str(args.stage1_weights) if args.stage1_weights else None,
+                      gt_crops=not args.no_gt_crops)
     out = args.out or Path("runs") / f"stage{args.stage}"
     t0 = time.perf_counter()
     trainer = train(args.data, out, cfg, resume=not args.fresh, progress=not args.quiet, stop_at=args.stop_at)

@@ -14,7 +14,9 @@ Samples: stage 1 — whole scans resampled to the stage-1 spacing (labels neares
 crops at the stage-2 spacing made by the ROI rule of :mod:`kidney.roi` from the ground-truth kidneys
 (every labelled component), plus, with ``stage1_weights``, the crops stage 1 itself finds on each
 training scan (as at inference). Stage-2 inputs keep only voxels in the HU window *and* the dilated
-ROI.
+ROI — so on a ground-truth crop the active set's border is the true kidney+masses outline dilated by
+the ROI ball, a cue the network can learn and will not have at inference. ``gt_crops=False`` trains
+on the stage-1 crops only, whose masks are what the network meets at inference.
 
 Reproducibility: micro-step ``i`` draws its case and augmentation from
 ``numpy.random.default_rng([seed, i])``, so a run resumed from a checkpoint (saved after an optimiser
@@ -81,6 +83,7 @@ class TrainConfig:
     folds: int = 1                           # cross-validation: case i (sorted) is in fold i % folds
     fold: Optional[int] = None               # train on every fold but this one
     stage1_weights: Optional[str] = None     # stage 2: also train on the crops this stage-1 model finds
+    gt_crops: bool = True                    # stage 2: train on ground-truth crops (False: stage-1 crops only)
     loss: str = "dice"                       # paper: soft Dice; "dice+bce" adds BCE (a documented deviation)
     init_weights: Optional[str] = None       # start from these weights instead of the random init
 
@@ -98,6 +101,8 @@ class TrainConfig:
         c.ds_weights = tuple(float(w) for w in c.ds_weights)
         if c.loss not in ("dice", "dice+bce"):
             raise ValueError(f"loss must be 'dice' or 'dice+bce', got {c.loss!r}")
+        if not c.gt_crops and not (c.stage == 2 and c.stage1_weights):
+            raise ValueError("gt_crops=False (stage-1 crops only) needs stage 2 and stage1_weights")
         if c.fold is not None and not 0 <= c.fold < c.folds:
             raise ValueError(f"fold must be in [0, {c.folds}), got {c.fold}")
         if c.steps < 1 or c.accumulate < 1:
@@ -170,7 +175,7 @@ def load_samples(data_dir, cfg: TrainConfig, progress: bool = False) -> List[Sam
             labels = io.resample(lab, sp, cfg.spacing, order=0, out_shape=hu.shape)
             samples.append(Sample(case.case_id, hu, labels))
         else:
-            crops = stage2_crops(img, lab, sp, cfg)
+            crops = stage2_crops(img, lab, sp, cfg) if cfg.gt_crops else []
             if stage1 is not None:
                 prob1, _ = stage1.stage1_probabilities(img, sp)
                 crops += stage2_crops(img, lab, sp, cfg, prob1=prob1)

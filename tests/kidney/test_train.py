@@ -95,3 +95,17 @@ def test_checkpoint_with_another_config_is_refused(tiny_data, tmp_path):
     other = Trainer(_cfg(steps=1, accumulate=1, lr=2e-3), samples, tmp_path, progress=False)
     with pytest.raises(ValueError, match="different config"):
         other.load_checkpoint()
+
+
+def test_stage2_can_train_on_stage1_crops_only(tiny_data, tmp_path):
+    from kidney.model import save_weights
+    w1 = save_weights(KidneyNet("tiny", seed=1), tmp_path / "stage1.npz", {"stage": 1, "spacing_mm": 8.0})
+    kw = dict(stage=2, spacing=4.0, stage1_spacing=8.0)
+    gt = load_samples(tiny_data, _cfg(**kw))
+    both = load_samples(tiny_data, _cfg(stage1_weights=str(w1), **kw))
+    only = load_samples(tiny_data, _cfg(stage1_weights=str(w1), gt_crops=False, **kw))
+    assert len(gt) == 4 and len(only) >= 2 and len(both) == len(gt) + len(only)
+    gt_masks = {s.mask.tobytes() for s in gt}
+    assert not any(s.mask.tobytes() in gt_masks for s in only)  # masks from stage 1, not the truth
+    with pytest.raises(ValueError, match="stage1_weights"):
+        TrainConfig(stage=2, gt_crops=False).resolved()
