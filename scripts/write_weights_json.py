@@ -25,6 +25,8 @@ def main(argv=None) -> int:
     ap.add_argument("--validation", action="append", default=[], metavar="NAME=CSV",
                     help="kidney evaluate output of a candidate weight pair on the validation phantoms")
     ap.add_argument("--chosen", default=None, help="the candidate that was shipped")
+    ap.add_argument("--validation-data", default="6 validation phantoms: kidney phantom --out val -n 6 "
+                    "--seed 3000 --preset demo", help="how the validation phantoms were made")
     args = ap.parse_args(argv)
     out = {"made_by": "scripts/train_weights.sh", "files": {}}
     for path in (DEFAULT_STAGE1, DEFAULT_STAGE2):
@@ -50,7 +52,7 @@ def main(argv=None) -> int:
             mean = [r for r in _rows(Path(path)) if r["caseID"] == "average"]
             cands[name] = {k: float(v) for k, v in (mean[0] if mean else {}).items() if k != "caseID"}
         out["validation_phantoms"] = {
-            "data": "6 validation phantoms: kidney phantom --out val -n 6 --seed 3000 --preset demo",
+            "data": args.validation_data,
             "candidates_mean": cands, "chosen": args.chosen}
     if args.real_ct_log and args.real_ct_log.is_file():
         out["real_ct_totalseg_example"] = args.real_ct_log.read_text().strip().splitlines()
