@@ -1,0 +1,89 @@
+"""Where the pipeline's errors come from: stage-1 ROI coverage, and stage 2 on ground-truth ROIs.
+
+    python scripts/stage_errors.py DATA [--weights DIR]
+
+Per case of DATA (KiTS layout, with segmentations): how many ROIs stage 1 finds; the share of the
+truth's kidney+masses and masses voxels inside their dilated masks (stage 2 sees nothing else, so
+this caps its recall); and the Dice per HEC of stage 2 run on (a) those ROIs — the pipeline — and
+(b) ROIs made by the same rule from the ground-truth kidneys, as for stage-2 training crops (an
+oracle stage 1). A large gap between (a) and (b) where coverage is high means stage 2 depends on the
+shape of the ROI mask, not only on what lies inside it.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from kidney import io, metrics
+from kidney.pipeline import Segmenter, default_weights
+from kidney.roi import crop_roi, find_rois, paste_probabilities
+from kidney.model import labels_from_hecs
+
+HECS = ("kidney", "masses", "tumor")
+
+
+def coverage(image, labels, spacing, rois, spacing2):
+    """Share of the truth's kidney+masses and masses volume inside the ROI masks (stage-2 grid)."""
+    v2 = spacing2 ** 3
+    inside = np.zeros(2)
+    for r in rois:
+        _, mask, lab = crop_roi(image, spacing, r, labels=labels)
+        inside += [np.count_nonzero((lab > 0) & mask) * v2, np.count_nonzero((lab >= 2) & mask) * v2]
+    truth = np.array([np.count_nonzero(labels > 0), np.count_nonzero(labels >= 2)]) * np.prod(spacing)
+    return np.where(truth > 0, inside / np.maximum(truth, 1e-9), np.nan)
+
+
+def labels_on_rois(seg: Segmenter, image, spacing, rois):
+    """The pipeline's label map with the given ROIs (same merge and label rule as ``segment``)."""
+    merged = np.zeros(image.shape + (3,), np.float32)
+    for r in rois:
+        probs, _ = seg.stage2_probabilities(image, spacing, r)
+        paste_probabilities(merged, probs, r, spacing, skip_below=seg.threshold)
+    th = seg.threshold
+    return labels_from_hecs(merged[..., 0] >= th, merged[..., 1] >= th, merged[..., 2] >= th)
+
+
+def dices(pred, truth):
+    return [metrics.dice(metrics.hec_mask(pred, h), metrics.hec_mask(truth, h)) for h in HECS]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("data", type=Path, help="folder of case_*/imaging.nii.gz + segmentation.nii.gz")
+    ap.add_argument("--weights", type=Path, default=None, help="weights folder (default: the shipped)")
+    args = ap.parse_args(argv)
+    seg = Segmenter(*default_weights(args.weights))
+    t1, t2 = seg.stage1.spacing, seg.stage2.spacing
+    cases = sorted(d for d in args.data.iterdir() if (d / io.LABEL_NAME).is_file())
+    if not cases:
+        raise SystemExit(f"{args.data}: no case_*/{io.LABEL_NAME}")
+    print(f"{'case':12s} ROIs  cover k+m  masses | pipeline Dice k/m/t | GT-ROI Dice k/m/t")
+    rows = []
+    for d in cases:
+        case = io.load_case(d, label=True)
+        img, lab, sp = case.image.array.astype(np.float32), case.label.array, case.image.spacing
+        extent = [n * s for n, s in zip(img.shape, sp)]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            prob1, _ = seg.stage1_probabilities(img, sp)
+        rois = find_rois(prob1, t1, extent, t2, seg.roi_config)
+        g1 = io.resampled_shape(lab.shape, sp, (t1,) * 3)
+        truth1 = (io.resample(lab, sp, t1, order=0, out_shape=g1) > 0).astype(np.float32)
+        gt_rois = find_rois(truth1, t1, extent, t2, seg.roi_config)
+        cov = coverage(img, lab, sp, rois, t2)
+        a, b = dices(labels_on_rois(seg, img, sp, rois), lab), dices(labels_on_rois(seg, img, sp, gt_rois), lab)
+        rows.append([len(rois), *cov, *a, *b])
+        print(f"{d.name:12s} {len(rois):4d}  {cov[0]:9.3f} {cov[1]:7.3f} | {a[0]:.3f} {a[1]:.3f} {a[2]:.3f}"
+              f"       | {b[0]:.3f} {b[1]:.3f} {b[2]:.3f}", flush=True)
+    m = np.nanmean(np.array(rows, float), axis=0)
+    print(f"{'mean':12s} {m[0]:4.1f}  {m[1]:9.3f} {m[2]:7.3f} | {m[3]:.3f} {m[4]:.3f} {m[5]:.3f}"
+          f"       | {m[6]:.3f} {m[7]:.3f} {m[8]:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
