@@ -118,3 +118,33 @@ def test_shipped_weights_load_when_present():
         pytest.skip(f"shipped weights {s1.name}, {s2.name} are not built yet (scripts/train_weights.sh)")
     seg = Segmenter()
     assert seg.stage1.model.config.name == seg.stage2.model.config.name == "compact"
+
+
+def _script(name):
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[2] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_stage_errors_script_replays_the_pipeline(tiny_phantom, tiny_segmenter, tiny_weights, tmp_path, capsys):
+    from kidney import phantom
+    from kidney.roi import find_rois
+    se = _script("stage_errors")
+    img, sp = tiny_phantom.image.astype(np.float32), tiny_phantom.spacing
+    prob1, _ = tiny_segmenter.stage1_probabilities(img, sp)
+    extent = [n * s for n, s in zip(img.shape, sp)]
+    rois = find_rois(prob1, S1, extent, S2, tiny_segmenter.roi_config)
+    assert rois
+    # its label maps are the pipeline's, so its Dice columns are what `kidney evaluate` reports
+    assert np.array_equal(se.labels_on_rois(tiny_segmenter, img, sp, rois), tiny_segmenter.segment(img, sp))
+    cov = se.coverage(img, tiny_phantom.labels, sp, rois, S2)
+    assert cov.shape == (2,) and 0.0 <= cov[0] <= 1.1
+    data = tmp_path / "data"
+    phantom.write_dataset(data, 1, seed=3, preset="tiny")
+    assert se.main([str(data), "--weights", str(tiny_weights)]) == 0
+    out = capsys.readouterr().out
+    assert "case_00000" in out and out.strip().splitlines()[-1].startswith("mean")
