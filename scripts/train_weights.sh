@@ -63,6 +63,13 @@ F="kidney train --stage 2 --spacing 1.56 --stage1-spacing 5.97 --stage1-weights 
    --no-gt-crops --lr 5e-4 --warmup 50 $C"
 $F --out "$WORK/stage2ft" --init-weights "$WORK/stage2_step3150.npz" --steps 4000   # 4a
 $F --out "$WORK/stage2ft2" --init-weights "$WORK/stage2/weights.npz" --steps 1500    # 4b
+# 4c. 1,500 more steps from 4b, other sample draws (seed 1), lr 3e-4 and 1e-4
+for lr in 3e-4 1e-4; do
+  kidney train --stage 2 --spacing 1.56 --stage1-spacing 5.97 --stage1-weights "$WORK/stage1/weights.npz" \
+      --no-gt-crops --lr $lr --warmup 50 --data "$WORK/train" --model compact --accumulate 1 --seed 1 \
+      --loss dice+bce --checkpoint-every 50 --quiet \
+      --out "$WORK/stage2ft3_lr$lr" --init-weights "$WORK/stage2ft2/weights.npz" --steps 1500
+done
 
 # 5. a stage 1 fine-tuned at 3.98 mm (2 x 1.99) from step 2, lr 5e-4
 kidney train --stage 1 --out "$WORK/stage1_398" --spacing 3.98 --lr 5e-4 --warmup 50 --steps 2000 \
@@ -79,6 +86,8 @@ candidate() {  # NAME STAGE1 STAGE2
 CANDIDATES=("stage1+stage2:stage1/weights.npz:stage2/weights.npz"
             "stage1+stage2ft:stage1/weights.npz:stage2ft/weights.npz"
             "stage1+stage2ft2:stage1/weights.npz:stage2ft2/weights.npz"
+            "stage1+stage2ft3_lr3e-4:stage1/weights.npz:stage2ft3_lr3e-4/weights.npz"
+            "stage1+stage2ft3_lr1e-4:stage1/weights.npz:stage2ft3_lr1e-4/weights.npz"
             "stage1_398+stage2:stage1_398/weights.npz:stage2/weights.npz"
             "stage1_398+stage2ft:stage1_398/weights.npz:stage2ft/weights.npz")
 for c in "${CANDIDATES[@]}"; do
@@ -87,7 +96,7 @@ for c in "${CANDIDATES[@]}"; do
 done
 
 # 7. ship the best on validation, and score it on the unseen test phantoms and the real CT
-CHOSEN=stage1+stage2ft2
+CHOSEN=stage1+stage2ft3_lr1e-4  # best mean Dice over the 3 HECs
 cp "$WORK/cand/$CHOSEN/stage1_compact.npz" kidney/weights/stage1_compact.npz
 cp "$WORK/cand/$CHOSEN/stage2_compact.npz" kidney/weights/stage2_compact.npz
 kidney segment -i "$WORK/test" -o "$WORK/pred" --overwrite
