@@ -240,27 +240,40 @@ class Segmenter:
             warnings.warn(msg, NoKidneyWarning, stacklevel=2)
             res.warnings.append(msg)
             return res if details else res.labels
-        # scan-grid box covering every crop, where the merged probabilities live
+        res.n_active["stage2"] = self.labels_on_rois(arr, spacing, rois, res.labels, timed)
+        return res if details else res.labels
+
+
+    def labels_on_rois(self, image: np.ndarray, spacing, rois: Sequence[Roi], out: np.ndarray,
+                       timed=None) -> int:
+        """Stage 2 on each ROI, max-merged onto the scan grid, then the label rule, written into ``out``
+        (``(Z, Y, X)`` uint8, the image's grid; voxels outside every crop are left as they are).
+
+        The merged probabilities live only on the scan-grid box covering every crop. ``timed(name,
+        fn)`` times the ``stage2`` and ``merge`` steps (default: not timed). Returns the number of
+        stage-2 active voxels.
+        """
+        if not rois:
+            return 0
+        timed = timed or (lambda name, fn: fn())
         s = np.array(spacing, float)
-        los = [np.clip(np.floor(np.array(r.lo) * r.spacing2 / s).astype(int) - 1, 0, arr.shape) for r in rois]
-        his = [np.clip(np.ceil(np.array(r.hi) * r.spacing2 / s).astype(int) + 1, 0, arr.shape) for r in rois]
+        los = [np.clip(np.floor(np.array(r.lo) * r.spacing2 / s).astype(int) - 1, 0, image.shape) for r in rois]
+        his = [np.clip(np.ceil(np.array(r.hi) * r.spacing2 / s).astype(int) + 1, 0, image.shape) for r in rois]
         ulo, uhi = np.min(los, axis=0), np.max(his, axis=0)
         merged = np.zeros(tuple(uhi - ulo) + (3,), np.float32)
         n2 = 0
         for r in rois:
-            probs, n = timed("stage2", lambda: self.stage2_probabilities(arr, spacing, r))
+            probs, n = timed("stage2", lambda: self.stage2_probabilities(image, spacing, r))
             n2 += n
             timed("merge", lambda: paste_probabilities(merged, probs, r, spacing, origin=ulo,
                                                          skip_below=self.threshold))
-        res.n_active["stage2"] = n2
 
         def finish():
             th = self.threshold
             sub = labels_from_hecs(merged[..., 0] >= th, merged[..., 1] >= th, merged[..., 2] >= th)
-            res.labels[tuple(slice(a, b) for a, b in zip(ulo, uhi))] = sub
+            out[tuple(slice(a, b) for a, b in zip(ulo, uhi))] = sub
         timed("merge", finish)
-        return res if details else res.labels
-
+        return n2
 
 _DEFAULT: Optional[Segmenter] = None
 

@@ -20,8 +20,7 @@ import numpy as np
 
 from kidney import io, metrics
 from kidney.pipeline import Segmenter, default_weights
-from kidney.roi import crop_roi, find_rois, paste_probabilities
-from kidney.model import labels_from_hecs
+from kidney.roi import crop_roi, find_rois
 
 HECS = ("kidney", "masses", "tumor")
 
@@ -38,13 +37,10 @@ def coverage(image, labels, spacing, rois, spacing2):
 
 
 def labels_on_rois(seg: Segmenter, image, spacing, rois):
-    """The pipeline's label map with the given ROIs (same merge and label rule as ``segment``)."""
-    merged = np.zeros(image.shape + (3,), np.float32)
-    for r in rois:
-        probs, _ = seg.stage2_probabilities(image, spacing, r)
-        paste_probabilities(merged, probs, r, spacing, skip_below=seg.threshold)
-    th = seg.threshold
-    return labels_from_hecs(merged[..., 0] >= th, merged[..., 1] >= th, merged[..., 2] >= th)
+    """The pipeline's label map with the given ROIs (``Segmenter.labels_on_rois``, as ``segment``)."""
+    out = np.zeros(image.shape, np.uint8)
+    seg.labels_on_rois(image, spacing, rois, out)
+    return out
 
 
 def dices(pred, truth):
