@@ -39,7 +39,7 @@ CSV_COLUMNS = ("caseID", "Dice_kidney", "Dice_masses", "Dice_tumor", "SD_kidney"
 
 __all__ = ["HEC_LABELS", "HEC_TOLERANCE_MM", "CSV_COLUMNS", "hec_mask", "dice", "surfel_area_table",
            "neighbour_codes", "surface_distances", "surface_dice", "score_case", "CaseScore",
-           "evaluate_folder", "Evaluation", "write_csv", "print_summary"]
+           "evaluate_folder", "Evaluation", "write_csv", "print_summary", "Lesion", "lesion_recall"]
 
 
 # --- masks and Dice -----------------------------------------------------------------------------
@@ -57,6 +57,44 @@ def dice(pred: np.ndarray, ref: np.ndarray) -> float:
     if n_pred == 0 and n_ref == 0:
         return 1.0
     return 2.0 * int(np.count_nonzero(pred & ref)) / (n_pred + n_ref)
+
+
+# --- lesions (not a KiTS metric: a diagnostic of which masses a segmenter misses) -------------
+
+@dataclass(frozen=True)
+class Lesion:
+    """One reference lesion: ``label`` 2 (tumour) or 3 (cyst), its volume, and how much of it the
+    prediction labels as a mass (2 or 3; a tumour called a cyst still counts as found)."""
+
+    label: int
+    volume_ml: float
+    recall: float
+
+
+def lesion_recall(pred_labels: np.ndarray, ref_labels: np.ndarray,
+                  spacing: Sequence[float]) -> List[Lesion]:
+    """Every lesion of the reference (26-connected components of label 2 and of label 3) with the
+    share of its voxels the prediction labels 2 or 3.
+
+    Args:
+        pred_labels, ref_labels: ``(Z, Y, X)`` integer label maps (0..3) of equal shape.
+        spacing: voxel size in mm, in the arrays' axis order.
+    """
+    pred_labels, ref_labels = np.asarray(pred_labels), np.asarray(ref_labels)
+    if pred_labels.shape != ref_labels.shape:
+        raise ValueError(f"prediction shape {pred_labels.shape} != reference shape "
+                         f"{ref_labels.shape}")
+    found = hec_mask(pred_labels, "masses")
+    ml = float(np.prod(spacing)) / 1000.0
+    out = []
+    for label in (2, 3):
+        comp, n = ndimage.label(ref_labels == label, structure=np.ones((3, 3, 3), bool))
+        if n == 0:
+            continue
+        size = np.bincount(comp.ravel(), minlength=n + 1)[1:]
+        hit = np.bincount(comp[found], minlength=n + 1)[1:]
+        out += [Lesion(label, float(v) * ml, float(h) / float(v)) for v, h in zip(size, hit)]
+    return out
 
 
 # --- surfaces -----------------------------------------------------------------------------------

@@ -8,6 +8,10 @@ this caps its recall); and the Dice per HEC of stage 2 run on (a) those ROIs —
 (b) ROIs made by the same rule from the ground-truth kidneys, as for stage-2 training crops (an
 oracle stage 1). A large gap between (a) and (b) where coverage is high means stage 2 depends on the
 shape of the ROI mask, not only on what lies inside it.
+
+Then, over all cases, the reference lesions (tumours and cysts, 26-connected) by volume: how many,
+how many the pipeline finds (half or more of the lesion labelled as a mass) and its mean share of
+lesion voxels labelled as a mass — with the pipeline's ROIs and with ground-truth ROIs.
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ from kidney.pipeline import Segmenter, default_weights
 from kidney.roi import crop_roi, find_rois
 
 HECS = ("kidney", "masses", "tumor")
+SIZE_BINS_ML = (0.0, 2.0, 10.0, 50.0, np.inf)
 
 
 def coverage(image, labels, spacing, rois, spacing2):
@@ -47,6 +52,17 @@ def dices(pred, truth):
     return [metrics.dice(metrics.hec_mask(pred, h), metrics.hec_mask(truth, h)) for h in HECS]
 
 
+def lesion_table(lesions):
+    """Rows ``(bin label, n, found, mean recall)`` of :class:`kidney.metrics.Lesion` lists by volume."""
+    rows = []
+    for lo, hi in zip(SIZE_BINS_ML[:-1], SIZE_BINS_ML[1:]):
+        sel = [l for l in lesions if lo <= l.volume_ml < hi]
+        name = f">= {lo:g} ml" if np.isinf(hi) else f"{lo:g}-{hi:g} ml"
+        recall = np.mean([l.recall for l in sel]) if sel else float("nan")
+        rows.append((name, len(sel), sum(l.recall >= 0.5 for l in sel), recall))
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("data", type=Path, help="folder of case_*/imaging.nii.gz + segmentation.nii.gz")
@@ -58,7 +74,7 @@ def main(argv=None) -> int:
     if not cases:
         raise SystemExit(f"{args.data}: no case_*/{io.LABEL_NAME}")
     print(f"{'case':12s} ROIs  cover k+m  masses | pipeline Dice k/m/t | GT-ROI Dice k/m/t")
-    rows = []
+    rows, lesions = [], ([], [])
     for d in cases:
         case = io.load_case(d, label=True)
         img, lab, sp = case.image.array.astype(np.float32), case.label.array, case.image.spacing
@@ -71,13 +87,19 @@ def main(argv=None) -> int:
         truth1 = (io.resample(lab, sp, t1, order=0, out_shape=g1) > 0).astype(np.float32)
         gt_rois = find_rois(truth1, t1, extent, t2, seg.roi_config)
         cov = coverage(img, lab, sp, rois, t2)
-        a, b = dices(labels_on_rois(seg, img, sp, rois), lab), dices(labels_on_rois(seg, img, sp, gt_rois), lab)
+        pred, pred_gt = labels_on_rois(seg, img, sp, rois), labels_on_rois(seg, img, sp, gt_rois)
+        a, b = dices(pred, lab), dices(pred_gt, lab)
+        lesions[0].extend(metrics.lesion_recall(pred, lab, sp))
+        lesions[1].extend(metrics.lesion_recall(pred_gt, lab, sp))
         rows.append([len(rois), *cov, *a, *b])
         print(f"{d.name:12s} {len(rois):4d}  {cov[0]:9.3f} {cov[1]:7.3f} | {a[0]:.3f} {a[1]:.3f} {a[2]:.3f}"
               f"       | {b[0]:.3f} {b[1]:.3f} {b[2]:.3f}", flush=True)
     m = np.nanmean(np.array(rows, float), axis=0)
     print(f"{'mean':12s} {m[0]:4.1f}  {m[1]:9.3f} {m[2]:7.3f} | {m[3]:.3f} {m[4]:.3f} {m[5]:.3f}"
           f"       | {m[6]:.3f} {m[7]:.3f} {m[8]:.3f}")
+    print(f"\n{'lesions':12s}    n | pipeline: found  recall | GT-ROI: found  recall")
+    for (name, n, f, r), (_, _, fg, rg) in zip(lesion_table(lesions[0]), lesion_table(lesions[1])):
+        print(f"{name:12s} {n:4d} |          {f:5d}  {r:6.3f} |        {fg:5d}  {rg:6.3f}")
     return 0
 
 

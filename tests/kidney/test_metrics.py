@@ -79,6 +79,23 @@ def test_shape_mismatch_raises():
         metrics.score_case(np.zeros((2, 2, 2)), np.zeros((2, 2, 3)), (1, 1, 1))
 
 
+def test_lesion_recall_counts_each_component_and_any_mass_label():
+    ref = np.zeros((12, 12, 12), np.uint8)
+    ref[1:3, 1:3, 1:3] = 2          # tumour A, 8 voxels
+    ref[4, 4, 4] = 2                # tumour B, one voxel apart from A: its own lesion
+    ref[7:10, 7:10, 7:10] = 3       # cyst, 27 voxels
+    ref[0, 11, 11] = 1              # kidney: not a lesion
+    pred = np.zeros_like(ref)
+    pred[1:3, 1:3, 1] = 3           # half of A, called a cyst: still found as a mass
+    pred[7:10, 7:10, 7:10] = 1      # the cyst called kidney: not found
+    got = metrics.lesion_recall(pred, ref, (1.0, 2.0, 0.5))
+    assert [(l.label, round(l.volume_ml, 6), l.recall) for l in got] == [
+        (2, 0.008, 0.5), (2, 0.001, 0.0), (3, 0.027, 0.0)]
+    assert metrics.lesion_recall(ref, ref, (1, 1, 1))[0].recall == 1.0
+    with pytest.raises(ValueError, match="shape"):
+        metrics.lesion_recall(pred[:-1], ref, (1, 1, 1))
+
+
 # --- brute force --------------------------------------------------------------------------------
 
 KERNEL = np.array([[[128, 64], [32, 16]], [[8, 4], [2, 1]]])

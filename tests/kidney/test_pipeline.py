@@ -5,7 +5,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from kidney import cli, io
+from kidney import cli, io, metrics
 from kidney.model import KidneyNet, WeightsError, save_weights
 from kidney.pipeline import NoKidneyWarning, Segmenter, default_weights, find_inputs
 
@@ -146,5 +146,12 @@ def test_stage_errors_script_replays_the_pipeline(tiny_phantom, tiny_segmenter, 
     data = tmp_path / "data"
     phantom.write_dataset(data, 1, seed=3, preset="tiny")
     assert se.main([str(data), "--weights", str(tiny_weights)]) == 0
-    out = capsys.readouterr().out
-    assert "case_00000" in out and out.strip().splitlines()[-1].startswith("mean")
+    out = capsys.readouterr().out.strip().splitlines()
+    assert any(line.startswith("case_00000") for line in out)
+    assert any(line.startswith("mean") for line in out)
+    # the lesion table counts every reference lesion once, in some size bin
+    n_lesions = len(metrics.lesion_recall(np.zeros_like(tiny_phantom.labels), tiny_phantom.labels, sp))
+    assert n_lesions > 0
+    rows = se.lesion_table([metrics.Lesion(2, v, r) for v, r in ((1.0, 0.0), (5.0, 0.6), (80.0, 1.0))])
+    assert [(n, f) for _, n, f, _ in rows] == [(1, 0), (1, 1), (0, 0), (1, 1)]
+    assert out[-5].startswith("lesions") and out[-1].startswith(">= 50 ml")
