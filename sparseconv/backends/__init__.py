@@ -26,7 +26,8 @@ Shapes and dtypes (N = rows, K = kernel offsets, C = channels):
 * ``depthwise_forward(feats, weight, kmap)``: ``(n_in, C)``, ``(K, C)`` → ``(n_out, C)``.
 * ``depthwise_weight_grad(feats, grad_out, kmap)``: → ``(K, C)``.
 * ``segment_sum(values, seg_ptr)``: ``(N, C)``, ``(S+1,) int64`` row boundaries → ``(S, C)``.
-* ``gelu(x)`` / ``gelu_grad(x, grad)``: exact GELU of ``(N, C)`` and its backward.
+* ``gelu(x)`` / ``gelu_grad(x, grad)``: exact (erf) GELU of ``(N, C)`` and its backward, to the
+  dtype's precision.
 * ``layer_norm(x, weight, bias, eps)``: each row over its channels → ``(y, xhat, rstd (N, 1))``.
 
 Input gradients need no kernel of their own: ``dX = conv_forward(dY, Wᵀ, kmap.transposed())``.

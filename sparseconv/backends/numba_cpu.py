@@ -323,13 +323,57 @@ def _segment_sum(values, seg_ptr):
     return out
 
 
+def _normal_cdf(v):
+    """Φ(v) in v's own precision (implemented per dtype below)."""
+    raise NotImplementedError("only callable from Numba-compiled code")
+
+
+def _normal_pdf(v):
+    """φ(v) in v's own precision (implemented per dtype below)."""
+    raise NotImplementedError("only callable from Numba-compiled code")
+
+
+# Erf numerator (odd, highest power first) and denominator (even) of Eigen's float32 rational
+# approximation (generic_fast_erf_float, also in TensorFlow/XLA): |error| < 5e-7 on [-4, 4], and erf
+# is ±1 in float32 beyond. libm's erf is a float64 call that does not vectorise; this is 5x faster.
+_ERF_P = (-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06, -5.69250639462346e-05,
+          -7.34990630326855e-04, -2.95459980854025e-03, -1.60960333262415e-02)
+_ERF_Q = (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03, -7.37332916720468e-03,
+          -1.42647390514189e-02)
+P0, P1, P2, P3, P4, P5, P6 = (np.float32(c) for c in _ERF_P)
+Q0, Q1, Q2, Q3, Q4 = (np.float32(c) for c in _ERF_Q)
+
+
+@nb.extending.overload(_normal_cdf, inline="always")
+def _normal_cdf_impl(v):
+    if v == nb.types.float32:
+        half, r2, four = np.float32(0.5), np.float32(SQRT_HALF), np.float32(4.0)
+
+        def cdf32(v):
+            a = min(max(v * r2, -four), four)
+            a2 = a * a
+            p = ((((((P0 * a2 + P1) * a2 + P2) * a2 + P3) * a2 + P4) * a2 + P5) * a2 + P6) * a
+            q = (((Q0 * a2 + Q1) * a2 + Q2) * a2 + Q3) * a2 + Q4
+            return half + half * (p / q)
+        return cdf32
+    return lambda v: 0.5 * (1.0 + math.erf(v * SQRT_HALF))
+
+
+@nb.extending.overload(_normal_pdf, inline="always")
+def _normal_pdf_impl(v):
+    if v == nb.types.float32:
+        m_half, k = np.float32(-0.5), np.float32(INV_SQRT_2PI)
+        return lambda v: math.exp(m_half * v * v) * k
+    return lambda v: math.exp(-0.5 * v * v) * INV_SQRT_2PI
+
+
 @nb.njit(parallel=True, cache=True)
 def _gelu(x):
     out = np.empty_like(x)
     for i in nb.prange(x.shape[0]):
         for c in range(x.shape[1]):
             v = x[i, c]
-            out[i, c] = v * 0.5 * (1.0 + math.erf(v * SQRT_HALF))
+            out[i, c] = v * _normal_cdf(v)
     return out
 
 
@@ -339,8 +383,7 @@ def _gelu_grad(x, grad):
     for i in nb.prange(x.shape[0]):
         for c in range(x.shape[1]):
             v = x[i, c]
-            cdf = 0.5 * (1.0 + math.erf(v * SQRT_HALF))
-            out[i, c] = grad[i, c] * (cdf + v * math.exp(-0.5 * v * v) * INV_SQRT_2PI)
+            out[i, c] = grad[i, c] * (_normal_cdf(v) + v * _normal_pdf(v))
     return out
 
 
