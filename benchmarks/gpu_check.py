@@ -281,6 +281,7 @@ def small_case(gpu_mod):
         checks.check_conv(be, "b2_odd", "down_k2s2", 3, 5, dtype)
         checks.check_depthwise(be, "b2_odd", "subm_k3_d1", 7, dtype)
         checks.check_segment_sum(be, 3000, 7, 5, dtype)
+        checks.check_pointwise(be, 5000, 32, dtype)
         checks.check_zero_rows(be, dtype)
     print("small case: all kernels ran and matched the reference")
 

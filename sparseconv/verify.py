@@ -16,7 +16,7 @@ What runs (the same suite the tests and ``benchmarks/gpu_check.py`` run, see
   the dense NumPy twin read at the active sites (``max|got − want| / max(1, max|want|) ≤ 1e-10``);
   then the same case in float32 against the reference backend (``‖got − ref‖ ≤ 1e-5 ‖ref‖``, the
   result must stay float32), and once more to demand a bitwise-equal repeat (determinism).
-* **index, kernel_maps, segment_sum, empty_inputs** — the kernel-level checks of
+* **index, kernel_maps, segment_sum, pointwise, empty_inputs** — the kernel-level checks of
   :mod:`sparseconv.backends.cuda_checks` (integer tables exactly equal to the reference's; floating
   results within 1e-5 (float32) / 1e-12 (float64) of the reference's norm; repeats bitwise equal).
 
@@ -44,7 +44,7 @@ TOL_DENSE = 1e-10  # float64 vs the dense twin, relative to max(1, max|want|)
 TOL_REF32 = 1e-5  # float32 vs the reference, relative to the reference's norm
 QUANTITIES = ("out", "dx", "dw", "db")
 LABEL = {"out": "out", "dx": "dX", "dw": "dW", "db": "db"}
-KERNEL_ROWS = ("index", "kernel_maps", "segment_sum", "empty_inputs")
+KERNEL_ROWS = ("index", "kernel_maps", "segment_sum", "pointwise", "empty_inputs")
 
 
 @dataclasses.dataclass
@@ -156,6 +156,9 @@ def _kernel_checks(quick: bool) -> dict:
         for n, s, c in ((0, 0, 3), (1, 1, 1), (50, 5, 3), (3000, 7, 5)):
             checks["segment_sum"].append((f"segment_sum N={n} S={s} C={c} {np.dtype(dtype).name}",
                                           ck.check_segment_sum, dict(n_rows=n, n_segments=s, channels=c, dtype=dtype)))
+        for n, c in ((0, 3), (257, 7), (5000, 32)):
+            checks["pointwise"].append((f"gelu, layer_norm (+grads) N={n} C={c} {np.dtype(dtype).name}",
+                                        ck.check_pointwise, dict(n_rows=n, channels=c, dtype=dtype)))
         checks["empty_inputs"].append((f"zero rows {np.dtype(dtype).name}", ck.check_zero_rows, dict(dtype=dtype)))
     return checks
 

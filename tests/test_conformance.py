@@ -148,6 +148,12 @@ def test_pointwise_kernels_match_reference(backend, dtype):
     tol = 1e-6 if dtype == np.float32 else 1e-12
     assert np.allclose(backend.gelu(x), ref.gelu(x), rtol=tol, atol=tol)
     assert np.allclose(backend.gelu_grad(x, g), ref.gelu_grad(x, g), rtol=tol, atol=tol)
-    for got, want in zip(backend.layer_norm(x, w, b, 1e-6), ref.layer_norm(x, w, b, 1e-6)):
+    y, xhat, rstd = ref.layer_norm(x, w, b, 1e-6)
+    for got, want in zip(backend.layer_norm(x, w, b, 1e-6), (y, xhat, rstd)):
         assert got.dtype == dtype and np.allclose(got, want, rtol=10 * tol, atol=10 * tol)
+    for weight in (w, None):
+        got, want = backend.layer_norm_grad(g, xhat, rstd, weight), ref.layer_norm_grad(g, xhat, rstd, weight)
+        for a, b_ in zip(got, want):
+            assert a.dtype == dtype and a.shape == b_.shape and np.allclose(a, b_, rtol=10 * tol, atol=10 * tol)
+    assert [a.shape for a in backend.layer_norm_grad(g[:0], xhat[:0], rstd[:0], w)] == [(0, 7), (7,), (7,)]
     assert backend.gelu(x[:0]).shape == (0, 7)

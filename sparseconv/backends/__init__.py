@@ -29,6 +29,8 @@ Shapes and dtypes (N = rows, K = kernel offsets, C = channels):
 * ``gelu(x)`` / ``gelu_grad(x, grad)``: exact (erf) GELU of ``(N, C)`` and its backward, to the
   dtype's precision.
 * ``layer_norm(x, weight, bias, eps)``: each row over its channels → ``(y, xhat, rstd (N, 1))``.
+* ``layer_norm_grad(grad, xhat, rstd, weight)``: its backward → ``(gx (N, C), gw (C,), gb (C,))``,
+  ``gw = Σ_rows grad·xhat``, ``gb = Σ_rows grad`` (``weight`` may be ``None``: ones).
 
 Input gradients need no kernel of their own: ``dX = conv_forward(dY, Wᵀ, kmap.transposed())``.
 """
@@ -58,6 +60,7 @@ class Backend(Protocol):
     def gelu(self, x): ...
     def gelu_grad(self, x, grad): ...
     def layer_norm(self, x, weight, bias, eps): ...
+    def layer_norm_grad(self, grad, xhat, rstd, weight): ...
 
 
 # name -> "module:attribute" of the backend instance (imported on first use)

@@ -267,6 +267,30 @@ def check_segment_sum(be, n_rows: int, n_segments: int, channels: int, dtype, se
     assert_bitwise(got, be.segment_sum(values, seg_ptr), "segment_sum")
 
 
+def check_pointwise(be, n_rows: int, channels: int, dtype, seed: int = 0):
+    """gelu, gelu_grad, layer_norm and layer_norm_grad (with and without a weight) vs the reference;
+    inputs spread to ±10 so the GELU tails are exercised."""
+    rng = np.random.default_rng(seed)
+    x, g = 3 * _feats(rng, n_rows, channels, dtype), _feats(rng, n_rows, channels, dtype)
+    w, b = _feats(rng, 1, channels, dtype)[0], _feats(rng, 1, channels, dtype)[0]
+    what = f"N={n_rows} C={channels}"
+    xp_ = be.xp
+    xd, gd = xp_.asarray(x), xp_.asarray(g)
+    assert_close(be.gelu(xd), REF.gelu(x), f"gelu {what}")
+    assert_close(be.gelu_grad(xd, gd), REF.gelu_grad(x, g), f"gelu_grad {what}")
+    ln = REF.layer_norm(x, w, b, 1e-6)
+    for name, got, want in zip(("y", "xhat", "rstd"), be.layer_norm(xd, xp_.asarray(w), xp_.asarray(b), 1e-6), ln):
+        assert_close(got, want, f"layer_norm {name} {what}")
+    for weight in (w, None):
+        wd = None if weight is None else xp_.asarray(weight)
+        got = be.layer_norm_grad(gd, xp_.asarray(ln[1]), xp_.asarray(ln[2]), wd)
+        for name, a, want in zip(("gx", "gw", "gb"), got, REF.layer_norm_grad(g, ln[1], ln[2], weight)):
+            assert_close(a, want, f"layer_norm_grad {name} {what} weight={'yes' if weight is not None else 'None'}")
+    assert_bitwise(be.gelu_grad(xd, gd), be.gelu_grad(xd, gd), "gelu_grad")
+    assert_bitwise(be.layer_norm_grad(gd, xp_.asarray(ln[1]), xp_.asarray(ln[2]), None)[1],
+                   be.layer_norm_grad(gd, xp_.asarray(ln[1]), xp_.asarray(ln[2]), None)[1], "layer_norm_grad")
+
+
 def check_zero_rows(be, dtype):
     """0-row inputs flow through every kernel: 0-row outputs, zero weight gradients."""
     x = random_sites(0, **SITES["empty"])
@@ -333,6 +357,8 @@ def all_cases(quick: bool = False):
         for n, s, c in ((0, 0, 3), (0, 4, 2), (1, 1, 1), (50, 5, 3), (3000, 7, 5), (2500, 1, 33)):
             cases.append((f"segment_sum_n{n}_s{s}_c{c}_{dt}", check_segment_sum,
                           dict(n_rows=n, n_segments=s, channels=c, dtype=dtype)))
+        for n, c in ((0, 3), (1, 1), (257, 7), (5000, 32)):
+            cases.append((f"pointwise_n{n}_c{c}_{dt}", check_pointwise, dict(n_rows=n, channels=c, dtype=dtype)))
         cases.append((f"zero_rows_{dt}", check_zero_rows, dict(dtype=dtype)))
     return cases
 

@@ -356,3 +356,6 @@ class CudaHostBackend:
 
     def layer_norm(self, x, weight, bias, eps):
         return pointwise.layer_norm(self.xp, x, weight, bias, eps)
+
+    def layer_norm_grad(self, grad, xhat, rstd, weight):
+        return pointwise.layer_norm_grad(self.xp, grad, xhat, rstd, weight)

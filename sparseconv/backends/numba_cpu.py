@@ -410,6 +410,32 @@ def _layer_norm(x, weight, bias, eps):
     return y, xhat, rstd
 
 
+@nb.njit(parallel=True, cache=True)
+def _layer_norm_grad(grad, xhat, rstd, weight):
+    n, c = grad.shape
+    gx = np.empty_like(grad)
+    n_chunks = min(WGRAD_CHUNKS, max(n, 1))
+    partial = np.zeros((n_chunks, 2, c), dtype=grad.dtype)  # per chunk: Σ grad·xhat, Σ grad
+    for chunk in nb.prange(n_chunks):
+        for i in range(n * chunk // n_chunks, n * (chunk + 1) // n_chunks):
+            m1, m2 = 0.0, 0.0  # row means of gxhat and gxhat·xhat
+            for j in range(c):
+                g, h = grad[i, j], xhat[i, j]
+                m1 += g * weight[j]
+                m2 += g * weight[j] * h
+                partial[chunk, 0, j] += g * h
+                partial[chunk, 1, j] += g
+            m1 /= c
+            m2 /= c
+            r = rstd[i, 0]
+            for j in range(c):
+                gx[i, j] = r * (grad[i, j] * weight[j] - m1 - xhat[i, j] * m2)
+    sums = np.zeros((2, c), dtype=grad.dtype)
+    for chunk in range(n_chunks):
+        sums += partial[chunk]
+    return gx, sums[0], sums[1]
+
+
 def _blas_block(cin: int, cout: int) -> int:
     """Rows per BLAS call: keep each call below OpenBLAS's threading threshold (m·n·k < 2^18),
     so BLAS runs single-threaded inside Numba's parallel loop instead of fighting it."""
@@ -507,6 +533,11 @@ class NumbaBackend:
         weight = np.ones(c, x.dtype) if weight is None else np.asarray(weight, dtype=x.dtype)
         bias = np.zeros(c, x.dtype) if bias is None else np.asarray(bias, dtype=x.dtype)
         return self._launch(_layer_norm, 4 * x.size, np.ascontiguousarray(x), weight, bias, x.dtype.type(eps))
+
+    def layer_norm_grad(self, grad, xhat, rstd, weight):
+        weight = np.ones(grad.shape[1], grad.dtype) if weight is None else np.asarray(weight, dtype=grad.dtype)
+        return self._launch(_layer_norm_grad, 6 * grad.size, np.ascontiguousarray(grad),
+                            np.ascontiguousarray(xhat), np.ascontiguousarray(rstd), weight)
 
 
 backend = NumbaBackend()

@@ -39,3 +39,12 @@ def layer_norm(xp, x, weight, bias, eps):
     xhat = xc * rstd
     y = xhat if weight is None else xhat * weight
     return (y if bias is None else y + bias), xhat, rstd
+
+
+def layer_norm_grad(xp, grad, xhat, rstd, weight):
+    """Backward of :func:`layer_norm` from its saved ``xhat``, ``rstd``: ``(gx, gw, gb)`` with
+    ``gw = Σ_rows grad·xhat`` and ``gb = Σ_rows grad`` (``(C,)`` each, whether or not used)."""
+    gxhat = grad if weight is None else grad * weight
+    gx = rstd * (gxhat - gxhat.mean(axis=1, keepdims=True)
+                 - xhat * (gxhat * xhat).mean(axis=1, keepdims=True))
+    return gx, (grad * xhat).sum(axis=0), grad.sum(axis=0)

@@ -122,5 +122,8 @@ class ReferenceBackend:
     def layer_norm(self, x, weight, bias, eps):
         return pointwise.layer_norm(np, x, weight, bias, eps)
 
+    def layer_norm_grad(self, grad, xhat, rstd, weight):
+        return pointwise.layer_norm_grad(np, grad, xhat, rstd, weight)
+
 
 backend = ReferenceBackend()

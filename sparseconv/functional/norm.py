@@ -27,12 +27,8 @@ class LayerNormFn(Function):
     @staticmethod
     def backward(ctx, grad):
         xhat, rstd, weight = ctx.saved
-        gxhat = grad if weight is None else grad * weight
-        gx = rstd * (gxhat - gxhat.mean(axis=1, keepdims=True)
-                     - xhat * (gxhat * xhat).mean(axis=1, keepdims=True))
-        gw = (grad * xhat).sum(axis=0) if weight is not None else None
-        gb = grad.sum(axis=0) if ctx.has_bias else None
-        return gx, gw, gb
+        gx, gw, gb = get_backend().layer_norm_grad(grad, xhat, rstd, weight)
+        return gx, (gw if weight is not None else None), (gb if ctx.has_bias else None)
 
 
 class BatchNormFn(Function):
