@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The exact commands that produced kidney/weights/stage1_compact.npz and stage2_compact.npz.
 #
-# The runs were made over three sessions, two at a time on 2 cores (one Numba and one BLAS thread
+# The runs were made over four sessions, two at a time on 2 cores (one Numba and one BLAS thread
 # each), and lengthened or shortened while they ran; every change was a resume from a checkpoint
 # and is replayed here with --stop-at, so this script repeats them step for step (resumes are
 # bitwise exact on the CPU backends at fixed thread settings). Here they run one after another.
@@ -18,7 +18,7 @@
 #   stage-2    first on ground-truth crops, then fine-tuned on the crops the shipped stage 1 finds
 #   crops      (--no-gt-crops): a ground-truth crop's mask is the true kidney outline dilated, a cue
 #              the network learns and does not have at inference
-#   data       48 synthetic phantoms instead of KiTS23; chosen on 12 validation phantoms
+#   data       48, then 72 synthetic phantoms instead of KiTS23; chosen on 12 validation phantoms
 #
 # Usage: scripts/train_weights.sh [WORK_DIR]     (default runs/weights)
 set -euo pipefail
@@ -75,7 +75,32 @@ done
 kidney train --stage 1 --out "$WORK/stage1_398" --spacing 3.98 --lr 5e-4 --warmup 50 --steps 2000 \
     --init-weights "$WORK/stage1/weights.npz" $C
 
-# 6. the candidate pairs, scored on the validation phantoms
+# 6. session 4: 24 more training phantoms (seeds 1003, 1004) next to the 48, in train72
+if [ ! -d "$WORK/train72/case_00071" ]; then
+  mkdir -p "$WORK/train72"
+  for i in $(seq 0 47); do c=$(printf case_%05d "$i"); ln -sfn "../train/$c" "$WORK/train72/$c"; done
+  $P --out "$WORK/train72" -n 12 --seed 1003 --start 48
+  $P --out "$WORK/train72" -n 12 --seed 1004 --start 60
+fi
+C72="--data $WORK/train72 --model compact --accumulate 1 --loss dice+bce --checkpoint-every 50 --quiet"
+# 6a. stage 1 continued from step 2 on the 72 phantoms: lr 5e-4, 50 warm-up steps, 4000 steps, seed 4
+kidney train --stage 1 --out "$WORK/stage1_s4" --spacing 5.97 --lr 5e-4 --warmup 50 --steps 4000 --seed 4 \
+    --init-weights "$WORK/stage1/weights.npz" $C72
+# 6b, 6c. stage 2 continued from 4c (lr 1e-4) on the stage-1 crops of the 72 phantoms, lr 3e-4, 50 warm-up:
+#   6b on the crops of stage 1 (step 2), 8000 steps, seed 2; 6c on the crops of stage 1_s4 (6a),
+#   seed 5, an 8000-step schedule to step 550 and then 10000 steps in all (identical lr to step 1600).
+#   6c (and 6d) ran with the float32 Numba GELU of this session; 2, 6a and 6b with libm's erf, so a
+#   replay of those reproduces them to float32 rounding rather than bitwise.
+S2="kidney train --stage 2 --spacing 1.56 --stage1-spacing 5.97 --no-gt-crops --lr 3e-4 --warmup 50 $C72
+    --init-weights $WORK/stage2ft3_lr1e-4/weights.npz"
+$S2 --stage1-weights "$WORK/stage1/weights.npz" --out "$WORK/stage2_s4a" --seed 2 --steps 8000
+$S2 --stage1-weights "$WORK/stage1_s4/weights.npz" --out "$WORK/stage2_s4c" --seed 5 --steps 8000 --stop-at 550
+$S2 --stage1-weights "$WORK/stage1_s4/weights.npz" --out "$WORK/stage2_s4c" --seed 5 --steps 10000
+# 6d. stage 1 continued 4000 more steps from 6a (lr 5e-4, 50 warm-up steps, seed 6)
+kidney train --stage 1 --out "$WORK/stage1_s4b" --spacing 5.97 --lr 5e-4 --warmup 50 --steps 4000 --seed 6 \
+    --init-weights "$WORK/stage1_s4/weights.npz" $C72
+
+# 7. the candidate pairs, scored on the validation phantoms
 candidate() {  # NAME STAGE1 STAGE2
   mkdir -p "$WORK/cand/$1"
   cp "$2" "$WORK/cand/$1/stage1_compact.npz"
@@ -89,14 +114,22 @@ CANDIDATES=("stage1+stage2:stage1/weights.npz:stage2/weights.npz"
             "stage1+stage2ft3_lr3e-4:stage1/weights.npz:stage2ft3_lr3e-4/weights.npz"
             "stage1+stage2ft3_lr1e-4:stage1/weights.npz:stage2ft3_lr1e-4/weights.npz"
             "stage1_398+stage2:stage1_398/weights.npz:stage2/weights.npz"
-            "stage1_398+stage2ft:stage1_398/weights.npz:stage2ft/weights.npz")
+            "stage1_398+stage2ft:stage1_398/weights.npz:stage2ft/weights.npz"
+            "stage1+stage2_s4a:stage1/weights.npz:stage2_s4a/weights.npz"
+            "stage1+stage2_s4c:stage1/weights.npz:stage2_s4c/weights.npz"
+            "stage1_s4+stage2ft3_lr1e-4:stage1_s4/weights.npz:stage2ft3_lr1e-4/weights.npz"
+            "stage1_s4+stage2_s4a:stage1_s4/weights.npz:stage2_s4a/weights.npz"
+            "stage1_s4+stage2_s4c:stage1_s4/weights.npz:stage2_s4c/weights.npz"
+            "stage1_s4b+stage2ft3_lr1e-4:stage1_s4b/weights.npz:stage2ft3_lr1e-4/weights.npz"
+            "stage1_s4b+stage2_s4a:stage1_s4b/weights.npz:stage2_s4a/weights.npz"
+            "stage1_s4b+stage2_s4c:stage1_s4b/weights.npz:stage2_s4c/weights.npz")
 for c in "${CANDIDATES[@]}"; do
   IFS=: read -r name s1 s2 <<< "$c"
   candidate "$name" "$WORK/$s1" "$WORK/$s2"
 done
 
-# 7. ship the best on validation, and score it on the unseen test phantoms and the real CT
-CHOSEN=stage1+stage2ft3_lr1e-4  # best mean Dice over the 3 HECs
+# 8. ship the best on validation, and score it on the unseen test phantoms and the real CT
+CHOSEN=stage1_s4+stage2_s4c  # best mean Dice over the 3 HECs (sessions 1-3 shipped stage1+stage2ft3_lr1e-4)
 cp "$WORK/cand/$CHOSEN/stage1_compact.npz" kidney/weights/stage1_compact.npz
 cp "$WORK/cand/$CHOSEN/stage2_compact.npz" kidney/weights/stage2_compact.npz
 kidney segment -i "$WORK/test" -o "$WORK/pred" --overwrite
