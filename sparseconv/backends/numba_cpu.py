@@ -324,13 +324,13 @@ def _segment_sum(values, seg_ptr):
 
 
 def _normal_cdf(v):
-    """Φ(v) in v's own precision (implemented per dtype below)."""
-    raise NotImplementedError("only callable from Numba-compiled code")
+    """Φ(v); in compiled code in v's own precision (the overload below picks per dtype)."""
+    return 0.5 * (1.0 + math.erf(v * SQRT_HALF))
 
 
 def _normal_pdf(v):
-    """φ(v) in v's own precision (implemented per dtype below)."""
-    raise NotImplementedError("only callable from Numba-compiled code")
+    """φ(v); in compiled code in v's own precision (the overload below picks per dtype)."""
+    return math.exp(-0.5 * v * v) * INV_SQRT_2PI
 
 
 # Erf numerator (odd, highest power first) and denominator (even) of Eigen's float32 rational
