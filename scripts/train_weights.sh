@@ -89,7 +89,7 @@ kidney train --stage 1 --out "$WORK/stage1_s4" --spacing 5.97 --lr 5e-4 --warmup
 # 6b, 6c. stage 2 continued from 4c (lr 1e-4) on the stage-1 crops of the 72 phantoms, lr 3e-4, 50 warm-up:
 #   6b on the crops of stage 1 (step 2), 8000 steps, seed 2; 6c on the crops of stage 1_s4 (6a),
 #   seed 5, an 8000-step schedule to step 550 and then 10000 steps in all (identical lr to step 1600).
-#   6c (and 6d) ran with the float32 Numba GELU of this session; 2, 6a and 6b with libm's erf, so a
+#   6c-6f ran with the float32 Numba GELU of this session; 2, 6a and 6b with libm's erf, so a
 #   replay of those reproduces them to float32 rounding rather than bitwise.
 S2="kidney train --stage 2 --spacing 1.56 --stage1-spacing 5.97 --no-gt-crops --lr 3e-4 --warmup 50 $C72
     --init-weights $WORK/stage2ft3_lr1e-4/weights.npz"
@@ -99,6 +99,12 @@ $S2 --stage1-weights "$WORK/stage1_s4/weights.npz" --out "$WORK/stage2_s4c" --se
 # 6d. stage 1 continued 4000 more steps from 6a (lr 5e-4, 50 warm-up steps, seed 6)
 kidney train --stage 1 --out "$WORK/stage1_s4b" --spacing 5.97 --lr 5e-4 --warmup 50 --steps 4000 --seed 6 \
     --init-weights "$WORK/stage1_s4/weights.npz" $C72
+# 6e, 6f. stage 2 continued 3500 steps from 6c at lr 2e-4: 6e on the crops of stage1_s4 (seed 7),
+#   6f on the crops of stage1_s4b (seed 8)
+S2B="kidney train --stage 2 --spacing 1.56 --stage1-spacing 5.97 --no-gt-crops --lr 2e-4 --warmup 50 $C72
+     --init-weights $WORK/stage2_s4c/weights.npz --steps 3500"
+$S2B --stage1-weights "$WORK/stage1_s4/weights.npz" --out "$WORK/stage2_s4d" --seed 7
+$S2B --stage1-weights "$WORK/stage1_s4b/weights.npz" --out "$WORK/stage2_s4e" --seed 8
 
 # 7. the candidate pairs, scored on the validation phantoms
 candidate() {  # NAME STAGE1 STAGE2
@@ -122,14 +128,16 @@ CANDIDATES=("stage1+stage2:stage1/weights.npz:stage2/weights.npz"
             "stage1_s4+stage2_s4c:stage1_s4/weights.npz:stage2_s4c/weights.npz"
             "stage1_s4b+stage2ft3_lr1e-4:stage1_s4b/weights.npz:stage2ft3_lr1e-4/weights.npz"
             "stage1_s4b+stage2_s4a:stage1_s4b/weights.npz:stage2_s4a/weights.npz"
-            "stage1_s4b+stage2_s4c:stage1_s4b/weights.npz:stage2_s4c/weights.npz")
+            "stage1_s4b+stage2_s4c:stage1_s4b/weights.npz:stage2_s4c/weights.npz"
+            "stage1_s4+stage2_s4d:stage1_s4/weights.npz:stage2_s4d/weights.npz"
+            "stage1_s4b+stage2_s4e:stage1_s4b/weights.npz:stage2_s4e/weights.npz")
 for c in "${CANDIDATES[@]}"; do
   IFS=: read -r name s1 s2 <<< "$c"
   candidate "$name" "$WORK/$s1" "$WORK/$s2"
 done
 
 # 8. ship the best on validation, and score it on the unseen test phantoms and the real CT
-CHOSEN=stage1_s4+stage2_s4c  # best mean Dice over the 3 HECs (sessions 1-3 shipped stage1+stage2ft3_lr1e-4)
+CHOSEN=stage1_s4b+stage2_s4e  # best mean Dice over the 3 HECs (sessions 1-3 shipped stage1+stage2ft3_lr1e-4)
 cp "$WORK/cand/$CHOSEN/stage1_compact.npz" kidney/weights/stage1_compact.npz
 cp "$WORK/cand/$CHOSEN/stage2_compact.npz" kidney/weights/stage2_compact.npz
 kidney segment -i "$WORK/test" -o "$WORK/pred" --overwrite
