@@ -243,7 +243,6 @@ class Segmenter:
         res.n_active["stage2"] = self.labels_on_rois(arr, spacing, rois, res.labels, timed)
         return res if details else res.labels
 
-
     def labels_on_rois(self, image: np.ndarray, spacing, rois: Sequence[Roi], out: np.ndarray,
                        timed=None) -> int:
         """Stage 2 on each ROI, max-merged onto the scan grid, then the label rule, written into ``out``
@@ -274,6 +273,7 @@ class Segmenter:
             out[tuple(slice(a, b) for a, b in zip(ulo, uhi))] = sub
         timed("merge", finish)
         return n2
+
 
 _DEFAULT: Optional[Segmenter] = None
 

@@ -356,7 +356,7 @@ def _normal_cdf_impl(v):
             q = (((Q0 * a2 + Q1) * a2 + Q2) * a2 + Q3) * a2 + Q4
             return half + half * (p / q)
         return cdf32
-    return lambda v: 0.5 * (1.0 + math.erf(v * SQRT_HALF))
+    return _normal_cdf  # float64 (and other types): the exact formula above
 
 
 @nb.extending.overload(_normal_pdf, inline="always")
@@ -364,7 +364,7 @@ def _normal_pdf_impl(v):
     if v == nb.types.float32:
         m_half, k = np.float32(-0.5), np.float32(INV_SQRT_2PI)
         return lambda v: math.exp(m_half * v * v) * k
-    return lambda v: math.exp(-0.5 * v * v) * INV_SQRT_2PI
+    return _normal_pdf
 
 
 @nb.njit(parallel=True, cache=True)
