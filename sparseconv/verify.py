@@ -157,7 +157,7 @@ def _kernel_checks(quick: bool) -> dict:
             checks["segment_sum"].append((f"segment_sum N={n} S={s} C={c} {np.dtype(dtype).name}",
                                           ck.check_segment_sum, dict(n_rows=n, n_segments=s, channels=c, dtype=dtype)))
         for n, c in ((0, 3), (257, 7), (5000, 32)):
-            checks["pointwise"].append((f"gelu, layer_norm (+grads) N={n} C={c} {np.dtype(dtype).name}",
+            checks["pointwise"].append((f"gelu, layer_norm, grn (+grads) N={n} C={c} {np.dtype(dtype).name}",
                                         ck.check_pointwise, dict(n_rows=n, channels=c, dtype=dtype)))
         checks["empty_inputs"].append((f"zero rows {np.dtype(dtype).name}", ck.check_zero_rows, dict(dtype=dtype)))
     return checks

@@ -157,3 +157,56 @@ def test_pointwise_kernels_match_reference(backend, dtype):
             assert a.dtype == dtype and a.shape == b_.shape and np.allclose(a, b_, rtol=10 * tol, atol=10 * tol)
     assert [a.shape for a in backend.layer_norm_grad(g[:0], xhat[:0], rstd[:0], w)] == [(0, 7), (7,), (7,)]
     assert backend.gelu(x[:0]).shape == (0, 7)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_grn_kernels_match_reference(backend, dtype):
+    """grn / grn_grad over three samples (one empty, one with an all-zero channel) and over one."""
+    from sparseconv.backends.reference import backend as ref
+    rng = np.random.default_rng(6)
+    x = (3 * rng.standard_normal((257, 7))).astype(dtype)
+    x[100:180, 2] = 0.0  # G = 0 there: its gradient term must be 0, not NaN
+    g = rng.standard_normal((257, 7)).astype(dtype)
+    gamma, beta = rng.standard_normal(7).astype(dtype), rng.standard_normal(7).astype(dtype)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    for ptr in (np.array([0, 100, 100, 180, 257], np.int64), np.array([0, 257], np.int64)):
+        y, G = backend.grn(x, gamma, beta, ptr, 1e-6)
+        y_ref, G_ref = ref.grn(x, gamma, beta, ptr, 1e-6)
+        assert y.dtype == G.dtype == dtype and G.shape == (len(ptr) - 1, 7)
+        assert np.allclose(y, y_ref, rtol=tol, atol=tol) and np.allclose(G, G_ref, rtol=tol, atol=tol)
+        got, want = backend.grn_grad(g, x, gamma, G_ref, ptr, 1e-6), ref.grn_grad(g, x, gamma, G_ref, ptr, 1e-6)
+        for a, b_ in zip(got, want):
+            assert a.dtype == dtype and a.shape == b_.shape and np.isfinite(a).all()
+            assert np.allclose(a, b_, rtol=tol, atol=tol)
+    empty = np.array([0, 0], np.int64)
+    y, G = backend.grn(x[:0], gamma, beta, empty, 1e-6)
+    assert y.shape == (0, 7) and G.shape == (1, 7) and not G.any()
+    assert [a.shape for a in backend.grn_grad(g[:0], x[:0], gamma, G, empty, 1e-6)] == [(0, 7), (7,), (7,)]
+
+
+def test_numba_reductions_same_bits_for_any_thread_count():
+    """segment_sum and GRN split rows in fixed chunks, so 1 and 2 threads give the same bits,
+    also for one sample (where the chunks are what makes the sum parallel)."""
+    import numba
+    from sparseconv.backends.numba_cpu import backend as nb
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs 2 or more Numba threads to compare thread counts")
+    rng = np.random.default_rng(7)
+    x, g = rng.standard_normal((2, 50_000, 16)).astype(np.float32)
+    gamma, beta = rng.standard_normal((2, 16)).astype(np.float32)
+    saved = nb.parallel_min_work, numba.get_num_threads()
+    results = []
+    try:
+        nb.parallel_min_work = 0
+        for threads in (1, numba.config.NUMBA_NUM_THREADS):
+            numba.set_num_threads(threads)
+            for ptr in (np.array([0, 50_000]), np.array([0, 1, 20_000, 50_000])):
+                y, G = nb.grn(x, gamma, beta, ptr, 1e-6)
+                results.append((nb.segment_sum(x, ptr), y, G) + nb.grn_grad(g, x, gamma, G, ptr, 1e-6))
+    finally:
+        nb.parallel_min_work = saved[0]
+        numba.set_num_threads(saved[1])
+    half = len(results) // 2
+    for one, many in zip(results[:half], results[half:]):
+        for a, b_ in zip(one, many):
+            assert np.array_equal(a, b_)

@@ -10,6 +10,7 @@ import pytest
 import sparseconv
 from sparseconv import backends as B
 from sparseconv import verify
+from sparseconv.backends import pointwise
 from sparseconv.backends.reference import ReferenceBackend
 from sparseconv.testing import conformance as conf
 
@@ -65,6 +66,24 @@ class Sloppy(ReferenceBackend):
     def conv_forward(self, feats, weight, kmap):
         out = super().conv_forward(feats, weight, kmap)
         return out * np.float32(1.001) if out.dtype == np.float32 else out
+
+
+class NormDetached(ReferenceBackend):
+    """GRN backward that treats the norm ``Nx`` as a constant (drops the ``x · dL/dG / G`` term): a
+    plausible shortcut whose forward is exact and whose dγ, dβ still match."""
+    name = "norm-detached"
+
+    def grn_grad(self, grad, x, gamma, G, seg_ptr, eps):
+        dx, d_gamma, d_beta = super().grn_grad(grad, x, gamma, G, seg_ptr, eps)
+        _, _, scale = pointwise.grn_scale(np, G, gamma, eps)
+        rows = np.repeat(scale, np.diff(seg_ptr), axis=0)
+        return grad * rows, d_gamma, d_beta
+
+
+def test_a_wrong_grn_gradient_fails_the_pointwise_row(registry):
+    report = verify.verify_backend(NormDetached(), quick=True, ops=["pointwise"])
+    assert report.failed_ops == ["pointwise"]
+    assert "grn_grad dx" in report.rows[0].failures[0]
 
 
 def test_a_crashing_kernel_is_a_failure_of_its_op_not_a_crash(registry):

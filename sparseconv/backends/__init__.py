@@ -31,6 +31,10 @@ Shapes and dtypes (N = rows, K = kernel offsets, C = channels):
 * ``layer_norm(x, weight, bias, eps)``: each row over its channels → ``(y, xhat, rstd (N, 1))``.
 * ``layer_norm_grad(grad, xhat, rstd, weight)``: its backward → ``(gx (N, C), gw (C,), gb (C,))``,
   ``gw = Σ_rows grad·xhat``, ``gb = Σ_rows grad`` (``weight`` may be ``None``: ones).
+* ``grn(x, gamma, beta, seg_ptr, eps)``: ConvNeXt-V2 GRN of ``(N, C)`` rows split into samples by
+  ``seg_ptr (S+1,) int64`` (``seg_ptr[0] = 0``, ``seg_ptr[-1] = N``) → ``(y (N, C), G (S, C))``,
+  ``G`` the per-sample channel L2 norms, ``y = x·(γ·G/(mean_c G + eps) + 1) + β``.
+* ``grn_grad(grad, x, gamma, G, seg_ptr, eps)``: its backward → ``(dx (N, C), dγ (C,), dβ (C,))``.
 
 Input gradients need no kernel of their own: ``dX = conv_forward(dY, Wᵀ, kmap.transposed())``.
 """
@@ -61,6 +65,8 @@ class Backend(Protocol):
     def gelu_grad(self, x, grad): ...
     def layer_norm(self, x, weight, bias, eps): ...
     def layer_norm_grad(self, grad, xhat, rstd, weight): ...
+    def grn(self, x, gamma, beta, seg_ptr, eps): ...
+    def grn_grad(self, grad, x, gamma, G, seg_ptr, eps): ...
 
 
 # name -> "module:attribute" of the backend instance (imported on first use)

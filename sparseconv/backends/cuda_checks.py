@@ -268,8 +268,8 @@ def check_segment_sum(be, n_rows: int, n_segments: int, channels: int, dtype, se
 
 
 def check_pointwise(be, n_rows: int, channels: int, dtype, seed: int = 0):
-    """gelu, gelu_grad, layer_norm and layer_norm_grad (with and without a weight) vs the reference;
-    inputs spread to ±10 so the GELU tails are exercised."""
+    """gelu, gelu_grad, layer_norm, layer_norm_grad (with and without a weight), grn and grn_grad vs
+    the reference; inputs spread to ±10 so the GELU tails are exercised."""
     rng = np.random.default_rng(seed)
     x, g = 3 * _feats(rng, n_rows, channels, dtype), _feats(rng, n_rows, channels, dtype)
     w, b = _feats(rng, 1, channels, dtype)[0], _feats(rng, 1, channels, dtype)[0]
@@ -289,6 +289,22 @@ def check_pointwise(be, n_rows: int, channels: int, dtype, seed: int = 0):
     assert_bitwise(be.gelu_grad(xd, gd), be.gelu_grad(xd, gd), "gelu_grad")
     assert_bitwise(be.layer_norm_grad(gd, xp_.asarray(ln[1]), xp_.asarray(ln[2]), None)[1],
                    be.layer_norm_grad(gd, xp_.asarray(ln[1]), xp_.asarray(ln[2]), None)[1], "layer_norm_grad")
+    _check_grn(be, x, g, w, b, what)
+
+
+def _check_grn(be, x, g, gamma, beta, what):
+    """grn and grn_grad on three samples (the middle one empty), then on the rows as one sample."""
+    n = len(x)
+    xp_ = be.xp
+    xd, gd, gam = xp_.asarray(x), xp_.asarray(g), xp_.asarray(gamma)
+    for ptr in (np.array([0, n // 3, n // 3, n], np.int64), np.array([0, n], np.int64)):
+        y, G = REF.grn(x, gamma, beta, ptr, 1e-6)
+        for name, got, want in zip(("y", "G"), be.grn(xd, gam, xp_.asarray(beta), xp_.asarray(ptr), 1e-6), (y, G)):
+            assert_close(got, want, f"grn {name} {what} S={len(ptr) - 1}")
+        got = be.grn_grad(gd, xd, gam, xp_.asarray(G), xp_.asarray(ptr), 1e-6)
+        for name, a, want in zip(("dx", "dgamma", "dbeta"), got, REF.grn_grad(g, x, gamma, G, ptr, 1e-6)):
+            assert_close(a, want, f"grn_grad {name} {what} S={len(ptr) - 1}")
+        assert_bitwise(got[1], be.grn_grad(gd, xd, gam, xp_.asarray(G), xp_.asarray(ptr), 1e-6)[1], "grn_grad")
 
 
 def check_zero_rows(be, dtype):

@@ -359,3 +359,9 @@ class CudaHostBackend:
 
     def layer_norm_grad(self, grad, xhat, rstd, weight):
         return pointwise.layer_norm_grad(self.xp, grad, xhat, rstd, weight)
+
+    def grn(self, x, gamma, beta, seg_ptr, eps):
+        return pointwise.grn(self.xp, self.segment_sum, x, gamma, beta, seg_ptr, eps)
+
+    def grn_grad(self, grad, x, gamma, G, seg_ptr, eps):
+        return pointwise.grn_grad(self.xp, self.segment_sum, grad, x, gamma, G, seg_ptr, eps)

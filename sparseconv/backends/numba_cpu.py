@@ -27,6 +27,7 @@ import numba as nb  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .. import coords as C
+from . import pointwise
 
 SQRT_HALF = 1.0 / math.sqrt(2.0)
 INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -313,13 +314,66 @@ def _depthwise_weight_grad(feats, grad_out, nbr):
     return grad_w
 
 
+def _segment_chunks(n_seg):
+    """Row chunks per segment: a fixed split (so sums have the same bits for any thread count) that
+    still gives the threads work when there is one sample, and stays small when there are many."""
+    return max(1, WGRAD_CHUNKS // max(n_seg, 1))
+
+
+@nb.njit(inline="always")
+def _chunk_rows(seg_ptr, n_chunks, task):
+    """``(segment, first row, stop row)`` of parallel task ``task`` (``n_chunks`` tasks per segment)."""
+    s, chunk = task // n_chunks, task % n_chunks
+    start, n = seg_ptr[s], seg_ptr[s + 1] - seg_ptr[s]
+    return s, start + n * chunk // n_chunks, start + n * (chunk + 1) // n_chunks
+
+
 @nb.njit(parallel=True, cache=True)
-def _segment_sum(values, seg_ptr):
-    n_seg = len(seg_ptr) - 1
-    out = np.zeros((n_seg, values.shape[1]), dtype=values.dtype)
-    for s in nb.prange(n_seg):
-        for r in range(seg_ptr[s], seg_ptr[s + 1]):
-            out[s] += values[r]
+def _segment_sum(values, seg_ptr, n_chunks):
+    n_seg, c = len(seg_ptr) - 1, values.shape[1]
+    partial = np.zeros((n_seg, n_chunks, c), dtype=values.dtype)
+    for task in nb.prange(n_seg * n_chunks):
+        s, r0, r1 = _chunk_rows(seg_ptr, n_chunks, task)
+        for r in range(r0, r1):
+            for j in range(c):
+                partial[s, task % n_chunks, j] += values[r, j]
+    out = np.zeros((n_seg, c), dtype=values.dtype)
+    for s in range(n_seg):
+        for chunk in range(n_chunks):  # in a fixed order
+            out[s] += partial[s, chunk]
+    return out
+
+
+@nb.njit(parallel=True, cache=True)
+def _segment_dot_sum(a, b, seg_ptr, n_chunks):
+    """Per segment: ``(Σ_rows a·b, Σ_rows a)``, both ``(S, C)``, in one pass (GRN's reductions)."""
+    n_seg, c = len(seg_ptr) - 1, a.shape[1]
+    partial = np.zeros((n_seg, n_chunks, 2, c), dtype=a.dtype)
+    for task in nb.prange(n_seg * n_chunks):
+        s, r0, r1 = _chunk_rows(seg_ptr, n_chunks, task)
+        for r in range(r0, r1):
+            for j in range(c):
+                partial[s, task % n_chunks, 0, j] += a[r, j] * b[r, j]
+                partial[s, task % n_chunks, 1, j] += a[r, j]
+    out = np.zeros((2, n_seg, c), dtype=a.dtype)
+    for s in range(n_seg):
+        for chunk in range(n_chunks):
+            out[0, s] += partial[s, chunk, 0]
+            out[1, s] += partial[s, chunk, 1]
+    return out[0], out[1]
+
+
+@nb.njit(parallel=True, cache=True)
+def _grn_rows(a, p, b, q, shift, seg_ptr, n_chunks):
+    """``out[r] = a[r]·p[s] + b[r]·q[s] + shift`` for each row r of segment s (GRN forward: a = b = x,
+    p = scale, q = 0, shift = β; backward: a = grad, b = x, p = scale, q = coef, shift = 0)."""
+    out = np.empty_like(a)
+    c = a.shape[1]
+    for task in nb.prange((len(seg_ptr) - 1) * n_chunks):
+        s, r0, r1 = _chunk_rows(seg_ptr, n_chunks, task)
+        for r in range(r0, r1):
+            for j in range(c):
+                out[r, j] = a[r, j] * p[s, j] + b[r, j] * q[s, j] + shift[j]
     return out
 
 
@@ -519,7 +573,9 @@ class NumbaBackend:
                             np.ascontiguousarray(feats), np.ascontiguousarray(grad_out), kmap.neighbors)
 
     def segment_sum(self, values, seg_ptr):
-        return self._launch(_segment_sum, values.size, np.ascontiguousarray(values), np.asarray(seg_ptr, dtype=np.int64))
+        seg_ptr = np.asarray(seg_ptr, dtype=np.int64)
+        return self._launch(_segment_sum, values.size, np.ascontiguousarray(values), seg_ptr,
+                            _segment_chunks(len(seg_ptr) - 1))
 
 
     def gelu(self, x):
@@ -538,6 +594,24 @@ class NumbaBackend:
         weight = np.ones(grad.shape[1], grad.dtype) if weight is None else np.asarray(weight, dtype=grad.dtype)
         return self._launch(_layer_norm_grad, 6 * grad.size, np.ascontiguousarray(grad),
                             np.ascontiguousarray(xhat), np.ascontiguousarray(rstd), weight)
+
+    def grn(self, x, gamma, beta, seg_ptr, eps):
+        x, seg_ptr = np.ascontiguousarray(x), np.asarray(seg_ptr, dtype=np.int64)
+        n_chunks = _segment_chunks(len(seg_ptr) - 1)
+        G = np.sqrt(self._launch(_segment_dot_sum, 2 * x.size, x, x, seg_ptr, n_chunks)[0])
+        _, _, scale = pointwise.grn_scale(np, G, gamma, eps)
+        return self._launch(_grn_rows, 2 * x.size, x, scale, x, np.zeros_like(scale),
+                            np.asarray(beta, dtype=x.dtype), seg_ptr, n_chunks), G
+
+    def grn_grad(self, grad, x, gamma, G, seg_ptr, eps):
+        grad, x = np.ascontiguousarray(grad), np.ascontiguousarray(x)
+        seg_ptr = np.asarray(seg_ptr, dtype=np.int64)
+        n_chunks = _segment_chunks(len(seg_ptr) - 1)
+        gx_sum, g_sum = self._launch(_segment_dot_sum, 2 * x.size, grad, x, seg_ptr, n_chunks)
+        d_gamma, scale, coef = pointwise.grn_grad_coefs(np, gx_sum, G, gamma, eps)
+        dx = self._launch(_grn_rows, 2 * x.size, grad, scale, x, coef, np.zeros(x.shape[1], x.dtype),
+                          seg_ptr, n_chunks)
+        return dx, d_gamma, g_sum.sum(axis=0)
 
 
 backend = NumbaBackend()

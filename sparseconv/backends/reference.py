@@ -125,5 +125,11 @@ class ReferenceBackend:
     def layer_norm_grad(self, grad, xhat, rstd, weight):
         return pointwise.layer_norm_grad(np, grad, xhat, rstd, weight)
 
+    def grn(self, x, gamma, beta, seg_ptr, eps):
+        return pointwise.grn(np, self.segment_sum, x, gamma, beta, seg_ptr, eps)
+
+    def grn_grad(self, grad, x, gamma, G, seg_ptr, eps):
+        return pointwise.grn_grad(np, self.segment_sum, grad, x, gamma, G, seg_ptr, eps)
+
 
 backend = ReferenceBackend()

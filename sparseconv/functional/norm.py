@@ -2,7 +2,7 @@
 
 GRN (ConvNeXt-V2's global response normalisation) pools over *all active voxels of each sample*:
 rows are in canonical order (batch first), so each sample is one contiguous segment of rows and the
-per-sample sums go through the backend's ``segment_sum``.
+per-sample sums and the passes over the rows are the backend's ``grn`` / ``grn_grad`` kernels.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 from ..autograd import Function
 from ..backends import get_backend
 from ..tensor import SparseTensor
-from ._util import batch_ptr, segment_ids, split, wrap
+from ._util import batch_ptr, split, wrap
 
 
 class LayerNormFn(Function):
@@ -80,43 +80,24 @@ class BatchNormFn(Function):
 
 class GRNFn(Function):
     """``y = γ · (x · Nx) + β + x`` with ``Gx[s, c] = ‖x[rows of sample s, c]‖₂`` and
-    ``Nx = Gx / (mean_c Gx + eps)`` (ConvNeXt-V2), per sample segment ``seg_ptr``."""
+    ``Nx = Gx / (mean_c Gx + eps)`` (ConvNeXt-V2), per sample segment ``seg_ptr``.
+    The backend's ``grn`` / ``grn_grad`` kernels do the passes over the rows
+    (``backends/pointwise.py`` spells them out in array code)."""
 
     @staticmethod
     def forward(ctx, x, gamma, beta, seg_ptr=None, eps=1e-6):
         be = get_backend()
-        xp = be.xp
         if seg_ptr is None:  # one sample
-            seg_ptr = xp.asarray([0, len(x)], dtype=np.int64)
-        seg = segment_ids(seg_ptr)
-        G = xp.sqrt(be.segment_sum(x * x, seg_ptr))  # (S, C)
-        m = G.mean(axis=1, keepdims=True) + eps  # (S, 1)
-        N = G / m
-        ctx.save(x, gamma, G, m, N)
-        ctx.seg, ctx.seg_ptr = seg, seg_ptr
-        scale = gamma * N + 1.0  # (S, C): y = x · (γ·Nx + 1) + β
-        return x * _per_row(scale, seg) + beta
+            seg_ptr = be.xp.asarray([0, len(x)], dtype=np.int64)
+        y, G = be.grn(x, gamma, beta, seg_ptr, eps)
+        ctx.save(x, gamma, G)
+        ctx.seg_ptr, ctx.eps = seg_ptr, eps
+        return y
 
     @staticmethod
     def backward(ctx, grad):
-        x, gamma, G, m, N = ctx.saved
-        be = get_backend()
-        xp = be.xp
-        seg = ctx.seg
-        gx_sum = be.segment_sum(grad * x, ctx.seg_ptr)  # (S, C): Σ_rows g·x
-        d_gamma = (gx_sum * N).sum(axis=0)
-        d_beta = grad.sum(axis=0)
-        a = gamma * gx_sum  # dL/dN
-        C = x.shape[1]
-        dG = a / m - (a * G).sum(axis=1, keepdims=True) / (C * m * m)  # dL/dG
-        safe_G = xp.where(G > 0, G, 1.0)
-        dx = grad * _per_row(gamma * N + 1.0, seg) + x * _per_row(xp.where(G > 0, dG / safe_G, 0.0), seg)
-        return dx, d_gamma, d_beta
-
-
-def _per_row(per_sample, seg):
-    """``(S, C)`` per-sample values → broadcastable per row (no gather when there is one sample)."""
-    return per_sample[0] if per_sample.shape[0] == 1 else per_sample[seg]
+        x, gamma, G = ctx.saved
+        return get_backend().grn_grad(grad, x, gamma, G, ctx.seg_ptr, ctx.eps)
 
 
 def layer_norm(x, weight=None, bias=None, eps=1e-6):
