@@ -30,6 +30,7 @@ loads), ``train_log.jsonl`` (one JSON line per optimiser step: loss, per-HEC Dic
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -226,6 +227,13 @@ def loss_and_dice(model: KidneyNet, x, targets, ds_weights: Sequence[float], los
     return loss, dice
 
 
+def _file_record(path) -> str:
+    """``"name.npz (sha256 1a2b…)"``: which weight file a run started from, in a form that names the
+    same file on any machine."""
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    return f"{Path(path).name} (sha256 {digest})"
+
+
 class Trainer:
     """Holds model, optimiser, schedule, data; :meth:`run` trains to ``cfg.steps`` optimiser steps."""
 
@@ -239,6 +247,8 @@ class Trainer:
         self.data_description = data_description
         self.progress = progress
         c = self.cfg
+        self.input_weights = {k: _file_record(getattr(c, k)) for k in ("init_weights", "stage1_weights")
+                              if getattr(c, k)}
         self.model = KidneyNet(get_config(c.model), seed=c.seed)
         if c.init_weights:
             from .model import load_weights
@@ -285,9 +295,11 @@ class Trainer:
 
     def export_weights(self, path=None, extra_meta: Optional[dict] = None) -> Path:
         c = self.cfg
+        train = c.to_dict()
+        train.update(self.input_weights)  # a file name and digest, not a path on the training machine
         meta = {"stage": c.stage, "spacing_mm": c.spacing, "stage1_spacing_mm": c.stage1_spacing,
                 "window": list((STAGE1 if c.stage == 1 else STAGE2).window),
-                "train": c.to_dict(), "optimizer_steps": self.opt_step, "micro_steps": self.micro_step,
+                "train": train, "optimizer_steps": self.opt_step, "micro_steps": self.micro_step,
                 "train_seconds": round(self.elapsed, 1), "data": self.data_description,
                 "n_samples": len(self.samples)}
         if self.history:

@@ -109,3 +109,18 @@ def test_stage2_can_train_on_stage1_crops_only(tiny_data, tmp_path):
     assert not any(s.mask.tobytes() in gt_masks for s in only)  # masks from stage 1, not the truth
     with pytest.raises(ValueError, match="stage1_weights"):
         TrainConfig(stage=2, gt_crops=False).resolved()
+
+
+def test_exported_weights_name_their_starting_files_by_digest_not_path(tiny_data, tmp_path):
+    """A run started from other weights records their file name and SHA-256, so shipped weights carry
+    no path of the machine that trained them, and the record still tells two starting files apart."""
+    import hashlib
+    from kidney.model import read_weights, save_weights
+    init = save_weights(KidneyNet("tiny", seed=3), tmp_path / "start" / "init.npz", {"stage": 1})
+    cfg = _cfg(steps=1, accumulate=1, init_weights=str(init))
+    trainer = Trainer(cfg, load_samples(tiny_data, cfg), tmp_path / "run", progress=False).run()
+    _, meta = read_weights(trainer.export_weights())
+    digest = hashlib.sha256(init.read_bytes()).hexdigest()[:16]
+    assert meta["train"]["init_weights"] == f"init.npz (sha256 {digest})"
+    assert str(tmp_path) not in json.dumps(meta)
+    assert meta["train"]["stage1_weights"] is None
