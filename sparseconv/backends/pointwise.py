@@ -72,11 +72,18 @@ def grn_grad_coefs(xp, gx_sum, G, gamma, eps):
     return (gx_sum * nx).sum(axis=0), scale, coef
 
 
+def segment_of_rows(xp, seg_ptr):
+    """``(N,) int64`` sample of each row: the ``s`` with ``seg_ptr[s] <= row < seg_ptr[s + 1]``.
+    (A search rather than ``repeat``: CuPy's ``repeat`` takes no array of counts.)"""
+    seg_ptr = xp.asarray(seg_ptr)
+    return xp.searchsorted(seg_ptr[1:], xp.arange(int(seg_ptr[-1])), side="right").astype(np.int64)
+
+
 def _rows_of(xp, per_sample, seg_ptr):
     """``(S, C)`` per-sample values broadcast to the rows (no gather when there is one sample)."""
     if per_sample.shape[0] == 1:
         return per_sample[0]
-    return xp.repeat(per_sample, xp.diff(xp.asarray(seg_ptr)).astype(np.int64), axis=0)
+    return per_sample[segment_of_rows(xp, seg_ptr)]
 
 
 def grn(xp, segment_sum, x, gamma, beta, seg_ptr, eps):

@@ -5,6 +5,7 @@ import numpy as np
 
 from ..autograd import Tensor
 from ..backends import get_backend
+from ..backends.pointwise import segment_of_rows
 from ..tensor import SparseTensor
 
 
@@ -35,5 +36,4 @@ def batch_ptr(x: SparseTensor):
 
 def segment_ids(seg_ptr):
     """``(N,)`` segment index of each row, from ``(S+1,)`` boundaries."""
-    xp = get_backend().xp
-    return xp.repeat(xp.arange(len(seg_ptr) - 1), xp.diff(seg_ptr).astype(np.int64))
+    return segment_of_rows(get_backend().xp, seg_ptr)
