@@ -331,36 +331,42 @@ def _chunk_rows(seg_ptr, n_chunks, task):
 @nb.njit(parallel=True, cache=True)
 def _segment_sum(values, seg_ptr, n_chunks):
     n_seg, c = len(seg_ptr) - 1, values.shape[1]
-    partial = np.zeros((n_seg, n_chunks, c), dtype=values.dtype)
+    partial = np.zeros((n_seg * n_chunks, c), dtype=values.dtype)
     for task in nb.prange(n_seg * n_chunks):
-        s, r0, r1 = _chunk_rows(seg_ptr, n_chunks, task)
+        _, r0, r1 = _chunk_rows(seg_ptr, n_chunks, task)
+        acc = np.zeros(c, dtype=values.dtype)  # the task's own row: no shared cache lines while summing
         for r in range(r0, r1):
             for j in range(c):
-                partial[s, task % n_chunks, j] += values[r, j]
-    out = np.zeros((n_seg, c), dtype=values.dtype)
-    for s in range(n_seg):
-        for chunk in range(n_chunks):  # in a fixed order
-            out[s] += partial[s, chunk]
-    return out
+                acc[j] += values[r, j]
+        partial[task] = acc
+    return _sum_chunks(partial, n_seg, n_chunks)
 
 
 @nb.njit(parallel=True, cache=True)
 def _segment_dot_sum(a, b, seg_ptr, n_chunks):
     """Per segment: ``(Σ_rows a·b, Σ_rows a)``, both ``(S, C)``, in one pass (GRN's reductions)."""
     n_seg, c = len(seg_ptr) - 1, a.shape[1]
-    partial = np.zeros((n_seg, n_chunks, 2, c), dtype=a.dtype)
+    dots = np.zeros((n_seg * n_chunks, c), dtype=a.dtype)
+    sums = np.zeros((n_seg * n_chunks, c), dtype=a.dtype)
     for task in nb.prange(n_seg * n_chunks):
-        s, r0, r1 = _chunk_rows(seg_ptr, n_chunks, task)
+        _, r0, r1 = _chunk_rows(seg_ptr, n_chunks, task)
+        acc_dot, acc_sum = np.zeros(c, dtype=a.dtype), np.zeros(c, dtype=a.dtype)
         for r in range(r0, r1):
             for j in range(c):
-                partial[s, task % n_chunks, 0, j] += a[r, j] * b[r, j]
-                partial[s, task % n_chunks, 1, j] += a[r, j]
-    out = np.zeros((2, n_seg, c), dtype=a.dtype)
+                acc_dot[j] += a[r, j] * b[r, j]
+                acc_sum[j] += a[r, j]
+        dots[task], sums[task] = acc_dot, acc_sum
+    return _sum_chunks(dots, n_seg, n_chunks), _sum_chunks(sums, n_seg, n_chunks)
+
+
+@nb.njit(cache=True)
+def _sum_chunks(partial, n_seg, n_chunks):
+    """``(S·n_chunks, C)`` per-task partial sums → ``(S, C)``, each segment's chunks in a fixed order."""
+    out = np.zeros((n_seg, partial.shape[1]), dtype=partial.dtype)
     for s in range(n_seg):
         for chunk in range(n_chunks):
-            out[0, s] += partial[s, chunk, 0]
-            out[1, s] += partial[s, chunk, 1]
-    return out[0], out[1]
+            out[s] += partial[s * n_chunks + chunk]
+    return out
 
 
 @nb.njit(parallel=True, cache=True)
