@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The exact commands that produced kidney/weights/stage1_compact.npz and stage2_compact.npz.
 #
-# The runs were made over four sessions, two at a time on 2 cores (one Numba and one BLAS thread
+# The runs were made over five sessions, two at a time on 2 cores (one Numba and one BLAS thread
 # each), and lengthened or shortened while they ran; every change was a resume from a checkpoint
 # and is replayed here with --stop-at, so this script repeats them step for step (resumes are
 # bitwise exact on the CPU backends at fixed thread settings). Here they run one after another.
@@ -18,7 +18,7 @@
 #   stage-2    first on ground-truth crops, then fine-tuned on the crops the shipped stage 1 finds
 #   crops      (--no-gt-crops): a ground-truth crop's mask is the true kidney outline dilated, a cue
 #              the network learns and does not have at inference
-#   data       48, then 72 synthetic phantoms instead of KiTS23; chosen on 12 validation phantoms
+#   data       48, then 72, then 144 synthetic phantoms instead of KiTS23; chosen on 12 validation phantoms
 #
 # Usage: scripts/train_weights.sh [WORK_DIR]     (default runs/weights)
 set -euo pipefail
@@ -106,6 +106,28 @@ S2B="kidney train --stage 2 --spacing 1.56 --stage1-spacing 5.97 --no-gt-crops -
 $S2B --stage1-weights "$WORK/stage1_s4/weights.npz" --out "$WORK/stage2_s4d" --seed 7
 $S2B --stage1-weights "$WORK/stage1_s4b/weights.npz" --out "$WORK/stage2_s4e" --seed 8
 
+# 6g. session 5: 72 more training phantoms (seeds 1005-1010, 12 each) next to the 72, in train144
+if [ ! -d "$WORK/train144/case_00143" ]; then
+  mkdir -p "$WORK/train144"
+  for i in $(seq 0 71); do c=$(printf case_%05d "$i"); ln -sfn "$(readlink -f "$WORK/train72/$c")" "$WORK/train144/$c"; done
+  for k in 0 1 2 3 4 5; do $P --out "$WORK/train144" -n 12 --seed $((1005 + k)) --start $((72 + 12 * k)); done
+fi
+C144="--data $WORK/train144 --model compact --accumulate 1 --loss dice+bce --checkpoint-every 50 --quiet"
+# 6h. stage 1 continued from 6d on the 144 phantoms: lr 5e-4, 50 warm-up steps, 3000 steps, seed 10
+kidney train --stage 1 --out "$WORK/stage1_s5" --spacing 5.97 --lr 5e-4 --warmup 50 --steps 3000 --seed 10 \
+    --init-weights "$WORK/stage1_s4b/weights.npz" $C144
+# 6i. stage 2 continued from 6f on the crops of 6h: lr 2e-4, 12500 steps, seed 11. (A twin on the crops
+#   of 6d, 16000 steps planned, seed 9, was stopped at step 5445 to free a core for 6j; not a candidate.)
+S2C="kidney train --stage 2 --spacing 1.56 --stage1-spacing 5.97 --no-gt-crops --lr 2e-4 --warmup 50 $C144
+     --init-weights $WORK/stage2_s4e/weights.npz"
+$S2C --stage1-weights "$WORK/stage1_s5/weights.npz" --out "$WORK/stage2_s5b" --seed 11 --steps 12500
+# 6j. stage 1 continued 4000 more steps from 6h (seed 12); 6k. stage 2 from 6f on its crops, 9000 steps, seed 13.
+#   6j and 6k ran with this session's fused Numba GRN kernels (6h and 6i without), so their replays
+#   match to float32 rounding rather than bitwise.
+kidney train --stage 1 --out "$WORK/stage1_s5b" --spacing 5.97 --lr 5e-4 --warmup 50 --steps 4000 --seed 12 \
+    --init-weights "$WORK/stage1_s5/weights.npz" $C144
+$S2C --stage1-weights "$WORK/stage1_s5b/weights.npz" --out "$WORK/stage2_s5c" --seed 13 --steps 9000
+
 # 7. the candidate pairs, scored on the validation phantoms
 candidate() {  # NAME STAGE1 STAGE2
   mkdir -p "$WORK/cand/$1"
@@ -130,14 +152,21 @@ CANDIDATES=("stage1+stage2:stage1/weights.npz:stage2/weights.npz"
             "stage1_s4b+stage2_s4a:stage1_s4b/weights.npz:stage2_s4a/weights.npz"
             "stage1_s4b+stage2_s4c:stage1_s4b/weights.npz:stage2_s4c/weights.npz"
             "stage1_s4+stage2_s4d:stage1_s4/weights.npz:stage2_s4d/weights.npz"
-            "stage1_s4b+stage2_s4e:stage1_s4b/weights.npz:stage2_s4e/weights.npz")
+            "stage1_s4b+stage2_s4e:stage1_s4b/weights.npz:stage2_s4e/weights.npz"
+            "stage1_s5+stage2_s4e:stage1_s5/weights.npz:stage2_s4e/weights.npz"
+            "stage1_s5b+stage2_s4e:stage1_s5b/weights.npz:stage2_s4e/weights.npz"
+            "stage1_s5+stage2_s5b:stage1_s5/weights.npz:stage2_s5b/weights.npz"
+            "stage1_s5+stage2_s5c:stage1_s5/weights.npz:stage2_s5c/weights.npz"
+            "stage1_s5b+stage2_s5c:stage1_s5b/weights.npz:stage2_s5c/weights.npz"
+            "stage1_s5b+stage2_s5b:stage1_s5b/weights.npz:stage2_s5b/weights.npz")
 for c in "${CANDIDATES[@]}"; do
   IFS=: read -r name s1 s2 <<< "$c"
   candidate "$name" "$WORK/$s1" "$WORK/$s2"
 done
 
 # 8. ship the best on validation, and score it on the unseen test phantoms and the real CT
-CHOSEN=stage1_s4b+stage2_s4e  # best mean Dice over the 3 HECs (sessions 1-3 shipped stage1+stage2ft3_lr1e-4)
+CHOSEN=stage1_s5b+stage2_s5b  # best mean Dice over the 3 HECs (session 4 shipped stage1_s4b+stage2_s4e,
+                              # sessions 1-3 stage1+stage2ft3_lr1e-4)
 cp "$WORK/cand/$CHOSEN/stage1_compact.npz" kidney/weights/stage1_compact.npz
 cp "$WORK/cand/$CHOSEN/stage2_compact.npz" kidney/weights/stage2_compact.npz
 kidney segment -i "$WORK/test" -o "$WORK/pred" --overwrite
