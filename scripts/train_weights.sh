@@ -127,6 +127,10 @@ $S2C --stage1-weights "$WORK/stage1_s5/weights.npz" --out "$WORK/stage2_s5b" --s
 kidney train --stage 1 --out "$WORK/stage1_s5b" --spacing 5.97 --lr 5e-4 --warmup 50 --steps 4000 --seed 12 \
     --init-weights "$WORK/stage1_s5/weights.npz" $C144
 $S2C --stage1-weights "$WORK/stage1_s5b/weights.npz" --out "$WORK/stage2_s5c" --seed 13 --steps 9000
+# 6l. stage 2 continued from 6i on the crops of 6j (the stage 1 it is shipped with): lr 1e-4, 4000 steps, seed 14
+kidney train --stage 2 --spacing 1.56 --stage1-spacing 5.97 --no-gt-crops --lr 1e-4 --warmup 50 $C144 \
+    --init-weights "$WORK/stage2_s5b/weights.npz" --stage1-weights "$WORK/stage1_s5b/weights.npz" \
+    --out "$WORK/stage2_s5d" --seed 14 --steps 4000
 
 # 7. the candidate pairs, scored on the validation phantoms
 candidate() {  # NAME STAGE1 STAGE2
@@ -158,14 +162,15 @@ CANDIDATES=("stage1+stage2:stage1/weights.npz:stage2/weights.npz"
             "stage1_s5+stage2_s5b:stage1_s5/weights.npz:stage2_s5b/weights.npz"
             "stage1_s5+stage2_s5c:stage1_s5/weights.npz:stage2_s5c/weights.npz"
             "stage1_s5b+stage2_s5c:stage1_s5b/weights.npz:stage2_s5c/weights.npz"
-            "stage1_s5b+stage2_s5b:stage1_s5b/weights.npz:stage2_s5b/weights.npz")
+            "stage1_s5b+stage2_s5b:stage1_s5b/weights.npz:stage2_s5b/weights.npz"
+            "stage1_s5b+stage2_s5d:stage1_s5b/weights.npz:stage2_s5d/weights.npz")
 for c in "${CANDIDATES[@]}"; do
   IFS=: read -r name s1 s2 <<< "$c"
   candidate "$name" "$WORK/$s1" "$WORK/$s2"
 done
 
 # 8. ship the best on validation, and score it on the unseen test phantoms and the real CT
-CHOSEN=stage1_s5b+stage2_s5b  # best mean Dice over the 3 HECs (session 4 shipped stage1_s4b+stage2_s4e,
+CHOSEN=stage1_s5b+stage2_s5d  # best mean Dice over the 3 HECs (session 4 shipped stage1_s4b+stage2_s4e,
                               # sessions 1-3 stage1+stage2ft3_lr1e-4)
 cp "$WORK/cand/$CHOSEN/stage1_compact.npz" kidney/weights/stage1_compact.npz
 cp "$WORK/cand/$CHOSEN/stage2_compact.npz" kidney/weights/stage2_compact.npz
