@@ -204,13 +204,16 @@ def _add_weights_args(p) -> None:
                         "stage2/weights.npz from kidney train); default: the shipped compact weights")
     p.add_argument("--stage1-weights", type=Path, default=None, help="stage-1 weights file")
     p.add_argument("--stage2-weights", type=Path, default=None, help="stage-2 weights file")
+    p.add_argument("--tta", action="store_true",
+                   help="test-time mirroring: average each stage over the 8 flips of its input "
+                        "(8x the network time; not in the paper)")
 
 
 def _segmenter(args):
     from .pipeline import Segmenter, default_weights
 
     d1, d2 = default_weights(args.weights)
-    return Segmenter(args.stage1_weights or d1, args.stage2_weights or d2)
+    return Segmenter(args.stage1_weights or d1, args.stage2_weights or d2, tta=args.tta)
 
 
 def add_segment(sub) -> None:

@@ -13,6 +13,12 @@
 5. **Labels** — HEC probability ``>= 0.5``: 1 where kidney+masses, then 3 where masses, then 2 where
    tumour (each overwrites; masses and tumour only inside kidney+masses).
 
+Test-time mirroring (``Segmenter(tta=True)``, ``kidney segment --tta``; off by default, the paper
+does not state it): each stage's network also runs on its input flipped along every subset of the
+three axes (8 passes), each output is flipped back, and the sigmoids are averaged before steps 2 and
+5. The active set of a flipped input is the flipped active set, so the mean is over the same sites.
+Training flips each axis with probability 0.3, so the network has seen every mirror image.
+
 No kidney found (empty stage-1 window, or no component above threshold and size) gives an
 all-background map and a :class:`NoKidneyWarning`, not an error.
 
@@ -21,6 +27,7 @@ the weights were trained on another grid — the shipped CPU weights use 3.98 / 
 """
 from __future__ import annotations
 
+import itertools
 import os
 import resource
 import sys
@@ -44,6 +51,8 @@ __all__ = ["Segmenter", "SegmentResult", "NoKidneyWarning", "segment", "segment_
            "WEIGHTS_DIR", "find_inputs"]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+#: The 8 mirror images used by test-time mirroring: every subset of the axes (z, y, x), () first.
+MIRROR_AXES = tuple(a for k in range(4) for a in itertools.combinations((0, 1, 2), k))
 DEFAULT_STAGE1 = WEIGHTS_DIR / "stage1_compact.npz"
 DEFAULT_STAGE2 = WEIGHTS_DIR / "stage2_compact.npz"
 
@@ -152,46 +161,52 @@ class Segmenter:
             segmenter (for training crops).
         roi_config: the ROI rule (paper defaults).
         threshold: HEC probability threshold (0.5).
+        tta: test-time mirroring — average each stage's sigmoids over the 8 flips of its input
+            (8x the network time; off by default, as the paper does not state it).
     """
 
     def __init__(self, stage1=None, stage2=None, *, weights_dir=None, roi_config: RoiConfig = RoiConfig(),
-                 threshold: float = 0.5, _stage2_default=True):
+                 threshold: float = 0.5, tta: bool = False, _stage2_default=True):
         d1, d2 = default_weights(weights_dir) if (stage1 is None or stage2 is None) else (None, None)
         self.stage1 = _Stage(stage1 if stage1 is not None else d1, 1)
         self.stage2 = _Stage(stage2 if stage2 is not None else d2, 2) if (stage2 is not None or _stage2_default) \
             else None
         self.roi_config = roi_config
         self.threshold = float(threshold)
+        self.mirror_axes = MIRROR_AXES if tta else ((),)
 
     @classmethod
     def stage1_only(cls, stage1):
         return cls(stage1, None, _stage2_default=False)
 
     # --- stages -----------------------------------------------------------------------------------
+    def probabilities_on_grid(self, stage: "_Stage", hu: np.ndarray, preset, mask=None) -> Tuple[np.ndarray, int]:
+        """``(probs (Z, Y, X, 3), n_active)``: the sigmoids of ``stage`` on the grid of ``hu`` (0 at
+        voxels outside the window or ``mask``), averaged over :attr:`mirror_axes`."""
+        probs = np.zeros(hu.shape + (3,), np.float32)
+        n_active = 0
+        for axes in self.mirror_axes:
+            sp = sparsify(np.flip(hu, axes), preset, mask=None if mask is None else np.flip(mask, axes))
+            if sp.empty:
+                return probs, 0  # a flip keeps the active set's size: all flips are empty
+            n_active = sp.n_active
+            z, y, x = sp.tensor.coords[:, 1:].T
+            flipped = np.flip(probs, axes)  # a view: writing it writes probs at the mirrored sites
+            flipped[z, y, x] += stage.probabilities(sp.tensor)
+        if len(self.mirror_axes) > 1:
+            probs /= np.float32(len(self.mirror_axes))
+        return probs, n_active
+
     def stage1_probabilities(self, image: np.ndarray, spacing) -> Tuple[np.ndarray, int]:
         """``(prob, n_active)``: max-over-HECs stage-1 sigmoid on the stage-1 grid (0 outside the window)."""
-        t1 = self.stage1.spacing
-        hu = io.resample(np.asarray(image, np.float32), spacing, t1, order=1)
-        sp = sparsify(hu, STAGE1)
-        prob = np.zeros(hu.shape, np.float32)
-        if sp.empty:
-            return prob, 0
-        p = self.stage1.probabilities(sp.tensor)
-        z, y, x = sp.tensor.coords[:, 1:].T
-        prob[z, y, x] = p.max(axis=1)
-        return prob, sp.n_active
+        hu = io.resample(np.asarray(image, np.float32), spacing, self.stage1.spacing, order=1)
+        probs, n_active = self.probabilities_on_grid(self.stage1, hu, STAGE1)
+        return probs.max(axis=3), n_active
 
     def stage2_probabilities(self, image: np.ndarray, spacing, roi: Roi) -> Tuple[np.ndarray, int]:
         """``(probs (Z, Y, X, 3), n_active)`` of one crop on its stage-2 grid (0 at inactive voxels)."""
         hu, mask, _ = crop_roi(np.asarray(image, np.float32), spacing, roi)
-        sp = sparsify(hu, STAGE2, mask=mask)
-        probs = np.zeros(hu.shape + (3,), np.float32)
-        if sp.empty:
-            return probs, 0
-        p = self.stage2.probabilities(sp.tensor)
-        z, y, x = sp.tensor.coords[:, 1:].T
-        probs[z, y, x] = p
-        return probs, sp.n_active
+        return self.probabilities_on_grid(self.stage2, hu, STAGE2, mask)
 
     # --- the whole thing --------------------------------------------------------------------------
     def segment(self, image, spacing=None, *, details: bool = False):

@@ -44,6 +44,56 @@ def test_no_kidney_gives_background_and_a_warning(tiny_segmenter):
     assert labels.shape == air.shape and not labels.any()
 
 
+def _crop_and_mask(tiny_phantom):
+    """A stage-2-like input: a phantom's HU array with an odd-sized box mask (odd shapes change
+    which children each k2 s2 parent groups, so a flip is not a symmetry of the network)."""
+    hu = tiny_phantom.image[12:27, 48:69, 20:39].astype(np.float32)  # around a kidney
+    mask = np.zeros(hu.shape, bool)
+    mask[2:13, 3:18, 1:17] = True
+    return hu, mask
+
+
+def test_mirroring_tta_is_the_mean_of_the_flipped_runs(tiny_phantom, tiny_segmenter):
+    from kidney.pipeline import MIRROR_AXES
+    from kidney.sparsify import STAGE2
+    tta = Segmenter(tiny_segmenter.stage1.model, tiny_segmenter.stage2.model, tta=True)
+    hu, mask = _crop_and_mask(tiny_phantom)
+    got, n = tta.probabilities_on_grid(tiny_segmenter.stage2, hu, STAGE2, mask)
+    assert len(MIRROR_AXES) == 8 and len(set(MIRROR_AXES)) == 8 and MIRROR_AXES[0] == ()
+    want = np.zeros_like(got)
+    for axes in MIRROR_AXES:
+        p, n_plain = tiny_segmenter.probabilities_on_grid(tiny_segmenter.stage2, np.flip(hu, axes), STAGE2,
+                                                         np.flip(mask, axes))
+        want += np.flip(p, axes)
+        assert n_plain == n > 0
+    np.testing.assert_allclose(got, want / 8, rtol=1e-6, atol=1e-7)
+    # zero off the active set, and a real average: differs from the unmirrored run
+    active = (mask & (hu >= STAGE2.window[0]) & (hu <= STAGE2.window[1]))
+    assert not got[~active].any() and (got[active] > 0).all()
+    plain, _ = tiny_segmenter.probabilities_on_grid(tiny_segmenter.stage2, hu, STAGE2, mask)
+    assert np.abs(plain - got).max() > 1e-4
+
+
+def test_mirroring_tta_commutes_with_a_flip_of_the_input(tiny_phantom, tiny_segmenter):
+    from kidney.sparsify import STAGE2
+    tta = Segmenter(tiny_segmenter.stage1.model, tiny_segmenter.stage2.model, tta=True)
+    hu, mask = _crop_and_mask(tiny_phantom)
+    for seg, equivariant in ((tta, True), (tiny_segmenter, False)):
+        p, _ = seg.probabilities_on_grid(seg.stage2, hu, STAGE2, mask)
+        q, _ = seg.probabilities_on_grid(seg.stage2, hu[::-1, :, ::-1], STAGE2, mask[::-1, :, ::-1])
+        assert np.allclose(q[::-1, :, ::-1], p, rtol=1e-5, atol=1e-6) == equivariant
+
+
+def test_segment_with_tta_on_the_cli(tiny_phantom, tiny_weights, tmp_path):
+    from kidney import phantom
+    phantom.write_case(tiny_phantom, tmp_path / "data" / "case_00000")
+    for flag in ([], ["--tta"]):
+        assert cli.main(["segment", "-i", str(tmp_path / "data"), "-o", str(tmp_path / f"pred{len(flag)}"),
+                         "--weights", str(tiny_weights), "--quiet"] + flag) == 0
+    a, b = (io.load_nifti(tmp_path / f"pred{k}" / "case_00000.nii.gz").array for k in (0, 1))
+    assert a.shape == b.shape == tiny_phantom.image.shape and set(np.unique(b)) <= {0, 1, 2, 3}
+
+
 def test_segment_needs_spacing_for_arrays(tiny_segmenter):
     with pytest.raises(ValueError, match="spacing"):
         tiny_segmenter.segment(np.zeros((4, 4, 4)))
