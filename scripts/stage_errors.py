@@ -24,21 +24,35 @@ import numpy as np
 
 from kidney import io, metrics
 from kidney.pipeline import Segmenter, default_weights
-from kidney.roi import crop_roi, find_rois
+from kidney.roi import crop_roi, find_rois, paste_probabilities
 
 HECS = ("kidney", "masses", "tumor")
 SIZE_BINS_ML = (0.0, 2.0, 10.0, 50.0, np.inf)
 
 
-def coverage(image, labels, spacing, rois, spacing2):
-    """Share of the truth's kidney+masses and masses volume inside the ROI masks (stage-2 grid)."""
-    v2 = spacing2 ** 3
-    inside = np.zeros(2)
+def coverage(image, labels, spacing, rois):
+    """Share of the truth's kidney+masses and masses voxels inside the ROI masks, on the scan grid.
+
+    Each ROI's dilated mask is pasted back onto the scan grid as stage 2's probabilities are (linear,
+    max-merged; inside where it reads >= 0.5), so the count is the truth voxels stage 2 can label —
+    at most all of them (counting on the crops' grid instead reads above 1 where they resample
+    the truth a little larger).
+    """
+    shape = np.shape(image)
+    if rois:
+        lo = np.min([np.floor(np.array(r.lo) * r.spacing2 / np.array(spacing)) for r in rois], axis=0)
+        hi = np.max([np.ceil(np.array(r.hi) * r.spacing2 / np.array(spacing)) + 1 for r in rois], axis=0)
+        lo, hi = np.clip(lo.astype(int), 0, shape), np.clip(hi.astype(int), 0, shape)
+    else:
+        lo = hi = np.zeros(3, int)
+    merged = np.zeros(tuple(hi - lo) + (1,), np.float32)
     for r in rois:
-        _, mask, lab = crop_roi(image, spacing, r, labels=labels)
-        inside += [np.count_nonzero((lab > 0) & mask) * v2, np.count_nonzero((lab >= 2) & mask) * v2]
-    truth = np.array([np.count_nonzero(labels > 0), np.count_nonzero(labels >= 2)]) * np.prod(spacing)
-    return np.where(truth > 0, inside / np.maximum(truth, 1e-9), np.nan)
+        _, mask, _ = crop_roi(image, spacing, r)
+        paste_probabilities(merged, mask[..., None].astype(np.float32), r, spacing, origin=lo)
+    seen = np.zeros(shape, bool)
+    seen[tuple(slice(a, b) for a, b in zip(lo, hi))] = merged[..., 0] >= 0.5
+    truth = [labels > 0, labels >= 2]
+    return np.array([np.count_nonzero(t & seen) / np.count_nonzero(t) if t.any() else np.nan for t in truth])
 
 
 def labels_on_rois(seg: Segmenter, image, spacing, rois):
@@ -86,7 +100,7 @@ def main(argv=None) -> int:
         g1 = io.resampled_shape(lab.shape, sp, (t1,) * 3)
         truth1 = (io.resample(lab, sp, t1, order=0, out_shape=g1) > 0).astype(np.float32)
         gt_rois = find_rois(truth1, t1, extent, t2, seg.roi_config)
-        cov = coverage(img, lab, sp, rois, t2)
+        cov = coverage(img, lab, sp, rois)
         pred, pred_gt = labels_on_rois(seg, img, sp, rois), labels_on_rois(seg, img, sp, gt_rois)
         a, b = dices(pred, lab), dices(pred_gt, lab)
         lesions[0].extend(metrics.lesion_recall(pred, lab, sp))

@@ -191,8 +191,15 @@ def test_stage_errors_script_replays_the_pipeline(tiny_phantom, tiny_segmenter, 
     assert rois
     # its label maps are the pipeline's, so its Dice columns are what `kidney evaluate` reports
     assert np.array_equal(se.labels_on_rois(tiny_segmenter, img, sp, rois), tiny_segmenter.segment(img, sp))
-    cov = se.coverage(img, tiny_phantom.labels, sp, rois, S2)
-    assert cov.shape == (2,) and 0.0 <= cov[0] <= 1.1
+    cov = se.coverage(img, tiny_phantom.labels, sp, rois)
+    assert cov.shape == (2,) and 0.0 <= cov.min() and cov.max() <= 1.0
+    # ROIs built from the truth itself (on the shipped weights' grids) cover all of it, within the
+    # resampling of the masks; none cover nothing
+    g1 = io.resampled_shape(img.shape, sp, (5.97,) * 3)
+    truth1 = (io.resample(tiny_phantom.labels, sp, 5.97, order=0, out_shape=g1) > 0).astype(np.float32)
+    gt_rois = find_rois(truth1, 5.97, extent, 1.56, tiny_segmenter.roi_config)
+    assert np.all(se.coverage(img, tiny_phantom.labels, sp, gt_rois) >= 0.99)
+    assert np.array_equal(se.coverage(img, tiny_phantom.labels, sp, []), [0.0, 0.0])
     data = tmp_path / "data"
     phantom.write_dataset(data, 1, seed=3, preset="tiny")
     assert se.main([str(data), "--weights", str(tiny_weights)]) == 0
