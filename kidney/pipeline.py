@@ -23,7 +23,7 @@ No kidney found (empty stage-1 window, or no component above threshold and size)
 all-background map and a :class:`NoKidneyWarning`, not an error.
 
 Which grids: the spacings come from the weights files' metadata (the paper's 1.99 / 0.78 mm unless
-the weights were trained on another grid — the shipped CPU weights use 3.98 / 1.56 mm).
+the weights were trained on another grid — the shipped CPU weights use 5.97 / 1.56 mm).
 """
 from __future__ import annotations
 

@@ -132,6 +132,42 @@ kidney train --stage 2 --spacing 1.56 --stage1-spacing 5.97 --no-gt-crops --lr 1
     --init-weights "$WORK/stage2_s5b/weights.npz" --stage1-weights "$WORK/stage1_s5b/weights.npz" \
     --out "$WORK/stage2_s5d" --seed 14 --steps 4000
 
+# 6m. session 6: 72 more training phantoms (seeds 1011-1016, 12 each) next to the 144, in train216
+if [ ! -d "$WORK/train216/case_00215" ]; then
+  mkdir -p "$WORK/train216"
+  for i in $(seq 0 143); do c=$(printf case_%05d "$i"); ln -sfn "$(readlink -f "$WORK/train144/$c")" "$WORK/train216/$c"; done
+  for k in 0 1 2 3 4 5; do $P --out "$WORK/train216" -n 12 --seed $((1011 + k)) --start $((144 + 12 * k)); done
+fi
+C216="--data $WORK/train216 --model compact --accumulate 1 --loss dice+bce --checkpoint-every 50 --quiet"
+# 6n. stage 2 continued from 6l (shipped in session 5) on the crops of 6j (its stage 1), 216 phantoms:
+#   lr 2e-4, 50 warm-up steps, 8000 steps, seed 20
+kidney train --stage 2 --spacing 1.56 --stage1-spacing 5.97 --no-gt-crops --lr 2e-4 --warmup 50 $C216 \
+    --init-weights "$WORK/stage2_s5d/weights.npz" --stage1-weights "$WORK/stage1_s5b/weights.npz" \
+    --out "$WORK/stage2_s6a" --seed 20 --steps 8000
+# 6o. stage 1 continued from 6j on the 216 phantoms: lr 5e-4, 4000 steps, seed 21; 6p. 4000 more from
+#   6o at lr 3e-4, seed 23
+kidney train --stage 1 --out "$WORK/stage1_s6" --spacing 5.97 --lr 5e-4 --warmup 50 --steps 4000 --seed 21 \
+    --init-weights "$WORK/stage1_s5b/weights.npz" $C216
+kidney train --stage 1 --out "$WORK/stage1_s6b" --spacing 5.97 --lr 3e-4 --warmup 50 --steps 4000 --seed 23 \
+    --init-weights "$WORK/stage1_s6/weights.npz" $C216
+# 6q. stage 2 continued from 6l on the crops of 6o: lr 2e-4, 7000 steps, seed 22
+kidney train --stage 2 --spacing 1.56 --stage1-spacing 5.97 --no-gt-crops --lr 2e-4 --warmup 50 $C216 \
+    --init-weights "$WORK/stage2_s5d/weights.npz" --stage1-weights "$WORK/stage1_s6/weights.npz" \
+    --out "$WORK/stage2_s6b" --seed 22 --steps 7000
+# 6r. 72 more training phantoms (seeds 1017-1022) next to the 216, in train288
+if [ ! -d "$WORK/train288/case_00287" ]; then
+  mkdir -p "$WORK/train288"
+  for i in $(seq 0 215); do c=$(printf case_%05d "$i"); ln -sfn "$(readlink -f "$WORK/train216/$c")" "$WORK/train288/$c"; done
+  for k in 0 1 2 3 4 5; do $P --out "$WORK/train288" -n 12 --seed $((1017 + k)) --start $((216 + 12 * k)); done
+fi
+C288="--data $WORK/train288 --model compact --accumulate 1 --loss dice+bce --checkpoint-every 50 --quiet"
+# 6s. stage 2 continued from 6n, 6t. from 6q, both on the crops of 6o, 288 phantoms, lr 1.5e-4:
+#   6000 steps seed 24, and 5500 steps seed 25
+S2D="kidney train --stage 2 --spacing 1.56 --stage1-spacing 5.97 --no-gt-crops --lr 1.5e-4 --warmup 50 $C288
+     --stage1-weights $WORK/stage1_s6/weights.npz"
+$S2D --init-weights "$WORK/stage2_s6a/weights.npz" --out "$WORK/stage2_s6c" --seed 24 --steps 6000
+$S2D --init-weights "$WORK/stage2_s6b/weights.npz" --out "$WORK/stage2_s6d" --seed 25 --steps 5500
+
 # 7. the candidate pairs, scored on the validation phantoms
 candidate() {  # NAME STAGE1 STAGE2
   mkdir -p "$WORK/cand/$1"
@@ -163,7 +199,16 @@ CANDIDATES=("stage1+stage2:stage1/weights.npz:stage2/weights.npz"
             "stage1_s5+stage2_s5c:stage1_s5/weights.npz:stage2_s5c/weights.npz"
             "stage1_s5b+stage2_s5c:stage1_s5b/weights.npz:stage2_s5c/weights.npz"
             "stage1_s5b+stage2_s5b:stage1_s5b/weights.npz:stage2_s5b/weights.npz"
-            "stage1_s5b+stage2_s5d:stage1_s5b/weights.npz:stage2_s5d/weights.npz")
+            "stage1_s5b+stage2_s5d:stage1_s5b/weights.npz:stage2_s5d/weights.npz"
+            "stage1_s5b+stage2_s6a:stage1_s5b/weights.npz:stage2_s6a/weights.npz"
+            "stage1_s6+stage2_s6a:stage1_s6/weights.npz:stage2_s6a/weights.npz"
+            "stage1_s6b+stage2_s6a:stage1_s6b/weights.npz:stage2_s6a/weights.npz"
+            "stage1_s6+stage2_s6b:stage1_s6/weights.npz:stage2_s6b/weights.npz"
+            "stage1_s6b+stage2_s6b:stage1_s6b/weights.npz:stage2_s6b/weights.npz"
+            "stage1_s6+stage2_s6c:stage1_s6/weights.npz:stage2_s6c/weights.npz"
+            "stage1_s6b+stage2_s6c:stage1_s6b/weights.npz:stage2_s6c/weights.npz"
+            "stage1_s6+stage2_s6d:stage1_s6/weights.npz:stage2_s6d/weights.npz"
+            "stage1_s6b+stage2_s6d:stage1_s6b/weights.npz:stage2_s6d/weights.npz")
 for c in "${CANDIDATES[@]}"; do
   IFS=: read -r name s1 s2 <<< "$c"
   candidate "$name" "$WORK/$s1" "$WORK/$s2"

@@ -25,6 +25,8 @@ def main(argv=None) -> int:
     ap.add_argument("--validation", action="append", default=[], metavar="NAME=CSV",
                     help="kidney evaluate output of a candidate weight pair on the validation phantoms")
     ap.add_argument("--chosen", default=None, help="the candidate that was shipped")
+    ap.add_argument("--keep-candidates", action="store_true",
+                    help="keep the candidates already recorded in weights.json (earlier sessions)")
     ap.add_argument("--validation-data", default="6 validation phantoms: kidney phantom --out val -n 6 "
                     "--seed 3000 --preset demo", help="how the validation phantoms were made")
     args = ap.parse_args(argv)
@@ -45,8 +47,11 @@ def main(argv=None) -> int:
                   for r in rows if r["caseID"] != "average"},
         "targets_dice": {"kidney": 0.93, "masses": 0.85, "tumor": 0.80},
     }
+    dest = WEIGHTS_DIR / "weights.json"
     if args.validation:
         cands = {}
+        if args.keep_candidates and dest.is_file():
+            cands.update(json.loads(dest.read_text()).get("validation_phantoms", {}).get("candidates_mean", {}))
         for item in args.validation:
             name, _, path = item.partition("=")
             mean = [r for r in _rows(Path(path)) if r["caseID"] == "average"]
@@ -56,7 +61,6 @@ def main(argv=None) -> int:
             "candidates_mean": cands, "chosen": args.chosen}
     if args.real_ct_log and args.real_ct_log.is_file():
         out["real_ct_totalseg_example"] = args.real_ct_log.read_text().strip().splitlines()
-    dest = WEIGHTS_DIR / "weights.json"
     dest.write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {dest}")
     return 0
