@@ -11,7 +11,8 @@ shape of the ROI mask, not only on what lies inside it.
 
 Then, over all cases, the reference lesions (tumours and cysts, 26-connected) by volume: how many,
 how many the pipeline finds (half or more of the lesion labelled as a mass) and its mean share of
-lesion voxels labelled as a mass — with the pipeline's ROIs and with ground-truth ROIs.
+lesion voxels labelled as a mass — with the pipeline's ROIs and with ground-truth ROIs
+(``--lesions``: every lesion on its own line).
 """
 from __future__ import annotations
 
@@ -81,6 +82,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("data", type=Path, help="folder of case_*/imaging.nii.gz + segmentation.nii.gz")
     ap.add_argument("--weights", type=Path, default=None, help="weights folder (default: the shipped)")
+    ap.add_argument("--lesions", action="store_true", help="also list every lesion (case, kind, volume, share)")
     args = ap.parse_args(argv)
     seg = Segmenter(*default_weights(args.weights))
     t1, t2 = seg.stage1.spacing, seg.stage2.spacing
@@ -88,7 +90,7 @@ def main(argv=None) -> int:
     if not cases:
         raise SystemExit(f"{args.data}: no case_*/{io.LABEL_NAME}")
     print(f"{'case':12s} ROIs  cover k+m  masses | pipeline Dice k/m/t | GT-ROI Dice k/m/t")
-    rows, lesions = [], ([], [])
+    rows, lesions, names = [], ([], []), []
     for d in cases:
         case = io.load_case(d, label=True)
         img, lab, sp = case.image.array.astype(np.float32), case.label.array, case.image.spacing
@@ -105,6 +107,7 @@ def main(argv=None) -> int:
         a, b = dices(pred, lab), dices(pred_gt, lab)
         lesions[0].extend(metrics.lesion_recall(pred, lab, sp))
         lesions[1].extend(metrics.lesion_recall(pred_gt, lab, sp))
+        names += [d.name] * (len(lesions[0]) - len(names))
         rows.append([len(rois), *cov, *a, *b])
         print(f"{d.name:12s} {len(rois):4d}  {cov[0]:9.3f} {cov[1]:7.3f} | {a[0]:.3f} {a[1]:.3f} {a[2]:.3f}"
               f"       | {b[0]:.3f} {b[1]:.3f} {b[2]:.3f}", flush=True)
@@ -114,6 +117,11 @@ def main(argv=None) -> int:
     print(f"\n{'lesions':12s}    n | pipeline: found  recall | GT-ROI: found  recall")
     for (name, n, f, r), (_, _, fg, rg) in zip(lesion_table(lesions[0]), lesion_table(lesions[1])):
         print(f"{name:12s} {n:4d} |          {f:5d}  {r:6.3f} |        {fg:5d}  {rg:6.3f}")
+    if args.lesions:
+        print(f"\n{'case':12s} lesion  volume (ml) | share labelled a mass: pipeline  GT-ROI")
+        for case, a, b in zip(names, *lesions):
+            kind = "tumour" if a.label == 2 else "cyst"
+            print(f"{case:12s} {kind:6s} {a.volume_ml:12.2f} |                        {a.recall:5.2f}  {b.recall:6.2f}")
     return 0
 
 

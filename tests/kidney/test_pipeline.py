@@ -202,7 +202,7 @@ def test_stage_errors_script_replays_the_pipeline(tiny_phantom, tiny_segmenter, 
     assert np.array_equal(se.coverage(img, tiny_phantom.labels, sp, []), [0.0, 0.0])
     data = tmp_path / "data"
     phantom.write_dataset(data, 1, seed=3, preset="tiny")
-    assert se.main([str(data), "--weights", str(tiny_weights)]) == 0
+    assert se.main([str(data), "--weights", str(tiny_weights), "--lesions"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert any(line.startswith("case_00000") for line in out)
     assert any(line.startswith("mean") for line in out)
@@ -210,7 +210,11 @@ def test_stage_errors_script_replays_the_pipeline(tiny_phantom, tiny_segmenter, 
     case = io.load_case(data / "case_00000", label=True)
     n_lesions = len(metrics.lesion_recall(case.label.array, case.label.array, case.image.spacing))
     assert n_lesions > 0
-    assert out[-5].startswith("lesions") and out[-1].startswith(">= 50 ml")
-    assert sum(int(line.split("|")[0].split()[-1]) for line in out[-4:]) == n_lesions
+    i = next(k for k, line in enumerate(out) if line.startswith("lesions"))
+    assert out[i + 4].startswith(">= 50 ml")
+    assert sum(int(line.split("|")[0].split()[-1]) for line in out[i + 1:i + 5]) == n_lesions
+    # --lesions: one line per lesion after the table, shares in [0, 1]
+    listed = [line.split() for line in out[i + 5:] if line.split()[1:2] in (["tumour"], ["cyst"])]
+    assert len(listed) == n_lesions and all(0 <= float(x) <= 1 for row in listed for x in row[-2:])
     rows = se.lesion_table([metrics.Lesion(2, v, r) for v, r in ((1.0, 0.0), (5.0, 0.6), (80.0, 1.0))])
     assert [(n, f) for _, n, f, _ in rows] == [(1, 0), (1, 1), (0, 0), (1, 1)]
