@@ -200,6 +200,8 @@ CANDIDATES=("stage1+stage2:stage1/weights.npz:stage2/weights.npz"
             "stage1_s5b+stage2_s5c:stage1_s5b/weights.npz:stage2_s5c/weights.npz"
             "stage1_s5b+stage2_s5b:stage1_s5b/weights.npz:stage2_s5b/weights.npz"
             "stage1_s5b+stage2_s5d:stage1_s5b/weights.npz:stage2_s5d/weights.npz"
+            "stage1_s6+stage2_s5d:stage1_s6/weights.npz:stage2_s5d/weights.npz"
+            "stage1_s6b+stage2_s5d:stage1_s6b/weights.npz:stage2_s5d/weights.npz"
             "stage1_s5b+stage2_s6a:stage1_s5b/weights.npz:stage2_s6a/weights.npz"
             "stage1_s6+stage2_s6a:stage1_s6/weights.npz:stage2_s6a/weights.npz"
             "stage1_s6b+stage2_s6a:stage1_s6b/weights.npz:stage2_s6a/weights.npz"
@@ -214,14 +216,18 @@ for c in "${CANDIDATES[@]}"; do
   candidate "$name" "$WORK/$s1" "$WORK/$s2"
 done
 
-# 8. ship the best on validation, and score it on the unseen test phantoms and the real CT
-CHOSEN=stage1_s5b+stage2_s5d  # best mean Dice over the 3 HECs (session 4 shipped stage1_s4b+stage2_s4e,
-                              # sessions 1-3 stage1+stage2ft3_lr1e-4)
+# 8. ship the best on validation, and score it on the unseen test phantoms and the real CT;
+#    the same with test-time mirroring (reported, not used for the choice)
+CHOSEN=stage1_s6+stage2_s6c  # best mean Dice over the 3 HECs (session 5 shipped stage1_s5b+stage2_s5d,
+                             # session 4 stage1_s4b+stage2_s4e, sessions 1-3 stage1+stage2ft3_lr1e-4)
 cp "$WORK/cand/$CHOSEN/stage1_compact.npz" kidney/weights/stage1_compact.npz
 cp "$WORK/cand/$CHOSEN/stage2_compact.npz" kidney/weights/stage2_compact.npz
 kidney segment -i "$WORK/test" -o "$WORK/pred" --overwrite
 kidney evaluate "$WORK/pred" "$WORK/test" --overwrite
 python scripts/eval_real_ct.py | tee "$WORK/real_ct.txt"
+kidney segment -i "$WORK/val" -o "$WORK/val_tta" --tta --overwrite --quiet && kidney evaluate "$WORK/val_tta" "$WORK/val" --overwrite
+kidney segment -i "$WORK/test" -o "$WORK/pred_tta" --tta --overwrite --quiet && kidney evaluate "$WORK/pred_tta" "$WORK/test" --overwrite
+python scripts/stage_errors.py "$WORK/val" --lesions | tee "$WORK/stage_errors_val.txt"
 VAL=()
 for c in "${CANDIDATES[@]}"; do VAL+=(--validation "${c%%:*}=$WORK/val_${c%%:*}/evaluation.csv"); done
 python scripts/write_weights_json.py "$WORK" --real-ct-log "$WORK/real_ct.txt" "${VAL[@]}" --chosen "$CHOSEN" \
