@@ -28,6 +28,15 @@ export NUMBA_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1
 
 # 1. data: 48 training phantoms, 12 validation phantoms, 10 unseen test phantoms
 P="kidney phantom --preset demo"
+# more_data SRC DST N FIRST_SEED K: DST holds links to the N cases of SRC, then K x 12 new phantoms
+# (seeds FIRST_SEED, FIRST_SEED + 1, ...) numbered on from N
+more_data() {
+  local src=$1 dst=$2 n=$3 seed=$4 k=$5
+  [ -d "$WORK/$dst/$(printf case_%05d $((n + 12 * k - 1)))" ] && return
+  mkdir -p "$WORK/$dst"
+  for i in $(seq 0 $((n - 1))); do c=$(printf case_%05d "$i"); ln -sfn "$(readlink -f "$WORK/$src/$c")" "$WORK/$dst/$c"; done
+  for j in $(seq 0 $((k - 1))); do $P --out "$WORK/$dst" -n 12 --seed $((seed + j)) --start $((n + 12 * j)); done
+}
 [ -d "$WORK/train/case_00023" ] || $P --out "$WORK/train" -n 24 --seed 1000
 [ -d "$WORK/train/case_00035" ] || $P --out "$WORK/train" -n 12 --seed 1001 --start 24
 [ -d "$WORK/train/case_00047" ] || $P --out "$WORK/train" -n 12 --seed 1002 --start 36
@@ -76,12 +85,7 @@ kidney train --stage 1 --out "$WORK/stage1_398" --spacing 3.98 --lr 5e-4 --warmu
     --init-weights "$WORK/stage1/weights.npz" $C
 
 # 6. session 4: 24 more training phantoms (seeds 1003, 1004) next to the 48, in train72
-if [ ! -d "$WORK/train72/case_00071" ]; then
-  mkdir -p "$WORK/train72"
-  for i in $(seq 0 47); do c=$(printf case_%05d "$i"); ln -sfn "../train/$c" "$WORK/train72/$c"; done
-  $P --out "$WORK/train72" -n 12 --seed 1003 --start 48
-  $P --out "$WORK/train72" -n 12 --seed 1004 --start 60
-fi
+more_data train train72 48 1003 2
 C72="--data $WORK/train72 --model compact --accumulate 1 --loss dice+bce --checkpoint-every 50 --quiet"
 # 6a. stage 1 continued from step 2 on the 72 phantoms: lr 5e-4, 50 warm-up steps, 4000 steps, seed 4
 kidney train --stage 1 --out "$WORK/stage1_s4" --spacing 5.97 --lr 5e-4 --warmup 50 --steps 4000 --seed 4 \
@@ -107,11 +111,7 @@ $S2B --stage1-weights "$WORK/stage1_s4/weights.npz" --out "$WORK/stage2_s4d" --s
 $S2B --stage1-weights "$WORK/stage1_s4b/weights.npz" --out "$WORK/stage2_s4e" --seed 8
 
 # 6g. session 5: 72 more training phantoms (seeds 1005-1010, 12 each) next to the 72, in train144
-if [ ! -d "$WORK/train144/case_00143" ]; then
-  mkdir -p "$WORK/train144"
-  for i in $(seq 0 71); do c=$(printf case_%05d "$i"); ln -sfn "$(readlink -f "$WORK/train72/$c")" "$WORK/train144/$c"; done
-  for k in 0 1 2 3 4 5; do $P --out "$WORK/train144" -n 12 --seed $((1005 + k)) --start $((72 + 12 * k)); done
-fi
+more_data train72 train144 72 1005 6
 C144="--data $WORK/train144 --model compact --accumulate 1 --loss dice+bce --checkpoint-every 50 --quiet"
 # 6h. stage 1 continued from 6d on the 144 phantoms: lr 5e-4, 50 warm-up steps, 3000 steps, seed 10
 kidney train --stage 1 --out "$WORK/stage1_s5" --spacing 5.97 --lr 5e-4 --warmup 50 --steps 3000 --seed 10 \
@@ -133,11 +133,7 @@ kidney train --stage 2 --spacing 1.56 --stage1-spacing 5.97 --no-gt-crops --lr 1
     --out "$WORK/stage2_s5d" --seed 14 --steps 4000
 
 # 6m. session 6: 72 more training phantoms (seeds 1011-1016, 12 each) next to the 144, in train216
-if [ ! -d "$WORK/train216/case_00215" ]; then
-  mkdir -p "$WORK/train216"
-  for i in $(seq 0 143); do c=$(printf case_%05d "$i"); ln -sfn "$(readlink -f "$WORK/train144/$c")" "$WORK/train216/$c"; done
-  for k in 0 1 2 3 4 5; do $P --out "$WORK/train216" -n 12 --seed $((1011 + k)) --start $((144 + 12 * k)); done
-fi
+more_data train144 train216 144 1011 6
 C216="--data $WORK/train216 --model compact --accumulate 1 --loss dice+bce --checkpoint-every 50 --quiet"
 # 6n. stage 2 continued from 6l (shipped in session 5) on the crops of 6j (its stage 1), 216 phantoms:
 #   lr 2e-4, 50 warm-up steps, 8000 steps, seed 20
@@ -155,11 +151,7 @@ kidney train --stage 2 --spacing 1.56 --stage1-spacing 5.97 --no-gt-crops --lr 2
     --init-weights "$WORK/stage2_s5d/weights.npz" --stage1-weights "$WORK/stage1_s6/weights.npz" \
     --out "$WORK/stage2_s6b" --seed 22 --steps 7000
 # 6r. 72 more training phantoms (seeds 1017-1022) next to the 216, in train288
-if [ ! -d "$WORK/train288/case_00287" ]; then
-  mkdir -p "$WORK/train288"
-  for i in $(seq 0 215); do c=$(printf case_%05d "$i"); ln -sfn "$(readlink -f "$WORK/train216/$c")" "$WORK/train288/$c"; done
-  for k in 0 1 2 3 4 5; do $P --out "$WORK/train288" -n 12 --seed $((1017 + k)) --start $((216 + 12 * k)); done
-fi
+more_data train216 train288 216 1017 6
 C288="--data $WORK/train288 --model compact --accumulate 1 --loss dice+bce --checkpoint-every 50 --quiet"
 # 6s. stage 2 continued from 6n, 6t. from 6q, both on the crops of 6o, 288 phantoms, lr 1.5e-4:
 #   6000 steps seed 24, and 5500 steps seed 25
