@@ -44,7 +44,7 @@ from sparseconv.functional.activation import sigmoid_array
 
 from . import io
 from .model import KidneyNet, WeightsError, labels_from_hecs, load_weights
-from .roi import Roi, RoiConfig, crop_roi, find_rois, paste_probabilities
+from .roi import Roi, RoiConfig, crop_roi, find_rois, paste_probabilities, scan_box
 from .sparsify import STAGE1, STAGE2, sparsify
 
 __all__ = ["Segmenter", "SegmentResult", "NoKidneyWarning", "segment", "segment_files", "default_weights",
@@ -193,8 +193,7 @@ class Segmenter:
             z, y, x = sp.tensor.coords[:, 1:].T
             flipped = np.flip(probs, axes)  # a view: writing it writes probs at the mirrored sites
             flipped[z, y, x] += stage.probabilities(sp.tensor)
-        if len(self.mirror_axes) > 1:
-            probs /= np.float32(len(self.mirror_axes))
+        probs /= np.float32(len(self.mirror_axes))  # exact for one pass (x / 1 == x)
         return probs, n_active
 
     def stage1_probabilities(self, image: np.ndarray, spacing) -> Tuple[np.ndarray, int]:
@@ -270,10 +269,7 @@ class Segmenter:
         if not rois:
             return 0
         timed = timed or (lambda name, fn: fn())
-        s = np.array(spacing, float)
-        los = [np.clip(np.floor(np.array(r.lo) * r.spacing2 / s).astype(int) - 1, 0, image.shape) for r in rois]
-        his = [np.clip(np.ceil(np.array(r.hi) * r.spacing2 / s).astype(int) + 1, 0, image.shape) for r in rois]
-        ulo, uhi = np.min(los, axis=0), np.max(his, axis=0)
+        ulo, uhi = scan_box(rois, spacing, image.shape)
         merged = np.zeros(tuple(uhi - ulo) + (3,), np.float32)
         n2 = 0
         for r in rois:

@@ -28,7 +28,7 @@ from scipy import ndimage
 from . import io
 
 __all__ = ["RoiConfig", "Roi", "find_rois", "component_masks", "crop_box", "resample_box",
-           "crop_roi", "paste_probabilities", "ball"]
+           "crop_roi", "paste_probabilities", "scan_box", "ball"]
 
 PAPER_STAGE1_MM = 1.99
 PAPER_STAGE2_MM = 0.78
@@ -191,6 +191,18 @@ def crop_roi(image: np.ndarray, spacing, roi: Roi, *, labels: Optional[np.ndarra
     hu = resample_box(image, spacing, roi.spacing2, roi.lo, roi.shape, order=1)
     lab = None if labels is None else resample_box(labels, spacing, roi.spacing2, roi.lo, roi.shape, order=0)
     return hu, roi.mask2(), lab
+
+
+def scan_box(rois: Sequence[Roi], spacing, shape) -> Tuple[np.ndarray, np.ndarray]:
+    """``(lo, hi)`` int arrays: the box of scan voxels (``shape``, spacing ``spacing`` mm) that
+    covers every ROI's crop box, one voxel of margin, clipped to the scan. Stage 2's probabilities
+    are merged on this box only, not on the whole scan. No ROI: an empty box at the origin."""
+    if not rois:
+        return np.zeros(3, int), np.zeros(3, int)
+    s = np.array(spacing, float)
+    los = [np.clip(np.floor(np.array(r.lo) * r.spacing2 / s).astype(int) - 1, 0, shape) for r in rois]
+    his = [np.clip(np.ceil(np.array(r.hi) * r.spacing2 / s).astype(int) + 1, 0, shape) for r in rois]
+    return np.min(los, axis=0), np.max(his, axis=0)
 
 
 def paste_probabilities(out: np.ndarray, crop_probs: np.ndarray, roi: Roi, spacing,

@@ -25,7 +25,7 @@ import numpy as np
 
 from kidney import io, metrics
 from kidney.pipeline import Segmenter, default_weights
-from kidney.roi import crop_roi, find_rois, paste_probabilities
+from kidney.roi import crop_roi, find_rois, paste_probabilities, scan_box
 
 HECS = ("kidney", "masses", "tumor")
 SIZE_BINS_ML = (0.0, 2.0, 10.0, 50.0, np.inf)
@@ -40,12 +40,7 @@ def coverage(image, labels, spacing, rois):
     the truth a little larger).
     """
     shape = np.shape(image)
-    if rois:
-        lo = np.min([np.floor(np.array(r.lo) * r.spacing2 / np.array(spacing)) for r in rois], axis=0)
-        hi = np.max([np.ceil(np.array(r.hi) * r.spacing2 / np.array(spacing)) + 1 for r in rois], axis=0)
-        lo, hi = np.clip(lo.astype(int), 0, shape), np.clip(hi.astype(int), 0, shape)
-    else:
-        lo = hi = np.zeros(3, int)
+    lo, hi = scan_box(rois, spacing, shape)
     merged = np.zeros(tuple(hi - lo) + (1,), np.float32)
     for r in rois:
         _, mask, _ = crop_roi(image, spacing, r)

@@ -107,3 +107,15 @@ def test_paste_skip_below_keeps_which_voxels_reach_the_threshold():
     assert (full[..., 1] > 0).any() and not skipped[..., 1].any()
     assert np.array_equal(full >= th, skipped >= th)
     assert np.array_equal(full[..., 0], skipped[..., 0])
+
+
+def test_scan_box_covers_every_crop_with_a_margin_and_clips():
+    from kidney.roi import Roi, scan_box
+    mask = np.zeros((1, 1, 1), bool)
+    a = Roi((2, 4, 4), (6, 8, 8), (20, 20, 20), 1.0, mask, 1.0)     # crop box in 1 mm stage-2 voxels
+    b = Roi((10, 0, 12), (20, 6, 20), (20, 20, 20), 1.0, mask, 1.0)
+    lo, hi = scan_box([a, b], (2.0, 1.0, 1.0), (9, 18, 18))         # scan: 2 mm slices, 1 mm in-plane
+    assert lo.tolist() == [0, 0, 3] and hi.tolist() == [9, 9, 18]   # z: 1 - 1 = 0 .. 10 + 1 -> 9 clipped
+    lo, hi = scan_box([a], (2.0, 1.0, 1.0), (9, 18, 18))
+    assert lo.tolist() == [0, 3, 3] and hi.tolist() == [4, 9, 9]
+    assert [v.tolist() for v in scan_box([], (1.0, 1.0, 1.0), (5, 5, 5))] == [[0, 0, 0], [0, 0, 0]]
