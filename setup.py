@@ -9,7 +9,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
     packages=find_packages(include=["sparseconv", "sparseconv.*", "kidney", "kidney.*"]),
-    package_data={"kidney": ["weights/*.npz", "weights/*.json", "weights/*.md"],
+    package_data={"kidney": ["weights/*.npz", "weights/*.json", "weights/*.md", "data/*.json"],
                   "sparseconv": ["backends/cuda/*.cu", "backends/cuda/*.h", "backends/cuda_emulation/*.h",
                                  "backends/cuda_emulation/*.cpp"]},
     install_requires=["numpy>=1.23", "numba>=0.57", "scipy>=1.9", "nibabel>=4.0"],
