@@ -5,7 +5,7 @@
     python benchmarks/bench_network.py --configs paper,compact --inputs stage2-median,stage2-p95,stage1
     python benchmarks/bench_network.py --quick            # tiny smoke run
 
-Inputs (sizes from ../shared/data/kits23_sample/kits23_segmentation_stats.csv):
+Inputs (sizes from data/kits23_sample/kits23_segmentation_stats.csv):
   * ``stage1``: a whole phantom scan resampled to 1.99 mm, HU window [-53.4, 283.2];
   * ``stage2-median`` / ``stage2-p95``: one kidney ROI crop at 0.78 mm (window [-300, 500], inside
     the dilated kidney), the crop box of the median / 95th-percentile KiTS23 kidney: the component's
@@ -38,7 +38,7 @@ from scipy import ndimage
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from measure import median_time  # noqa: E402
-STATS = HERE.parent.parent / "shared" / "data" / "kits23_sample" / "kits23_segmentation_stats.csv"
+STATS = HERE.parent / "data" / "kits23_sample" / "kits23_segmentation_stats.csv"
 STAGE1_MM, STAGE2_MM = 1.99, 0.78
 MARGIN = np.array([10, 35, 35])  # stage-2 voxels, (cranio-caudal, y, x)
 DILATION_MM = 5 * STAGE1_MM  # ball of diameter 11 stage-1 voxels: radius 5 voxels
@@ -49,8 +49,8 @@ DILATION_MM = 5 * STAGE1_MM  # ball of diameter 11 stage-1 voxels: radius 5 voxe
 def kits_crop_shapes(stats_path=STATS):
     """Stage-2 crop shapes ``{"median": (Z, Y, X), "p95": ...}`` of KiTS23 kidney components."""
     if not Path(stats_path).is_file():
-        raise FileNotFoundError(f"KiTS23 statistics not found at {stats_path} (they live in ../shared/data beside "
-                                "the repository; pass --stats PATH)")
+        raise FileNotFoundError(f"KiTS23 statistics not found at {stats_path} (the repository ships them in "
+                                "data/kits23_sample/; pass --stats PATH)")
     boxes = []
     with open(stats_path) as f:
         for row in csv.DictReader(f):
@@ -196,7 +196,7 @@ def main(argv=None):
                    help="repeats for the NumPy dense twin (default: --repeats; it is by far the slowest)")
     p.add_argument("--methods", default="sparse,dense" + (",torch" if _has_torch() else ""))
     p.add_argument("--no-memory", action="store_true")
-    p.add_argument("--stats", default=str(STATS), help="KiTS23 statistics CSV (default: ../shared/data/...)")
+    p.add_argument("--stats", default=str(STATS), help="KiTS23 statistics CSV (default: data/kits23_sample/kits23_segmentation_stats.csv)")
     p.add_argument("--quick", action="store_true", help="tiny inputs, tiny config, 1 repeat (smoke test)")
     p.add_argument("--out", default=str(HERE / "results" / "bench_network.json"))
     args = p.parse_args(argv)

@@ -1,11 +1,11 @@
 """What one whole case costs: ``kidney segment`` end to end on phantom scans of KiTS23's median and
-95th-percentile sizes — wall time per stage and peak memory, on this machine's CPU.
+95th-percentile sizes — wall time per stage and peak memory, on the CPU.
 
     python benchmarks/bench_pipeline.py                      # median + p95 KiTS23 scan grids
     python benchmarks/bench_pipeline.py --sizes median --repeats 3
     python benchmarks/bench_pipeline.py --quick              # a tiny smoke run
 
-Sizes (from ../shared/data/kits23_sample/kits23_segmentation_stats.csv): the scans at the 50th and
+Sizes (from data/kits23_sample/kits23_segmentation_stats.csv): the scans at the 50th and
 95th percentile of voxel count, with their grids and spacings (median: 104 x 512 x 512 at
 5 x 0.98 x 0.98 mm; p95: 636 x 512 x 512 at 1 x 0.77 x 0.77 mm). A seeded phantom is drawn on
 each grid and written as NIfTI (``imaging.nii.gz``), exactly what a user hands to ``kidney segment``.
@@ -39,15 +39,15 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from measure import peak_rss_mb  # noqa: E402
-STATS = HERE.parent.parent / "shared" / "data" / "kits23_sample" / "kits23_segmentation_stats.csv"
+STATS = HERE.parent / "data" / "kits23_sample" / "kits23_segmentation_stats.csv"
 STEPS = ("read", "stage1", "roi", "stage2", "merge", "write")
 
 
 def kits_scan_grids(stats_path=STATS):
     """``{"median": (shape, spacing), "p95": ...}``: the KiTS23 scans at those percentiles of voxel count."""
     if not Path(stats_path).is_file():
-        raise FileNotFoundError(f"KiTS23 statistics not found at {stats_path} (they live in ../shared/data beside "
-                                "the repository; pass --stats PATH)")
+        raise FileNotFoundError(f"KiTS23 statistics not found at {stats_path} (the repository ships them in "
+                                "data/kits23_sample/; pass --stats PATH)")
     with open(stats_path) as f:
         rows = list(csv.DictReader(f))
     voxels = np.array([float(r["n0"]) * float(r["n1"]) * float(r["n2"]) for r in rows])
@@ -150,7 +150,7 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=1, help="runs per size (fresh process each; medians shown)")
     p.add_argument("--weights", default=None, help="folder with stage1_*.npz / stage2_*.npz (default: shipped)")
     p.add_argument("--seed", type=int, default=7, help="phantom seed")
-    p.add_argument("--stats", default=str(STATS), help="KiTS23 statistics CSV (default: ../shared/data/...)")
+    p.add_argument("--stats", default=str(STATS), help="KiTS23 statistics CSV (default: data/kits23_sample/kits23_segmentation_stats.csv)")
     p.add_argument("--quick", action="store_true", help="one tiny phantom grid (smoke test)")
     p.add_argument("--out", default=str(HERE / "results" / "bench_pipeline.json"))
     args = p.parse_args(argv)

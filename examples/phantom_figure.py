@@ -1,10 +1,11 @@
 """Figure of CT phantoms: axial, coronal and sagittal slices with the KiTS23 labels overlaid.
 
     python examples/phantom_figure.py --out docs/phantom.png [--seed 0] [--preset demo]
-        [--labels ../shared/data/kits23_sample/case_00479/segmentation.nii.gz]
+        [--labels data/kits23_sample/case_00479/segmentation.nii.gz]
 
 Row 1: a synthetic phantom (:func:`kidney.phantom.make_phantom`); row 2 (when ``--labels`` points
-to a real KiTS23 label map, default: the shared sample if present): a CT synthesised around it
+to a real KiTS23 label map, default: the repository's ``data/kits23_sample/case_00479``; ``''`` skips
+it): a CT synthesised around it
 (:func:`kidney.phantom.from_labels`). Slices pass through the centre of the largest tumour.
 Display: window [-160, 240] HU, radiological convention (patient's right on the image left).
 """
@@ -23,8 +24,8 @@ from scipy import ndimage  # noqa: E402
 
 from kidney import io, phantom  # noqa: E402
 
-DEFAULT_LABELS = (Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kits23_sample"
-                  / "case_00479" / "segmentation.nii.gz")
+DEFAULT_LABELS = (Path(__file__).resolve().parents[1] / "data" / "kits23_sample" / "case_00479"
+                  / "segmentation.nii.gz")
 COLOURS = ListedColormap([(0, 0, 0, 0), (0.1, 0.85, 0.35, 0.45), (1.0, 0.2, 0.25, 0.6),
                           (0.25, 0.55, 1.0, 0.6)])
 
@@ -69,9 +70,11 @@ def main(argv=None) -> Path:
     ap.add_argument("--labels", default=str(DEFAULT_LABELS),
                     help="real KiTS23 segmentation.nii.gz for the second row ('' to skip)")
     args = ap.parse_args(argv)
+    if args.labels and not Path(args.labels).is_file():
+        ap.error(f"--labels {args.labels}: no such file (pass '' to draw the synthetic phantom only)")
     rows = [(phantom.make_phantom(args.seed, preset=args.preset, phase=args.phase),
              f"synthetic (seed {args.seed})")]
-    if args.labels and Path(args.labels).is_file():
+    if args.labels:
         seg = io.load_nifti(args.labels, label=True)
         rows.append((phantom.from_labels(seg.array, seg.spacing, args.seed, phase=args.phase),
                      f"around {Path(args.labels).parent.name}"))

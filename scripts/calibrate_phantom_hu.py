@@ -1,6 +1,6 @@
 """Measure tissue HU on the real CT and on a non-contrast phantom at the same 3 mm spacing.
 
-    python scripts/calibrate_phantom_hu.py [--data ../shared/data/totalseg_example] [--seed 0]
+    python scripts/calibrate_phantom_hu.py [--data data/totalseg_example] [--seed 0]
 
 Prints, per structure, n / mean / sd / p5 / p95 of the real CT (TotalSegmentator labels, each mask
 eroded once) next to the same numbers for the phantom. This is how the non-contrast column of
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from kidney import io, phantom
 
-DEFAULT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "totalseg_example"
+DEFAULT = Path(__file__).resolve().parents[1] / "data" / "totalseg_example"
 
 
 def measure(data: Path, seed: int):

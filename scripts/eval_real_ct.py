@@ -1,7 +1,8 @@
-"""Kidney+masses Dice of the shipped weights on the real CT in ../shared/data/totalseg_example.
+"""Kidney+masses Dice of the shipped weights on the real CT in data/totalseg_example.
 
 The example is a 3 mm non-contrast abdominal CT with TotalSegmentator kidney labels (2 right, 3 left);
-it has no tumour labels, so only the kidney+masses HEC is scored. Nothing was tuned on it.
+it has no tumour labels, so only the kidney+masses HEC is scored. It is a test case only: nothing was
+trained or tuned on it.
 
     python scripts/eval_real_ct.py [--weights DIR] [--out PRED.nii.gz]
 """
@@ -16,8 +17,8 @@ import numpy as np
 from kidney import io, metrics
 from kidney.pipeline import Segmenter, default_weights
 
-HERE = Path(__file__).resolve().parents[1]
-DATA = HERE.parent / "shared" / "data" / "totalseg_example"
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / "data" / "totalseg_example"
 
 
 def main(argv=None) -> int:

@@ -1,4 +1,4 @@
-"""Fixtures for the kidney tests: the shared real data (skipped when absent) and small phantoms."""
+"""Fixtures for the kidney tests: the real data shipped in ``data/`` and small phantoms."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,33 +6,41 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-# tests/kidney/conftest.py -> parents[2] is the repo root; the shared data sit beside it.
+# tests/kidney/conftest.py -> parents[2] is the repo root.
 REPO = Path(__file__).resolve().parents[2]
-SHARED_DATA = REPO.parent / "shared" / "data"
+REPO_DATA = REPO / "data"
 
 
-@pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """``../shared/data`` (real KiTS23 labels, TotalSegmentator CT); skip when it is absent."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared data folder {SHARED_DATA} is absent (it holds the real KiTS23 "
-                    f"label maps and the real CT these tests read)")
-    return SHARED_DATA
-
-
-@pytest.fixture(scope="session")
-def kits_sample(shared_data) -> Path:
-    path = shared_data / "kits23_sample"
-    if not (path / "case_00061" / "segmentation.nii.gz").is_file():
-        pytest.skip(f"{path} lacks the KiTS23 sample label maps")
+def _require(path: Path, what: str) -> Path:
+    """``path`` if it exists; otherwise fail (not skip): the repository ships these files."""
+    if not path.exists():
+        pytest.fail(f"{path} is missing: {what} ships with the repository in data/ (see data/README.md); "
+                    f"restore it from git (git checkout HEAD -- data/)", pytrace=False)
     return path
 
 
 @pytest.fixture(scope="session")
-def totalseg(shared_data) -> Path:
-    path = shared_data / "totalseg_example"
-    if not (path / "example_ct_sm.nii.gz").is_file():
-        pytest.skip(f"{path} lacks the TotalSegmentator example CT")
+def repo_data() -> Path:
+    """The repository's ``data/`` folder (real KiTS23 label maps, the TotalSegmentator example CT)."""
+    return _require(REPO_DATA, "the test data folder")
+
+
+@pytest.fixture(scope="session")
+def kits_sample(repo_data) -> Path:
+    """``data/kits23_sample``: three real KiTS23 label maps, statistics, metric test vectors."""
+    path = repo_data / "kits23_sample"
+    for name in ("case_00061/segmentation.nii.gz", "case_00110/segmentation.nii.gz",
+                 "case_00479/segmentation.nii.gz", "kits23_segmentation_stats.csv", "metric_testvectors.json"):
+        _require(path / name, "the KiTS23 sample")
+    return path
+
+
+@pytest.fixture(scope="session")
+def totalseg(repo_data) -> Path:
+    """``data/totalseg_example``: the real CT and its TotalSegmentator labels (a test case only)."""
+    path = repo_data / "totalseg_example"
+    for name in ("example_ct_sm.nii.gz", "example_seg.nii.gz"):
+        _require(path / name, "the TotalSegmentator example CT")
     return path
 
 

@@ -83,7 +83,7 @@ def test_bad_input_messages():
 
 
 def test_real_ct_active_fractions(totalseg):
-    """The fractions listed in shared/data/totalseg_example/README.md (native 3 mm grid)."""
+    """The fractions listed in data/totalseg_example/README.md (native 3 mm grid)."""
     ct = io.load_nifti(totalseg / "example_ct_sm.nii.gz")
     assert sparsify.sparsify(ct.array, STAGE1).active_fraction == pytest.approx(0.418, abs=1e-3)
     assert sparsify.sparsify(ct.array, STAGE2).active_fraction == pytest.approx(0.623, abs=1e-3)
