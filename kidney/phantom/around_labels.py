@@ -1,0 +1,137 @@
+"""CT synthesised around a real KiTS23 label map (:func:`from_labels`): the labels are kept exactly."""
+from __future__ import annotations
+
+import math
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+from scipy import ndimage
+
+from .. import io
+from .anatomy import Anatomy, _draw_anatomy
+from .canvas import _Canvas, _paint_tube
+from .render import _smooth_noise
+from .synthetic import Phantom, _finish, _paint_background, _phase, _sub_slices
+from .tissues import T, TUMOUR_TYPES, _CAVITY
+
+
+def _label_components(labels: np.ndarray, spacing) -> List[Tuple[np.ndarray, int]]:
+    """Centres (mm) and sizes of the two largest 26-connected foreground components."""
+    fg = labels > 0
+    if not fg.any():
+        return []
+    box = ndimage.find_objects(fg.astype(np.uint8))[0]
+    comp, n = ndimage.label(fg[box], structure=np.ones((3, 3, 3)))
+    sizes = np.bincount(comp.ravel())[1:]
+    out = []
+    for i in np.argsort(sizes)[::-1][:2]:
+        idx = np.argwhere(comp == i + 1).mean(axis=0) + [b.start for b in box]
+        out.append(((idx + 0.5) * np.array(spacing), int(sizes[i])))
+    return out
+
+
+def _anatomy_from_labels(rng, labels: np.ndarray, spacing) -> Anatomy:
+    extent = tuple(n * s for n, s in zip(labels.shape, spacing))
+    an = _draw_anatomy(rng, extent, synthetic_kidneys=False)
+    comps = _label_components(labels, spacing)
+    if len(comps) == 2 and abs(comps[0][0][2] - comps[1][0][2]) > 60:
+        an.cx = float(0.5 * (comps[0][0][2] + comps[1][0][2]))
+    for c, _ in comps:
+        side = "right" if c[2] < an.cx else "left"
+        an.z_kidney[side] = float(c[0])
+    if comps:
+        y_k = float(np.mean([c[1] for c, _ in comps]))
+        an.y_spine = y_k - 12.0
+        an.cy = an.y_spine + an.fat_mm + 62.0 - an.half_depth
+        reach = max(abs(c[2] - an.cx) for c, _ in comps) + 60 + an.fat_mm
+        an.half_width = max(an.half_width, reach)
+    if len(comps) == 1:
+        side = "right" if comps[0][0][2] < an.cx else "left"
+        other = "left" if side == "right" else "right"
+        an.z_kidney[other] = an.z_kidney[side]
+    an.label_centres = [c for c, _ in comps]
+    return an
+
+
+def _label_tissues(cv: _Canvas, labels: np.ndarray, spacing, rng) -> None:
+    """Paint kidney/tumour/cyst tissue exactly on the labelled voxels (all sub-slices)."""
+    fg = labels > 0
+    if not fg.any():
+        return
+    box = ndimage.find_objects(fg.astype(np.uint8))[0]
+    margin = tuple(int(math.ceil(15.0 / s)) + 1 for s in spacing)
+    box = tuple(slice(max(0, b.start - m), min(n, b.stop + m))
+                for b, m, n in zip(box, margin, labels.shape))
+    lab = labels[box]
+    outside = ndimage.distance_transform_edt(lab == 0, sampling=spacing)
+    depth_k = ndimage.distance_transform_edt(lab > 0, sampling=spacing)
+    tissue = np.full(lab.shape, 255, np.uint8)
+    tissue[(outside > 0) & (outside <= 12.0)] = T["visceral_fat"]  # perirenal fat
+    mottled = _smooth_noise(rng, lab.shape, spacing, 8.0) > 0.2
+    tissue[lab == 1] = np.where((depth_k[lab == 1] > 6.0) & mottled[lab == 1],
+                                T["renal_medulla"], T["renal_cortex"])
+    tissue[lab == 3] = T["cyst"]
+    _tumour_tissue(tissue, lab, spacing, rng)
+    fine = cv.tissue.reshape(labels.shape[0], cv.n_sub, *labels.shape[1:])
+    sub = fine[box[0], :, box[1], box[2]]
+    fat_ok = np.isin(sub, _CAVITY) & (tissue == T["visceral_fat"])[:, None]
+    sub[fat_ok] = T["visceral_fat"]
+    exact = np.broadcast_to((lab > 0)[:, None], sub.shape)
+    sub[exact] = np.broadcast_to(tissue[:, None], sub.shape)[exact]
+    fine[box[0], :, box[1], box[2]] = sub
+
+
+def _tumour_tissue(tissue: np.ndarray, lab: np.ndarray, spacing, rng) -> None:
+    tum = lab == 2
+    if not tum.any():
+        return
+    comp, n = ndimage.label(tum, structure=np.ones((3, 3, 3)))
+    depth = ndimage.distance_transform_edt(tum, sampling=spacing)
+    for i in range(1, n + 1):
+        m = comp == i
+        kind = str(rng.choice(TUMOUR_TYPES, p=[0.7, 0.2, 0.1]))
+        tissue[m] = T[kind]
+        d_max = float(depth[m].max())
+        if kind == "tumour_clear_cell" and d_max > 12 and rng.random() < 0.6:
+            tissue[m & (depth > 0.55 * d_max)] = T["tumour_necrosis"]
+
+
+def from_labels(segmentation: np.ndarray, spacing: Sequence[float], seed: int = 0, *,
+                phase: str = "random", noise_hu: Optional[float] = None) -> Phantom:
+    """Synthesise a CT around a real KiTS23 label map; the labels are kept exactly.
+
+    Args:
+        segmentation: ``(Z, Y, X)`` internal-orientation label map (0..3), e.g.
+            ``io.load_nifti(path, label=True).array``.
+        spacing: ``(sz, sy, sx)`` mm.
+        seed, phase, noise_hu: as in :func:`make_phantom`.
+
+    The body, spine, organs and bowel are drawn around the labelled kidneys (midline between the
+    two largest components, spine just medial and anterior-posterior level with them); labelled
+    voxels get kidney (cortex/medulla by depth), tumour (subtype, necrotic core) or cyst tissue,
+    with a 12 mm rim of perirenal fat. ``Phantom.labels`` is a copy of ``segmentation``.
+    """
+    labels = np.asarray(segmentation)
+    if labels.ndim != 3:
+        raise ValueError(f"from_labels needs a 3D label map, got shape {labels.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() > 3):
+        raise ValueError(f"from_labels: labels must lie in 0..3, got range "
+                         f"[{labels.min()}, {labels.max()}] in a {labels.shape} map")
+    labels = labels.astype(np.uint8)
+    spacing = io.check_spacing(spacing, "from_labels")
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 20251105]))
+    phase = _phase(rng, phase)
+    an = _anatomy_from_labels(rng, labels, spacing)
+    cv = _Canvas(labels.shape, spacing, _sub_slices(spacing))
+    _paint_background(cv, an, rng)
+    _paint_renal_vessels(cv, an)
+    _label_tissues(cv, labels, spacing, rng)
+    return _finish(cv, an, spacing, phase, int(seed), noise_hu, rng, labels=labels.copy())
+
+
+def _paint_renal_vessels(cv: _Canvas, an: Anatomy) -> None:
+    for c in an.label_centres:
+        aorta = (c[0], an.y_spine - 30, an.cx + 12)
+        ivc = (c[0] + 5, an.y_spine - 28, an.cx - 22)
+        _paint_tube(cv, T["artery"], [aorta, tuple(c)], 3.5, over=(T["visceral_fat"],))
+        _paint_tube(cv, T["vein"], [ivc, tuple(c)], 5.0, over=(T["visceral_fat"],))

@@ -1,0 +1,82 @@
+"""Calibration helpers: tissue HU statistics of a real CT and of a phantom, structure by structure."""
+from __future__ import annotations
+
+from typing import Dict, Tuple
+
+import numpy as np
+from scipy import ndimage
+
+from .synthetic import Phantom
+from .tissues import TISSUE_ID
+
+
+def tissue_statistics(hu: np.ndarray, masks: Dict[str, np.ndarray],
+                      erode: int = 1) -> Dict[str, Dict[str, float]]:
+    """Per-structure HU statistics: ``{name: {n, mean, sd, p5, p50, p95}}``.
+
+    Each mask is eroded ``erode`` times (6-connectivity) first, to measure tissue rather than its
+    partial-volume rim; masks that erode away fall back to their unEroded voxels.
+    """
+    hu = np.asarray(hu, dtype=np.float64)
+    out = {}
+    for name, mask in masks.items():
+        m = np.asarray(mask, dtype=bool)
+        if erode:
+            e = ndimage.binary_erosion(m, iterations=erode)
+            m = e if e.sum() >= 20 else m
+        v = hu[m]
+        if v.size == 0:
+            continue
+        p5, p50, p95 = np.percentile(v, [5, 50, 95])
+        out[name] = dict(n=int(v.size), mean=float(v.mean()), sd=float(v.std()), p5=float(p5),
+                         p50=float(p50), p95=float(p95))
+    return out
+
+
+# Real-CT structures (TotalSegmentator label values in shared/data/totalseg_example) and the phantom
+# tissues they are compared with. "fat" and "air" have no label there: fat = unlabelled body voxels
+# in [-200, -30] HU, air = voxels outside the body (largest component of HU > -500, filled).
+CALIBRATION_MAP: Dict[str, Tuple[Tuple[int, ...], Tuple[str, ...]]] = {
+    "liver": ((5,), ("liver",)),
+    "spleen": ((1,), ("spleen",)),
+    "kidney": ((2, 3), ("renal_cortex", "renal_medulla", "collecting_system")),
+    "muscle": ((86, 87, 88, 89), ("muscle",)),
+    "aorta": ((52,), ("artery",)),
+    "inferior_vena_cava": ((63,), ("vein",)),
+    "gallbladder": ((4,), ("gallbladder",)),
+    "vertebrae": ((30, 31, 32), ("cancellous_bone",)),
+    "spinal_canal": ((79,), ("spinal_canal",)),
+    "small_bowel": ((18,), ("bowel_wall", "bowel_fluid")),
+    "lung": ((10, 11, 14), ("lung",)),
+    "fat": ((), ("subcutaneous_fat", "visceral_fat")),
+    "air": ((), ("air",)),
+}
+
+
+def _body_mask(hu: np.ndarray) -> np.ndarray:
+    comp, n = ndimage.label(hu > -500)
+    if n == 0:
+        return np.zeros(hu.shape, bool)
+    body = comp == 1 + int(np.argmax(np.bincount(comp.ravel())[1:]))
+    return np.stack([ndimage.binary_fill_holes(s) for s in body])
+
+
+def real_ct_masks(hu: np.ndarray, seg: np.ndarray) -> Dict[str, np.ndarray]:
+    """Masks of the :data:`CALIBRATION_MAP` structures on the real CT (``hu``, ``seg`` on one
+    grid)."""
+    body = _body_mask(hu)
+    out = {}
+    for name, (values, _) in CALIBRATION_MAP.items():
+        if name == "fat":
+            out[name] = body & (seg == 0) & (hu >= -200) & (hu <= -30)
+        elif name == "air":
+            out[name] = ~ndimage.binary_dilation(body, iterations=2)
+        else:
+            out[name] = np.isin(seg, values)
+    return out
+
+
+def phantom_masks(ph: Phantom) -> Dict[str, np.ndarray]:
+    """Masks of the :data:`CALIBRATION_MAP` structures on a phantom (from its tissue map)."""
+    return {name: np.isin(ph.tissue, [TISSUE_ID[t] for t in tissues])
+            for name, (_, tissues) in CALIBRATION_MAP.items()}
