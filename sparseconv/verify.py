@@ -229,7 +229,7 @@ def load_plugin(spec: str) -> list:
     path = Path(spec)
     if spec.endswith(".py") or path.is_file():
         if not path.is_file():
-            raise ImportError(f"plugin file {spec!r} does not exist")
+            raise FileNotFoundError(f"no such file {str(path.resolve())!r}")
         mod_name = "sparseconv_plugin_" + re.sub(r"\W", "_", path.stem)
         module_spec = importlib.util.spec_from_file_location(mod_name, path)
         module = importlib.util.module_from_spec(module_spec)
@@ -249,6 +249,19 @@ def load_plugin(spec: str) -> list:
         raise ImportError(f"plugin {spec!r} registered no backend: call sparseconv.register_backend(name, obj) "
                           "when it is imported, or define a module-level `backend` object with a `name`")
     return new
+
+
+def _plugin_error(err: BaseException, spec: str) -> str:
+    """One line saying why a plugin did not load: the exception, and where in the plugin it was raised."""
+    if isinstance(err, FileNotFoundError) and str(err).startswith("no such file"):
+        return str(err)
+    text = f"{type(err).__name__}: {err}"
+    path = Path(spec).resolve() if spec.endswith(".py") or Path(spec).is_file() else None
+    frames = traceback.extract_tb(err.__traceback__)
+    mine = [f for f in frames if path is not None and Path(f.filename).resolve() == path]
+    if mine:
+        text += f" (at {spec} line {mine[-1].lineno})"
+    return " ".join(text.split())  # one line, whatever the message held
 
 
 def _fmt(err):
@@ -287,8 +300,7 @@ def main(argv=None) -> int:
         try:
             names = load_plugin(spec)
         except Exception as err:  # noqa: BLE001 - whatever the user's module raised
-            traceback.print_exc()
-            print(f"verify: cannot load plugin {spec!r}: {type(err).__name__}: {err}", file=sys.stderr)
+            print(f"verify: cannot load plugin {spec!r}: {_plugin_error(err, spec)}", file=sys.stderr)
             return 2
         print(f"plugin {spec}: registered {', '.join(repr(n) for n in names)}")
         plugged += names

@@ -116,6 +116,27 @@ def test_plugin_that_registers_nothing_is_refused(tmp_path, capsys, registry):
     assert "registered no backend" in capsys.readouterr().err
 
 
+def test_missing_plugin_file_is_one_line_and_exit_2(tmp_path, capsys, registry):
+    missing = tmp_path / "missing.py"
+    assert verify.main(["--plugin", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert str(missing) in err and "no such file" in err
+
+
+@pytest.mark.parametrize("body,message", [
+    ("import no_such_module_for_sparseconv\n", "ModuleNotFoundError: No module named 'no_such_module_for_sparseconv'"),
+    ("x = 1\ndef f():\n    raise RuntimeError('kernel table\\nnot ready')\nf()\n", "RuntimeError: kernel table not ready"),
+])
+def test_plugin_that_fails_to_import_is_one_line_and_exit_2(tmp_path, capsys, registry, body, message):
+    plugin = tmp_path / "bad_plugin.py"
+    plugin.write_text(body)
+    assert verify.main(["--plugin", str(plugin)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert message in err and str(plugin) in err and "line" in err
+
+
 def test_unknown_backend_and_op_exit_2(capsys):
     assert verify.main(["--backend", "no-such-backend"]) == 2
     assert "unknown backend 'no-such-backend'" in capsys.readouterr().err
