@@ -3,7 +3,7 @@
     python examples/06_sparse_unet.py            # full size, figures into docs/figures
     python examples/06_sparse_unet.py --smoke    # a few seconds (CI), figures into --out
 
-The paper's network (DESIGN §4) is a six-level sparse U-Net: channels (16, 32, 64, 128, 256, 512),
+The paper's network (docs/design.md, Network) is a six-level sparse U-Net: channels (16, 32, 64, 128, 256, 512),
 a k2 s2 ``SparseConv3d`` between levels and a k2 s2 ``SparseInverseConv3d`` on the way back up.
 This example takes a CT-like active set and
 

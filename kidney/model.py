@@ -1,4 +1,5 @@
-"""The network of both stages: a sparse U-Net of ConvNeXt-V2 blocks (arXiv 2511.04334, DESIGN §4).
+"""The network of both stages: a sparse U-Net of ConvNeXt-V2 blocks (arXiv 2511.04334;
+docs/design.md, Network).
 
 Structure (``L = len(dims)`` levels; every layer works on the active voxels only)::
 
@@ -19,7 +20,7 @@ run, so they cost no time.
 Outputs are logits of the three nested KiTS23 HECs, in this channel order:
 ``0 = kidney+masses {1,2,3}``, ``1 = masses {2,3}``, ``2 = tumour {2}`` (see :func:`hec_targets`).
 
-Dense twin (benchmark issue): every module here is a small named layer with PyTorch-style parameter
+Dense twin (for the benchmarks): every module here is a small named layer with PyTorch-style parameter
 names (``encoders.2.1.pwconv1.weight``), and :meth:`KidneyNet.forward` is written level by level over
 four primitives — ``block``, ``down``, ``up``, ``head`` — so a dense twin only has to implement those
 four on a dense grid and load the same ``state_dict``.
@@ -94,7 +95,7 @@ class ModelConfig:
 
 
 CONFIGS: Dict[str, ModelConfig] = {
-    # The paper's network (DESIGN §4): 27,473,696 parameters.
+    # The paper's network (docs/design.md, Network): 27,473,696 parameters.
     "paper": ModelConfig("paper", (16, 32, 64, 128, 256, 512), (2, 4, 4, 8, 8, 8)),
     # CPU budget (2 cores): the same design with 4 levels of narrower, shallower stages and 1 block
     # per decoder level; heads (LN + block + 1x1x1 conv) on its 3 decoder levels = 1, ½, ¼.
@@ -209,8 +210,8 @@ def hec_targets(labels: np.ndarray) -> np.ndarray:
 
 
 def labels_from_hecs(kidney, masses, tumour) -> np.ndarray:
-    """Label map from three boolean HEC maps (DESIGN §4): 1 where kidney+masses, then 3 where
-    masses, then 2 where tumour — each overwrites the previous, so the nesting is imposed."""
+    """Label map from three boolean HEC maps (docs/design.md, Labels and HECs): 1 where kidney+masses,
+    then 3 where masses, then 2 where tumour — each overwrites the previous, so the nesting is imposed."""
     kidney = np.asarray(kidney, bool)
     out = np.zeros(kidney.shape, np.uint8)
     out[kidney] = 1

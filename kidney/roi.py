@@ -1,4 +1,4 @@
-"""Stage-1 output -> kidney regions -> stage-2 crops (DESIGN §4).
+"""Stage-1 output -> kidney regions -> stage-2 crops (docs/design.md, ROI rule).
 
 The rule, at the paper's spacings (stage 1 on a 1.99 mm grid, stage 2 on a 0.78 mm grid):
 
@@ -36,7 +36,7 @@ PAPER_STAGE2_MM = 0.78
 
 @dataclass(frozen=True)
 class RoiConfig:
-    """ROI rule constants (DESIGN §4), in voxels of the paper's grids."""
+    """ROI rule constants (docs/design.md, ROI rule), in voxels of the paper's grids."""
 
     threshold: float = 0.1
     min_voxels: int = 50                 # stage-1 voxels at 1.99 mm

@@ -1,8 +1,9 @@
 """HU-window sparsification: a CT volume -> a :class:`sparseconv.SparseTensor`.
 
-Rule (DESIGN §4): keep voxel ``p`` iff ``lo <= HU[p] <= hi`` (and ``mask[p]`` when a mask, e.g. the
-dilated ROI, is given); its single feature is the standardised HU ``(HU - mean) / std``. Coordinates
-are the voxel indices ``[batch, z, y, x]`` of the (already resampled) grid it was given.
+Rule (docs/design.md, Sparsification): keep voxel ``p`` iff ``lo <= HU[p] <= hi`` (and ``mask[p]``
+when a mask, e.g. the dilated ROI, is given); its single feature is the standardised HU
+``(HU - mean) / std``. Coordinates are the voxel indices ``[batch, z, y, x]`` of the (already
+resampled) grid it was given.
 
 Presets hold the paper's two stages: :data:`STAGE1` (whole scan at 1.99 mm, window
 ``[-53.4, 283.2]``, ``(HU - 48.10) / 62.65``) and :data:`STAGE2` (ROI crops at 0.78 mm, window

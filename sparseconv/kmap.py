@@ -14,7 +14,7 @@ gather-matmul-scatter reference uses, and the *transposed* map (outputs ↔ inpu
 every backward-data pass and every inverse convolution into a forward pass. Within one offset each
 input row and each output row occurs at most once, so a scatter never needs atomics.
 
-Offsets are enumerated row-major, dz slowest (DESIGN §2):
+Offsets are enumerated row-major, dz slowest (docs/design.md, Conventions):
   * submanifold / centred maps: ``(dz, dy, dx) ∈ [-r, r]^3 · dilation``, r = k // 2;
   * strided (down) maps: window positions ``[0, k)^3 · dilation`` as in a dense convolution.
 """
@@ -148,7 +148,7 @@ def down_output_shape(spatial_shape, kernel_size, stride, padding, dilation):
 
     The dense formula ``floor((D + 2p - d(k-1) - 1) / s) + 1``, except for the *tiling* case
     ``k == s, p == 0, d == 1`` (the U-Net downsampler), where the grid is ``ceil(D / s)`` so that
-    no input voxel is dropped at an odd-sized border (DESIGN §2).
+    no input voxel is dropped at an odd-sized border (docs/design.md, Conventions: down conv).
     """
     shape = np.array(C.as_shape3(spatial_shape))
     params = [(kernel_size, "kernel_size"), (stride, "stride"), (padding, "padding"), (dilation, "dilation")]

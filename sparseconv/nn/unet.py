@@ -1,5 +1,5 @@
-"""A ConvNeXt-V2 block and a small sparse U-Net built from the layers — the paper's design (DESIGN §4)
-at any width and depth, small enough to train on a laptop.
+"""A ConvNeXt-V2 block and a small sparse U-Net built from the layers — the paper's design
+(docs/design.md, Network) at any width and depth, small enough to train on a laptop.
 
 Block (ConvNeXt-V2, "channels last" on each voxel's features)::
 

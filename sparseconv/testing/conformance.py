@@ -9,7 +9,7 @@ is the fixed, deterministic list (every op × layout × geometry) that ``verify`
 hypothesis strategies in :mod:`sparseconv.testing.strategies` draw from the same layouts and
 geometries. Nothing here needs hypothesis, so ``verify`` works on a plain install.
 
-The dense semantics (DESIGN §2):
+The dense semantics (docs/design.md, Conventions):
   * ``subm``: dense conv (padding r·dilation) of the zero-filled input, read at the active sites.
   * ``depthwise``: the same with a per-channel (groups = C) kernel.
   * ``down``: dense conv3d(k, s, p, d) read at the output sites (in the tiling case k = s the grid

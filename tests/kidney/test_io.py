@@ -1,4 +1,4 @@
-"""kidney.io: orientation, exact-grid round trips, resampling, and every error of the issue."""
+"""kidney.io: orientation, exact-grid round trips, resampling, and every error kidney.io raises."""
 from __future__ import annotations
 
 import gzip

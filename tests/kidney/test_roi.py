@@ -1,4 +1,4 @@
-"""kidney.roi: the ROI rule of DESIGN §4 on constructed stage-1 outputs."""
+"""kidney.roi: the ROI rule (docs/design.md, ROI rule) on constructed stage-1 outputs."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,7 +1,8 @@
 // Neighbour-table algebra: the full submanifold table from its lower half, the transpose of a
 // table (outputs <-> inputs), and the table of a strided ("down") map. All are scatters without
-// collisions: within one offset every row occurs at most once (DESIGN §2), so no atomics are needed
-// and the result does not depend on thread order. The host fills the output with -1 first.
+// collisions: within one offset every row occurs at most once (docs/design.md, Conventions:
+// KernelMap), so no atomics are needed and the result does not depend on thread order. The host
+// fills the output with -1 first.
 #include "sc_common.h"
 
 // lower (n, half) -> table (n, K = 2*half+1):
