@@ -32,7 +32,7 @@ K3 = 27
 
 
 def gemm_rate(repeats=5, n=2048):
-    """float32 GEMM rate of this machine's BLAS (GFLOP/s), the yardstick for the conv kernels."""
+    """float32 GEMM rate of the BLAS in use (GFLOP/s), the yardstick for the conv kernels."""
     a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
     return 2 * n ** 3 / median_time(lambda: a @ a, repeats) / 1e9
 
@@ -206,7 +206,7 @@ def table(rows, gemm):
 
 
 def markdown(results):
-    parts = [f"float32 GEMM rate of this machine: {results['gemm_gflops']:.1f} GFLOP/s; machine: {results['machine']}"]
+    parts = [f"float32 GEMM rate of the machine: {results['gemm_gflops']:.1f} GFLOP/s; machine: {results['machine']}"]
     for s in results["sets"]:
         parts.append(f"\n### {s['name']}: grid {tuple(s['grid'])}, {s['active']:,} active, {s['pairs']:,} pairs (k=3)\n")
         parts.append(table(s["rows"], results["gemm_gflops"]))

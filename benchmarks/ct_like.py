@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-# (name, grid, density) — the two sets of issue #2
+# (name, grid, density) — the two sets the benchmarks report
 CT_LIKE_SETS = [("ct15", (128, 256, 256), 0.15), ("ct05", (96, 512, 512), 0.05)]
 
 

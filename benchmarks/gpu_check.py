@@ -11,7 +11,7 @@
    then the shared suite of ``sparseconv.testing.conformance`` (every op × layout × geometry, through
    the kernel-map builders and ``sparseconv.functional``, float64 vs the dense twins, float32 vs the
    reference), with the case's arrays on the device.
-2. **Timings** on the CT-like active sets of ``benchmarks/ct_like.py`` (issue #2): kernel-map build
+2. **Timings** on the CT-like active sets of ``benchmarks/ct_like.py``: kernel-map build
    (coordinate index + half neighbour table + mirror, M voxels/s), submanifold conv k=3 forward and
    backward (dX + dW) in fp32, ms and effective GFLOP/s = 2·pairs·Cin·Cout / t; the same on the Numba
    backend (CPU, the baseline), a cuBLAS gather-GEMM-scatter forward (CuPy matmul per offset: the
