@@ -21,6 +21,10 @@ import os
 # waiting must be chosen before the OpenMP runtime loads; a user's own setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from .numba_cache import configure as _configure_cache  # noqa: E402
+
+_configure_cache()  # a read-only install caches the compiled kernels in a user folder (before numba loads)
+
 import math  # noqa: E402
 
 import numba as nb  # noqa: E402
