@@ -2,15 +2,18 @@
 
     kidney phantom --out DIR [-n N] [--seed S] [--preset demo|full|tiny] [--phase P]
                    [--from-labels DATA_DIR] [--overwrite]
-    kidney evaluate PRED_DIR DATA_DIR [--out CSV] [--workers N] [--overwrite]
+    kidney evaluate PRED_DIR DATA_DIR [--out CSV] [--workers N] [--overwrite] [--voxel-grid]
     kidney demo [--out DIR] [--seed S] [--preset demo|tiny|full] [--weights DIR]
     kidney segment IN [-o OUT] [--weights DIR]      (IN/OUT: a NIfTI file, or folders with -i/-o)
     kidney train --data DIR --stage {1,2} [--out DIR] [--model compact|paper] [--steps N] ...
+    kidney --version                                (also: python -m kidney ...)
+
+demo, segment and train also take --device cpu|cuda and --threads N (Numba's CPU threads).
 
 Each subcommand is a pair of functions, ``add_<name>(subparsers)`` (declares its arguments and sets
 ``func``) and ``run_<name>(args) -> int`` (exit status); :data:`SUBCOMMANDS` lists the ``add_``
 functions. Exit status: 0 success, 1 finished but some case failed (evaluate), 2 usage or input
-error (the message names the file or value).
+error (the message names the file or value). Python warnings print as one line ``warning: ...``.
 """
 from __future__ import annotations
 
@@ -34,9 +37,22 @@ def add_phantom(sub) -> None:
     p.add_argument("--preset", default="demo", choices=("demo", "full", "tiny"),
                    help="grid: demo 256x256 ~1.6 mm (default), full 512x512 KiTS-like, tiny 96x96")
     p.add_argument("--phase", default="random",
-                   choices=("random", "noncontrast", "corticomedullary", "nephrographic"))
+                   choices=("random", "cycle", "noncontrast", "corticomedullary", "nephrographic"),
+                   help="contrast phase (random: drawn per case; cycle: case i gets phase i %% 3 "
+                        "of non-contrast, corticomedullary, nephrographic)")
+    p.add_argument("--appearance", default="classic", choices=("classic", "varied"),
+                   help="classic: the fixed HU table (default, reproduces earlier phantoms); varied: "
+                        "drawn phase, contrast dose, kidney and per-lesion HU, noise and blur")
     p.add_argument("--from-labels", type=Path, default=None, metavar="DATA_DIR",
                    help="synthesise CT around DATA_DIR/case_*/segmentation.nii.gz instead")
+    p.add_argument("--split", default=None, choices=("train", "validation", "test"),
+                   help="with --from-labels: only the cases of this part of the fixed KiTS23 split "
+                        "(kidney/data/kits23_split.json); each must be in DATA_DIR")
+    p.add_argument("--grid", default="native", choices=("native", "coarse"),
+                   help="with --from-labels: the label map's own grid (default), or a drawn coarser "
+                        "grid (in-plane 1.1-1.6 mm, slices 2-5 mm, never finer than the source)")
+    p.add_argument("--copies", type=int, default=1,
+                   help="with --from-labels: CTs per label map, other seeds (case_XXXXX_cK; default 1)")
     p.add_argument("--start", type=int, default=0, help="first case number (synthetic only)")
     p.add_argument("--overwrite", action="store_true", help="replace existing files")
     p.set_defaults(func=run_phantom)
@@ -47,6 +63,8 @@ def run_phantom(args) -> int:
 
     if args.from_labels is not None:
         return _phantom_from_labels(args)
+    if args.split is not None or args.grid != "native" or args.copies != 1:
+        raise ValueError("--split, --grid and --copies apply to --from-labels only")
     n = 1 if args.n is None else args.n
     if n < 1:
         raise ValueError(f"-n must be >= 1, got {n}")
@@ -56,7 +74,8 @@ def run_phantom(args) -> int:
         print(f"wrote {path}", flush=True)
 
     phantom.write_dataset(args.out, n, args.seed, overwrite=args.overwrite, start=args.start,
-                          progress=report, preset=args.preset, phase=args.phase)
+                          progress=report, preset=args.preset, phase=args.phase,
+                          appearance=args.appearance)
     print(f"{n} phantom case(s) in {args.out} ({time.perf_counter() - t0:.1f} s)")
     return 0
 
@@ -67,20 +86,44 @@ def _phantom_from_labels(args) -> int:
     src = Path(args.from_labels)
     if not src.is_dir():
         raise FileNotFoundError(f"no such data folder: {src}")
-    cases = sorted(d for d in src.iterdir() if (d / io.LABEL_NAME).is_file())
+    if args.split is not None:
+        from .splits import load_split
+
+        cases = [src / c for c in load_split()[args.split]]
+        missing = [c for c in cases if not (c / io.LABEL_NAME).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{missing[0] / io.LABEL_NAME} is missing ({len(missing)} of the "
+                                    f"{len(cases)} {args.split} cases are not in {src})")
+    else:
+        cases = sorted(d for d in src.iterdir() if (d / io.LABEL_NAME).is_file())
     if not cases:
         raise FileNotFoundError(f"{src} holds no case_*/segmentation.nii.gz")
-    for i, case in enumerate(cases[:args.n]):
-        seg = io.load_case(case, image=False, label=True).label
-        ph = phantom.from_labels(seg.array, seg.spacing, args.seed + i, phase=args.phase)
-        out = Path(args.out) / case.name
+    if args.copies < 1:
+        raise ValueError(f"--copies must be >= 1, got {args.copies}")
+    jobs = [(case, k) for case in cases[:args.n] for k in range(args.copies)]
+    outs = [Path(args.out) / (case.name if args.copies == 1 else f"{case.name}_c{k}") for case, k in jobs]
+    for out in outs:  # refuse before writing anything
         for name in (io.IMAGE_NAME, io.LABEL_NAME):
             if (out / name).exists() and not args.overwrite:
                 raise FileExistsError(f"{out / name} exists; pass --overwrite to replace it")
-        io.save_nifti(ph.image, seg, out / io.IMAGE_NAME, overwrite=args.overwrite,
-                      dtype="int16")
-        io.save_nifti(ph.labels, seg, out / io.LABEL_NAME, overwrite=args.overwrite)
-        print(f"wrote {out} ({ph.phase}, on the grid of {case / io.LABEL_NAME})", flush=True)
+    for i, ((case, _), out) in enumerate(zip(jobs, outs)):
+        seg = io.load_case(case, image=False, label=True).label
+        seed = args.seed + i
+        phase = phantom.PHASES[i % 3] if args.phase == "cycle" else args.phase
+        if args.grid == "coarse":
+            spacing = phantom.training_grid(seed, seg.spacing)
+            shape = io.resampled_shape(seg.shape, seg.spacing, spacing)
+            labels = io.resample(seg.array, seg.spacing, spacing, order=0, out_shape=shape)
+            ph = phantom.from_labels(labels, spacing, seed, phase=phase, appearance=args.appearance)
+            phantom.write_case(ph, out, overwrite=args.overwrite)
+            where = f"{tuple(round(s, 2) for s in spacing)} mm grid"
+        else:
+            ph = phantom.from_labels(seg.array, seg.spacing, seed, phase=phase,
+                                     appearance=args.appearance)
+            io.save_nifti(ph.image, seg, out / io.IMAGE_NAME, overwrite=args.overwrite, dtype="int16")
+            io.save_nifti(ph.labels, seg, out / io.LABEL_NAME, overwrite=args.overwrite)
+            where = f"the grid of {case / io.LABEL_NAME}"
+        print(f"wrote {out} ({ph.phase}, {ph.appearance}, on {where})", flush=True)
     return 0
 
 
@@ -92,23 +135,30 @@ def add_evaluate(sub) -> None:
                                    "segmentation.nii.gz) against DATA_DIR/case_XXXXX/"
                                    "segmentation.nii.gz and write evaluation.csv (official "
                                    "columns, one row per reference case, then 'average'). A "
-                                   "missing or mis-shaped prediction scores 0 and is reported.")
+                                   "missing or mis-shaped prediction, a label outside 0..3 or a "
+                                   "prediction on another grid (spacing, origin, direction) than "
+                                   "its reference scores 0 and is reported (exit status 1).")
     p.add_argument("pred_dir", type=Path)
     p.add_argument("data_dir", type=Path)
     p.add_argument("--out", type=Path, default=None,
                    help="CSV path (default PRED_DIR/evaluation.csv)")
     p.add_argument("--workers", type=int, default=1, help="processes (default 1)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing CSV")
+    p.add_argument("--voxel-grid", action="store_true",
+                   help="score a prediction whose grid (spacing, origin, direction) differs from its "
+                        "reference's on voxel indices anyway, with a warning (shapes must still match)")
     p.set_defaults(func=run_evaluate)
 
 
 def run_evaluate(args) -> int:
     from . import metrics
 
+    metrics.check_folders(args.pred_dir, args.data_dir)  # both folders before anything is written
     out = args.out or Path(args.pred_dir) / "evaluation.csv"
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
-    evaluation = metrics.evaluate_folder(args.pred_dir, args.data_dir, workers=args.workers)
+    evaluation = metrics.evaluate_folder(args.pred_dir, args.data_dir, workers=args.workers,
+                                         voxel_grid=args.voxel_grid)
     metrics.write_csv(evaluation, out, overwrite=True)
     for case in evaluation.cases:
         if case.problem:
@@ -169,6 +219,7 @@ def add_train(sub) -> None:
                         "run again to continue")
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in OUT")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_compute_args(p)
     p.set_defaults(func=run_train)
 
 
@@ -213,7 +264,7 @@ def _segmenter(args):
     from .pipeline import Segmenter, default_weights
 
     d1, d2 = default_weights(args.weights)
-    return Segmenter(args.stage1_weights or d1, args.stage2_weights or d2, tta=args.tta)
+    return Segmenter(args.stage1_weights or d1, args.stage2_weights or d2, tta=args.tta, device=args.device)
 
 
 def add_segment(sub) -> None:
@@ -230,6 +281,7 @@ def add_segment(sub) -> None:
     _add_weights_args(p)
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    _add_compute_args(p)
     p.set_defaults(func=run_segment)
 
 
@@ -287,6 +339,7 @@ def add_demo(sub) -> None:
                    help="phantom grid (default demo: 256x256, ~1.6 mm)")
     _add_weights_args(p)
     p.add_argument("--no-png", action="store_true", help="skip the overlay PNG")
+    _add_compute_args(p)
     p.set_defaults(func=run_demo)
 
 
@@ -335,10 +388,91 @@ def run_demo(args) -> int:
         from .overlay import overlay_png
         png = overlay_png(out / "overlay.png", case.image.array, case.label.array, res.labels, case.image.spacing)
         print(f"wrote    {png} (axial and coronal; left truth, right prediction)")
+    print(f"all output in {out.resolve()}")
     return 0
 
 
+# --- device, threads, first-run notice (demo, segment, train) ------------------------------------
+
+def _add_compute_args(p) -> None:
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                   help="cpu: sparseconv's Numba backend (default); cuda: its CuPy backend on the "
+                        "current GPU (pip install sparseconv[gpu])")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="CPU threads of the Numba kernels (default: all that Numba sees)")
+
+
+def _setup_compute(args) -> None:
+    """``--threads``, then ``--device``: select the backend, and say so when the CPU kernels are about
+    to be compiled (a cold Numba cache). Bad values raise ``ValueError`` (exit status 2)."""
+    import numpy as np
+
+    import sparseconv
+    from sparseconv.backends import numba_cache
+
+    if args.threads is not None:
+        numba_cache.configure()  # before numba is imported
+        import numba
+
+        most = numba.config.NUMBA_NUM_THREADS
+        if not 1 <= args.threads <= most:
+            raise ValueError(f"--threads must be between 1 and {most} (the threads Numba can use here, "
+                             f"NUMBA_NUM_THREADS), got {args.threads}")
+        numba.set_num_threads(args.threads)
+    if args.device == "cuda":
+        if args.command == "train":
+            raise ValueError("--device cuda: training does not run on the GPU yet (the trainer keeps "
+                             "its model and batches in host memory); use --device cpu")
+        try:
+            sparseconv.set_backend("cupy")
+        except ImportError as err:
+            reason = str(err.__cause__ or err).split("; for the GPU backend")[0]
+            raise ValueError("--device cuda needs CuPy and a CUDA GPU: pip install sparseconv[gpu] "
+                             f"({reason})") from None
+        return
+    try:
+        backend = sparseconv.get_backend()
+    except ImportError:  # $SPARSECONV_BACKEND names a backend this machine lacks
+        backend = None
+    if backend is None or backend.xp is not np:  # a GPU backend, and the user asked for the CPU
+        backend = sparseconv.set_backend("numba")
+    if backend.name == "numba" and numba_cache.is_cold():
+        print("compiling CPU kernels (first run only, about 30 s)...", file=sys.stderr, flush=True)
+
+
 # --- entry point --------------------------------------------------------------------------------
+
+def _version() -> str:
+    """The installed distribution's version, else the version the source says."""
+    try:
+        from importlib.metadata import version
+        return version("sparseconv")
+    except Exception:  # noqa: BLE001 - not installed (run from a source tree)
+        import kidney
+        import sparseconv
+        return getattr(kidney, "__version__", sparseconv.__version__)
+
+
+class _OneLineWarnings:
+    """While the command runs, a Python warning prints as ``warning: <message>`` on stderr (no
+    source line, no category)."""
+
+    def __enter__(self):
+        import warnings
+
+        self.saved = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            print(f"warning: {message}", file=file or sys.stderr, flush=True)
+
+        warnings.showwarning = show
+        return self
+
+    def __exit__(self, *exc):
+        import warnings
+
+        warnings.showwarning = self.saved
+
 
 SUBCOMMANDS = [add_demo, add_segment, add_train, add_phantom, add_evaluate]
 
@@ -346,6 +480,7 @@ SUBCOMMANDS = [add_demo, add_segment, add_train, add_phantom, add_evaluate]
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kidney", description="Two-stage sparse KiTS23 "
                                      "kidney/tumour segmentation: data, phantoms and scoring.")
+    parser.add_argument("--version", action="version", version=f"kidney {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for add in SUBCOMMANDS:
@@ -357,11 +492,14 @@ def main(argv=None) -> int:
     """Run the ``kidney`` command; returns the exit status (also used by the console script)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except (FileNotFoundError, FileExistsError, ValueError) as exc:
-        print(f"kidney {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    with _OneLineWarnings():
+        try:
+            if hasattr(args, "device"):
+                _setup_compute(args)
+            return int(args.func(args) or 0)
+        except (FileNotFoundError, FileExistsError, ValueError) as exc:
+            print(f"kidney {args.command}: error: {exc}", file=sys.stderr)
+            return 2
 
 
 if __name__ == "__main__":

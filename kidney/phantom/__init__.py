@@ -32,7 +32,8 @@ from .anatomy import Anatomy
 from .around_labels import from_labels
 from .calibration import CALIBRATION_MAP, phantom_masks, real_ct_masks, tissue_statistics
 from .dataset import write_case, write_dataset
-from .grid import GRID_PRESETS, GridPreset
+from .appearance import APPEARANCES, Look
+from .grid import GRID_PRESETS, GridPreset, training_grid
 from .render import default_noise_hu
 from .synthetic import Phantom, make_phantom
 from .tissues import PHASES, TISSUE_ID, TISSUES, TUMOUR_TYPES, Tissue
@@ -40,4 +41,4 @@ from .tissues import PHASES, TISSUE_ID, TISSUES, TUMOUR_TYPES, Tissue
 __all__ = ["Tissue", "TISSUES", "TISSUE_ID", "PHASES", "GRID_PRESETS", "Phantom", "Anatomy",
            "make_phantom", "from_labels", "write_case", "write_dataset", "tissue_statistics",
            "default_noise_hu", "CALIBRATION_MAP", "real_ct_masks", "phantom_masks", "GridPreset",
-           "TUMOUR_TYPES"]
+           "TUMOUR_TYPES", "APPEARANCES", "Look", "training_grid"]

@@ -11,7 +11,8 @@ from .. import io
 from .anatomy import Anatomy, _draw_anatomy
 from .canvas import _Canvas, _paint_tube
 from .render import _smooth_noise
-from .synthetic import Phantom, _finish, _paint_background, _phase, _sub_slices
+from .appearance import Look, make_look
+from .synthetic import Phantom, _finish, _paint_background, _sub_slices
 from .tissues import T, TUMOUR_TYPES, _CAVITY
 
 
@@ -53,7 +54,7 @@ def _anatomy_from_labels(rng, labels: np.ndarray, spacing) -> Anatomy:
     return an
 
 
-def _label_tissues(cv: _Canvas, labels: np.ndarray, spacing, rng) -> None:
+def _label_tissues(cv: _Canvas, labels: np.ndarray, spacing, rng, look: Look) -> None:
     """Paint kidney/tumour/cyst tissue exactly on the labelled voxels (all sub-slices)."""
     fg = labels > 0
     if not fg.any():
@@ -70,8 +71,8 @@ def _label_tissues(cv: _Canvas, labels: np.ndarray, spacing, rng) -> None:
     mottled = _smooth_noise(rng, lab.shape, spacing, 8.0) > 0.2
     tissue[lab == 1] = np.where((depth_k[lab == 1] > 6.0) & mottled[lab == 1],
                                 T["renal_medulla"], T["renal_cortex"])
-    tissue[lab == 3] = T["cyst"]
-    _tumour_tissue(tissue, lab, spacing, rng)
+    _cyst_tissue(tissue, lab, look)
+    _tumour_tissue(tissue, lab, spacing, rng, look)
     fine = cv.tissue.reshape(labels.shape[0], cv.n_sub, *labels.shape[1:])
     sub = fine[box[0], :, box[1], box[2]]
     fat_ok = np.isin(sub, _CAVITY) & (tissue == T["visceral_fat"])[:, None]
@@ -81,7 +82,21 @@ def _label_tissues(cv: _Canvas, labels: np.ndarray, spacing, rng) -> None:
     fine[box[0], :, box[1], box[2]] = sub
 
 
-def _tumour_tissue(tissue: np.ndarray, lab: np.ndarray, spacing, rng) -> None:
+def _cyst_tissue(tissue: np.ndarray, lab: np.ndarray, look: Look) -> None:
+    """Cyst tissue on label 3: one simple cyst tissue (classic), or one drawn per 26-connected
+    cyst (varied)."""
+    cyst = lab == 3
+    if not look.varied:
+        tissue[cyst] = T["cyst"]
+        return
+    comp, n = ndimage.label(cyst, structure=np.ones((3, 3, 3)))
+    ids = np.array([0] + [look.cyst() for _ in range(n)], np.uint8)
+    tissue[cyst] = ids[comp[cyst]]
+
+
+def _tumour_tissue(tissue: np.ndarray, lab: np.ndarray, spacing, rng, look: Look) -> None:
+    """Tumour tissue on label 2, one per 26-connected tumour: a subtype (classic) or a drawn
+    tissue (varied); large ones get a necrotic core (deeper than 0.55 of their largest depth)."""
     tum = lab == 2
     if not tum.any():
         return
@@ -89,22 +104,29 @@ def _tumour_tissue(tissue: np.ndarray, lab: np.ndarray, spacing, rng) -> None:
     depth = ndimage.distance_transform_edt(tum, sampling=spacing)
     for i in range(1, n + 1):
         m = comp == i
-        kind = str(rng.choice(TUMOUR_TYPES, p=[0.7, 0.2, 0.1]))
-        tissue[m] = T[kind]
         d_max = float(depth[m].max())
-        if kind == "tumour_clear_cell" and d_max > 12 and rng.random() < 0.6:
-            tissue[m & (depth > 0.55 * d_max)] = T["tumour_necrosis"]
+        if look.varied:
+            t, nec = look.tumour(d_max > 12 and look.rng.random() < 0.45)
+        else:
+            kind = str(rng.choice(TUMOUR_TYPES, p=[0.7, 0.2, 0.1]))
+            t = T[kind]
+            nec = T["tumour_necrosis"] if kind == "tumour_clear_cell" and d_max > 12 \
+                and rng.random() < 0.6 else None
+        tissue[m] = t
+        if nec is not None:
+            tissue[m & (depth > 0.55 * d_max)] = nec
 
 
 def from_labels(segmentation: np.ndarray, spacing: Sequence[float], seed: int = 0, *,
-                phase: str = "random", noise_hu: Optional[float] = None) -> Phantom:
+                phase: str = "random", noise_hu: Optional[float] = None,
+                appearance: str = "classic") -> Phantom:
     """Synthesise a CT around a real KiTS23 label map; the labels are kept exactly.
 
     Args:
         segmentation: ``(Z, Y, X)`` internal-orientation label map (0..3), e.g.
             ``io.load_nifti(path, label=True).array``.
         spacing: ``(sz, sy, sx)`` mm.
-        seed, phase, noise_hu: as in :func:`make_phantom`.
+        seed, phase, noise_hu, appearance: as in :func:`make_phantom`.
 
     The body, spine, organs and bowel are drawn around the labelled kidneys (midline between the
     two largest components, spine just medial and anterior-posterior level with them); labelled
@@ -120,13 +142,13 @@ def from_labels(segmentation: np.ndarray, spacing: Sequence[float], seed: int = 
     labels = labels.astype(np.uint8)
     spacing = io.check_spacing(spacing, "from_labels")
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 20251105]))
-    phase = _phase(rng, phase)
+    look = make_look(seed, rng, phase, appearance)
     an = _anatomy_from_labels(rng, labels, spacing)
     cv = _Canvas(labels.shape, spacing, _sub_slices(spacing))
     _paint_background(cv, an, rng)
     _paint_renal_vessels(cv, an)
-    _label_tissues(cv, labels, spacing, rng)
-    return _finish(cv, an, spacing, phase, int(seed), noise_hu, rng, labels=labels.copy())
+    _label_tissues(cv, labels, spacing, rng, look)
+    return _finish(cv, an, spacing, look, int(seed), noise_hu, rng, labels=labels.copy())
 
 
 def _paint_renal_vessels(cv: _Canvas, an: Anatomy) -> None:

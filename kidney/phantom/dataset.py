@@ -6,6 +6,7 @@ from typing import List
 
 from .. import io
 from .synthetic import Phantom, make_phantom
+from .tissues import PHASES
 
 
 def write_case(ph: Phantom, case_dir, *, overwrite: bool = False) -> Path:
@@ -23,12 +24,15 @@ def write_case(ph: Phantom, case_dir, *, overwrite: bool = False) -> Path:
 def write_dataset(out_dir, n: int, seed: int = 0, *, overwrite: bool = False, start: int = 0,
                   progress=None, **kwargs) -> List[Path]:
     """Write ``n`` phantoms as ``out_dir/case_{start+i:05d}``; case ``i`` uses seed
-    ``seed * 100003 + i``. ``kwargs`` go to :func:`make_phantom`; ``progress(i, path)`` is called
+    ``seed * 100003 + i``. ``kwargs`` go to :func:`make_phantom` (``phase='cycle'``: case ``i`` gets ``PHASES[i % 3]``); ``progress(i, path)`` is called
     after each case."""
     out = []
     for i in range(int(n)):
         path = Path(out_dir) / f"case_{start + i:05d}"
-        ph = make_phantom(int(seed) * 100003 + i, **kwargs)
+        kw = dict(kwargs)
+        if kw.get("phase") == "cycle":  # case i: non-contrast, corticomedullary, nephrographic, ...
+            kw["phase"] = PHASES[i % len(PHASES)]
+        ph = make_phantom(int(seed) * 100003 + i, **kw)
         out.append(write_case(ph, path, overwrite=overwrite))
         if progress is not None:
             progress(i, path)

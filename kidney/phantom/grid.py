@@ -53,3 +53,16 @@ def _draw_grid(rng, preset: GridPreset, shape, spacing):
         shape = (max(8, int(round(fov_z / spacing[0]))), int(round(fov_in / spacing[1])),
                  int(round(fov_in / spacing[2])))
     return tuple(int(n) for n in shape), io.check_spacing(spacing, "phantom")
+
+
+def training_grid(seed: int, spacing) -> Tuple[float, float, float]:
+    """A coarser grid for a training CT around a real label map: in-plane 1.1–1.6 mm, slices one of
+    2, 2.5, 3, 5 mm, each never finer than ``spacing`` ``(sz, sy, sx)`` (drawn from ``seed``).
+
+    Both stages run coarser than KiTS23's native grids (the shipped weights at 5.97 and 1.56 mm), so
+    this keeps the synthesis and the training data small while varying slice partial volume.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 20261204]))
+    s_in = float(rng.uniform(1.1, 1.6))
+    s_z = float(rng.choice([2.0, 2.5, 3.0, 5.0]))
+    return (max(s_z, float(spacing[0])), max(s_in, float(spacing[1])), max(s_in, float(spacing[2])))

@@ -5,6 +5,7 @@ import numpy as np
 
 from .anatomy import Anatomy, KidneySpec, Lesion
 from .canvas import _Canvas, _lumps, _paint_ellipsoid, _paint_tube
+from .appearance import Look
 from .tissues import TISSUES, T, _BONES, _CAVITY
 
 
@@ -49,13 +50,21 @@ def _paint_pyramids(cv: _Canvas, k: KidneySpec, rng) -> None:
                          (0.22 * r[0], 0.35 * r[1], 0.25 * r[2]), R, over=(T["renal_cortex"],))
 
 
-def _paint_lesion(cv: _Canvas, les: Lesion, rng) -> None:
-    over = tuple(i for i in range(len(TISSUES)) if i not in _BONES + (T["air"],))
+def _paint_lesion(cv: _Canvas, les: Lesion, rng, look: Look) -> None:
+    """A tumour or cyst over anything but bone and air: the subtype's tissue (classic look) or a
+    tissue of its own (varied look), with a necrotic core where the geometry has one."""
+    over = tuple(i for i in range(256) if i not in _BONES + (T["air"],))
     lumps = _lumps(rng, n=4, amp=0.05 if les.kind == "tumour" else 0.01, freq=3.0)
-    _paint_ellipsoid(cv, T[les.tissue], les.centre, les.radii, None, lumps, over=over)
+    if not look.varied:
+        tissue, necrosis = T[les.tissue], T["tumour_necrosis"]
+    elif les.kind == "tumour":
+        tissue, necrosis = look.tumour(les.necrotic)
+    else:
+        tissue, necrosis = look.cyst(), None
+    _paint_ellipsoid(cv, tissue, les.centre, les.radii, None, lumps, over=over)
     if les.necrotic:
-        _paint_ellipsoid(cv, T["tumour_necrosis"], les.centre, tuple(0.55 * np.array(les.radii)),
-                         None, _lumps(rng, amp=0.1), over=(T[les.tissue],))
+        _paint_ellipsoid(cv, necrosis, les.centre, tuple(0.55 * np.array(les.radii)),
+                         None, _lumps(rng, amp=0.1), over=(tissue,))
 
 
 # --- HU rendering -------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-from .tissues import TISSUES
+from .appearance import Look
 
 
 def default_noise_hu(spacing: Sequence[float]) -> float:
@@ -35,19 +35,18 @@ def _smooth_noise(rng, shape, spacing, corr_mm: float) -> np.ndarray:
     return out
 
 
-def _render_hu(tissue_fine: np.ndarray, n_sub: int, spacing, phase_index: int, noise_hu: float,
+def _render_hu(tissue_fine: np.ndarray, n_sub: int, spacing, look: Look, noise_hu: float,
                rng) -> np.ndarray:
-    mean = np.zeros(256, np.float32)
-    sd = np.zeros(256, np.float32)
-    for i, t in enumerate(TISSUES):
-        mean[i], sd[i] = t.hu[phase_index], t.sd
+    """HU (int16) of a tissue-id volume: ``look``'s mean + sd × texture, averaged over the
+    ``n_sub`` sub-slices, ``look.blur`` point spread, then quantum noise of sd ``noise_hu``."""
+    mean, sd = look.mean, look.sd
     fine_spacing = (spacing[0] / n_sub, spacing[1], spacing[2])
     tex = _smooth_noise(rng, tissue_fine.shape, fine_spacing, 3.0)
     hu = mean[tissue_fine] + sd[tissue_fine] * tex
     del tex
     if n_sub > 1:
         hu = hu.reshape(-1, n_sub, *hu.shape[1:]).mean(axis=1)
-    hu = ndimage.gaussian_filter(hu, sigma=(0.3, 0.45, 0.45), mode="nearest")
+    hu = ndimage.gaussian_filter(hu, sigma=look.blur, mode="nearest")
     noise = rng.standard_normal(hu.shape).astype(np.float32)
     noise = ndimage.gaussian_filter(noise, sigma=(0, 0.5, 0.5), mode="wrap")
     noise *= noise_hu / max(float(noise.std()), 1e-6)

@@ -13,7 +13,7 @@ from .canvas import _Canvas
 from .grid import GRID_PRESETS, _draw_grid
 from .kidneys import _paint_kidney, _paint_lesion
 from .render import _render_hu, default_noise_hu
-from .tissues import PHASES, _LABEL_OF_TISSUE
+from .appearance import Look, make_look
 
 
 @dataclass
@@ -29,6 +29,7 @@ class Phantom:
         seed: the seed it was made from.
         anatomy: the drawn geometry (kidney and lesion positions in mm).
         noise_hu: quantum-noise sd used.
+        appearance: ``'classic'`` or ``'varied'`` (:mod:`kidney.phantom.appearance`).
     """
 
     image: np.ndarray
@@ -39,6 +40,7 @@ class Phantom:
     seed: int
     anatomy: Anatomy = field(repr=False)
     noise_hu: float = 0.0
+    appearance: str = "classic"
 
     @property
     def affine(self) -> np.ndarray:
@@ -50,27 +52,21 @@ class Phantom:
         return tuple(self.image.shape)
 
 
-def _phase(rng, phase: str) -> str:
-    if phase == "random":
-        return str(rng.choice(PHASES[1:]))
-    if phase not in PHASES:
-        raise ValueError(f"unknown contrast phase {phase!r}; use 'random' or one of {PHASES}")
-    return phase
-
-
 def _sub_slices(spacing) -> int:
     return 3 if spacing[0] > 1.6 else 1
 
 
-def _finish(cv: _Canvas, an: Anatomy, spacing, phase: str, seed: int, noise_hu, rng,
+def _finish(cv: _Canvas, an: Anatomy, spacing, look: Look, seed: int, noise_hu, rng,
             labels: Optional[np.ndarray] = None) -> Phantom:
-    noise_hu = default_noise_hu(spacing) if noise_hu is None else float(noise_hu)
-    image = _render_hu(cv.tissue, cv.n_sub, spacing, PHASES.index(phase), noise_hu, rng)
+    if noise_hu is None:
+        noise_hu = default_noise_hu(spacing) * look.noise_factor
+    noise_hu = float(noise_hu)
+    image = _render_hu(cv.tissue, cv.n_sub, spacing, look, noise_hu, rng)
     tissue = cv.tissue[cv.n_sub // 2::cv.n_sub]
     if labels is None:
-        labels = _LABEL_OF_TISSUE[tissue]
-    return Phantom(image, labels, np.ascontiguousarray(tissue), tuple(spacing), phase, seed, an,
-                   noise_hu)
+        labels = look.label[tissue]
+    return Phantom(image, labels, np.ascontiguousarray(tissue), tuple(spacing), look.phase, seed, an,
+                   noise_hu, "varied" if look.varied else "classic")
 
 
 def _paint_background(cv: _Canvas, an: Anatomy, rng) -> None:
@@ -84,7 +80,8 @@ def _paint_background(cv: _Canvas, an: Anatomy, rng) -> None:
 
 def make_phantom(seed: int = 0, *, preset: str = "demo", shape=None, spacing=None,
                  phase: str = "random", n_tumours: Optional[int] = None,
-                 n_cysts: Optional[int] = None, noise_hu: Optional[float] = None) -> Phantom:
+                 n_cysts: Optional[int] = None, noise_hu: Optional[float] = None,
+                 appearance: str = "classic") -> Phantom:
     """A seeded synthetic abdominal CT with two kidneys, tumours and cysts.
 
     Args:
@@ -93,9 +90,13 @@ def make_phantom(seed: int = 0, *, preset: str = "demo", shape=None, spacing=Non
             slices), ``'full'`` (512², 0.70–0.95 mm, KiTS23 slice mix) or ``'tiny'`` (96², 4 mm).
         shape: ``(Z, Y, X)`` override (the preset's field of view is kept unless ``spacing`` given).
         spacing: ``(sz, sy, sx)`` mm override.
-        phase: ``'random'`` (corticomedullary or nephrographic), or one of :data:`PHASES`.
+        phase: ``'random'`` or one of :data:`PHASES` (``random``: corticomedullary or nephrographic
+            for the classic appearance, any of the three for ``varied``).
         n_tumours: default 1–2; n_cysts: default 1–3 (so every label is present by default).
-        noise_hu: quantum-noise sd; default :func:`default_noise_hu`.
+        noise_hu: quantum-noise sd; default :func:`default_noise_hu` (× a drawn factor when varied).
+        appearance: ``'classic'`` (fixed HU table; the default, reproducing earlier phantoms) or
+            ``'varied'`` (drawn phase, contrast dose, kidney HU, per-lesion HU, noise and blur; see
+            :mod:`kidney.phantom.appearance`). The anatomy of a seed is the same in both.
 
     Returns:
         :class:`Phantom` (image int16 HU, labels uint8, internal ``I, P, L`` orientation).
@@ -104,7 +105,7 @@ def make_phantom(seed: int = 0, *, preset: str = "demo", shape=None, spacing=Non
         raise ValueError(f"unknown phantom preset {preset!r}; use one of {sorted(GRID_PRESETS)}")
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 20251104]))
     shape, spacing = _draw_grid(rng, GRID_PRESETS[preset], shape, spacing)
-    phase = _phase(rng, phase)
+    look = make_look(seed, rng, phase, appearance)
     extent = tuple(n * s for n, s in zip(shape, spacing))
     an = _draw_anatomy(rng, extent, n_tumours=n_tumours, n_cysts=n_cysts)
     cv = _Canvas(shape, spacing, _sub_slices(spacing))
@@ -112,5 +113,5 @@ def make_phantom(seed: int = 0, *, preset: str = "demo", shape=None, spacing=Non
     for k in an.kidneys:
         _paint_kidney(cv, an, k, rng)
     for les in sorted(an.lesions, key=lambda l: l.kind != "cyst"):  # cysts first, tumours win
-        _paint_lesion(cv, les, rng)
-    return _finish(cv, an, spacing, phase, int(seed), noise_hu, rng)
+        _paint_lesion(cv, les, rng, look)
+    return _finish(cv, an, spacing, look, int(seed), noise_hu, rng)

@@ -1,0 +1,154 @@
+"""How a scan looks: the HU table of its contrast phase, per-lesion HU, scanner noise and blur.
+
+Two appearances:
+
+``classic``
+    The fixed :data:`~kidney.phantom.tissues.TISSUES` table of one phase (enhanced phases only when
+    the phase is ``random``), a tumour subtype per lesion, one noise level per voxel size and one
+    point spread. Phantoms made before the ``varied`` appearance existed are ``classic`` and are
+    reproduced bit for bit.
+``varied``
+    Drawn per scan, from a random stream of its own (so a seed's anatomy is the same in both
+    appearances), to cover what real KiTS23 scans show:
+
+    - phase: non-contrast, corticomedullary or nephrographic (``random``: each 1/3); an enhanced
+      scan mixes in up to 35 % of the other enhanced phase (timing) and scales every tissue's
+      enhancement by a contrast dose in [0.6, 1.3];
+    - kidney: non-contrast parenchyma 15–38 HU (the real non-contrast CT of ``data/totalseg_example``
+      reads 12–30 HU over its kidney masks), enhancing on top of that by the table's uptake;
+    - each tumour its own tissue: non-contrast 20–45 HU; enhanced, relative to the cortex's uptake:
+      hypo- (50 %, 0.2–0.7 ×), iso- (25 %, 0.7–1.0 ×) or hyper-enhancing (25 %, 1.0–1.3 ×);
+      texture sd 8–30 HU; necrosis (where the geometry asks for it) 5–30 HU, barely enhancing;
+    - each cyst its own tissue: simple (75 %, −5–18 HU) or hyperdense / proteinaceous (25 %,
+      25–65 HU), no enhancement beyond 0–8 HU of pseudo-enhancement;
+    - scanner: tissue texture × 0.8–1.3, quantum noise × 0.6–1.8 of :func:`default_noise_hu`,
+      point spread σ 0.3–1.0 voxel in-plane and 0.2–0.6 voxel in z (sharp to smooth kernels).
+
+Per-lesion tissues get ids from :data:`LESION_ID0` up; :class:`Look` holds the 256-entry mean, sd
+and label tables the renderer reads.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Tuple
+
+import numpy as np
+
+from .tissues import PHASES, TISSUES, T
+
+APPEARANCES = ("classic", "varied")
+LESION_ID0 = 64  # TISSUES has fewer entries; ids from here on are per-lesion tissues
+_KIDNEY = ("renal_cortex", "renal_medulla")
+
+
+@dataclass
+class Look:
+    """The tables a scan is rendered from.
+
+    Attributes:
+        phase: contrast phase name.
+        mean, sd: ``(256,) float32`` HU mean and texture sd per tissue id.
+        label: ``(256,) uint8`` KiTS23 label per tissue id.
+        noise_factor: quantum noise relative to :func:`default_noise_hu`.
+        blur: point-spread σ in voxels ``(z, y, x)``.
+        rng: the appearance's own random stream (``varied``), None for ``classic``.
+    """
+
+    phase: str
+    mean: np.ndarray
+    sd: np.ndarray
+    label: np.ndarray
+    noise_factor: float = 1.0
+    blur: Tuple[float, float, float] = (0.3, 0.45, 0.45)
+    rng: Optional[np.random.Generator] = field(default=None, repr=False)
+    kidney_nc: float = 0.0
+    _next: int = LESION_ID0
+
+    @property
+    def varied(self) -> bool:
+        return self.rng is not None
+
+    def _new(self, mean: float, sd: float, label: int) -> int:
+        if self._next > 255:
+            raise ValueError("more than 192 lesion tissues in one phantom")
+        i = self._next
+        self.mean[i], self.sd[i], self.label[i] = mean, sd, label
+        self._next += 1
+        return i
+
+    def uptake(self) -> float:
+        """Cortex enhancement above its non-contrast HU in this scan (0 for non-contrast)."""
+        return float(self.mean[T["renal_cortex"]]) - self.kidney_nc
+
+    def tumour(self, necrotic: bool) -> Tuple[int, Optional[int]]:
+        """A new tumour tissue (and its necrosis tissue when ``necrotic``): ``(id, necrosis_id)``."""
+        r = self.rng
+        ratio = float(r.choice([r.uniform(0.2, 0.7), r.uniform(0.7, 1.0), r.uniform(1.0, 1.3)],
+                               p=[0.5, 0.25, 0.25]))
+        t = self._new(r.uniform(20, 45) + ratio * self.uptake(), r.uniform(8, 30), 2)
+        nec = None
+        if necrotic:
+            nec = self._new(r.uniform(5, 30) + r.uniform(0, 0.1) * self.uptake(), r.uniform(5, 12), 2)
+        return t, nec
+
+    def cyst(self) -> int:
+        """A new cyst tissue id."""
+        r = self.rng
+        hu = r.uniform(-5, 18) if r.random() < 0.75 else r.uniform(25, 65)
+        pseudo = r.uniform(0, 8) if self.phase != "noncontrast" else 0.0
+        return self._new(hu + pseudo, r.uniform(3, 12), 3)
+
+
+def _tables(phase_index: int):
+    mean = np.zeros(256, np.float32)
+    sd = np.zeros(256, np.float32)
+    label = np.zeros(256, np.uint8)
+    for i, t in enumerate(TISSUES):
+        mean[i], sd[i], label[i] = t.hu[phase_index], t.sd, t.label
+    return mean, sd, label
+
+
+def draw_phase(rng, phase: str, appearance: str = "classic") -> str:
+    """The scan's phase: ``phase`` itself, or for ``random`` one drawn from ``rng`` (``classic``:
+    the two enhanced phases; ``varied``: all three)."""
+    if phase == "random":
+        return str(rng.choice(PHASES[1:] if appearance == "classic" else PHASES))
+    if phase not in PHASES:
+        raise ValueError(f"unknown contrast phase {phase!r}; use 'random' or one of {PHASES}")
+    return phase
+
+
+def classic_look(phase: str) -> Look:
+    """The fixed table of ``phase``."""
+    return Look(phase, *_tables(PHASES.index(phase)))
+
+
+def varied_look(seed: int, phase: str) -> Look:
+    """A drawn appearance (module docstring) from its own stream of ``seed``."""
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 20261202]))
+    phase = draw_phase(rng, phase, "varied")
+    nc_mean, sd, label = _tables(0)
+    kidney_nc = rng.uniform(15, 38)
+    nc_mean[T["renal_cortex"]] = kidney_nc
+    nc_mean[T["renal_medulla"]] = kidney_nc - rng.uniform(0, 6)
+    mean = nc_mean.copy()
+    if phase != "noncontrast":
+        k = PHASES.index(phase)
+        other = 3 - k  # the other enhanced phase (1 <-> 2)
+        w = rng.uniform(0, 0.35)
+        table = (1 - w) * _tables(k)[0] + w * _tables(other)[0]
+        table_nc = _tables(0)[0]
+        mean = nc_mean + rng.uniform(0.6, 1.3) * (table - table_nc)
+    sd = sd * np.float32(rng.uniform(0.8, 1.3))
+    b = rng.uniform(0.3, 1.0)
+    return Look(phase, mean.astype(np.float32), sd.astype(np.float32), label,
+                noise_factor=float(rng.uniform(0.6, 1.8)), blur=(float(rng.uniform(0.2, 0.6)), b, b),
+                rng=rng, kidney_nc=float(kidney_nc))
+
+
+def make_look(seed: int, rng, phase: str, appearance: str) -> Look:
+    """The :class:`Look` of a scan; ``rng`` (the geometry stream) draws the classic phase."""
+    if appearance not in APPEARANCES:
+        raise ValueError(f"unknown appearance {appearance!r}; use one of {APPEARANCES}")
+    classic_phase = draw_phase(rng, phase, "classic")  # drawn in both, so the anatomy is the same
+    return classic_look(classic_phase) if appearance == "classic" else varied_look(seed, phase)
