@@ -13,17 +13,33 @@ In order, each drawn from one seeded ``numpy.random.Generator`` (same generator 
 The paper gives the ranges; the probabilities of the affine and the blur are not stated there and
 are this module's choice (:class:`AugmentConfig`). Intensity changes happen before the HU window is
 applied, so they also move voxels across the window, as they would on a real scanner.
+
+:data:`NNUNET_AUGMENT` (``kidney train --augment nnunet``) adds what nnU-Net's default pipeline does
+on top, each off in the paper's set (probability 0), applied in this order around the steps above:
+
+0. field-of-view crop (stage 1): keep a random 35–100 % of the slices (kidneys cut by the volume
+   edge, or absent) and 70–100 % of each in-plane axis;
+1. (affine, flips) as above, with nnU-Net's ranges: rotation ±30° in-plane, ±15° out of plane,
+   scale 0.7–1.4, flips p 0.5;
+3b. contrast: HU about 40 HU × U(0.75, 1.25) (p 0.15);
+3c. gamma on the [−160, 300] HU range, γ ∈ U(0.7, 1.5), half the time inverted (p 0.3);
+4b. extra Gaussian noise σ ∈ U(0, 20) HU (p 0.15);
+5b. low-resolution simulation: nearest-neighbour downsampling by U(0.5, 1) per axis and linear
+    upsampling back (p 0.25).
+
+Every draw comes from the one generator passed in: same generator state, same bits.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional, Tuple
 
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["AugmentConfig", "augment", "NO_AUGMENT"]
+__all__ = ["AugmentConfig", "augment", "augmentation", "NO_AUGMENT", "PAPER_AUGMENT", "NNUNET_AUGMENT",
+           "AUGMENTATIONS"]
 
 
 @dataclass(frozen=True)
@@ -38,9 +54,36 @@ class AugmentConfig:
     p_blur: float = 0.2
     blur_sigma: Tuple[float, float] = (0.25, 1.5)
     enabled: bool = True
+    p_fov_crop: float = 0.0
+    fov_keep_z: Tuple[float, float] = (0.35, 1.0)
+    fov_keep_xy: Tuple[float, float] = (0.7, 1.0)
+    p_contrast: float = 0.0
+    contrast: Tuple[float, float] = (0.75, 1.25)
+    p_gamma: float = 0.0
+    gamma: Tuple[float, float] = (0.7, 1.5)
+    gamma_window_hu: Tuple[float, float] = (-160.0, 300.0)
+    p_extra_noise: float = 0.0
+    extra_noise_hu: float = 20.0
+    p_lowres: float = 0.0
+    lowres_zoom: Tuple[float, float] = (0.5, 1.0)
 
 
 NO_AUGMENT = AugmentConfig(enabled=False)
+PAPER_AUGMENT = AugmentConfig()
+# nnU-Net's default 3D pipeline on top of the paper's (module docstring); FOV crops are for stage 1
+NNUNET_AUGMENT = AugmentConfig(p_affine=0.3, rotate_deg=(30.0, 15.0, 15.0), scale=0.3, p_flip=0.5,
+                               p_blur=0.2, p_fov_crop=0.5, p_contrast=0.15, p_gamma=0.3,
+                               p_extra_noise=0.15, p_lowres=0.25)
+AUGMENTATIONS = {"paper": PAPER_AUGMENT, "nnunet": NNUNET_AUGMENT, "none": NO_AUGMENT}
+
+
+def augmentation(name: str, stage: int) -> AugmentConfig:
+    """The named set (``paper``, ``nnunet``, ``none``) for a stage: stage-2 crops are already
+    cut around a kidney, so they get no field-of-view crop."""
+    if name not in AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation {name!r}; use one of {sorted(AUGMENTATIONS)}")
+    cfg = AUGMENTATIONS[name]
+    return replace(cfg, p_fov_crop=0.0) if stage == 2 else cfg
 
 
 def _rotation(angles_rad) -> np.ndarray:
@@ -60,6 +103,11 @@ def augment(hu: np.ndarray, labels: Optional[np.ndarray], rng: np.random.Generat
     hu = np.asarray(hu, np.float32)
     if not config.enabled:
         return hu, labels, mask
+    if config.p_fov_crop > 0 and rng.random() < config.p_fov_crop:
+        box = _fov_box(hu.shape, rng, config)
+        hu = hu[box]
+        labels = None if labels is None else labels[box]
+        mask = None if mask is None else mask[box]
     if rng.random() < config.p_affine:
         angles = [math.radians(rng.uniform(-a, a)) for a in config.rotate_deg]
         zoom = rng.uniform(1 - config.scale, 1 + config.scale)
@@ -80,11 +128,53 @@ def augment(hu: np.ndarray, labels: Optional[np.ndarray], rng: np.random.Generat
             mask = None if mask is None else np.flip(mask, axis)
     hu = hu * np.float32(rng.uniform(1 - config.intensity_scale, 1 + config.intensity_scale))
     hu = hu + np.float32(rng.uniform(-config.intensity_shift_hu, config.intensity_shift_hu))
+    if config.p_contrast > 0 and rng.random() < config.p_contrast:
+        hu = (hu - np.float32(40.0)) * np.float32(rng.uniform(*config.contrast)) + np.float32(40.0)
+    if config.p_gamma > 0 and rng.random() < config.p_gamma:
+        hu = _gamma(hu, rng.uniform(*config.gamma), rng.random() < 0.5, config.gamma_window_hu)
     if config.noise_hu > 0:
         hu = hu + rng.standard_normal(hu.shape, dtype=np.float32) * np.float32(config.noise_hu)
+    if config.p_extra_noise > 0 and rng.random() < config.p_extra_noise:
+        sd = np.float32(rng.uniform(0.0, config.extra_noise_hu))
+        hu = hu + rng.standard_normal(hu.shape, dtype=np.float32) * sd
     if rng.random() < config.p_blur:
         hu = ndimage.gaussian_filter(hu, sigma=rng.uniform(*config.blur_sigma), mode="nearest")
+    if config.p_lowres > 0 and rng.random() < config.p_lowres:
+        hu = _low_resolution(hu, rng.uniform(*config.lowres_zoom, size=3))
     hu = np.ascontiguousarray(hu, dtype=np.float32)
     labels = None if labels is None else np.ascontiguousarray(labels)
     mask = None if mask is None else np.ascontiguousarray(mask)
     return hu, labels, mask
+
+
+def _fov_box(shape, rng, config: AugmentConfig):
+    """A random sub-box: ``fov_keep_z`` of the slices, ``fov_keep_xy`` of each in-plane axis."""
+    box = []
+    for axis, n in enumerate(shape):
+        keep = rng.uniform(*(config.fov_keep_z if axis == 0 else config.fov_keep_xy))
+        m = max(1, min(n, int(round(keep * n))))
+        start = int(rng.integers(0, n - m + 1))
+        box.append(slice(start, start + m))
+    return tuple(box)
+
+
+def _gamma(hu: np.ndarray, gamma: float, invert: bool, window) -> np.ndarray:
+    """Gamma on the voxels inside ``window`` (HU), mapped to [0, 1] and back; ``invert`` applies it
+    to ``1 - v`` (nnU-Net's inverted gamma). Voxels outside the window are left as they are."""
+    lo, hi = (np.float32(w) for w in window)
+    inside = (hu >= lo) & (hu <= hi)
+    v = (hu[inside] - lo) / (hi - lo)
+    v = 1 - (1 - v) ** np.float32(gamma) if invert else v ** np.float32(gamma)
+    out = hu.copy()
+    out[inside] = lo + v * (hi - lo)
+    return out
+
+
+def _low_resolution(hu: np.ndarray, zoom) -> np.ndarray:
+    """Nearest-neighbour downsampling by ``zoom`` per axis, then linear upsampling to the shape."""
+    small = ndimage.zoom(hu, zoom, order=0, mode="nearest", grid_mode=True)
+    back = ndimage.zoom(small, np.divide(hu.shape, small.shape), order=1, mode="nearest", grid_mode=True)
+    out = np.empty_like(hu)
+    sl = tuple(slice(0, min(a, b)) for a, b in zip(hu.shape, back.shape))
+    out[...] = np.pad(back[sl], [(0, n - (s.stop - s.start)) for n, s in zip(hu.shape, sl)], mode="edge")
+    return out

@@ -46,7 +46,7 @@ from sparseconv.nn import load_checkpoint, save_checkpoint
 from sparseconv.optim import AdamW, GradientAccumulator, WarmupCosine, param_groups
 
 from . import io, roi as roi_mod
-from .augment import NO_AUGMENT, AugmentConfig, augment
+from .augment import AUGMENTATIONS, NO_AUGMENT, AugmentConfig, augment, augmentation
 from .model import KidneyNet, get_config, hec_targets, save_weights
 from .sparsify import STAGE1, STAGE2, sparsify
 
@@ -79,6 +79,7 @@ class TrainConfig:
     ds_weights: Tuple[float, ...] = (1.0, 0.5, 0.25)
     seed: int = 0
     augment: bool = True
+    augmentation: str = "paper"            # paper, nnunet or none (kidney.augment.AUGMENTATIONS)
     checkpoint_every: int = 50
     max_cases: Optional[int] = None
     folds: int = 1                           # cross-validation: case i (sorted) is in fold i % folds
@@ -100,6 +101,8 @@ class TrainConfig:
             c.decay_steps = max(1, (4 * c.steps) // 5)
         c.betas = tuple(float(b) for b in c.betas)
         c.ds_weights = tuple(float(w) for w in c.ds_weights)
+        if c.augmentation not in AUGMENTATIONS:
+            raise ValueError(f"augmentation must be one of {sorted(AUGMENTATIONS)}, got {c.augmentation!r}")
         if c.loss not in ("dice", "dice+bce"):
             raise ValueError(f"loss must be 'dice' or 'dice+bce', got {c.loss!r}")
         if not c.gt_crops and not (c.stage == 2 and c.stage1_weights):
@@ -243,7 +246,8 @@ class Trainer:
         self.samples = samples
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.aug = augment_config or (AugmentConfig() if self.cfg.augment else NO_AUGMENT)
+        self.aug = augment_config or (augmentation(self.cfg.augmentation, self.cfg.stage)
+                                      if self.cfg.augment else NO_AUGMENT)
         self.data_description = data_description
         self.progress = progress
         c = self.cfg
