@@ -39,7 +39,15 @@ CSV_COLUMNS = ("caseID", "Dice_kidney", "Dice_masses", "Dice_tumor", "SD_kidney"
 
 __all__ = ["HEC_LABELS", "HEC_TOLERANCE_MM", "CSV_COLUMNS", "hec_mask", "dice", "surfel_area_table",
            "neighbour_codes", "surface_distances", "surface_dice", "score_case", "CaseScore",
-           "evaluate_folder", "Evaluation", "write_csv", "print_summary", "Lesion", "lesion_recall"]
+           "evaluate_folder", "check_folders", "Evaluation", "write_csv", "print_summary", "Lesion",
+           "lesion_recall", "KITS_LABELS", "GRID_RTOL_SPACING", "GRID_ATOL_ORIGIN_MM", "GRID_ATOL_DIRECTION"]
+KITS_LABELS = (0, 1, 2, 3)
+# Prediction and reference share a grid when, on the internal (I, P, L) voxel order, their spacings
+# agree to this relative tolerance, their voxel-0 centres to this many mm and their axis direction
+# cosines to this absolute tolerance (float32 headers round well below all three).
+GRID_RTOL_SPACING = 1e-3
+GRID_ATOL_ORIGIN_MM = 1e-2
+GRID_ATOL_DIRECTION = 1e-3
 
 
 # --- masks and Dice -----------------------------------------------------------------------------
@@ -247,7 +255,38 @@ def _find_prediction(pred_dir: Path, case_id: str) -> Optional[Path]:
     return None
 
 
-def _score_files(case_id: str, pred_path: Optional[Path], ref_path: Path) -> CaseScore:
+def _bad_labels(array: np.ndarray, path, what: str) -> Optional[str]:
+    """``None``, or which values outside 0..3 ``array`` holds and in how many voxels each."""
+    counts = np.bincount(np.asarray(array, np.uint8).ravel(), minlength=256)
+    bad = [(v, int(counts[v])) for v in np.flatnonzero(counts) if v not in KITS_LABELS]
+    if not bad:
+        return None
+    values = ", ".join(f"{v} ({n:,} voxel{'s' if n != 1 else ''})" for v, n in bad)
+    return f"{what} {path} holds label value{'s' if len(bad) > 1 else ''} outside 0..3: {values}"
+
+
+def _grid_difference(pred, ref) -> Optional[str]:
+    """``None`` when two volumes of equal internal shape lie on the same grid (see the ``GRID_``
+    tolerances), else what differs. Compared in the internal voxel order, so a file stored in
+    another axis order on the same grid matches."""
+    a, b = pred.internal_affine, ref.internal_affine
+    sa, sb = np.linalg.norm(a[:3, :3], axis=0), np.linalg.norm(b[:3, :3], axis=0)
+    out = []
+    if not np.allclose(sa, sb, rtol=GRID_RTOL_SPACING, atol=0):
+        out.append(f"spacing {tuple(round(float(v), 4) for v in sa)} vs {tuple(round(float(v), 4) for v in sb)} mm")
+    if not np.allclose(a[:3, 3], b[:3, 3], rtol=0, atol=GRID_ATOL_ORIGIN_MM):
+        out.append(f"origin {tuple(round(float(v), 3) for v in a[:3, 3])} vs "
+                   f"{tuple(round(float(v), 3) for v in b[:3, 3])} mm")
+    if not np.allclose(a[:3, :3] / sa, b[:3, :3] / sb, rtol=0, atol=GRID_ATOL_DIRECTION):
+        codes = (f" ({''.join(pred.file_axcodes)} vs {''.join(ref.file_axcodes)})"
+                 if pred.file_axcodes != ref.file_axcodes else "")
+        out.append(f"direction cosines differ by up to "
+                   f"{float(np.abs(a[:3, :3] / sa - b[:3, :3] / sb).max()):.3g}{codes}")
+    return "; ".join(out) or None
+
+
+def _score_files(case_id: str, pred_path: Optional[Path], ref_path: Path,
+                 voxel_grid: bool = False) -> CaseScore:
     from . import io  # local: keeps `import kidney.metrics` free of nibabel for array users
 
     if pred_path is None:
@@ -256,14 +295,22 @@ def _score_files(case_id: str, pred_path: Optional[Path], ref_path: Path) -> Cas
     try:
         ref = io.load_nifti(ref_path, label=True)
         pred = io.load_nifti(pred_path, label=True)
+        bad = [m for m in (_bad_labels(pred.array, pred_path, "prediction"),
+                           _bad_labels(ref.array, ref_path, "reference")) if m]
+        if bad:
+            return CaseScore(case_id, problem="; ".join(bad))
         if pred.shape != ref.shape:
             return CaseScore(case_id, problem=f"{pred_path}: shape {pred.file_shape} "
                                               f"({''.join(pred.file_axcodes)}) does not match "
                                               f"reference {ref_path} shape {ref.file_shape} "
                                               f"({''.join(ref.file_axcodes)})")
         warning = None
-        if not np.allclose(pred.affine, ref.affine, atol=1e-3, rtol=0):
-            warning = f"{pred_path}: affine differs from the reference's; scored on voxel indices"
+        differ = _grid_difference(pred, ref)
+        if differ and not voxel_grid:
+            return CaseScore(case_id, problem=f"{pred_path} is not on the grid of reference {ref_path}: "
+                                              f"{differ}; pass --voxel-grid to score it on voxel indices anyway")
+        if differ:
+            warning = f"{pred_path} is not on the grid of reference {ref_path}: {differ}; scored on voxel indices"
         spacing = io.spacing_of(ref.affine)
         scores = score_case(ref.to_file(pred.array), ref.to_file(ref.array), spacing)
     except (ValueError, OSError) as exc:
@@ -289,6 +336,14 @@ class Evaluation:
         return [c.problem for c in self.cases if c.problem]
 
 
+def check_folders(pred_dir, data_dir) -> List[Tuple[str, Path]]:
+    """``(case_id, reference path)`` of every case of ``data_dir``; :class:`FileNotFoundError`
+    naming the folder if either folder is missing or ``data_dir`` holds no case."""
+    if not Path(pred_dir).is_dir():
+        raise FileNotFoundError(f"no such prediction folder: {pred_dir}")
+    return _reference_cases(Path(data_dir))
+
+
 def _reference_cases(data_dir: Path) -> List[Tuple[str, Path]]:
     if not data_dir.is_dir():
         raise FileNotFoundError(f"no such data folder: {data_dir}")
@@ -299,18 +354,19 @@ def _reference_cases(data_dir: Path) -> List[Tuple[str, Path]]:
     return cases
 
 
-def evaluate_folder(pred_dir, data_dir, *, workers: int = 1) -> Evaluation:
+def evaluate_folder(pred_dir, data_dir, *, workers: int = 1, voxel_grid: bool = False) -> Evaluation:
     """Score every reference case of ``data_dir`` (``case_X/segmentation.nii.gz``).
 
     Predictions are looked up as ``pred_dir/case_X.nii.gz`` (KiTS submission layout) or
-    ``pred_dir/case_X/segmentation.nii.gz``. A missing, unreadable or mis-shaped prediction gives a
-    row of zeros with ``problem`` set — never a skipped case.
+    ``pred_dir/case_X/segmentation.nii.gz``. A missing, unreadable or mis-shaped prediction, a
+    prediction or reference holding a label outside 0..3, or a prediction on another grid than its
+    reference (spacing, origin or direction; see the ``GRID_`` tolerances) gives a row of zeros with
+    ``problem`` set — never a skipped case. ``voxel_grid=True`` scores the last kind on voxel
+    indices anyway, with ``warning`` set.
     """
     pred_dir, data_dir = Path(pred_dir), Path(data_dir)
-    if not pred_dir.is_dir():
-        raise FileNotFoundError(f"no such prediction folder: {pred_dir}")
-    refs = _reference_cases(data_dir)
-    jobs = [(cid, _find_prediction(pred_dir, cid), ref) for cid, ref in refs]
+    refs = check_folders(pred_dir, data_dir)
+    jobs = [(cid, _find_prediction(pred_dir, cid), ref, voxel_grid) for cid, ref in refs]
     if workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
             cases = list(pool.map(_score_files, *zip(*jobs)))
