@@ -41,7 +41,7 @@ IMAGE_NAME = "imaging.nii.gz"
 LABEL_NAME = "segmentation.nii.gz"
 
 __all__ = [
-    "INTERNAL_AXCODES", "NiftiError", "Volume", "Case", "load_nifti", "load_case", "save_nifti",
+    "INTERNAL_AXCODES", "NiftiError", "Volume", "Case", "load_nifti", "from_image", "load_case", "save_nifti",
     "save_array", "kits_affine", "spacing_of", "to_internal", "from_internal", "resample",
     "resampled_shape", "check_spacing", "check_same_grid",
 ]
@@ -247,14 +247,32 @@ def load_nifti(path, *, label: bool = False) -> Volume:
         spacing ``(sz, sy, sx)`` mm, and the file's affine and header.
     """
     path = Path(path)
-    img = _open(path)
+    return _volume(_open(path), path, label, str(path))
+
+
+def from_image(img, *, label: bool = False) -> Volume:
+    """A nibabel image in memory (``nib.load(...)``, ``nib.Nifti1Image(data, affine)``) as a
+    :class:`Volume`, read and checked as :func:`load_nifti` reads a file."""
+    if not isinstance(img, nib.spatialimages.SpatialImage):
+        raise NiftiError(f"expected a nibabel image, got {type(img).__name__}")
+    name = img.get_filename()
+    where = name or "nibabel image"
+    if len(img.shape) != 3:
+        raise NiftiError(f"{where} is not a 3D volume: shape {img.shape} ({len(img.shape)} dimensions)")
+    if img.affine is None:
+        raise NiftiError(f"{where} has no affine: its voxel size and orientation are unknown")
+    return _volume(img, Path(name) if name else None, label, where)
+
+
+def _volume(img, path: Optional[Path], label: bool, where: str) -> Volume:
     affine = np.asarray(img.affine, dtype=np.float64)
-    check_spacing(spacing_of(affine), str(path))  # before orientation: a 0 column is singular
+    check_spacing(spacing_of(affine), where)  # before orientation: a 0 column is singular
     spacing = _internal_spacing(affine)
-    data = _read_array(img, path, label)
+    data = _read_array(img, where, label)
     internal = np.ascontiguousarray(to_internal(data, affine),
                                     dtype=np.uint8 if label else np.float32)
-    return Volume(internal, spacing, affine, tuple(img.shape), img.header.copy(), path)
+    header = img.header.copy() if isinstance(img.header, nib.Nifti1Header) else None
+    return Volume(internal, spacing, affine, tuple(img.shape), header, path)
 
 
 def check_same_grid(a: Volume, b: Volume, atol_mm: float = 1e-3) -> None:

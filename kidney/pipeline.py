@@ -37,9 +37,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import nibabel as nib
 import numpy as np
 
 from sparseconv import no_grad
+from sparseconv.device import normalize_device, to_device
 from sparseconv.functional.activation import sigmoid_array
 
 from . import io
@@ -88,7 +90,9 @@ class SegmentResult:
 
     ``labels`` is on the input's grid; ``seconds`` and ``peak_mb`` are per stage (``stage1``,
     ``roi``, ``stage2``, ``merge``); ``peak_mb`` is the process's peak resident memory during the stage
-    (Linux: reset before each stage; elsewhere the running maximum).
+    (Linux: reset before each stage; elsewhere the running maximum). ``probabilities`` (only when
+    asked for) are the three HEC sigmoids (kidney+masses, masses, tumour) on the same grid as
+    ``labels``, last axis the HEC, 0 outside the stage-2 crops.
     """
 
     labels: np.ndarray
@@ -97,6 +101,7 @@ class SegmentResult:
     peak_mb: Dict[str, float] = field(default_factory=dict)
     n_active: Dict[str, int] = field(default_factory=dict)
     warnings: List[str] = field(default_factory=list)
+    probabilities: Optional[np.ndarray] = None
 
 
 class _Stage:
@@ -114,13 +119,20 @@ class _Stage:
         self.model.eval()
         default = 1.99 if stage == 1 else 0.78
         self.spacing = float(self.meta.get("spacing_mm", default))
+        self.device = "cpu"
+
+    def to(self, device: str) -> "_Stage":
+        if device != self.device:
+            self.model.to(device)
+            self.device = device
+        return self
 
     def probabilities(self, x):
-        """``(N, 3)`` sigmoid outputs at the active sites of ``x``."""
+        """``(N, 3)`` sigmoid outputs at the active sites of ``x`` (a host array)."""
         with no_grad():
-            logits = self.model(x, n_outputs=1)[0].feats
+            logits = self.model(x.to(self.device), n_outputs=1)[0].feats
         logits = logits.data if hasattr(logits, "data") else logits
-        return sigmoid_array(np.asarray(logits))
+        return sigmoid_array(np.asarray(to_device(logits, "cpu")))
 
 
 class _PeakRSS:
@@ -163,10 +175,12 @@ class Segmenter:
         threshold: HEC probability threshold (0.5).
         tta: test-time mirroring — average each stage's sigmoids over the 8 flips of its input
             (8x the network time; off by default, as the paper does not state it).
+        device: ``"cpu"`` (default) or ``"cuda"``: the networks and features live on the GPU, and
+            sparseconv's ``cupy`` backend is selected if a CPU backend was.
     """
 
     def __init__(self, stage1=None, stage2=None, *, weights_dir=None, roi_config: RoiConfig = RoiConfig(),
-                 threshold: float = 0.5, tta: bool = False, _stage2_default=True):
+                 threshold: float = 0.5, tta: bool = False, device: str = "cpu", _stage2_default=True):
         d1, d2 = default_weights(weights_dir) if (stage1 is None or stage2 is None) else (None, None)
         self.stage1 = _Stage(stage1 if stage1 is not None else d1, 1)
         self.stage2 = _Stage(stage2 if stage2 is not None else d2, 2) if (stage2 is not None or _stage2_default) \
@@ -174,6 +188,14 @@ class Segmenter:
         self.roi_config = roi_config
         self.threshold = float(threshold)
         self.mirror_axes = MIRROR_AXES if tta else ((),)
+        self.device = normalize_device(device)
+        if self.device == "cuda":
+            import sparseconv
+            if sparseconv.get_backend().xp is np:
+                sparseconv.set_backend("cupy")  # ImportError naming the reason without CuPy or a GPU
+            for stage in (self.stage1, self.stage2):
+                if stage is not None:
+                    stage.to("cuda")
 
     @classmethod
     def stage1_only(cls, stage1):
@@ -208,23 +230,35 @@ class Segmenter:
         return self.probabilities_on_grid(self.stage2, hu, STAGE2, mask)
 
     # --- the whole thing --------------------------------------------------------------------------
-    def segment(self, image, spacing=None, *, details: bool = False):
-        """Label map (uint8, 0–3) on the input's exact grid.
+    def segment(self, image, spacing=None, *, details: bool = False, probabilities: bool = False):
+        """Label map (uint8, 0–3) on the input's exact grid, in the input's own voxel order.
 
         Args:
-            image: an :class:`kidney.io.Volume`, a NIfTI path, or a ``(Z, Y, X)`` HU array in the
-                internal ``I, P, L`` orientation (then ``spacing`` ``(sz, sy, sx)`` mm is required).
+            image: a NIfTI path or a nibabel image (labels come in the file's voxel order:
+                ``nib.Nifti1Image(labels, img.affine)`` is the prediction); a :class:`kidney.io.Volume`
+                (labels in the order of ``image.array``); or a ``(Z, Y, X)`` HU array in the internal
+                ``I, P, L`` orientation (then ``spacing`` ``(sz, sy, sx)`` mm is required).
             details: return a :class:`SegmentResult` (timings, memory, ROIs) instead of the array.
+            probabilities: also keep the HEC probabilities in ``SegmentResult.probabilities``
+                (``labels.shape + (3,)`` float32); returns the :class:`SegmentResult`.
         """
         if self.stage2 is None:
             raise ValueError("this Segmenter has no stage-2 weights")
+        res = self._segment(image, spacing, probabilities)
+        return res if (details or probabilities) else res.labels
+
+    def _segment(self, image, spacing, keep_probabilities: bool) -> SegmentResult:
+        file_grid = None  # the file's voxel order is the output's for a path or a nibabel image
         if isinstance(image, (str, os.PathLike)):
-            image = io.load_nifti(image)
+            image = file_grid = io.load_nifti(image)
+        elif isinstance(image, nib.spatialimages.SpatialImage):
+            image = file_grid = io.from_image(image)
         if isinstance(image, io.Volume):
             spacing, arr = image.spacing, image.array
         else:
             if spacing is None:
-                raise ValueError("segment(array) needs spacing=(sz, sy, sx) in mm")
+                raise ValueError(f"segment(array) needs spacing=(sz, sy, sx) in mm for a {type(image).__name__}; "
+                                 "a NIfTI path, a nibabel image or a kidney.io.Volume carries its own")
             arr = np.asarray(image)
             spacing = io.check_spacing(spacing, "segment input")
         if arr.ndim != 3:
@@ -232,6 +266,8 @@ class Segmenter:
         if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
             raise ValueError("segment: the image holds non-finite values")
         res = SegmentResult(np.zeros(arr.shape, np.uint8))
+        if keep_probabilities:
+            res.probabilities = np.zeros(arr.shape + (3,), np.float32)
 
         def timed(name, fn):
             t0 = time.perf_counter()
@@ -251,20 +287,25 @@ class Segmenter:
             msg = ("no kidney found: stage 1 " + ("saw no voxel in its HU window" if n1 == 0 else
                    f"found no component >= {self.roi_config.threshold} of enough voxels")
                    + "; the output is all background")
-            warnings.warn(msg, NoKidneyWarning, stacklevel=2)
+            warnings.warn(msg, NoKidneyWarning, stacklevel=3)
             res.warnings.append(msg)
-            return res if details else res.labels
-        res.n_active["stage2"] = self.labels_on_rois(arr, spacing, rois, res.labels, timed)
-        return res if details else res.labels
+        else:
+            res.n_active["stage2"] = self.labels_on_rois(arr, spacing, rois, res.labels, timed,
+                                                         probabilities=res.probabilities)
+        if file_grid is not None:
+            res.labels = np.ascontiguousarray(file_grid.to_file(res.labels))
+            if res.probabilities is not None:
+                res.probabilities = np.ascontiguousarray(io.from_internal(res.probabilities, file_grid.affine))
+        return res
 
     def labels_on_rois(self, image: np.ndarray, spacing, rois: Sequence[Roi], out: np.ndarray,
-                       timed=None) -> int:
+                       timed=None, probabilities: Optional[np.ndarray] = None) -> int:
         """Stage 2 on each ROI, max-merged onto the scan grid, then the label rule, written into ``out``
         (``(Z, Y, X)`` uint8, the image's grid; voxels outside every crop are left as they are).
 
-        The merged probabilities live only on the scan-grid box covering every crop. ``timed(name,
-        fn)`` times the ``stage2`` and ``merge`` steps (default: not timed). Returns the number of
-        stage-2 active voxels.
+        The merged probabilities live only on the scan-grid box covering every crop; they are also
+        written into ``probabilities`` (``(Z, Y, X, 3)``) if given. ``timed(name, fn)`` times the
+        ``stage2`` and ``merge`` steps (default: not timed). Returns the number of stage-2 active voxels.
         """
         if not rois:
             return 0
@@ -281,7 +322,10 @@ class Segmenter:
         def finish():
             th = self.threshold
             sub = labels_from_hecs(merged[..., 0] >= th, merged[..., 1] >= th, merged[..., 2] >= th)
-            out[tuple(slice(a, b) for a, b in zip(ulo, uhi))] = sub
+            box = tuple(slice(a, b) for a, b in zip(ulo, uhi))
+            out[box] = sub
+            if probabilities is not None:
+                probabilities[box] = merged
         timed("merge", finish)
         return n2
 
@@ -289,14 +333,19 @@ class Segmenter:
 _DEFAULT: Optional[Segmenter] = None
 
 
-def segment(image, spacing=None, *, weights_dir=None, details: bool = False):
-    """Segment one scan with the shipped (or ``weights_dir``'s) weights; see :meth:`Segmenter.segment`."""
+def segment(image, spacing=None, *, weights_dir=None, details: bool = False, probabilities: bool = False):
+    """Segment one scan with the shipped (or ``weights_dir``'s) weights; see :meth:`Segmenter.segment`.
+
+    ``image``: a NIfTI path, a nibabel image, a :class:`kidney.io.Volume`, or a ``(Z, Y, X)`` array
+    with ``spacing=(sz, sy, sx)`` mm.
+    """
     global _DEFAULT
     if weights_dir is not None:
-        return Segmenter(weights_dir=weights_dir).segment(image, spacing, details=details)
+        return Segmenter(weights_dir=weights_dir).segment(image, spacing, details=details,
+                                                          probabilities=probabilities)
     if _DEFAULT is None:
         _DEFAULT = Segmenter()
-    return _DEFAULT.segment(image, spacing, details=details)
+    return _DEFAULT.segment(image, spacing, details=details, probabilities=probabilities)
 
 
 # --- files and folders --------------------------------------------------------------------------

@@ -1,6 +1,9 @@
 """kidney.pipeline and the segment/demo CLI: output grid, labels, no-kidney input, weights errors."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -97,6 +100,66 @@ def test_segment_with_tta_on_the_cli(tiny_phantom, tiny_weights, tmp_path):
 def test_segment_needs_spacing_for_arrays(tiny_segmenter):
     with pytest.raises(ValueError, match="spacing"):
         tiny_segmenter.segment(np.zeros((4, 4, 4)))
+
+
+def _ras_image(tiny_phantom):
+    """The phantom as a nibabel image stored R, A, S (KiTS files are I, P, L)."""
+    ras = np.ascontiguousarray(tiny_phantom.image.transpose(2, 1, 0)[::-1, ::-1, ::-1])
+    sz, sy, sx = tiny_phantom.spacing
+    return nib.Nifti1Image(ras, np.diag([sx, sy, sz, 1.0]))
+
+
+def test_segment_takes_a_nibabel_image_a_path_or_an_array(tiny_phantom, tiny_segmenter, tmp_path):
+    from kidney.model import labels_from_hecs
+    img = _ras_image(tiny_phantom)
+    res = tiny_segmenter.segment(img, probabilities=True)
+    # in the image's own voxel order: nib.Nifti1Image(labels, img.affine) is the prediction
+    assert res.labels.shape == img.shape and res.labels.dtype == np.uint8 and res.rois
+    assert res.probabilities.shape == img.shape + (3,) and res.probabilities.dtype == np.float32
+    vol = io.from_image(img)
+    assert vol.file_axcodes == ("R", "A", "S") and vol.shape == tiny_phantom.image.shape
+    internal = tiny_segmenter.segment(vol.array, vol.spacing)  # an array with its spacing
+    assert np.array_equal(res.labels, io.from_internal(internal, img.affine))
+    assert np.array_equal(tiny_segmenter.segment(vol), internal)  # a Volume: its array's order
+    p = res.probabilities >= 0.5  # the labels are the threshold rule on the probabilities
+    assert np.array_equal(res.labels, labels_from_hecs(p[..., 0], p[..., 1], p[..., 2]))
+    assert 0 <= res.probabilities.min() and res.probabilities.max() <= 1 and res.probabilities.any()
+    path = tmp_path / "scan.nii.gz"
+    nib.save(img, str(path))
+    assert np.array_equal(tiny_segmenter.segment(path), res.labels)
+    assert np.array_equal(tiny_segmenter.segment(str(path)), res.labels)
+    with pytest.raises(ValueError, match="needs spacing=.*nibabel image"):
+        tiny_segmenter.segment(np.asarray(img.dataobj))
+    with pytest.raises(io.NiftiError, match="not a 3D volume"):
+        tiny_segmenter.segment(nib.Nifti1Image(np.zeros((4, 4, 4, 2), np.float32), np.eye(4)))
+
+
+def test_segment_on_cuda_runs_through_the_gpu_backend(tiny_phantom, tiny_weights, tmp_path):
+    """--device cuda end to end on the CuPy stand-in (NumPy arrays, the CUDA kernels compiled for the
+    CPU emulation): the CLI selects the cupy backend, the networks run through its kernels, and the
+    labels match the CPU run's."""
+    from sparseconv.backends.cuda_emulation import find_compiler
+    if find_compiler() is None:
+        pytest.skip("no C++ compiler for the CUDA emulation")
+    from kidney import phantom
+    phantom.write_case(tiny_phantom, tmp_path / "data" / "case_00000")
+    src = tmp_path / "data" / "case_00000" / io.IMAGE_NAME
+    assert cli.main(["segment", str(src), "-o", str(tmp_path / "cpu.nii.gz"), "--weights", str(tiny_weights),
+                     "--quiet"]) == 0
+    code = ("import sys\n"
+            "from sparseconv.backends.cuda_emulation import fake_cupy\n"
+            "fake_cupy.install()\n"
+            "import sparseconv\n"
+            "from kidney import cli\n"
+            "rc = cli.main(sys.argv[1:])\n"
+            "assert sparseconv.get_backend().name == 'cupy', sparseconv.get_backend().name\n"
+            "sys.exit(rc)\n")
+    done = subprocess.run([sys.executable, "-c", code, "segment", str(src), "-o", str(tmp_path / "gpu.nii.gz"),
+                           "--weights", str(tiny_weights), "--device", "cuda", "--quiet"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    cpu, gpu = (io.load_nifti(tmp_path / f"{k}.nii.gz", label=True).array for k in ("cpu", "gpu"))
+    assert cpu.shape == gpu.shape and np.mean(cpu != gpu) < 1e-3
 
 
 def test_cli_segment_file_keeps_shape_and_affine_of_a_ras_file(tiny_phantom, tiny_weights, tmp_path):
