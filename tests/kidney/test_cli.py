@@ -112,3 +112,206 @@ def test_phantom_figure_example(tmp_path):
     out = phantom_figure.main(["--out", str(tmp_path / "fig.png"), "--preset", "tiny",
                                "--labels", ""])
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --- version, python -m kidney ----------------------------------------------------------------------
+
+def test_version_and_python_m_kidney(capsys):
+    from importlib.metadata import version
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"kidney {version('sparseconv')}"
+    done = subprocess.run([sys.executable, "-m", "kidney", "--version"], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == f"kidney {version('sparseconv')}"
+    done = subprocess.run([sys.executable, "-m", "kidney", "evaluate", "--help"], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "--voxel-grid" in done.stdout
+
+
+# --- --device, --threads, first-run notice -----------------------------------------------------------
+
+def _cupy_loads() -> bool:
+    from sparseconv.backends import load_backend
+    try:
+        load_backend("cupy")
+        return True
+    except ImportError:
+        return False
+
+
+@pytest.mark.parametrize("command", ["segment", "demo", "train"])
+def test_device_and_threads_are_on_segment_demo_and_train(command, capsys):
+    with pytest.raises(SystemExit):
+        cli.main([command, "--help"])
+    text = capsys.readouterr().out
+    assert "--device {cpu,cuda}" in text and "--threads N" in text
+
+
+def test_device_cuda_without_cupy_or_gpu_is_one_clear_line(tmp_path, capsys):
+    if _cupy_loads():
+        pytest.skip("CuPy and a GPU are usable here")
+    import sparseconv
+    before = sparseconv.get_backend()
+    assert cli.main(["segment", str(tmp_path / "x.nii.gz"), "--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("kidney segment: error: --device cuda needs CuPy and a CUDA GPU: "
+                          "pip install sparseconv[gpu] (")
+    assert sparseconv.get_backend() is before
+
+
+def test_train_on_cuda_is_refused_clearly(tmp_path, capsys):
+    assert cli.main(["train", "--data", str(tmp_path), "--stage", "1", "--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "training does not run on the GPU" in err
+
+
+def test_threads_sets_numba_and_refuses_out_of_range(tmp_path, capsys):
+    import argparse
+
+    import numba
+    most = numba.config.NUMBA_NUM_THREADS
+    for bad in (0, -1, most + 1):
+        assert cli.main(["segment", str(tmp_path / "x.nii.gz"), "--threads", str(bad)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"--threads must be between 1 and {most}" in err and str(bad) in err
+    before = numba.get_num_threads()
+    try:
+        cli._setup_compute(argparse.Namespace(threads=1, device="cpu", command="segment"))
+        assert numba.get_num_threads() == 1
+    finally:
+        numba.set_num_threads(before)
+
+
+@pytest.mark.parametrize("cold", [True, False])
+def test_first_run_notice_when_the_kernel_cache_is_cold(monkeypatch, capsys, cold):
+    import argparse
+
+    from sparseconv.backends import numba_cache
+    monkeypatch.setattr(numba_cache, "is_cold", lambda: cold)
+    monkeypatch.delenv("SPARSECONV_BACKEND", raising=False)
+    cli._setup_compute(argparse.Namespace(threads=None, device="cpu", command="demo"))
+    err = capsys.readouterr().err
+    assert ("compiling CPU kernels (first run only" in err) == cold
+
+
+# --- warnings and the demo's output folder ----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory):
+    from kidney.model import KidneyNet, save_weights
+    d = tmp_path_factory.mktemp("weights")
+    save_weights(KidneyNet("tiny", seed=1), d / "stage1_tiny.npz", {"stage": 1, "spacing_mm": 8.0})
+    save_weights(KidneyNet("tiny", seed=2), d / "stage2_tiny.npz", {"stage": 2, "spacing_mm": 4.0})
+    return d
+
+
+def test_warnings_print_as_one_line(tiny_weights, tmp_path, capsys):
+    import warnings
+    src = tmp_path / "air.nii.gz"
+    io.save_array(np.full((12, 20, 20), -1000, np.int16), np.diag([4.0, 4.0, 5.0, 1.0]), src)
+    shown = warnings.showwarning
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        assert cli.main(["segment", str(src), "-o", str(tmp_path / "seg.nii.gz"), "--weights",
+                         str(tiny_weights), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if "no kidney" in ln]
+    assert len(lines) == 1 and lines[0].startswith("warning: no kidney found: stage 1 ")
+    assert "warnings.warn" not in err and "NoKidneyWarning" not in err and ".py:" not in err
+    assert warnings.showwarning is shown  # the CLI's display is only for the command's run
+
+
+def test_demo_writes_under_out_and_says_where(tiny_weights, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "elsewhere" / "demo"
+    assert cli.main(["demo", "--out", str(out), "--preset", "tiny", "--weights", str(tiny_weights),
+                     "--no-png"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere"]  # nothing in the working folder
+    assert (out / "pred" / "case_00000.nii.gz").is_file() and (out / "data" / "case_00000").is_dir()
+    assert f"all output in {out.resolve()}" in capsys.readouterr().out
+    ignored = (REPO / ".gitignore").read_text().splitlines()
+    assert "kidney_demo/" in ignored  # the default --out
+
+
+# --- evaluate refuses nonsense -----------------------------------------------------------------------
+
+def test_evaluate_labels_outside_0_to_3_are_problems(tmp_path, capsys):
+    data, pred = tmp_path / "data", tmp_path / "pred"
+    bad_pred = _labels()
+    bad_pred[0, 0, :3] = 7
+    io.save_array(_labels(), np.eye(4), data / "case_00000" / "segmentation.nii.gz")
+    io.save_array(bad_pred, np.eye(4), pred / "case_00000.nii.gz")
+    bad_ref = _labels()
+    bad_ref[5, 7, 7] = 4
+    io.save_array(bad_ref, np.eye(4), data / "case_00001" / "segmentation.nii.gz")
+    io.save_array(_labels(), np.eye(4), pred / "case_00001.nii.gz")
+    assert cli.main(["evaluate", str(pred), str(data)]) == 1
+    err = capsys.readouterr().err
+    assert (f"PROBLEM case_00000: prediction {pred / 'case_00000.nii.gz'} holds label value outside 0..3: "
+            "7 (3 voxels)") in err
+    assert (f"PROBLEM case_00001: reference {data / 'case_00001' / 'segmentation.nii.gz'} holds label "
+            "value outside 0..3: 4 (1 voxel)") in err
+    rows = list(csv.reader((pred / "evaluation.csv").open()))
+    assert rows[1][1:] == rows[2][1:] == ["0.00000000"] * 6
+
+
+def _grid_case(tmp_path, pred_affine, name):
+    data, pred = tmp_path / name / "data", tmp_path / name / "pred"
+    ref_affine = np.diag([0.8, 0.8, 2.5, 1.0])
+    io.save_array(_labels(), ref_affine, data / "case_00000" / "segmentation.nii.gz")
+    io.save_array(_labels(), pred_affine, pred / "case_00000.nii.gz")
+    return pred, data
+
+
+def test_evaluate_refuses_another_grid_unless_voxel_grid(tmp_path, capsys):
+    ref = np.diag([0.8, 0.8, 2.5, 1.0])
+    shifted = ref.copy()
+    shifted[:3, 3] = (0.0, 0.5, 0.0)
+    c, s = np.cos(np.radians(5)), np.sin(np.radians(5))
+    tilted = np.array([[c, -s, 0, 0], [s, c, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]) @ ref  # 5 degrees about z
+    for name, affine, what in (("spacing", np.diag([1.0, 0.8, 2.5, 1.0]), "spacing (2.5, 0.8, 1.0) vs (2.5, 0.8, 0.8) mm"),
+                               ("origin", shifted, "origin"), ("direction", tilted, "direction")):
+        pred, data = _grid_case(tmp_path, affine, name)
+        assert cli.main(["evaluate", str(pred), str(data)]) == 1, name
+        err = capsys.readouterr().err
+        assert "PROBLEM case_00000:" in err and "is not on the grid of reference" in err and what in err, err
+        assert "--voxel-grid" in err
+        assert cli.main(["evaluate", str(pred), str(data), "--voxel-grid", "--overwrite"]) == 0, name
+        err = capsys.readouterr().err
+        assert "warning case_00000:" in err and "scored on voxel indices" in err
+        assert list(csv.reader((pred / "evaluation.csv").open()))[1][1:] == ["1.00000000"] * 6
+
+
+def test_evaluate_accepts_the_same_grid_within_tolerance_or_in_another_axis_order(tmp_path, capsys):
+    ref = np.diag([0.8, 0.8, 2.5, 1.0])
+    near = ref.copy()
+    near[:3, 3] = 0.004  # mm
+    near[0, 0] = 0.8 * (1 + 2e-4)
+    pred, data = _grid_case(tmp_path, near, "near")
+    assert cli.main(["evaluate", str(pred), str(data)]) == 0
+    assert "warning" not in capsys.readouterr().err
+    # the same grid stored with the first axis reversed (affine adjusted): same voxels in space
+    pred, data = tmp_path / "rev" / "pred", tmp_path / "rev" / "data"
+    io.save_array(_labels(), ref, data / "case_00000" / "segmentation.nii.gz")
+    rev = ref @ np.array([[-1, 0, 0, _labels().shape[0] - 1], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], float)
+    io.save_array(np.ascontiguousarray(_labels()[::-1]), rev, pred / "case_00000.nii.gz")
+    assert cli.main(["evaluate", str(pred), str(data)]) == 0
+    captured = capsys.readouterr()
+    assert "PROBLEM" not in captured.err and "warning" not in captured.err
+    assert list(csv.reader((pred / "evaluation.csv").open()))[1][1:] == ["1.00000000"] * 6
+
+
+def test_evaluate_checks_both_folders_before_writing(tmp_path, capsys):
+    pred = tmp_path / "preds"
+    pred.mkdir()
+    (pred / "evaluation.csv").write_text("old\n")
+    assert cli.main(["evaluate", str(pred), str(tmp_path / "nodata")]) == 2
+    err = capsys.readouterr().err
+    assert "nodata" in err and "no such data folder" in err and "exists" not in err
+    (tmp_path / "empty").mkdir()
+    assert cli.main(["evaluate", str(pred), str(tmp_path / "empty")]) == 2
+    assert "holds no case folders" in capsys.readouterr().err
+    assert (pred / "evaluation.csv").read_text() == "old\n"

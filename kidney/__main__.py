@@ -1,0 +1,7 @@
+"""``python -m kidney ...``: the ``kidney`` command."""
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
