@@ -157,3 +157,65 @@ def test_write_case_kits_layout(tiny_phantom, tmp_path):
 def test_default_noise_grows_as_voxels_shrink():
     assert phantom.default_noise_hu((3, 3, 3)) == pytest.approx(11.0)
     assert phantom.default_noise_hu((0.5, 0.7, 0.7)) > phantom.default_noise_hu((5, 0.7, 0.7))
+
+
+# --- the varied appearance ----------------------------------------------------------------------
+
+def test_varied_keeps_the_anatomy_and_is_seeded():
+    classic = phantom.make_phantom(5, preset="tiny")
+    a = phantom.make_phantom(5, preset="tiny", appearance="varied")
+    b = phantom.make_phantom(5, preset="tiny", appearance="varied")
+    assert a.appearance == "varied" and classic.appearance == "classic"
+    assert np.array_equal(a.labels, classic.labels)       # same seed, same anatomy
+    assert not np.array_equal(a.image, classic.image)     # another look
+    assert np.array_equal(a.image, b.image) and a.phase == b.phase and a.noise_hu == b.noise_hu
+
+
+def test_varied_draws_every_phase_and_noncontrast_kidney_like_the_real_ct():
+    phases, kidney_nc = set(), []
+    for seed in range(12):
+        ph = phantom.make_phantom(seed, preset="tiny", appearance="varied")
+        phases.add(ph.phase)
+        if ph.phase == "noncontrast":
+            inner = ndimage.binary_erosion(np.isin(ph.tissue, [T["renal_cortex"], T["renal_medulla"]]))
+            kidney_nc.append(float(ph.image[inner].mean()))
+    assert phases == set(phantom.PHASES)
+    # the real non-contrast CT (data/totalseg_example) reads 12-30 HU over its kidneys
+    assert kidney_nc and all(5 <= v <= 45 for v in kidney_nc), kidney_nc
+
+
+def test_varied_lesions_get_tissues_of_their_own():
+    """Each tumour and cyst gets its own tissue id (>= LESION_ID0) whose label is its class; the
+    phantom's labels still follow the tissues."""
+    from kidney.phantom.appearance import LESION_ID0
+
+    ph = phantom.make_phantom(2, preset="tiny", appearance="varied", n_tumours=2, n_cysts=2)
+    own = np.unique(ph.tissue[ph.tissue >= LESION_ID0])
+    assert len(own) >= 3
+    for t in own:
+        assert set(np.unique(ph.labels[ph.tissue == t])) <= {2, 3}
+    assert set(np.unique(ph.labels)) == {0, 1, 2, 3}
+
+
+def test_varied_from_labels_keeps_labels_and_differs_by_phase(cropped_kits_labels):
+    lab, sp = cropped_kits_labels
+    lab, sp = lab[:, ::2, ::2], (sp[0], 2 * sp[1], 2 * sp[2])
+    nc = phantom.from_labels(lab, sp, 3, phase="noncontrast", appearance="varied")
+    ne = phantom.from_labels(lab, sp, 3, phase="nephrographic", appearance="varied")
+    assert np.array_equal(nc.labels, lab) and np.array_equal(ne.labels, lab)
+    kid = ndimage.binary_erosion(lab == 1)
+    assert ne.image[kid].mean() > nc.image[kid].mean() + 60   # the kidney enhances
+
+
+def test_unknown_appearance_is_refused():
+    with pytest.raises(ValueError, match="appearance"):
+        phantom.make_phantom(0, preset="tiny", appearance="glossy")
+
+
+def test_training_grid_is_coarse_and_never_finer_than_the_source():
+    for seed in range(20):
+        g = phantom.training_grid(seed, (0.5, 0.7, 0.7))
+        assert g[0] in (2.0, 2.5, 3.0, 5.0) and 1.1 <= g[1] == g[2] <= 1.6
+        g = phantom.training_grid(seed, (5.0, 1.8, 1.8))
+        assert g == (5.0, 1.8, 1.8)
+    assert phantom.training_grid(4, (1, 1, 1)) == phantom.training_grid(4, (1, 1, 1))

@@ -124,3 +124,34 @@ def test_exported_weights_name_their_starting_files_by_digest_not_path(tiny_data
     assert meta["train"]["init_weights"] == f"init.npz (sha256 {digest})"
     assert str(tmp_path) not in json.dumps(meta)
     assert meta["train"]["stage1_weights"] is None
+
+
+def test_nnunet_augmentation_is_seeded_and_crops_stage1_only(tiny_phantom):
+    hu, lab = tiny_phantom.image, tiny_phantom.labels
+    cfg1, cfg2 = A.augmentation("nnunet", 1), A.augmentation("nnunet", 2)
+    assert cfg1.p_fov_crop > 0 and cfg2.p_fov_crop == 0
+    shapes = set()
+    for i in range(12):
+        a = A.augment(hu, lab, np.random.default_rng([7, i]), cfg1)
+        b = A.augment(hu, lab, np.random.default_rng([7, i]), cfg1)
+        assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])   # same seed, same bits
+        assert a[0].shape == a[1].shape and a[0].dtype == np.float32
+        shapes.add(a[0].shape)
+        c = A.augment(hu, lab, np.random.default_rng([7, i]), cfg2, mask=lab > 0)
+        assert c[0].shape == hu.shape == c[2].shape
+    assert len(shapes) > 1 and hu.shape in shapes      # some draws crop the field of view
+
+
+def test_augmentation_pieces():
+    rng = np.random.default_rng(0)
+    hu = rng.uniform(-300, 500, size=(6, 7, 8)).astype(np.float32)
+    g = A._gamma(hu, 1.0, False, (-160, 300))
+    assert np.allclose(g, hu, atol=1e-3)                     # gamma 1 is the identity
+    g = A._gamma(hu, 1.5, False, (-160, 300))
+    inside = (hu >= -160) & (hu <= 300)
+    assert np.array_equal(g[~inside], hu[~inside]) and (g[inside] <= hu[inside] + 1e-3).all()
+    low = A._low_resolution(hu, (0.5, 0.5, 0.5))
+    assert low.shape == hu.shape and low.dtype == np.float32
+    assert np.array_equal(A._low_resolution(hu, (1.0, 1.0, 1.0)), hu)
+    with pytest.raises(ValueError, match="augmentation"):
+        A.augmentation("heavy", 1)
