@@ -53,6 +53,8 @@ def add_phantom(sub) -> None:
                         "grid (in-plane 1.1-1.6 mm, slices 2-5 mm, never finer than the source)")
     p.add_argument("--copies", type=int, default=1,
                    help="with --from-labels: CTs per label map, other seeds (case_XXXXX_cK; default 1)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="with --from-labels: processes writing cases side by side (default 1)")
     p.add_argument("--start", type=int, default=0, help="first case number (synthetic only)")
     p.add_argument("--overwrite", action="store_true", help="replace existing files")
     p.set_defaults(func=run_phantom)
@@ -98,33 +100,47 @@ def _phantom_from_labels(args) -> int:
         cases = sorted(d for d in src.iterdir() if (d / io.LABEL_NAME).is_file())
     if not cases:
         raise FileNotFoundError(f"{src} holds no case_*/segmentation.nii.gz")
-    if args.copies < 1:
-        raise ValueError(f"--copies must be >= 1, got {args.copies}")
+    if args.copies < 1 or args.workers < 1:
+        raise ValueError(f"--copies and --workers must be >= 1, got {args.copies}, {args.workers}")
     jobs = [(case, k) for case in cases[:args.n] for k in range(args.copies)]
     outs = [Path(args.out) / (case.name if args.copies == 1 else f"{case.name}_c{k}") for case, k in jobs]
     for out in outs:  # refuse before writing anything
         for name in (io.IMAGE_NAME, io.LABEL_NAME):
             if (out / name).exists() and not args.overwrite:
                 raise FileExistsError(f"{out / name} exists; pass --overwrite to replace it")
-    for i, ((case, _), out) in enumerate(zip(jobs, outs)):
-        seg = io.load_case(case, image=False, label=True).label
-        seed = args.seed + i
-        phase = phantom.PHASES[i % 3] if args.phase == "cycle" else args.phase
-        if args.grid == "coarse":
-            spacing = phantom.training_grid(seed, seg.spacing)
-            shape = io.resampled_shape(seg.shape, seg.spacing, spacing)
-            labels = io.resample(seg.array, seg.spacing, spacing, order=0, out_shape=shape)
-            ph = phantom.from_labels(labels, spacing, seed, phase=phase, appearance=args.appearance)
-            phantom.write_case(ph, out, overwrite=args.overwrite)
-            where = f"{tuple(round(s, 2) for s in spacing)} mm grid"
-        else:
-            ph = phantom.from_labels(seg.array, seg.spacing, seed, phase=phase,
-                                     appearance=args.appearance)
-            io.save_nifti(ph.image, seg, out / io.IMAGE_NAME, overwrite=args.overwrite, dtype="int16")
-            io.save_nifti(ph.labels, seg, out / io.LABEL_NAME, overwrite=args.overwrite)
-            where = f"the grid of {case / io.LABEL_NAME}"
-        print(f"wrote {out} ({ph.phase}, {ph.appearance}, on {where})", flush=True)
+    work = [(case, out, args.seed + i, phantom.PHASES[i % 3] if args.phase == "cycle" else args.phase,
+             args.grid, args.appearance, args.overwrite) for i, ((case, _), out) in enumerate(zip(jobs, outs))]
+    if args.workers > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(args.workers) as pool:
+            for line in pool.map(_one_from_labels, work):
+                print(line, flush=True)
+    else:
+        for job in work:
+            print(_one_from_labels(job), flush=True)
     return 0
+
+
+def _one_from_labels(job) -> str:
+    """Write one CT around one label map (a process-pool task of ``kidney phantom --from-labels``)."""
+    from . import io, phantom
+
+    case, out, seed, phase, grid, appearance, overwrite = job
+    seg = io.load_case(case, image=False, label=True).label
+    if grid == "coarse":
+        spacing = phantom.training_grid(seed, seg.spacing)
+        shape = io.resampled_shape(seg.shape, seg.spacing, spacing)
+        labels = io.resample(seg.array, seg.spacing, spacing, order=0, out_shape=shape)
+        ph = phantom.from_labels(labels, spacing, seed, phase=phase, appearance=appearance)
+        phantom.write_case(ph, out, overwrite=overwrite)
+        where = f"{tuple(round(s, 2) for s in spacing)} mm grid"
+    else:
+        ph = phantom.from_labels(seg.array, seg.spacing, seed, phase=phase, appearance=appearance)
+        io.save_nifti(ph.image, seg, out / io.IMAGE_NAME, overwrite=overwrite, dtype="int16")
+        io.save_nifti(ph.labels, seg, out / io.LABEL_NAME, overwrite=overwrite)
+        where = f"the grid of {case / io.LABEL_NAME}"
+    return f"wrote {out} ({ph.phase}, {ph.appearance}, on {where})"
 
 
 # --- evaluate -----------------------------------------------------------------------------------
@@ -205,6 +221,10 @@ def add_train(sub) -> None:
                         "crop's mask outlines the true kidney, a cue absent at inference)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-augment", action="store_true", help="switch augmentation off")
+    p.add_argument("--augment", default="paper", choices=("paper", "nnunet", "none"),
+                   help="augmentation set: the paper's (default), nnU-Net's on top of it (intensity, "
+                        "gamma, noise, blur, low resolution, rotation and scaling, mirroring, and "
+                        "field-of-view crops in stage 1), or none")
     p.add_argument("--checkpoint-every", type=int, default=50, help="optimiser steps (default 50)")
     p.add_argument("--max-cases", type=int, default=None, help="use the first N cases only")
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5; with --fold)")
@@ -229,7 +249,7 @@ def run_train(args) -> int:
     cfg = TrainConfig(stage=args.stage, model=args.model, spacing=args.spacing,
                       stage1_spacing=args.stage1_spacing, steps=args.steps, accumulate=args.accumulate,
                       lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup,
-                      decay_steps=args.decay, seed=args.seed, augment=not args.no_augment,
+                      decay_steps=args.decay, seed=args.seed, augment=not args.no_augment, augmentation=args.augment,
                       checkpoint_every=args.checkpoint_every, max_cases=args.max_cases,
                       folds=args.folds if args.fold is not None else 1, fold=args.fold,
                       loss=args.loss, init_weights=str(args.init_weights) if args.init_weights else None,
