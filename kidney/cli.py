@@ -8,7 +8,8 @@
     kidney train --data DIR --stage {1,2} [--out DIR] [--model compact|paper] [--steps N] ...
     kidney --version                                (also: python -m kidney ...)
 
-demo, segment and train also take --device cpu|cuda and --threads N (Numba's CPU threads).
+demo, segment and train also take --device cpu|cuda (cuda: sparseconv's CuPy backend; segment and
+demo only, training runs on the CPU) and --threads N (Numba's CPU threads).
 
 Each subcommand is a pair of functions, ``add_<name>(subparsers)`` (declares its arguments and sets
 ``func``) and ``run_<name>(args) -> int`` (exit status); :data:`SUBCOMMANDS` lists the ``add_``
