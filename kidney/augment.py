@@ -1,4 +1,4 @@
-"""Training augmentation on the dense HU volume, before sparsification (DESIGN §4).
+"""Training augmentation on the dense HU volume, before sparsification (docs/design.md, Augmentation).
 
 In order, each drawn from one seeded ``numpy.random.Generator`` (same generator state, same result):
 

@@ -1,4 +1,4 @@
-"""Training of both stages (DESIGN §4), seeded and exactly resumable.
+"""Training of both stages, seeded and exactly resumable (docs/design.md, Training).
 
 Loss: soft Dice of each of the 3 sigmoid HEC channels, summed, on the full-resolution output and,
 with weights 1, ½, ¼, on the ½ and ¼ outputs (deep supervision); the coarse targets are the

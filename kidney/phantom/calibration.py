@@ -33,7 +33,7 @@ def tissue_statistics(hu: np.ndarray, masks: Dict[str, np.ndarray],
     return out
 
 
-# Real-CT structures (TotalSegmentator label values in shared/data/totalseg_example) and the phantom
+# Real-CT structures (TotalSegmentator label values in data/totalseg_example) and the phantom
 # tissues they are compared with. "fat" and "air" have no label there: fat = unlabelled body voxels
 # in [-200, -30] HU, air = voxels outside the body (largest component of HU > -500, filled).
 CALIBRATION_MAP: Dict[str, Tuple[Tuple[int, ...], Tuple[str, ...]]] = {
