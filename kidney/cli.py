@@ -115,16 +115,24 @@ def _phantom_from_labels(args) -> int:
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(args.workers) as pool:
-            for line in pool.map(_one_from_labels, work):
-                print(line, flush=True)
+            _report(pool.map(_one_from_labels, work), args.out)
     else:
-        for job in work:
-            print(_one_from_labels(job), flush=True)
+        _report(map(_one_from_labels, work), args.out)
     return 0
 
 
-def _one_from_labels(job) -> str:
-    """Write one CT around one label map (a process-pool task of ``kidney phantom --from-labels``)."""
+def _report(done, out_dir) -> None:
+    """Print each written case and record it in the manifest (one process writes it)."""
+    from .phantom import dataset
+
+    for line, row in done:
+        dataset.append_manifest(out_dir, [row])
+        print(line, flush=True)
+
+
+def _one_from_labels(job):
+    """Write one CT around one label map (a process-pool task of ``kidney phantom --from-labels``);
+    returns the line to print and the case's manifest row."""
     from . import io, phantom
 
     case, out, seed, phase, grid, appearance, overwrite = job
@@ -141,7 +149,8 @@ def _one_from_labels(job) -> str:
         io.save_nifti(ph.image, seg, out / io.IMAGE_NAME, overwrite=overwrite, dtype="int16")
         io.save_nifti(ph.labels, seg, out / io.LABEL_NAME, overwrite=overwrite)
         where = f"the grid of {case / io.LABEL_NAME}"
-    return f"wrote {out} ({ph.phase}, {ph.appearance}, on {where})"
+    row = phantom.dataset.manifest_row(out.name, ph, f"from_labels {case.name} ({grid} grid)")
+    return f"wrote {out} ({ph.phase}, {ph.appearance}, on {where})", row
 
 
 # --- evaluate -----------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """Writing phantoms in the KiTS23 folder layout."""
 from __future__ import annotations
 
+import csv
 from pathlib import Path
-from typing import List
+from typing import Dict, List
 
 from .. import io
 from .synthetic import Phantom, make_phantom
@@ -21,11 +22,42 @@ def write_case(ph: Phantom, case_dir, *, overwrite: bool = False) -> Path:
     return case_dir
 
 
+MANIFEST = "phantoms.csv"
+MANIFEST_COLUMNS = ("case", "seed", "phase", "appearance", "spacing_mm", "source")
+
+
+def append_manifest(out_dir, rows) -> Path:
+    """Append rows (dicts with :data:`MANIFEST_COLUMNS`) to ``out_dir/phantoms.csv``, the record of
+    how each case of a folder was made (its header is written when the file is new)."""
+    path = Path(out_dir) / MANIFEST
+    new = not path.exists()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=MANIFEST_COLUMNS)
+        if new:
+            w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def read_manifest(data_dir) -> Dict[str, dict]:
+    """``{case: row}`` from ``data_dir/phantoms.csv`` (empty when the folder has none)."""
+    path = Path(data_dir) / MANIFEST
+    if not path.is_file():
+        return {}
+    return {r["case"]: r for r in csv.DictReader(path.open())}
+
+
+def manifest_row(case: str, ph: Phantom, source: str) -> dict:
+    return dict(case=case, seed=ph.seed, phase=ph.phase, appearance=ph.appearance,
+                spacing_mm=" ".join(f"{s:g}" for s in ph.spacing), source=source)
+
+
 def write_dataset(out_dir, n: int, seed: int = 0, *, overwrite: bool = False, start: int = 0,
                   progress=None, **kwargs) -> List[Path]:
     """Write ``n`` phantoms as ``out_dir/case_{start+i:05d}``; case ``i`` uses seed
     ``seed * 100003 + i``. ``kwargs`` go to :func:`make_phantom` (``phase='cycle'``: case ``i`` gets ``PHASES[i % 3]``); ``progress(i, path)`` is called
-    after each case."""
+    after each case. Each case gets a row in ``out_dir/phantoms.csv`` (:func:`append_manifest`)."""
     out = []
     for i in range(int(n)):
         path = Path(out_dir) / f"case_{start + i:05d}"
@@ -34,6 +66,7 @@ def write_dataset(out_dir, n: int, seed: int = 0, *, overwrite: bool = False, st
             kw["phase"] = PHASES[i % len(PHASES)]
         ph = make_phantom(int(seed) * 100003 + i, **kw)
         out.append(write_case(ph, path, overwrite=overwrite))
+        append_manifest(out_dir, [manifest_row(path.name, ph, "make_phantom")])
         if progress is not None:
             progress(i, path)
     return out
