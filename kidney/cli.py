@@ -195,8 +195,26 @@ def run_evaluate(args) -> int:
         print(f"warning: prediction {name} has no reference case in {args.data_dir}",
               file=sys.stderr)
     metrics.print_summary(evaluation)
+    _summary_by_phase(evaluation, args.data_dir)
     print(f"wrote {out}")
     return 1 if evaluation.problems else 0
+
+
+def _summary_by_phase(evaluation, data_dir) -> None:
+    """Mean Dice / Surface Dice per contrast phase, when ``data_dir/phantoms.csv`` (written by
+    ``kidney phantom``) records the phase of every case."""
+    from . import metrics
+    from .phantom.dataset import read_manifest
+
+    made = read_manifest(data_dir)
+    if not made or any(c.case_id not in made for c in evaluation.cases):
+        return
+    print("by contrast phase (from phantoms.csv): Dice, then Surface Dice, per HEC")
+    for phase in dict.fromkeys(made[c.case_id]["phase"] for c in evaluation.cases):
+        rows = [c for c in evaluation.cases if made[c.case_id]["phase"] == phase]
+        m = metrics.Evaluation(rows, []).mean
+        print(f"  {phase:17s} n={len(rows):3d}  Dice " + " / ".join(f"{v:.3f}" for v in m[:3])
+              + "   Surface Dice " + " / ".join(f"{v:.3f}" for v in m[3:]))
 
 
 # --- train --------------------------------------------------------------------------------------

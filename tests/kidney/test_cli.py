@@ -315,3 +315,43 @@ def test_evaluate_checks_both_folders_before_writing(tmp_path, capsys):
     assert cli.main(["evaluate", str(pred), str(tmp_path / "empty")]) == 2
     assert "holds no case folders" in capsys.readouterr().err
     assert (pred / "evaluation.csv").read_text() == "old\n"
+
+
+def test_phantom_manifest_and_evaluate_by_phase(tmp_path, capsys):
+    """kidney phantom records each case's phase in phantoms.csv; kidney evaluate reports per phase."""
+    data = tmp_path / "data"
+    assert cli.main(["phantom", "--out", str(data), "-n", "3", "--preset", "tiny", "--phase", "cycle",
+                     "--appearance", "varied"]) == 0
+    rows = list(csv.DictReader((data / "phantoms.csv").open()))
+    assert [r["phase"] for r in rows] == ["noncontrast", "corticomedullary", "nephrographic"]
+    assert {r["appearance"] for r in rows} == {"varied"} and [r["case"] for r in rows] == [
+        "case_00000", "case_00001", "case_00002"]
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(data), str(data), "--out", str(tmp_path / "e.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "by contrast phase" in out
+    for phase in ("noncontrast", "corticomedullary", "nephrographic"):
+        line = next(l for l in out.splitlines() if l.strip().startswith(phase))
+        assert "n=  1  Dice 1.000 / 1.000 / 1.000" in line
+
+
+def test_phantom_from_labels_split_grid_copies_workers(repo_data, tmp_path, capsys):
+    src = repo_data / "kits23_sample"
+    out = tmp_path / "out"
+    args = ["phantom", "--from-labels", str(src), "--out", str(out), "-n", "1", "--grid", "coarse",
+            "--copies", "2", "--workers", "2", "--appearance", "varied", "--phase", "cycle"]
+    assert cli.main(args) == 0
+    made = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert made == ["case_00061_c0", "case_00061_c1"]
+    rows = list(csv.DictReader((out / "phantoms.csv").open()))
+    assert [r["phase"] for r in rows] == ["noncontrast", "corticomedullary"]
+    img = nib.load(str(out / "case_00061_c0" / "imaging.nii.gz"))
+    assert min(io.spacing_of(img.affine)) >= 1.1          # the coarse grid, not 0.98 mm
+    capsys.readouterr()
+    assert cli.main(args) == 2                            # nothing is overwritten without asking
+    assert "exists" in capsys.readouterr().err
+    # the fixed split: the sample folder holds none of the split's cases
+    assert cli.main(["phantom", "--from-labels", str(src), "--out", str(tmp_path / "s"),
+                     "--split", "test"]) == 2
+    assert "is missing" in capsys.readouterr().err
+    assert cli.main(["phantom", "--out", str(tmp_path / "t"), "--grid", "coarse"]) == 2
