@@ -1,10 +1,15 @@
-"""Kidney+masses Dice of the shipped weights on the real CT in data/totalseg_example.
+"""The segmenter on the one real CT in the repository: kidney+masses Dice, both kidneys, no stray ROI.
 
-The example is a 3 mm non-contrast abdominal CT with TotalSegmentator kidney labels (2 right, 3 left);
-it has no tumour labels, so only the kidney+masses HEC is scored. It is a test case only: nothing was
-trained or tuned on it.
+The example (data/totalseg_example) is a 3 mm non-contrast abdominal CT with TotalSegmentator kidney
+labels (2 right, 3 left); it has no tumour labels, so only the kidney+masses HEC is scored. It is a
+test case only: nothing was trained on it or chosen with it.
 
-    python scripts/eval_real_ct.py [--weights DIR] [--out PRED.nii.gz]
+    python scripts/eval_real_ct.py [--weights DIR] [--out PRED.nii.gz] [--png OVERLAY.png]
+                                   [--min-dice 0.85]
+
+Prints the ROIs stage 1 proposes, the Dice and Surface Dice of kidney+masses, each kidney's share
+found, and whether every ROI holds kidney. With ``--min-dice`` the exit status is 1 unless the Dice
+reaches it, both kidneys are found (half or more of each) and no ROI lies away from the kidneys.
 """
 from __future__ import annotations
 
@@ -15,7 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from kidney import io, metrics
+from kidney.overlay import overlay_png
 from kidney.pipeline import Segmenter, default_weights
+from kidney.roi import scan_box
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "data" / "totalseg_example"
@@ -26,7 +33,13 @@ def main(argv=None) -> int:
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--weights", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=None, help="write the prediction here")
+    ap.add_argument("--png", type=Path, default=None, help="write an overlay PNG (truth | prediction)")
+    ap.add_argument("--min-dice", type=float, default=None,
+                    help="exit 1 unless Dice >= this, both kidneys are found and no ROI is elsewhere")
     args = ap.parse_args(argv)
+    for name in ("example_ct_sm.nii.gz", "example_seg.nii.gz"):
+        if not (args.data / name).is_file():
+            ap.error(f"{args.data / name} is missing")
     ct = io.load_nifti(args.data / "example_ct_sm.nii.gz")
     ref = io.load_nifti(args.data / "example_seg.nii.gz", label=True)
     io.check_same_grid(ct, ref)
@@ -43,9 +56,28 @@ def main(argv=None) -> int:
           f"{secs:.1f} s")
     print(f"kidney+masses Dice {d:.4f}  Surface Dice {sd:.4f}  (predicted {int(pred.sum())} voxels, "
           f"truth {int(truth.sum())})")
+    found = {side: float(np.count_nonzero(pred & (ref.array == v))) / max(1, np.count_nonzero(ref.array == v))
+             for side, v in (("right", 2), ("left", 3))}
+    stray = [i for i, r in enumerate(res.rois) if not _holds_kidney(r, truth, ct.spacing)]
+    print("kidneys found (share of each labelled): " + ", ".join(f"{k} {v:.2f}" for k, v in found.items())
+          + f"; ROIs away from the kidneys: {len(stray)}")
     if args.out:
         io.save_nifti(res.labels, ct, args.out, overwrite=True)
+    if args.png:
+        overlay_png(args.png, ct.array, np.where(truth, 1, 0).astype(np.uint8), res.labels, ct.spacing)
+        print(f"wrote {args.png}")
+    if args.min_dice is not None:
+        ok = d >= args.min_dice and min(found.values()) >= 0.5 and not stray
+        print(f"{'PASS' if ok else 'FAIL'}: Dice {d:.4f} (needs >= {args.min_dice}), both kidneys found, "
+              f"no stray ROI")
+        return 0 if ok else 1
     return 0
+
+
+def _holds_kidney(roi, truth, spacing) -> bool:
+    """Whether the ROI's crop box, on the scan grid, holds a labelled kidney voxel."""
+    lo, hi = scan_box([roi], spacing, truth.shape)
+    return bool(truth[tuple(slice(a, b) for a, b in zip(lo, hi))].any())
 
 
 if __name__ == "__main__":
