@@ -19,8 +19,9 @@ def test_phantom_writes_kits_layout_and_refuses_overwrite(tmp_path, capsys):
     out = tmp_path / "phantoms"
     assert cli.main(["phantom", "--out", str(out), "-n", "2", "--seed", "4", "--preset",
                      "tiny"]) == 0
-    cases = sorted(p.name for p in out.iterdir())
+    cases = sorted(p.name for p in out.iterdir() if p.is_dir())
     assert cases == ["case_00000", "case_00001"]
+    assert (out / "phantoms.csv").is_file()               # how each case was made
     case = io.load_case(out / "case_00001", label=True)
     assert set(np.unique(case.label.array)) == {0, 1, 2, 3}
     assert case.image.file_axcodes == ("I", "P", "L")
