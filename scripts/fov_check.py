@@ -1,0 +1,76 @@
+"""Stage 1 at other fields of view: slabs of each scan, with and without kidney.
+
+    python scripts/fov_check.py DATA [--weights DIR] [-n 10]
+
+For each case of DATA (KiTS layout, with segmentations) three slabs of slices are cut from the scan:
+``no-kidney`` (the longest run of slices above or below every labelled voxel, if 40 mm or more),
+``half`` (the scan cut through the middle of its kidneys: the cranial half) and ``tight`` (the
+kidneys' slices plus 15 mm either side, as a kidney-level scan). Prints, per slab kind, how many
+slabs got at least one ROI, and the kidney+masses Dice on the slabs that hold kidney. A slab with
+no kidney should get no ROI.
+"""
+from __future__ import annotations
+
+import argparse
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from kidney import io, metrics
+from kidney.pipeline import Segmenter, default_weights
+
+
+def slabs(labels: np.ndarray, spacing):
+    """``{kind: slice}`` along axis 0 (see the module docstring)."""
+    z = np.flatnonzero((labels > 0).any(axis=(1, 2)))
+    out = {}
+    if z.size == 0:
+        return out
+    lo, hi, n = int(z[0]), int(z[-1]) + 1, labels.shape[0]
+    above, below = lo, n - hi
+    need = int(np.ceil(40.0 / spacing[0]))
+    if max(above, below) >= need:
+        out["no-kidney"] = slice(0, above) if above >= below else slice(hi, n)
+    out["half"] = slice(0, (lo + hi) // 2)
+    m = int(np.ceil(15.0 / spacing[0]))
+    out["tight"] = slice(max(0, lo - m), min(n, hi + m))
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("data", type=Path)
+    ap.add_argument("--weights", type=Path, default=None)
+    ap.add_argument("-n", type=int, default=None, help="first N cases only")
+    args = ap.parse_args(argv)
+    seg = Segmenter(*default_weights(args.weights))
+    stats = {}
+    cases = sorted(d for d in args.data.iterdir() if (d / io.LABEL_NAME).is_file())[: args.n]
+    if not cases:
+        ap.error(f"{args.data} holds no case_*/segmentation.nii.gz")
+    for case_dir in cases:
+        case = io.load_case(case_dir, label=True)
+        img, lab, sp = case.image.array, case.label.array, case.image.spacing
+        for kind, sl in slabs(lab, sp).items():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                res = seg.segment(np.ascontiguousarray(img[sl]), sp, details=True)
+            truth = lab[sl] > 0
+            d = metrics.dice(res.labels > 0, truth) if truth.any() else None
+            s = stats.setdefault(kind, {"slabs": 0, "with_roi": 0, "dice": []})
+            s["slabs"] += 1
+            s["with_roi"] += bool(res.rois)
+            if d is not None:
+                s["dice"].append(d)
+            print(f"{case_dir.name} {kind:9s} {sl.stop - sl.start:4d} slices  {len(res.rois)} ROI(s)"
+                  + (f"  kidney+masses Dice {d:.3f}" if d is not None else ""), flush=True)
+    print("slab kind   slabs  with an ROI  mean kidney+masses Dice")
+    for kind, s in stats.items():
+        dice = f"{np.mean(s['dice']):.3f}" if s["dice"] else "—"
+        print(f"{kind:10s} {s['slabs']:6d} {s['with_roi']:12d}  {dice}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
