@@ -1,7 +1,7 @@
 """KiTS23 scoring: Dice and Surface Dice per hierarchical evaluation class (HEC).
 
-HECs (DESIGN §4/§5): ``kidney`` = labels {1, 2, 3} (kidney and masses), ``masses`` = {2, 3},
-``tumor`` = {2}. Per case and HEC: Dice ``2|P∧R| / (|P| + |R|)`` and Surface Dice at the official
+HECs (docs/design.md, Labels and HECs; KiTS23 files and scoring): ``kidney`` = labels {1, 2, 3}
+(kidney and masses), ``masses`` = {2, 3}, ``tumor`` = {2}. Per case and HEC: Dice ``2|P∧R| / (|P| + |R|)`` and Surface Dice at the official
 tolerances (1.0331 / 1.1329 / 1.1498 mm); both masks empty -> 1, exactly one empty -> 0.
 
 Surface Dice reproduces DeepMind's ``surface-distance`` (the code KiTS23 calls): crop both masks to

@@ -1,4 +1,4 @@
-"""The two-stage segmenter: ``segment(image) -> labels`` on the input's own grid (DESIGN §4).
+"""The two-stage segmenter: ``segment(image) -> labels`` on the input's own grid (docs/design.md, The paper's method).
 
 1. **Stage 1** — the whole scan resampled (linear) to the stage-1 grid, sparsified with the stage-1
    HU window; the network's full-resolution sigmoids are written into a dense grid (0 where a voxel

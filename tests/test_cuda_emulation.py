@@ -1,7 +1,7 @@
 """The CUDA backend without a GPU: every kernel file compiles with nvcc (sm_80, sm_90), and every kernel,
 driven by the GPU backend's own host code, runs on the CPU emulation and matches the NumPy reference.
 
-The emulation library is compiled once per session (and cached across sessions, keyed by a hash of
+The emulation library is compiled once per test run (and cached across runs, keyed by a hash of
 the sources). What these tests prove and what they cannot is in docs/gpu.md.
 """
 from __future__ import annotations

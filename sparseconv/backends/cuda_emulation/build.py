@@ -3,7 +3,7 @@
 The translation unit is generated: it ``#include``s each ``.cu`` file unchanged (with ``cuda_emu.h``
 force-included in front), then registers every ``extern "C" __global__`` kernel found in them. The
 library lands in a cache directory under a name that hashes every input (sources, headers, compiler
-and flags), so it is built once per change and shared between test sessions.
+and flags), so it is built once per change and shared between test runs.
 """
 from __future__ import annotations
 
