@@ -605,15 +605,18 @@ def require_dask() -> None:
                          f"(or pip install \"dask[distributed]\"); {exc}") from None
 
 
-def _dashboard(client) -> str:
+def _dashboard(client, local: bool) -> str:
     import importlib.util
 
-    link = getattr(client, "dashboard_link", None)
-    if not link:
-        return "dashboard off"
-    if importlib.util.find_spec("bokeh") is None:
-        return f"dashboard needs bokeh (pip install bokeh), would be at {link}"
-    return f"dashboard {link}"
+    try:
+        port = client.scheduler_info().get("services", {}).get("dashboard")
+    except Exception:  # noqa: BLE001
+        port = None
+    if port is None:
+        return "no dashboard"
+    if local and importlib.util.find_spec("bokeh") is None:
+        return f"dashboard needs bokeh (pip install 'sparseconv[cluster]'): {client.dashboard_link}"
+    return f"dashboard {client.dashboard_link}"
 
 
 def _run_dask(todo, weights, model, finished, *, say, workers, threads, memory_limit, scheduler,
@@ -667,7 +670,7 @@ def _run_dask(todo, weights, model, finished, *, say, workers, threads, memory_l
             info["workers"] = nw
             info["startup_s"] = time.perf_counter() - t_start
             say(f"dask: {where}, {nw} worker process(es), one case at a time with {threads} thread(s) each; "
-                f"{_dashboard(client)}; up to {retries} retries after an error and {allowed} after a "
+                f"{_dashboard(client, cluster is not None)}; up to {retries} retries after an error and {allowed} after a "
                 "worker died per case")
             attempts: Dict[str, list] = {}
             lock = threading.Lock()
