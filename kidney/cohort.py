@@ -301,7 +301,7 @@ def segment_case(case: Case, segmenter, *, overwrite: bool = True, hook: Optiona
     return fields
 
 
-def test_hook(case_id: str) -> None:
+def run_test_hook(case_id: str) -> None:
     """The :data:`TEST_HOOK_ENV` hook (a no-op unless that variable is set)."""
     folder = os.environ.get(TEST_HOOK_ENV)
     if not folder:
@@ -376,7 +376,8 @@ def _sigterm_interrupts():
 
 class _Progress:
     """One progress bar for the cohort (done, failed, cases per minute), or a line per case without
-    tqdm; failures are always reported on stderr."""
+    tqdm; failed cases and warnings as they happen (``kidney segment`` lists the failures again at
+    the end, also with ``--quiet``)."""
 
     def __init__(self, total: int, enabled: bool):
         self.counts: Counter = Counter()
@@ -403,9 +404,9 @@ class _Progress:
     def add(self, row: dict) -> None:
         self.counts[row["status"]] += 1
         self.counts["retried"] += bool(row.get("retried"))
-        if row["status"] == "failed":
+        if self.enabled and row["status"] == "failed":
             self.write(f"failed {row['case']}: {row['error']}")
-        for w in row.get("warnings") or ():
+        for w in (row.get("warnings") or ()) if self.enabled else ():
             self.write(f"warning {row['case']}: {w}")
         if self.bar is not None:
             self.bar.set_postfix_str(f"done {self.counts['done']}, failed {self.counts['failed']}, "
@@ -585,7 +586,7 @@ def _run_serial(todo, segmenter, model, finished, *, overwrite, timeout) -> None
         try:
             with _alarm(timeout):
                 fields = segment_case(case, segmenter, overwrite=overwrite,
-                                      hook=lambda: test_hook(case.case_id))
+                                      hook=lambda: run_test_hook(case.case_id))
             row = _case_row(case, "done", model, **fields)
         except Exception as exc:  # noqa: BLE001 - one bad case never stops the run
             row = _case_row(case, "failed", model, error=_reason(exc),
@@ -632,6 +633,7 @@ def _run_dask(todo, weights, model, finished, *, say, workers, threads, memory_l
 
     token = secrets.token_hex(4)
     topic = f"kidney-cohort-{token}"
+    plugin = f"kidney-cohort-setup-{token}"
     info = {"startup_s": 0.0, "workers": workers or 0, "interrupted": False}
     # allowed-failures: how often a case may take its worker down; worker-saturation 1.0: a worker
     # holds only the case it runs (the others wait at the scheduler), so a dying worker takes no
@@ -659,7 +661,7 @@ def _run_dask(todo, weights, model, finished, *, say, workers, threads, memory_l
                 where = "LocalCluster"
             try:  # each worker loads the model now (and every restarted worker when it starts)
                 client.register_plugin(dask_worker.CohortSetup(weights, threads, ignore_sigint=cluster is not None),
-                                       name=f"kidney-cohort-setup-{token}")
+                                       name=plugin)
             except Exception as exc:  # noqa: BLE001
                 raise ValueError(f"the Dask workers cannot load the weights: {_reason(exc)}") from None
             allowed = retries
@@ -729,6 +731,9 @@ def _run_dask(todo, weights, model, finished, *, say, workers, threads, memory_l
         finally:
             with contextlib.suppress(Exception):
                 if client is not None:
+                    if cluster is None:  # a cluster that outlives this run keeps no trace of it
+                        client.unsubscribe_topic(topic)
+                        client.unregister_worker_plugin(plugin)
                     client.close()
             with contextlib.suppress(Exception):
                 if cluster is not None:

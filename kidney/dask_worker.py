@@ -21,7 +21,7 @@ from typing import Dict, Tuple
 
 from distributed import WorkerPlugin, get_worker
 
-from .cohort import CASE_ERRORS, Case, Weights, _case_row, _reason, segment_case, test_hook
+from .cohort import CASE_ERRORS, Case, Weights, _case_row, _reason, segment_case, run_test_hook
 
 _CACHE: Dict[tuple, object] = {}
 _LOADS: Dict[tuple, int] = {}
@@ -89,7 +89,7 @@ def segment_task(case: Case, weights: Weights, opts: dict) -> dict:
         watchdog.start()
     t0 = time.perf_counter()
     try:
-        fields = segment_case(case, segmenter, overwrite=opts["overwrite"], hook=lambda: test_hook(case.case_id))
+        fields = segment_case(case, segmenter, overwrite=opts["overwrite"], hook=lambda: run_test_hook(case.case_id))
         row = _case_row(case, "done", opts["model"], **fields)
     except CASE_ERRORS as exc:  # the case itself is bad: failed now, not retried
         row = _case_row(case, "failed", opts["model"], error=_reason(exc), seconds=round(time.perf_counter() - t0, 3))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from kidney import cli, cohort, io
+from kidney import cli, cohort
 
 REPO = Path(__file__).resolve().parents[2]
 
