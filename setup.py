@@ -17,6 +17,8 @@ setup(
         "test": ["pytest>=7", "hypothesis>=6.80", "matplotlib>=3.5", "tqdm>=4.60"],
         "gpu": ["cupy-cuda12x>=13"],
         "bench": ["matplotlib>=3.5", "tqdm>=4.60", "psutil>=5.9"],
+        # kidney segment --workers / --scheduler: Dask distributed, and bokeh for its dashboard
+        "cluster": ["dask[distributed]>=2024.1", "bokeh>=3.1", "tqdm>=4.60"],
     },
     entry_points={"console_scripts": ["kidney=kidney.cli:main"]},
 )

@@ -5,6 +5,7 @@
     kidney evaluate PRED_DIR DATA_DIR [--out CSV] [--workers N] [--overwrite] [--voxel-grid]
     kidney demo [--out DIR] [--seed S] [--preset demo|tiny|full] [--weights DIR]
     kidney segment IN [-o OUT] [--weights DIR]      (IN/OUT: a NIfTI file, or folders with -i/-o)
+                   [--continue] [--num-parts K --part-id I] [--workers N | --scheduler ADDR]
     kidney train --data DIR --stage {1,2} [--out DIR] [--model compact|paper] [--steps N] ...
     kidney --version                                (also: python -m kidney ...)
 
@@ -13,8 +14,9 @@ demo only, training runs on the CPU) and --threads N (Numba's CPU threads).
 
 Each subcommand is a pair of functions, ``add_<name>(subparsers)`` (declares its arguments and sets
 ``func``) and ``run_<name>(args) -> int`` (exit status); :data:`SUBCOMMANDS` lists the ``add_``
-functions. Exit status: 0 success, 1 finished but some case failed (evaluate), 2 usage or input
-error (the message names the file or value). Python warnings print as one line ``warning: ...``.
+functions. Exit status: 0 success, 1 finished but some case failed (evaluate, segment), 2 usage
+or input error (the message names the file or value), 130 interrupted (segment: --continue
+finishes). Python warnings print as one line ``warning: ...``.
 """
 from __future__ import annotations
 
@@ -320,22 +322,57 @@ def add_segment(sub) -> None:
                        description="Two-stage segmentation of one NIfTI scan or a folder of them "
                                    "(KiTS23 layout case_*/imaging.nii.gz, or *.nii.gz / *_0000.nii.gz "
                                    "as in nnU-Net). Labels 0 background, 1 kidney, 2 tumour, 3 cyst, "
-                                   "written on each input's exact grid (shape and affine).")
+                                   "written on each input's exact grid (shape and affine). A folder "
+                                   "run keeps OUT/manifest.jsonl (one line per finished case: status, "
+                                   "time, memory, error), goes on past a bad case (exit status 1 if "
+                                   "any failed), resumes with --continue, and can run on Dask "
+                                   "(--workers, --scheduler). No output ever replaces an input.",
+                       epilog="Exit status: 0 all done, 1 some case failed (see the manifest), 2 usage "
+                              "or input error (nothing was segmented), 130 interrupted (--continue "
+                              "finishes the run).")
     p.add_argument("input", type=Path, nargs="?", default=None, help="NIfTI file or folder")
     p.add_argument("-i", "--in", dest="input_opt", type=Path, default=None, help="same as INPUT")
     p.add_argument("-o", "--out", type=Path, default=None,
                    help="output file (single input; default INPUT_seg.nii.gz) or folder "
-                        "(writes <case_id>.nii.gz, what kidney evaluate reads)")
+                        "(writes <case_id>.nii.gz, what kidney evaluate reads, and manifest.jsonl)")
     _add_weights_args(p)
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs (never an input)")
+    p.add_argument("--continue", dest="resume", action="store_true",
+                   help="finish an earlier run into the same folder: skip cases whose output exists, "
+                        "whose manifest row says done, and whose input and weights are unchanged")
+    p.add_argument("--num-parts", type=int, default=1, metavar="K",
+                   help="split the cases (sorted by id) into K shards, e.g. for a job array (default 1)")
+    p.add_argument("--part-id", type=int, default=0, metavar="I",
+                   help="segment shard I (0..K-1): every K-th case from the I-th")
+    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                   help="per-case time limit: a case past it fails (with Dask: its worker is killed "
+                        "and the case retried, up to --retries)")
+    d = p.add_argument_group("Dask (pip install sparseconv[cluster])")
+    d.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="segment on a Dask LocalCluster of N worker processes, one case at a time each")
+    d.add_argument("--threads-per-worker", type=int, default=None, metavar="T",
+                   help="Numba and BLAS threads each worker gives its case (default --threads, else 1)")
+    d.add_argument("--memory-limit", default=None, metavar="SIZE",
+                   help="per worker, e.g. 4GB (default: the machine's memory shared out); a worker "
+                        "past it is restarted and its case retried")
+    d.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="join a running Dask cluster (tcp://HOST:8786); inputs, outputs and weights "
+                        "must be on storage every worker sees under the same paths")
+    d.add_argument("--scheduler-file", type=Path, default=None, metavar="JSON",
+                   help="join the cluster described by this scheduler file")
+    d.add_argument("--retries", type=int, default=2,
+                   help="Dask: re-runs of a case after an unexpected error, and after its worker "
+                        "died (killed, out of memory, timed out); then it is failed (default 2)")
+    d.add_argument("--dashboard-address", default=":8787",
+                   help="LocalCluster dashboard (default :8787; 'none' for no dashboard)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     _add_compute_args(p)
     p.set_defaults(func=run_segment)
 
 
 def run_segment(args) -> int:
-    from . import io
-    from .pipeline import find_inputs, segment_files
+    from . import cohort, io
+    from .pipeline import find_inputs
 
     src = args.input_opt or args.input
     if src is None:
@@ -344,10 +381,15 @@ def run_segment(args) -> int:
     inputs = find_inputs(src)
     single_file = Path(src).is_file()
     out = args.out
+    dask = args.workers is not None or args.scheduler is not None or args.scheduler_file is not None
     if single_file and (out is None or str(out).endswith((".nii", ".nii.gz"))):
+        if dask or args.resume or args.num_parts != 1:
+            raise ValueError("--workers, --scheduler, --continue and --num-parts are for folder runs "
+                             "(-o FOLDER)")
         if out is None:
             stem = inputs[0][0] if Path(src).name != io.IMAGE_NAME else "segmentation_pred"
             out = Path(src).parent / f"{stem}_seg.nii.gz"
+        cohort.check_outputs([cohort.Case(inputs[0][0], str(src), str(out))])
         if out.exists() and not args.overwrite:
             raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
         vol = io.load_nifti(src)
@@ -359,10 +401,26 @@ def run_segment(args) -> int:
         return 0
     if out is None:
         raise ValueError("a folder input needs -o OUT_FOLDER")
-    t0 = time.perf_counter()
-    results = segment_files(inputs, out, segmenter, overwrite=args.overwrite, progress=not args.quiet)
-    print(f"{len(results)} case(s) segmented into {out} ({time.perf_counter() - t0:.1f} s)")
-    return 0
+    import sparseconv
+
+    weights = cohort.Weights.from_dir(args.weights, args.stage1_weights, args.stage2_weights, tta=args.tta,
+                                      device=args.device, backend=sparseconv.get_backend().name)
+    threads = args.threads_per_worker or args.threads or 1
+    summary = cohort.segment_cohort(
+        src, out, weights, segmenter=segmenter, resume=args.resume, overwrite=args.overwrite,
+        num_parts=args.num_parts, part_id=args.part_id, workers=args.workers, threads_per_worker=threads,
+        memory_limit=args.memory_limit, scheduler=args.scheduler, scheduler_file=args.scheduler_file,
+        retries=args.retries, timeout=args.timeout,
+        dashboard_address=None if str(args.dashboard_address).lower() == "none" else args.dashboard_address,
+        progress=not args.quiet)
+    failed = [r for r in summary.rows if r["status"] == "failed"]
+    for r in failed[:10]:
+        print(f"FAILED {r['case']}: {r['error']}", file=sys.stderr)
+    if len(failed) > 10:
+        print(f"... and {len(failed) - 10} more failed case(s)", file=sys.stderr)
+    print(summary.line())
+    print(f"manifest: {summary.manifest}")
+    return summary.exit_code
 
 
 def _print_times(res) -> None:

@@ -22,8 +22,9 @@ message names the file and the offending shape or value.
 """
 from __future__ import annotations
 
+import glob
 import os
-import tempfile
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
@@ -42,7 +43,7 @@ LABEL_NAME = "segmentation.nii.gz"
 
 __all__ = [
     "INTERNAL_AXCODES", "NiftiError", "Volume", "Case", "load_nifti", "from_image", "load_case", "save_nifti",
-    "save_array", "kits_affine", "spacing_of", "to_internal", "from_internal", "resample",
+    "save_array", "temp_path", "stale_temp_files", "kits_affine", "spacing_of", "to_internal", "from_internal", "resample",
     "resampled_shape", "check_spacing", "check_same_grid",
 ]
 
@@ -329,13 +330,31 @@ def _check_output_path(path: Path, overwrite: bool) -> None:
         raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
 
 
+def temp_path(path) -> Path:
+    """A new, unique temporary name for ``path`` in its own folder (hidden: a leading dot, and
+    ``.tmp`` before the NIfTI suffix, so no folder listing of ``*.nii.gz`` cases or ``case_*``
+    predictions picks it up); :func:`stale_temp_files` finds them again."""
+    path = Path(path)
+    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else ".nii"
+    return path.parent / f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp{suffix}"
+
+
+def stale_temp_files(path) -> list:
+    """Temporary files :func:`save_array` left beside ``path`` (a process killed mid-write)."""
+    path = Path(path)
+    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else ".nii"
+    return sorted(path.parent.glob(f".{glob.escape(path.name)}.*.tmp{suffix}"))
+
+
 def save_array(array: np.ndarray, affine: np.ndarray, path, *, header=None,
                overwrite: bool = False, dtype=None) -> Path:
     """Atomically write a *file-order* 3D array as NIfTI.
 
-    The data go to a temporary file in the same folder, which is renamed over ``path`` only once
-    complete, so a failed write leaves no partial file. ``header`` (optional) supplies codes and
-    metadata; its data type and scaling are replaced.
+    The data go to a temporary file in the same folder (:func:`temp_path`), which is flushed to disk
+    and renamed over ``path`` only once complete, so a failed or killed write never leaves a partial
+    ``path``. The file gets the permissions a new file gets under the process's umask (0644 under the
+    usual 022), as ``open()`` would give it. ``header`` (optional) supplies codes and metadata; its
+    data type and scaling are replaced.
 
     Returns the written path. Raises :class:`FileExistsError` when ``path`` exists and
     ``overwrite`` is false, :class:`NiftiError` for a non-3D or non-finite array.
@@ -351,11 +370,22 @@ def save_array(array: np.ndarray, affine: np.ndarray, path, *, header=None,
     img = nib.Nifti1Image(array, np.asarray(affine, dtype=np.float64), header=hdr)
     img.set_data_dtype(array.dtype)
     img.header.set_slope_inter(1.0, 0.0)
-    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else ".nii"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + suffix)
-    os.close(fd)
+    for _ in range(100):
+        tmp = temp_path(path)
+        try:  # mode 0666 less the umask, as for any new file (mkstemp would force 0600)
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            break
+        except FileExistsError:
+            continue
+    else:  # pragma: no cover - 100 collisions of 32 random bits
+        raise FileExistsError(f"cannot create a temporary file beside {path}")
     try:
-        nib.save(img, tmp)
+        nib.save(img, str(tmp))
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # the data reach the disk before the name does
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -354,17 +354,19 @@ def find_inputs(path) -> List[Tuple[str, Path]]:
     """``(case_id, image_path)`` pairs of a file or folder.
 
     A folder may be in KiTS23 layout (``case_*/imaging.nii.gz``) or nnU-Net style (``*.nii.gz``,
-    with a ``_0000`` channel suffix dropped from the case id).
+    with a ``_0000`` channel suffix dropped from the case id); hidden names (a leading dot, as the
+    temporary files of an unfinished write) are left out.
     """
     path = Path(path)
     if path.is_file():
         return [(_case_id(path), path)]
     if not path.is_dir():
         raise FileNotFoundError(f"no such input file or folder: {path}")
-    kits = sorted(d / io.IMAGE_NAME for d in path.iterdir() if (d / io.IMAGE_NAME).is_file())
+    entries = [p for p in path.iterdir() if not p.name.startswith(".")]  # hidden: temporary files
+    kits = sorted(d / io.IMAGE_NAME for d in entries if (d / io.IMAGE_NAME).is_file())
     if kits:
         return [(p.parent.name, p) for p in kits]
-    files = sorted(p for p in path.iterdir() if p.is_file() and (p.name.endswith(".nii.gz") or p.name.endswith(".nii")))
+    files = sorted(p for p in entries if p.is_file() and (p.name.endswith(".nii.gz") or p.name.endswith(".nii")))
     if not files:
         raise FileNotFoundError(f"{path} holds no case_*/imaging.nii.gz and no *.nii(.gz) files")
     return [(_case_id(p), p) for p in files]
@@ -382,9 +384,17 @@ def _case_id(p: Path) -> str:
 
 def segment_files(inputs: Sequence[Tuple[str, Path]], out_dir, segmenter: Optional[Segmenter] = None, *,
                   overwrite: bool = False, progress: bool = True) -> List[Tuple[str, Path, SegmentResult]]:
-    """Segment many scans (one progress bar); writes ``out_dir/<case_id>.nii.gz`` on each input's grid."""
+    """Segment many scans (one progress bar); writes ``out_dir/<case_id>.nii.gz`` on each input's grid.
+
+    Stops at the first error. For a cohort (a manifest, failure isolation, resuming, Dask) use
+    :func:`kidney.cohort.segment_cohort`, what ``kidney segment -i DIR -o DIR`` runs. Raises
+    :class:`kidney.cohort.InputOverwriteError` before any work when an output would be an input.
+    """
+    from .cohort import Case, check_outputs, output_path
+
     segmenter = segmenter or Segmenter()
     out_dir = Path(out_dir)
+    check_outputs([Case(cid, os.path.abspath(p), output_path(out_dir, cid)) for cid, p in inputs])
     results = []
     it = inputs
     bar = None

@@ -55,3 +55,18 @@ def test_kits_scan_grids_are_the_percentile_scans():
     (m_shape, m_sp), (p_shape, p_sp) = grids["median"], grids["p95"]
     assert np.prod(p_shape) > np.prod(m_shape) and m_shape[1:] == (512, 512)
     assert all(0.3 < s < 6 for s in m_sp + p_sp)
+
+
+def test_bench_cohort_quick(tmp_path):
+    """Serial and a 1-worker Dask LocalCluster on 4 tiny phantoms: the table, the JSON, same labels."""
+    out = tmp_path / "cohort.json"
+    subprocess.run([sys.executable, str(BENCH / "bench_cohort.py"), "--quick", "--engines", "serial,1",
+                    "--out", str(out)], check=True, capture_output=True, text=True)
+    result = json.loads(out.read_text())
+    assert [r["engine"] for r in result["engines"]] == ["serial", "1"]
+    for r in result["engines"]:
+        assert r["cases"] == 4 and r["same_bits_as_serial"] and r["cases_per_min"] > 0 and r["peak_mb"] > 0
+        assert r["wall_s"] >= r["run_s"] >= r["startup_s"] >= 0
+    assert result["engines"][1]["startup_s"] > 0 and len(result["scans"]) == 4
+    table = out.with_suffix(".md").read_text().splitlines()
+    assert len(table) == 4 and "| --workers 1 | 1 × 1 | 4 |" in table[3] and table[3].count("|") == table[0].count("|")

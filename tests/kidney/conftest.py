@@ -62,3 +62,46 @@ def cropped_kits_labels(kits_sample):
     hi = np.minimum(idx.max(axis=0) + 21, vol.shape)
     box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
     return np.ascontiguousarray(vol.array[box]), vol.spacing
+
+
+# --- cohorts (kidney segment on folders): tiny random networks and tiny phantom scans ---------------
+
+@pytest.fixture(scope="session")
+def cohort_weights(tmp_path_factory) -> Path:
+    """A weights folder of two tiny random networks on coarse grids (8 / 4 mm): fast plumbing."""
+    from kidney.model import KidneyNet, save_weights
+
+    d = tmp_path_factory.mktemp("cohort_weights")
+    save_weights(KidneyNet("tiny", seed=1), d / "stage1_tiny.npz", {"stage": 1, "spacing_mm": 8.0})
+    save_weights(KidneyNet("tiny", seed=2), d / "stage2_tiny.npz", {"stage": 2, "spacing_mm": 4.0})
+    return d
+
+
+@pytest.fixture(scope="session")
+def cohort_scans(tmp_path_factory) -> Path:
+    """Six tiny phantom CTs, nnU-Net style: ``c0_0000.nii.gz`` ... ``c5_0000.nii.gz``; copy them
+    (the ``make_cohort`` fixture) before writing anything beside them."""
+    from kidney import io, phantom
+
+    d = tmp_path_factory.mktemp("cohort_scans")
+    for i in range(6):
+        ph = phantom.make_phantom(100 + i, preset="tiny")
+        io.save_array(ph.image, ph.affine, d / f"c{i}_0000.nii.gz")
+    return d
+
+
+@pytest.fixture
+def make_cohort(cohort_scans):
+    """``make_cohort(dest, n=6, corrupt=())``: ``dest`` holding copies of the first ``n`` cohort
+    scans, and a garbage file ``<name>_0000.nii.gz`` for each name in ``corrupt``."""
+    import shutil
+
+    def make(dest: Path, n: int = 6, corrupt=()) -> Path:
+        dest.mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            shutil.copy2(cohort_scans / f"c{i}_0000.nii.gz", dest / f"c{i}_0000.nii.gz")
+        for name in corrupt:
+            (dest / f"{name}_0000.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
+        return dest
+
+    return make

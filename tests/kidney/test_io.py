@@ -261,3 +261,28 @@ def test_failed_write_leaves_no_file(tmp_path, monkeypatch):
     with pytest.raises(io.NiftiError, match="pred.png"):
         io.save_array(np.zeros((2, 2, 2)), np.eye(4), out_dir / "pred.png")
     assert os.listdir(out_dir) == []
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_written_files_get_the_mode_of_the_umask(tmp_path, umask):
+    """A new file gets 0666 less the umask, as open() gives it (not the 0600 of a mkstemp file),
+    also when it replaces an older file; no temporary file stays behind."""
+    old = os.umask(umask)
+    try:
+        out = io.save_array(np.zeros((2, 3, 4), np.uint8), np.eye(4), tmp_path / "a.nii.gz")
+        assert os.stat(out).st_mode & 0o777 == 0o666 & ~umask
+        os.chmod(out, 0o600)
+        io.save_array(np.ones((2, 3, 4), np.uint8), np.eye(4), out, overwrite=True)
+        assert os.stat(out).st_mode & 0o777 == 0o666 & ~umask
+    finally:
+        os.umask(old)
+    assert sorted(os.listdir(tmp_path)) == ["a.nii.gz"] and io.stale_temp_files(out) == []
+
+
+def test_stale_temp_files_are_found_by_name(tmp_path):
+    out = tmp_path / "case_00001.nii.gz"
+    left = io.temp_path(out)
+    left.write_bytes(b"half")
+    (tmp_path / ".case_00010.nii.gz.1-ab.tmp.nii.gz").write_bytes(b"other case")
+    assert left.name.startswith(".case_00001.nii.gz.") and left.name.endswith(".tmp.nii.gz")
+    assert io.stale_temp_files(out) == [left]
