@@ -25,7 +25,6 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 from scipy import ndimage
 
-from . import io
 
 __all__ = ["RoiConfig", "Roi", "find_rois", "component_masks", "crop_box", "resample_box",
            "crop_roi", "paste_probabilities", "scan_box", "ball"]

@@ -32,10 +32,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
