@@ -302,7 +302,8 @@ def run_train(args) -> int:
 def _add_weights_args(p) -> None:
     p.add_argument("--weights", type=Path, default=None, metavar="DIR",
                    help="folder with stage1*.npz and stage2*.npz (or stage1/weights.npz, "
-                        "stage2/weights.npz from kidney train); default: the shipped compact weights")
+                        "stage2/weights.npz from kidney train), or a shipped set by name: phantoms "
+                        "(the default) or varied (see kidney/weights/README.md)")
     p.add_argument("--stage1-weights", type=Path, default=None, help="stage-1 weights file")
     p.add_argument("--stage2-weights", type=Path, default=None, help="stage-2 weights file")
     p.add_argument("--tta", action="store_true",

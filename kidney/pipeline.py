@@ -50,11 +50,13 @@ from .roi import Roi, RoiConfig, crop_roi, find_rois, paste_probabilities, scan_
 from .sparsify import STAGE1, STAGE2, sparsify
 
 __all__ = ["Segmenter", "SegmentResult", "NoKidneyWarning", "segment", "segment_files", "default_weights",
-           "WEIGHTS_DIR", "find_inputs"]
+           "WEIGHTS_DIR", "WEIGHT_SETS", "find_inputs"]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 #: The 8 mirror images used by test-time mirroring: every subset of the axes (z, y, x), () first.
 MIRROR_AXES = tuple(a for k in range(4) for a in itertools.combinations((0, 1, 2), k))
+# the shipped weight sets, by name (``--weights NAME``): see kidney/weights/README.md
+WEIGHT_SETS = {"phantoms": WEIGHTS_DIR, "varied": WEIGHTS_DIR / "varied"}
 DEFAULT_STAGE1 = WEIGHTS_DIR / "stage1_compact.npz"
 DEFAULT_STAGE2 = WEIGHTS_DIR / "stage2_compact.npz"
 
@@ -66,12 +68,15 @@ class NoKidneyWarning(UserWarning):
 def default_weights(weights_dir=None) -> Tuple[Path, Path]:
     """``(stage1, stage2)`` weight files in ``weights_dir`` (default: the shipped ones).
 
-    A folder may hold ``stage1*.npz`` / ``stage2*.npz`` (e.g. ``stage1_compact.npz``) or training
+    ``weights_dir`` may also name a shipped set (:data:`WEIGHT_SETS`: ``"phantoms"``, the default,
+    or ``"varied"``) when no folder of that name exists. A folder may hold ``stage1*.npz`` / ``stage2*.npz`` (e.g. ``stage1_compact.npz``) or training
     output folders ``stage1/weights.npz`` and ``stage2/weights.npz``.
     """
     if weights_dir is None:
         return DEFAULT_STAGE1, DEFAULT_STAGE2
     d = Path(weights_dir)
+    if not d.exists() and str(weights_dir) in WEIGHT_SETS:
+        d = WEIGHT_SETS[str(weights_dir)]
     if not d.is_dir():
         raise WeightsError(f"weights folder {d} does not exist")
     found = []
