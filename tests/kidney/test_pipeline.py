@@ -298,3 +298,17 @@ def test_fov_check_script_cuts_slabs_with_and_without_kidney(tiny_weights, tmp_p
     assert fc.main([str(data), "--weights", str(tiny_weights)]) == 0
     out = capsys.readouterr().out
     assert "slab kind" in out and "tight" in out
+
+
+def test_shipped_weight_sets_by_name(tmp_path, monkeypatch):
+    from kidney.pipeline import WEIGHT_SETS, WeightsError
+    s1, s2 = default_weights("varied")
+    assert s1.parent == s2.parent == WEIGHT_SETS["varied"] and s1.name.startswith("stage1")
+    assert default_weights("phantoms") == (WEIGHT_SETS["phantoms"] / "stage1_compact.npz",
+                                           WEIGHT_SETS["phantoms"] / "stage2_compact.npz")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "varied").mkdir()                       # a folder of that name wins over the set
+    with pytest.raises(WeightsError, match="holds no stage1"):
+        default_weights("varied")
+    with pytest.raises(WeightsError, match="does not exist"):
+        default_weights("no_such_set")
