@@ -72,8 +72,9 @@ def main(argv=None) -> int:
         print(f"wrote {args.png}")
     if args.min_dice is not None:
         ok = d >= args.min_dice and min(found.values()) >= 0.5 and not stray
-        print(f"{'PASS' if ok else 'FAIL'}: Dice {d:.4f} (needs >= {args.min_dice}), both kidneys found, "
-              f"no stray ROI")
+        print(f"{'PASS' if ok else 'FAIL'}: Dice {d:.4f} (needs >= {args.min_dice}); kidneys found "
+              f"right {found['right']:.2f}, left {found['left']:.2f} (need >= 0.5 each); ROIs away from "
+              f"the kidneys {len(stray)} (need 0)")
         return 0 if ok else 1
     return 0
 
