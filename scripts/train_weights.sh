@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The exact commands that produced kidney/weights/stage1_compact.npz and stage2_compact.npz.
 #
-# The runs were made over five sessions, two at a time on 2 cores (one Numba and one BLAS thread
+# The runs were made over five training rounds, two at a time on 2 cores (one Numba and one BLAS thread
 # each), and lengthened or shortened while they ran; every change was a resume from a checkpoint
 # and is replayed here with --stop-at, so this script repeats them step for step (resumes are
 # bitwise exact on the CPU backends at fixed thread settings). Here they run one after another.
@@ -47,7 +47,7 @@ more_data() {
 C="--data $WORK/train --model compact --accumulate 1 --seed 0 --loss dice+bce --checkpoint-every 50 --quiet"
 
 # 2. stage 1 at 5.97 mm: lr 1e-3, 50 warm-up steps; a 1500-step schedule to step 250, 1000 steps
-#    (session 2), then 3000 to 1350, 8000 to 2850 and 3500 steps in all (session 3)
+#    (round 1, part 2), then 3000 to 1350, 8000 to 2850 and 3500 steps in all (round 1, part 3)
 T="kidney train --stage 1 --out $WORK/stage1 --spacing 5.97 --lr 1e-3 --warmup 50 $C"
 $T --steps 1500 --stop-at 250
 $T --steps 1000
@@ -56,7 +56,7 @@ $T --steps 8000 --stop-at 2850
 $T --steps 3500
 
 # 3. stage 2 on ground-truth crops at 1.56 mm: lr 1e-3, 50 warm-up steps; 2000 to 50, 1200 to 900,
-#    2000 (session 2), then 7000 to 2300 and 9000 steps in all (session 3); the weights at step
+#    2000 (round 1, part 2), then 7000 to 2300 and 9000 steps in all (round 1, part 3); the weights at step
 #    3150 start the first fine-tuning (4a)
 T="kidney train --stage 2 --out $WORK/stage2 --spacing 1.56 --stage1-spacing 5.97 --lr 1e-3 --warmup 50 $C"
 $T --steps 2000 --stop-at 50
@@ -84,7 +84,7 @@ done
 kidney train --stage 1 --out "$WORK/stage1_398" --spacing 3.98 --lr 5e-4 --warmup 50 --steps 2000 \
     --init-weights "$WORK/stage1/weights.npz" $C
 
-# 6. session 4: 24 more training phantoms (seeds 1003, 1004) next to the 48, in train72
+# 6. round 2: 24 more training phantoms (seeds 1003, 1004) next to the 48, in train72
 more_data train train72 48 1003 2
 C72="--data $WORK/train72 --model compact --accumulate 1 --loss dice+bce --checkpoint-every 50 --quiet"
 # 6a. stage 1 continued from step 2 on the 72 phantoms: lr 5e-4, 50 warm-up steps, 4000 steps, seed 4
@@ -93,7 +93,7 @@ kidney train --stage 1 --out "$WORK/stage1_s4" --spacing 5.97 --lr 5e-4 --warmup
 # 6b, 6c. stage 2 continued from 4c (lr 1e-4) on the stage-1 crops of the 72 phantoms, lr 3e-4, 50 warm-up:
 #   6b on the crops of stage 1 (step 2), 8000 steps, seed 2; 6c on the crops of stage 1_s4 (6a),
 #   seed 5, an 8000-step schedule to step 550 and then 10000 steps in all (identical lr to step 1600).
-#   6c-6f ran with the float32 Numba GELU of this session; 2, 6a and 6b with libm's erf, so a
+#   6c-6f ran with the float32 Numba GELU introduced in round 2; 2, 6a and 6b with libm's erf, so a
 #   replay of those reproduces them to float32 rounding rather than bitwise.
 S2="kidney train --stage 2 --spacing 1.56 --stage1-spacing 5.97 --no-gt-crops --lr 3e-4 --warmup 50 $C72
     --init-weights $WORK/stage2ft3_lr1e-4/weights.npz"
@@ -110,7 +110,7 @@ S2B="kidney train --stage 2 --spacing 1.56 --stage1-spacing 5.97 --no-gt-crops -
 $S2B --stage1-weights "$WORK/stage1_s4/weights.npz" --out "$WORK/stage2_s4d" --seed 7
 $S2B --stage1-weights "$WORK/stage1_s4b/weights.npz" --out "$WORK/stage2_s4e" --seed 8
 
-# 6g. session 5: 72 more training phantoms (seeds 1005-1010, 12 each) next to the 72, in train144
+# 6g. round 3: 72 more training phantoms (seeds 1005-1010, 12 each) next to the 72, in train144
 more_data train72 train144 72 1005 6
 C144="--data $WORK/train144 --model compact --accumulate 1 --loss dice+bce --checkpoint-every 50 --quiet"
 # 6h. stage 1 continued from 6d on the 144 phantoms: lr 5e-4, 50 warm-up steps, 3000 steps, seed 10
@@ -122,7 +122,7 @@ S2C="kidney train --stage 2 --spacing 1.56 --stage1-spacing 5.97 --no-gt-crops -
      --init-weights $WORK/stage2_s4e/weights.npz"
 $S2C --stage1-weights "$WORK/stage1_s5/weights.npz" --out "$WORK/stage2_s5b" --seed 11 --steps 12500
 # 6j. stage 1 continued 4000 more steps from 6h (seed 12); 6k. stage 2 from 6f on its crops, 9000 steps, seed 13.
-#   6j and 6k ran with this session's fused Numba GRN kernels (6h and 6i without), so their replays
+#   6j and 6k ran with the fused Numba GRN kernels of round 3 (6h and 6i without), so their replays
 #   match to float32 rounding rather than bitwise.
 kidney train --stage 1 --out "$WORK/stage1_s5b" --spacing 5.97 --lr 5e-4 --warmup 50 --steps 4000 --seed 12 \
     --init-weights "$WORK/stage1_s5/weights.npz" $C144
@@ -132,10 +132,10 @@ kidney train --stage 2 --spacing 1.56 --stage1-spacing 5.97 --no-gt-crops --lr 1
     --init-weights "$WORK/stage2_s5b/weights.npz" --stage1-weights "$WORK/stage1_s5b/weights.npz" \
     --out "$WORK/stage2_s5d" --seed 14 --steps 4000
 
-# 6m. session 6: 72 more training phantoms (seeds 1011-1016, 12 each) next to the 144, in train216
+# 6m. round 4: 72 more training phantoms (seeds 1011-1016, 12 each) next to the 144, in train216
 more_data train144 train216 144 1011 6
 C216="--data $WORK/train216 --model compact --accumulate 1 --loss dice+bce --checkpoint-every 50 --quiet"
-# 6n. stage 2 continued from 6l (shipped in session 5) on the crops of 6j (its stage 1), 216 phantoms:
+# 6n. stage 2 continued from 6l (shipped in round 3) on the crops of 6j (its stage 1), 216 phantoms:
 #   lr 2e-4, 50 warm-up steps, 8000 steps, seed 20
 kidney train --stage 2 --spacing 1.56 --stage1-spacing 5.97 --no-gt-crops --lr 2e-4 --warmup 50 $C216 \
     --init-weights "$WORK/stage2_s5d/weights.npz" --stage1-weights "$WORK/stage1_s5b/weights.npz" \
@@ -210,8 +210,8 @@ done
 
 # 8. ship the best on validation, and score it on the unseen test phantoms and the real CT;
 #    the same with test-time mirroring (reported, not used for the choice)
-CHOSEN=stage1_s6+stage2_s6c  # best mean Dice over the 3 HECs (session 5 shipped stage1_s5b+stage2_s5d,
-                             # session 4 stage1_s4b+stage2_s4e, sessions 1-3 stage1+stage2ft3_lr1e-4)
+CHOSEN=stage1_s6+stage2_s6c  # best mean Dice over the 3 HECs (round 3 shipped stage1_s5b+stage2_s5d,
+                             # round 2 stage1_s4b+stage2_s4e, round 1 stage1+stage2ft3_lr1e-4)
 cp "$WORK/cand/$CHOSEN/stage1_compact.npz" kidney/weights/stage1_compact.npz
 cp "$WORK/cand/$CHOSEN/stage2_compact.npz" kidney/weights/stage2_compact.npz
 kidney segment -i "$WORK/test" -o "$WORK/pred" --overwrite
@@ -224,3 +224,79 @@ VAL=()
 for c in "${CANDIDATES[@]}"; do VAL+=(--validation "${c%%:*}=$WORK/val_${c%%:*}/evaluation.csv"); done
 python scripts/write_weights_json.py "$WORK" --real-ct-log "$WORK/real_ct.txt" "${VAL[@]}" --chosen "$CHOSEN" \
     --validation-data "12 validation phantoms: kidney phantom --out val -n 6 --seed 3000 (--preset demo), then -n 6 --seed 3001 --start 6"
+
+
+# 9. round 5: real KiTS23 geometry in every phase. CT synthesised (varied appearance) around the 100
+#    training label maps of the fixed split (kidney/data/kits23_split.json; KITS_LABELS is a folder of
+#    those maps, as in the KiTS23 repository's dataset/), twice each on coarse grids, plus 96 varied
+#    and 48 classic phantoms; both stages fine-tuned from round 4 with nnU-Net's augmentation.
+#    Validation: CT around the 20 validation maps (own grids, phases cycled) and 12 classic phantoms.
+L=${KITS_LABELS:?set KITS_LABELS to a folder holding the KiTS23 label maps named in kidney/data/kits23_split.json}
+R5="$WORK/round5"
+mkdir -p "$R5"
+cp kidney/weights/stage1_compact.npz "$R5/round4_stage1.npz"
+cp kidney/weights/stage2_compact.npz "$R5/round4_stage2.npz"
+[ -d "$R5/real_train" ] || kidney phantom --from-labels "$L" --split train --grid coarse --appearance varied \
+    --copies 2 --workers 2 --seed 5000 --out "$R5/real_train"
+[ -d "$R5/ph_train/case_00095" ] || { kidney phantom --out "$R5/ph_train" -n 48 --seed 51 --appearance varied
+    kidney phantom --out "$R5/ph_train" -n 48 --seed 52 --appearance varied --start 48; }
+for s in 1000 1001 1002 1003; do
+  [ -d "$R5/classic_train/$(printf case_%05d $(( (s - 1000) * 12 + 11 )))" ] || \
+    kidney phantom --out "$R5/classic_train" -n 12 --seed $s --start $(( (s - 1000) * 12 ))
+done
+[ -d "$R5/real_val" ] || kidney phantom --from-labels "$L" --split validation --workers 2 --grid native \
+    --appearance varied --phase cycle --seed 7000 --out "$R5/real_val"
+[ -d "$R5/real_test" ] || kidney phantom --from-labels "$L" --split test --workers 2 --grid native \
+    --appearance varied --phase cycle --seed 9000 --out "$R5/real_test"
+[ -d "$R5/classic_val/case_00011" ] || { kidney phantom --out "$R5/classic_val" -n 6 --seed 3000
+    kidney phantom --out "$R5/classic_val" -n 6 --seed 3001 --start 6; }
+[ -d "$R5/classic_test/case_00009" ] || kidney phantom --out "$R5/classic_test" -n 10 --seed 2000
+# mix DST SRC...: DST holds links to every case of each SRC (named SRC_case)
+mix() { local dst=$1; shift; mkdir -p "$dst"; for src in "$@"; do for c in "$src"/case_*; do
+  ln -sfn "$(readlink -f "$c")" "$dst/$(basename "$src")_$(basename "$c")"; done; done; }
+mix "$R5/train" "$R5/real_train" "$R5/ph_train" "$R5/classic_train"
+mix "$R5/val" "$R5/real_val" "$R5/classic_val"
+C5="--data $R5/train --model compact --accumulate 1 --loss dice+bce --augment nnunet --checkpoint-every 50 --quiet"
+# 9a. stage 1 from round 4's on the mix (344 cases): lr 5e-4, 50 warm-up steps, 6000 steps, seed 31;
+# 9b. stage 2 from round 4's on the mix's ground-truth crops: lr 3e-4, 6000 steps, seed 32 (side by side)
+kidney train --stage 1 --out "$R5/s1" --spacing 5.97 --lr 5e-4 --warmup 50 --steps 6000 --seed 31 \
+    --init-weights "$R5/round4_stage1.npz" $C5
+kidney train --stage 2 --out "$R5/s2gt" --spacing 1.56 --stage1-spacing 5.97 --lr 3e-4 --warmup 50 --steps 6000 \
+    --seed 32 --init-weights "$R5/round4_stage2.npz" $C5 --stop-at 2150
+# 9c. stage 2 from 9b's weights at the end of 9a (its checkpoint at step 2150) on the crops 9a finds (--no-gt-crops):
+#     lr 2e-4, 4000 steps, seed 33, side by side with the rest of 9b
+cp "$R5/s2gt/weights.npz" "$R5/s2gt_at_s1_end.npz"
+kidney train --stage 2 --out "$R5/s2gt" --spacing 1.56 --stage1-spacing 5.97 --lr 3e-4 --warmup 50 --steps 6000 \
+    --seed 32 --init-weights "$R5/round4_stage2.npz" $C5
+kidney train --stage 2 --out "$R5/s2ft" --spacing 1.56 --stage1-spacing 5.97 --lr 2e-4 --warmup 50 --steps 4000 \
+    --seed 33 --stage1-weights "$R5/s1/weights.npz" --no-gt-crops --init-weights "$R5/s2gt_at_s1_end.npz" $C5
+# 9d. stage 1 continued from 9a: lr 3e-4, 3000 steps, seed 34 (a stage-2 twin of 9c from 9c, lr 1.5e-4,
+#     seed 35, was stopped at step 1,778 to free the cores for the tests: not a candidate)
+kidney train --stage 1 --out "$R5/s1b" --spacing 5.97 --lr 3e-4 --warmup 50 --steps 3000 --seed 34 \
+    --init-weights "$R5/s1/weights.npz" $C5
+
+# 10. round-5 candidates on the round-5 validation set (20 CT around the validation maps + 12 classic
+#     phantoms), the same rule (best mean Dice over the 3 HECs); the chosen pair is shipped as the
+#     'varied' set (kidney/weights/varied); the default 'phantoms' set stays round 4's
+candidate5() {  # NAME STAGE1 STAGE2
+  mkdir -p "$R5/cand/$1"
+  cp "$2" "$R5/cand/$1/stage1_compact.npz"
+  cp "$3" "$R5/cand/$1/stage2_compact.npz"
+  kidney segment -i "$R5/val" -o "$R5/val_$1" --weights "$R5/cand/$1" --overwrite --quiet
+  kidney evaluate "$R5/val_$1" "$R5/val" --overwrite
+}
+candidate5 s1+s2gt "$R5/s1/weights.npz" "$R5/s2gt/weights.npz"
+candidate5 s1+s2ft "$R5/s1/weights.npz" "$R5/s2ft/weights.npz"
+candidate5 s1b+s2ft "$R5/s1b/weights.npz" "$R5/s2ft/weights.npz"
+CHOSEN5=s1b+s2ft
+mkdir -p kidney/weights/varied
+cp "$R5/cand/$CHOSEN5/stage1_compact.npz" "$R5/cand/$CHOSEN5/stage2_compact.npz" kidney/weights/varied/
+kidney segment -i "$R5/real_test" -o "$R5/pred_real" --weights varied --overwrite --quiet
+kidney evaluate "$R5/pred_real" "$R5/real_test" --overwrite                 # mean and per phase
+kidney segment -i "$R5/classic_test" -o "$R5/pred_classic" --weights varied --overwrite --quiet
+kidney evaluate "$R5/pred_classic" "$R5/classic_test" --overwrite
+python scripts/eval_real_ct.py --weights varied --png docs/real_ct.png --min-dice 0.85 | tee "$R5/real_ct.txt"
+python scripts/stage_errors.py "$R5/real_test" --weights varied --lesions | tee "$R5/stage_errors_real_test.txt"
+python scripts/fov_check.py "$R5/real_test" --weights varied | tee "$R5/fov_real_test.txt"
+kidney segment -i "$R5/real_test" -o "$R5/pred_real_r4" --weights phantoms --overwrite --quiet  # round 4, for comparison
+kidney evaluate "$R5/pred_real_r4" "$R5/real_test" --overwrite
