@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from kidney import io, metrics
-from kidney.overlay import overlay_png
+from kidney.overlay import render_overlay, write_png
 from kidney.pipeline import Segmenter, default_weights
 from kidney.roi import scan_box
 
@@ -68,7 +68,8 @@ def main(argv=None) -> int:
     if args.out:
         io.save_nifti(res.labels, ct, args.out, overwrite=True)
     if args.png:
-        overlay_png(args.png, ct.array, np.where(truth, 1, 0).astype(np.uint8), res.labels, ct.spacing)
+        rgb = render_overlay(ct.array, np.where(truth, 1, 0).astype(np.uint8), res.labels, ct.spacing)
+        write_png(args.png, rgb.repeat(3, axis=0).repeat(3, axis=1))  # 3 mm voxels: 3 pixels each
         print(f"wrote {args.png}")
     if args.min_dice is not None:
         ok = d >= args.min_dice and min(found.values()) >= 0.5 and not stray
