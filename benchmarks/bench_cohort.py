@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import platform
 import shutil
@@ -51,6 +50,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 STATS = REPO / "data" / "kits23_sample" / "kits23_segmentation_stats.csv"
 sys.path.insert(0, str(REPO))  # this checkout's kidney, as the timed `python -m kidney` (run from REPO) uses
+sys.path.insert(0, str(HERE))
+from measure import write_report  # noqa: E402
 
 
 def kits_grids(n: int, seed: int, stats_path=STATS):
@@ -190,12 +191,7 @@ def main(argv=None):
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    md = markdown(results)
-    out.with_suffix(".md").write_text(md)
-    print("\n" + md + f"\nwrote {out}, {out.with_suffix('.md')}")
+    write_report(results, args.out, markdown(results))
     return results
 
 

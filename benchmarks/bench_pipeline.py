@@ -38,7 +38,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from measure import peak_rss_mb  # noqa: E402
+from measure import peak_rss_mb, write_report  # noqa: E402
 STATS = HERE.parent / "data" / "kits23_sample" / "kits23_segmentation_stats.csv"
 STEPS = ("read", "stage1", "roi", "stage2", "merge", "write")
 
@@ -183,12 +183,7 @@ def main(argv=None):
                       f"{r['n_rois']} ROI(s), active {r['n_active']}", flush=True)
             results["cases"].append(dict(name=name, shape=list(shape), spacing=list(spacing), runs=runs,
                                          median=summarise(runs)))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    md = markdown(results)
-    out.with_suffix(".md").write_text(md)
-    print("\n" + md + f"\nwrote {out}, {out.with_suffix('.md')}")
+    write_report(results, args.out, markdown(results))
     return results
 
 

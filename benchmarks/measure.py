@@ -1,5 +1,7 @@
-"""Measurement helpers of the benchmarks: median wall time, and peak memory (Linux /proc)."""
+"""Measurement helpers of the benchmarks: median wall time, peak memory (Linux /proc), the report files."""
+import json
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -36,3 +38,12 @@ def rss_mb() -> float:
 def peak_rss_mb() -> float:
     """Peak RSS since the last :func:`reset_peak` (or process start)."""
     return _status_mb("VmHWM")
+
+
+def write_report(results: dict, out, markdown_text: str) -> None:
+    """Write ``results`` as JSON to ``out`` and the table beside it (``.md``), then print both paths."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    out.with_suffix(".md").write_text(markdown_text)
+    print("\n" + markdown_text + f"\nwrote {out}, {out.with_suffix('.md')}")

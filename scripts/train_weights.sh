@@ -161,12 +161,13 @@ $S2D --init-weights "$WORK/stage2_s6a/weights.npz" --out "$WORK/stage2_s6c" --se
 $S2D --init-weights "$WORK/stage2_s6b/weights.npz" --out "$WORK/stage2_s6d" --seed 25 --steps 5500
 
 # 7. the candidate pairs, scored on the validation phantoms
-candidate() {  # NAME STAGE1 STAGE2
-  mkdir -p "$WORK/cand/$1"
-  cp "$2" "$WORK/cand/$1/stage1_compact.npz"
-  cp "$3" "$WORK/cand/$1/stage2_compact.npz"
-  kidney segment -i "$WORK/val" -o "$WORK/val_$1" --weights "$WORK/cand/$1" --overwrite --quiet
-  kidney evaluate "$WORK/val_$1" "$WORK/val" --overwrite
+candidate() {  # NAME STAGE1 STAGE2 [ROUND_DIR]: validation scores of a pair (ROUND_DIR/val, default WORK)
+  local d=${4:-$WORK}
+  mkdir -p "$d/cand/$1"
+  cp "$2" "$d/cand/$1/stage1_compact.npz"
+  cp "$3" "$d/cand/$1/stage2_compact.npz"
+  kidney segment -i "$d/val" -o "$d/val_$1" --weights "$d/cand/$1" --overwrite --quiet
+  kidney evaluate "$d/val_$1" "$d/val" --overwrite
 }
 CANDIDATES=("stage1+stage2:stage1/weights.npz:stage2/weights.npz"
             "stage1+stage2ft:stage1/weights.npz:stage2ft/weights.npz"
@@ -278,16 +279,9 @@ kidney train --stage 1 --out "$R5/s1b" --spacing 5.97 --lr 3e-4 --warmup 50 --st
 # 10. round-5 candidates on the round-5 validation set (20 CT around the validation maps + 12 classic
 #     phantoms), the same rule (best mean Dice over the 3 HECs); the chosen pair is shipped as the
 #     'varied' set (kidney/weights/varied); the default 'phantoms' set stays round 4's
-candidate5() {  # NAME STAGE1 STAGE2
-  mkdir -p "$R5/cand/$1"
-  cp "$2" "$R5/cand/$1/stage1_compact.npz"
-  cp "$3" "$R5/cand/$1/stage2_compact.npz"
-  kidney segment -i "$R5/val" -o "$R5/val_$1" --weights "$R5/cand/$1" --overwrite --quiet
-  kidney evaluate "$R5/val_$1" "$R5/val" --overwrite
-}
-candidate5 s1+s2gt "$R5/s1/weights.npz" "$R5/s2gt/weights.npz"
-candidate5 s1+s2ft "$R5/s1/weights.npz" "$R5/s2ft/weights.npz"
-candidate5 s1b+s2ft "$R5/s1b/weights.npz" "$R5/s2ft/weights.npz"
+candidate s1+s2gt "$R5/s1/weights.npz" "$R5/s2gt/weights.npz" "$R5"
+candidate s1+s2ft "$R5/s1/weights.npz" "$R5/s2ft/weights.npz" "$R5"
+candidate s1b+s2ft "$R5/s1b/weights.npz" "$R5/s2ft/weights.npz" "$R5"
 CHOSEN5=s1b+s2ft
 mkdir -p kidney/weights/varied
 cp "$R5/cand/$CHOSEN5/stage1_compact.npz" "$R5/cand/$CHOSEN5/stage2_compact.npz" kidney/weights/varied/
