@@ -68,8 +68,8 @@ def run_phantom(args) -> int:
 
     if args.from_labels is not None:
         return _phantom_from_labels(args)
-    if args.split is not None or args.grid != "native" or args.copies != 1:
-        raise ValueError("--split, --grid and --copies apply to --from-labels only")
+    if args.split is not None or args.grid != "native" or args.copies != 1 or args.workers != 1:
+        raise ValueError("--split, --grid, --copies and --workers apply to --from-labels only")
     n = 1 if args.n is None else args.n
     if n < 1:
         raise ValueError(f"-n must be >= 1, got {n}")
@@ -86,7 +86,8 @@ def run_phantom(args) -> int:
 
 
 def _phantom_from_labels(args) -> int:
-    from . import io, phantom
+    from . import io
+    from .phantom.appearance import case_phase
 
     src = Path(args.from_labels)
     if not src.is_dir():
@@ -111,8 +112,8 @@ def _phantom_from_labels(args) -> int:
         for name in (io.IMAGE_NAME, io.LABEL_NAME):
             if (out / name).exists() and not args.overwrite:
                 raise FileExistsError(f"{out / name} exists; pass --overwrite to replace it")
-    work = [(case, out, args.seed + i, phantom.PHASES[i % 3] if args.phase == "cycle" else args.phase,
-             args.grid, args.appearance, args.overwrite) for i, ((case, _), out) in enumerate(zip(jobs, outs))]
+    work = [(case, out, args.seed + i, case_phase(args.phase, i), args.grid, args.appearance, args.overwrite)
+            for i, ((case, _), out) in enumerate(zip(jobs, outs))]
     if args.workers > 1:
         from concurrent.futures import ProcessPoolExecutor
 

@@ -40,7 +40,7 @@ CSV_COLUMNS = ("caseID", "Dice_kidney", "Dice_masses", "Dice_tumor", "SD_kidney"
 __all__ = ["HEC_LABELS", "HEC_TOLERANCE_MM", "CSV_COLUMNS", "hec_mask", "dice", "surfel_area_table",
            "neighbour_codes", "surface_distances", "surface_dice", "score_case", "CaseScore",
            "evaluate_folder", "check_folders", "Evaluation", "write_csv", "print_summary", "Lesion",
-           "lesion_recall", "KITS_LABELS", "GRID_RTOL_SPACING", "GRID_ATOL_ORIGIN_MM", "GRID_ATOL_DIRECTION"]
+           "lesion_recall", "lesion_table", "LESION_BINS_ML", "hec_dice", "KITS_LABELS", "GRID_RTOL_SPACING", "GRID_ATOL_ORIGIN_MM", "GRID_ATOL_DIRECTION"]
 KITS_LABELS = (0, 1, 2, 3)
 # Prediction and reference share a grid when, on the internal (I, P, L) voxel order, their spacings
 # agree to this relative tolerance, their voxel-0 centres to this many mm and their axis direction
@@ -103,6 +103,26 @@ def lesion_recall(pred_labels: np.ndarray, ref_labels: np.ndarray,
         hit = np.bincount(comp[found], minlength=n + 1)[1:]
         out += [Lesion(label, float(v) * ml, float(h) / float(v)) for v, h in zip(size, hit)]
     return out
+
+
+LESION_BINS_ML = (0.0, 2.0, 10.0, 50.0, np.inf)
+
+
+def lesion_table(lesions: Sequence[Lesion]) -> List[Tuple[str, int, int, float]]:
+    """Rows ``(bin label, n, found, mean recall)`` of :func:`lesion_recall` results by volume
+    (:data:`LESION_BINS_ML`); a lesion is found when half or more of it is labelled a mass."""
+    rows = []
+    for lo, hi in zip(LESION_BINS_ML[:-1], LESION_BINS_ML[1:]):
+        sel = [l for l in lesions if lo <= l.volume_ml < hi]
+        name = f">= {lo:g} ml" if np.isinf(hi) else f"{lo:g}-{hi:g} ml"
+        recall = float(np.mean([l.recall for l in sel])) if sel else float("nan")
+        rows.append((name, len(sel), sum(l.recall >= 0.5 for l in sel), recall))
+    return rows
+
+
+def hec_dice(pred_labels: np.ndarray, ref_labels: np.ndarray) -> List[float]:
+    """Dice of each HEC (:data:`HEC_LABELS` order) between two label maps of one shape."""
+    return [dice(hec_mask(pred_labels, h), hec_mask(ref_labels, h)) for h in HEC_LABELS]
 
 
 # --- surfaces -----------------------------------------------------------------------------------

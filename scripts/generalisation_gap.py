@@ -34,8 +34,7 @@ import numpy as np
 from kidney import io, metrics, phantom, splits
 from kidney.pipeline import Segmenter, default_weights
 
-HECS = ("kidney", "masses", "tumor")
-SIZE_BINS_ML = (0.0, 2.0, 10.0, 50.0, np.inf)
+HECS = tuple(metrics.HEC_LABELS)
 PHANTOM_GRID = (2.5, 1.6, 1.6)
 
 
@@ -43,8 +42,7 @@ def score(seg: Segmenter, image, labels, spacing):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         pred = seg.segment(image, spacing)
-    d = [metrics.dice(metrics.hec_mask(pred, h), metrics.hec_mask(labels, h)) for h in HECS]
-    return d, metrics.lesion_recall(pred, labels, spacing)
+    return metrics.hec_dice(pred, labels), metrics.lesion_recall(pred, labels, spacing)
 
 
 def real_cases(labels_dir: Path, split: str, n: int):
@@ -96,12 +94,8 @@ def main(argv=None) -> int:
     for cohort in dict.fromkeys(r["cohort"] for r in rows):
         rs = [r for r in rows if r["cohort"] == cohort]
         mean = np.mean([r["dice"] for r in rs], axis=0)
-        les = [l for r in rs for l in r["lesions"]]
-        bins = []
-        for lo, hi in zip(SIZE_BINS_ML[:-1], SIZE_BINS_ML[1:]):
-            sel = [l for l in les if lo <= l[1] < hi]
-            found = sum(l[2] >= 0.5 for l in sel)
-            bins.append(f"{lo:g}-{hi:g}: {found}/{len(sel)}")
+        les = [metrics.Lesion(*l) for r in rs for l in r["lesions"]]
+        bins = [f"{name}: {found}/{n}" for name, n, found, _ in metrics.lesion_table(les)]
         print(f"{cohort:14s} {len(rs):3d}  " + "  ".join(f"{v:7.3f}" for v in mean) + "   " + ", ".join(bins))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))

@@ -27,10 +27,6 @@ from kidney import io, metrics
 from kidney.pipeline import Segmenter, default_weights
 from kidney.roi import crop_roi, find_rois, paste_probabilities, scan_box
 
-HECS = ("kidney", "masses", "tumor")
-SIZE_BINS_ML = (0.0, 2.0, 10.0, 50.0, np.inf)
-
-
 def coverage(image, labels, spacing, rois):
     """Share of the truth's kidney+masses and masses voxels inside the ROI masks, on the scan grid.
 
@@ -56,21 +52,6 @@ def labels_on_rois(seg: Segmenter, image, spacing, rois):
     out = np.zeros(image.shape, np.uint8)
     seg.labels_on_rois(image, spacing, rois, out)
     return out
-
-
-def dices(pred, truth):
-    return [metrics.dice(metrics.hec_mask(pred, h), metrics.hec_mask(truth, h)) for h in HECS]
-
-
-def lesion_table(lesions):
-    """Rows ``(bin label, n, found, mean recall)`` of :class:`kidney.metrics.Lesion` lists by volume."""
-    rows = []
-    for lo, hi in zip(SIZE_BINS_ML[:-1], SIZE_BINS_ML[1:]):
-        sel = [l for l in lesions if lo <= l.volume_ml < hi]
-        name = f">= {lo:g} ml" if np.isinf(hi) else f"{lo:g}-{hi:g} ml"
-        recall = np.mean([l.recall for l in sel]) if sel else float("nan")
-        rows.append((name, len(sel), sum(l.recall >= 0.5 for l in sel), recall))
-    return rows
 
 
 def main(argv=None) -> int:
@@ -99,7 +80,7 @@ def main(argv=None) -> int:
         gt_rois = find_rois(truth1, t1, extent, t2, seg.roi_config)
         cov = coverage(img, lab, sp, rois)
         pred, pred_gt = labels_on_rois(seg, img, sp, rois), labels_on_rois(seg, img, sp, gt_rois)
-        a, b = dices(pred, lab), dices(pred_gt, lab)
+        a, b = metrics.hec_dice(pred, lab), metrics.hec_dice(pred_gt, lab)
         lesions[0].extend(metrics.lesion_recall(pred, lab, sp))
         lesions[1].extend(metrics.lesion_recall(pred_gt, lab, sp))
         names += [d.name] * (len(lesions[0]) - len(names))
@@ -110,7 +91,7 @@ def main(argv=None) -> int:
     print(f"{'mean':12s} {m[0]:4.1f}  {m[1]:9.3f} {m[2]:7.3f} | {m[3]:.3f} {m[4]:.3f} {m[5]:.3f}"
           f"       | {m[6]:.3f} {m[7]:.3f} {m[8]:.3f}")
     print(f"\n{'lesions':12s}    n | pipeline: found  recall | GT-ROI: found  recall")
-    for (name, n, f, r), (_, _, fg, rg) in zip(lesion_table(lesions[0]), lesion_table(lesions[1])):
+    for (name, n, f, r), (_, _, fg, rg) in zip(metrics.lesion_table(lesions[0]), metrics.lesion_table(lesions[1])):
         print(f"{name:12s} {n:4d} |          {f:5d}  {r:6.3f} |        {fg:5d}  {rg:6.3f}")
     if args.lesions:
         print(f"\n{'case':12s} lesion  volume (ml) | share labelled a mass: pipeline  GT-ROI")

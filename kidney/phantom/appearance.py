@@ -118,6 +118,12 @@ def draw_phase(rng, phase: str, appearance: str = "classic") -> str:
     return phase
 
 
+def case_phase(phase: str, i: int) -> str:
+    """The phase asked for case ``i`` of a set: ``'cycle'`` gives ``PHASES[i % 3]`` (non-contrast,
+    corticomedullary, nephrographic, ...); anything else is passed on as it is."""
+    return PHASES[i % len(PHASES)] if phase == "cycle" else phase
+
+
 def classic_look(phase: str) -> Look:
     """The fixed table of ``phase``."""
     return Look(phase, *_tables(PHASES.index(phase)))
@@ -127,7 +133,8 @@ def varied_look(seed: int, phase: str) -> Look:
     """A drawn appearance (module docstring) from its own stream of ``seed``."""
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 20261202]))
     phase = draw_phase(rng, phase, "varied")
-    nc_mean, sd, label = _tables(0)
+    table_nc, sd, label = _tables(0)
+    nc_mean = table_nc.copy()
     kidney_nc = rng.uniform(15, 38)
     nc_mean[T["renal_cortex"]] = kidney_nc
     nc_mean[T["renal_medulla"]] = kidney_nc - rng.uniform(0, 6)
@@ -137,7 +144,6 @@ def varied_look(seed: int, phase: str) -> Look:
         other = 3 - k  # the other enhanced phase (1 <-> 2)
         w = rng.uniform(0, 0.35)
         table = (1 - w) * _tables(k)[0] + w * _tables(other)[0]
-        table_nc = _tables(0)[0]
         mean = nc_mean + rng.uniform(0.6, 1.3) * (table - table_nc)
     sd = sd * np.float32(rng.uniform(0.8, 1.3))
     b = rng.uniform(0.3, 1.0)

@@ -7,7 +7,7 @@ from typing import Dict, List
 
 from .. import io
 from .synthetic import Phantom, make_phantom
-from .tissues import PHASES
+from .appearance import case_phase
 
 
 def write_case(ph: Phantom, case_dir, *, overwrite: bool = False) -> Path:
@@ -62,8 +62,8 @@ def write_dataset(out_dir, n: int, seed: int = 0, *, overwrite: bool = False, st
     for i in range(int(n)):
         path = Path(out_dir) / f"case_{start + i:05d}"
         kw = dict(kwargs)
-        if kw.get("phase") == "cycle":  # case i: non-contrast, corticomedullary, nephrographic, ...
-            kw["phase"] = PHASES[i % len(PHASES)]
+        if "phase" in kw:
+            kw["phase"] = case_phase(kw["phase"], i)
         ph = make_phantom(int(seed) * 100003 + i, **kw)
         out.append(write_case(ph, path, overwrite=overwrite))
         append_manifest(out_dir, [manifest_row(path.name, ph, "make_phantom")])

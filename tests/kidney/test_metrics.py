@@ -201,3 +201,15 @@ def test_evaluate_folder_reports_missing_and_misshaped(tmp_path):
     assert tuple(rows[0]) == metrics.CSV_COLUMNS
     assert [r[0] for r in rows[1:]] == ["case_00000", "case_00001", "case_00002", "average"]
     assert float(rows[-1][1]) == pytest.approx(1 / 3, abs=1e-8)
+
+
+def test_hec_dice_and_lesion_table():
+    ref = np.zeros((4, 4, 4), np.uint8)
+    ref[0, :2, :2] = 1
+    ref[1, :2, :2] = 2
+    pred = ref.copy()
+    pred[1, :2, :2] = 3                                  # the tumour called a cyst: still a mass
+    assert metrics.hec_dice(pred, ref) == [1.0, 1.0, 0.0]
+    rows = metrics.lesion_table([metrics.Lesion(2, 1.0, 0.4), metrics.Lesion(3, 60.0, 0.5)])
+    assert [(name, n, found) for name, n, found, _ in rows] == [
+        ("0-2 ml", 1, 0), ("2-10 ml", 0, 0), ("10-50 ml", 0, 0), (">= 50 ml", 1, 1)]

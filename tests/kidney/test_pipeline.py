@@ -279,7 +279,7 @@ def test_stage_errors_script_replays_the_pipeline(tiny_phantom, tiny_segmenter, 
     # --lesions: one line per lesion after the table, shares in [0, 1]
     listed = [line.split() for line in out[i + 5:] if line.split()[1:2] in (["tumour"], ["cyst"])]
     assert len(listed) == n_lesions and all(0 <= float(x) <= 1 for row in listed for x in row[-2:])
-    rows = se.lesion_table([metrics.Lesion(2, v, r) for v, r in ((1.0, 0.0), (5.0, 0.6), (80.0, 1.0))])
+    rows = metrics.lesion_table([metrics.Lesion(2, v, r) for v, r in ((1.0, 0.0), (5.0, 0.6), (80.0, 1.0))])
     assert [(n, f) for _, n, f, _ in rows] == [(1, 0), (1, 1), (0, 0), (1, 1)]
 
 
