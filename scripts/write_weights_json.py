@@ -1,14 +1,11 @@
 """Write kidney/weights/weights.json: how the shipped weights were made and what they scored.
 
     python scripts/write_weights_json.py WORK_DIR [--real-ct-log FILE] [--validation NAME=CSV ...]
-           [--real-test PRED_DIR DATA_DIR]
 
 Reads each shipped file's __meta__ (training config, steps, time), WORK_DIR/pred/evaluation.csv
 (``kidney evaluate`` on the unseen test phantoms), if given, the output of
 ``scripts/eval_real_ct.py``, and the validation scores of the candidate weight pairs the shipped
-pair was chosen from (``--validation NAME=evaluation.csv``, ``--chosen NAME``), and with
-``--real-test`` the scores on CT around the held-out KiTS23 test label maps (``PRED_DIR/evaluation.csv``,
-per contrast phase from ``DATA_DIR/phantoms.csv``).
+pair was chosen from (``--validation NAME=evaluation.csv``, ``--chosen NAME``).
 """
 from __future__ import annotations
 
@@ -29,10 +26,7 @@ def main(argv=None) -> int:
                     help="kidney evaluate output of a candidate weight pair on the validation phantoms")
     ap.add_argument("--chosen", default=None, help="the candidate that was shipped")
     ap.add_argument("--keep-candidates", action="store_true",
-                    help="keep the candidates already recorded in weights.json (earlier training rounds)")
-    ap.add_argument("--real-test", nargs=2, type=Path, default=None, metavar=("PRED_DIR", "DATA_DIR"),
-                    help="kidney evaluate output on CT around the KiTS23 test label maps, and its data")
-    ap.add_argument("--training-data", default=None, help="what the weights were trained on (one line)")
+                    help="keep the candidates already recorded in weights.json (earlier sessions)")
     ap.add_argument("--validation-data", default="6 validation phantoms: kidney phantom --out val -n 6 "
                     "--seed 3000 --preset demo", help="how the validation phantoms were made")
     args = ap.parse_args(argv)
@@ -65,39 +59,11 @@ def main(argv=None) -> int:
         out["validation_phantoms"] = {
             "data": args.validation_data,
             "candidates_mean": cands, "chosen": args.chosen}
-    if args.real_test:
-        out["real_geometry_test"] = _real_test(*args.real_test)
-    if args.training_data:
-        out["training_data"] = args.training_data
-        out["licence"] = ("Trained on CT synthesised around KiTS23 label maps (CC BY-NC-SA 4.0, Heller et al.); "
-                          "these weights carry the same terms: attribution, non-commercial, share-alike.")
     if args.real_ct_log and args.real_ct_log.is_file():
         out["real_ct_totalseg_example"] = args.real_ct_log.read_text().strip().splitlines()
     dest.write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {dest}")
     return 0
-
-
-def _real_test(pred_dir: Path, data_dir: Path) -> dict:
-    from kidney.phantom.dataset import read_manifest
-
-    rows = [r for r in _rows(pred_dir / "evaluation.csv")]
-    made = read_manifest(data_dir)
-    cases = {r["caseID"]: {k: float(v) for k, v in r.items() if k != "caseID"} for r in rows
-             if r["caseID"] != "average"}
-    by_phase = {}
-    for case, scores in cases.items():
-        by_phase.setdefault(made.get(case, {}).get("phase", "unknown"), []).append(scores)
-    avg = [r for r in rows if r["caseID"] == "average"]
-    return {
-        "data": "CT around the 30 KiTS23 test label maps of kidney/data/kits23_split.json: kidney phantom "
-                "--from-labels KITS_LABELS --split test --appearance varied --phase cycle --seed 9000",
-        "mean": {k: float(v) for k, v in (avg[0] if avg else {}).items() if k != "caseID"},
-        "by_phase": {ph: {k: sum(c[k] for c in cs) / len(cs) for k in cs[0]} | {"n": len(cs)}
-                     for ph, cs in by_phase.items()},
-        "cases": {c: dict(s, phase=made.get(c, {}).get("phase")) for c, s in cases.items()},
-        "targets_dice": {"kidney": 0.93, "masses": 0.80, "tumor": 0.75},
-    }
 
 
 def _rows(path: Path):
