@@ -493,15 +493,15 @@ def segment_cohort(src, out_dir, weights: Weights, *, segmenter=None, resume: bo
     out_dir = Path(out_dir)
     cases = plan(src, out_dir, num_parts=num_parts, part_id=part_id)
     model = weights.fingerprint()
-    todo, skipped = _triage(cases, out_dir, model, resume=resume, overwrite=overwrite, say=say)
+    pending, skipped = _triage(cases, out_dir, model, resume=resume, overwrite=overwrite, say=say)
     manifest = Manifest(out_dir, num_parts, part_id)
     summary = Summary(out_dir, manifest.path, engine="dask" if dask else "serial",
                       workers=workers or 1)
-    for case in todo:  # temporary files a killed run left for these cases
+    for case in pending:  # temporary files a killed run left for these cases
         for tmp in io.stale_temp_files(case.output):
             with contextlib.suppress(OSError):
                 tmp.unlink()
-    manifest.write({"run": "started", "engine": summary.engine, "cases": len(cases), "todo": len(todo),
+    manifest.write({"run": "started", "engine": summary.engine, "cases": len(cases), "pending": len(pending),
                     "skipped": len(skipped), "part": [part_id, num_parts], "model": model,
                     "weights": [weights.stage1, weights.stage2], "tta": weights.tta,
                     "resume": resume, "overwrite": overwrite, "host": socket.gethostname(),
@@ -509,7 +509,7 @@ def segment_cohort(src, out_dir, weights: Weights, *, segmenter=None, resume: bo
     for row in skipped:
         manifest.write(row)
         summary.rows.append(row)
-    bar = _Progress(len(todo), progress)
+    bar = _Progress(len(pending), progress)
 
     def finished(row):
         manifest.write(row)
@@ -520,7 +520,7 @@ def segment_cohort(src, out_dir, weights: Weights, *, segmenter=None, resume: bo
         with _sigterm_interrupts():
             try:
                 if dask:
-                    info = _run_dask(todo, weights, model, finished, say=say, workers=workers,
+                    info = _run_dask(pending, weights, model, finished, say=say, workers=workers,
                                      threads=threads_per_worker, memory_limit=memory_limit,
                                      scheduler=scheduler, scheduler_file=scheduler_file, retries=retries,
                                      timeout=timeout, dashboard_address=dashboard_address,
@@ -529,7 +529,7 @@ def segment_cohort(src, out_dir, weights: Weights, *, segmenter=None, resume: bo
                     summary.interrupted = info["interrupted"]
                 else:
                     segmenter = segmenter if segmenter is not None else weights.load()
-                    _run_serial(todo, segmenter, model, finished, overwrite=overwrite or resume,
+                    _run_serial(pending, segmenter, model, finished, overwrite=overwrite or resume,
                                 timeout=timeout)
             except KeyboardInterrupt:
                 summary.interrupted = True
@@ -537,8 +537,8 @@ def segment_cohort(src, out_dir, weights: Weights, *, segmenter=None, resume: bo
         bar.close()
     summary.wall_s = time.perf_counter() - t_start
     finished_ids = {r["case"] for r in summary.rows}
-    summary.left = sum(c.case_id not in finished_ids for c in todo)
-    for case in todo:  # a worker killed mid-write leaves its temporary file behind
+    summary.left = sum(c.case_id not in finished_ids for c in pending)
+    for case in pending:  # a worker killed mid-write leaves its temporary file behind
         if case.case_id not in finished_ids:
             for tmp in io.stale_temp_files(case.output):
                 with contextlib.suppress(OSError):
@@ -556,7 +556,7 @@ def _triage(cases, out_dir, model, *, resume, overwrite, say):
     the run here, before any work."""
     if resume:
         rows = read_manifest(out_dir)
-        todo, skipped, why = [], [], Counter()
+        pending, skipped, why = [], [], Counter()
         for case in cases:
             skip, reason = _still_done(case, rows.get(case.case_id), model)
             if skip:
@@ -564,12 +564,12 @@ def _triage(cases, out_dir, model, *, resume, overwrite, say):
                 skipped.append(_case_row(case, "skipped", model, input_bytes=old["input_bytes"],
                                          input_mtime_ns=old["input_mtime_ns"], note="done in an earlier run"))
             else:
-                todo.append(case)
+                pending.append(case)
                 if os.path.exists(case.output):
                     why[reason] += 1
         for reason, n in why.items():
             say(f"--continue: segmenting {n} case(s) again whose output exists ({reason})")
-        return todo, skipped
+        return pending, skipped
     if not overwrite:
         existing = [c.output for c in cases if os.path.exists(c.output)]
         if existing:
@@ -579,9 +579,9 @@ def _triage(cases, out_dir, model, *, resume, overwrite, say):
     return list(cases), []
 
 
-def _run_serial(todo, segmenter, model, finished, *, overwrite, timeout) -> None:
+def _run_serial(pending, segmenter, model, finished, *, overwrite, timeout) -> None:
     host, pid = socket.gethostname(), os.getpid()
-    for case in todo:
+    for case in pending:
         t0 = time.perf_counter()
         try:
             with _alarm(timeout):
@@ -620,7 +620,7 @@ def _dashboard(client, local: bool) -> str:
     return f"dashboard {client.dashboard_link}"
 
 
-def _run_dask(todo, weights, model, finished, *, say, workers, threads, memory_limit, scheduler,
+def _run_dask(pending, weights, model, finished, *, say, workers, threads, memory_limit, scheduler,
               scheduler_file, retries, timeout, dashboard_address, overwrite, t_start) -> dict:
     import logging
     import secrets
@@ -690,7 +690,7 @@ def _run_dask(todo, weights, model, finished, *, say, workers, threads, memory_l
             opts = {"topic": topic, "threads": threads, "timeout": timeout, "overwrite": overwrite,
                     "model": model}
             by_key = {}
-            for i, case in enumerate(todo):  # one task group: Dask queues the cases at the scheduler
+            for i, case in enumerate(pending):  # one task group: Dask queues the cases at the scheduler
                 fut = client.submit(dask_worker.segment_task, case, weights, opts,
                                     key=(f"kidney-segment-{token}", i), retries=retries, pure=False)
                 futures.append(fut)
