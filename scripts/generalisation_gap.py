@@ -16,8 +16,9 @@ Scores one set of weights (default: the shipped ones) on cohorts that change one
 ``real-nc``        as ``real``, non-contrast phase: adds the phase the phantoms never showed
 =================  ==============================================================================
 
-Prints mean Dice per HEC per cohort, and each cohort's reference lesions by volume with how many
-were found (half or more labelled as a mass). ``KITS_LABELS`` holds ``case_XXXXX/
+Prints, per case, Dice per HEC and the predicted mass volume over the true one; then mean Dice per
+HEC per cohort, and each cohort's reference lesions by volume with how many were found (half or more
+labelled as a mass). ``KITS_LABELS`` holds ``case_XXXXX/
 segmentation.nii.gz`` KiTS23 label maps (the cases of ``--split`` in ``kidney/data/kits23_split.json``
 are used; the maps are in the KiTS23 repository, ``dataset/case_XXXXX/segmentation.nii.gz``).
 """
@@ -42,7 +43,9 @@ def score(seg: Segmenter, image, labels, spacing):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         pred = seg.segment(image, spacing)
-    return metrics.hec_dice(pred, labels), metrics.lesion_recall(pred, labels, spacing)
+    true_masses = np.count_nonzero(labels >= 2)
+    ratio = np.count_nonzero(pred >= 2) / true_masses if true_masses else float("nan")
+    return metrics.hec_dice(pred, labels), metrics.lesion_recall(pred, labels, spacing), ratio
 
 
 def real_cases(labels_dir: Path, split: str, n: int):
@@ -86,10 +89,11 @@ def main(argv=None) -> int:
     seg = Segmenter(*default_weights(args.weights))
     rows = []
     for cohort, case, image, labels, spacing in cohorts(args.labels, args.split, args.n, args.seed):
-        d, lesions = score(seg, image, labels, spacing)
-        rows.append(dict(cohort=cohort, case=case, dice=d,
+        d, lesions, ratio = score(seg, image, labels, spacing)
+        rows.append(dict(cohort=cohort, case=case, dice=d, masses_volume_ratio=ratio,
                          lesions=[(l.label, l.volume_ml, l.recall) for l in lesions]))
-        print(f"{cohort:14s} {case:12s} " + " ".join(f"{v:.3f}" for v in d), file=sys.stderr, flush=True)
+        print(f"{cohort:14s} {case:12s} " + " ".join(f"{v:.3f}" for v in d)
+              + f"  predicted / true mass volume {ratio:.1f}", file=sys.stderr, flush=True)
     print(f"{'cohort':14s} {'n':>3s}  " + "  ".join(f"{h:>7s}" for h in HECS) + "   lesions found by volume (ml)")
     for cohort in dict.fromkeys(r["cohort"] for r in rows):
         rs = [r for r in rows if r["cohort"] == cohort]
