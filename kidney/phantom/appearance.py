@@ -14,13 +14,16 @@ Two appearances:
     - phase: non-contrast, corticomedullary or nephrographic (``random``: each 1/3); an enhanced
       scan mixes in up to 35 % of the other enhanced phase (timing) and scales every tissue's
       enhancement by a contrast dose in [0.6, 1.3];
-    - kidney: non-contrast parenchyma 15–38 HU (the real non-contrast CT of ``data/totalseg_example``
-      reads 12–30 HU over its kidney masks), enhancing on top of that by the table's uptake;
+    - kidney: non-contrast parenchyma 8–38 HU (the real non-contrast CT of ``data/totalseg_example``
+      reads a median 14 and 20 HU inside its eroded kidney masks), enhancing on top of that by the
+      table's uptake;
     - each tumour its own tissue: non-contrast 20–45 HU; enhanced, relative to the cortex's uptake:
       hypo- (50 %, 0.2–0.7 ×), iso- (25 %, 0.7–1.0 ×) or hyper-enhancing (25 %, 1.0–1.3 ×);
       texture sd 8–30 HU; necrosis (where the geometry asks for it) 5–30 HU, barely enhancing;
     - each cyst its own tissue: simple (75 %, −5–18 HU) or hyperdense / proteinaceous (25 %,
       25–65 HU), no enhancement beyond 0–8 HU of pseudo-enhancement;
+    - perirenal fat around CT made from label maps: a rim of 0–12 mm (0: the kidney may touch the
+      liver, spleen or bowel, as it often does);
     - scanner: tissue texture × 0.8–1.3, quantum noise × 0.6–1.8 of :func:`default_noise_hu`,
       point spread σ 0.3–1.0 voxel in-plane and 0.2–0.6 voxel in z (sharp to smooth kernels).
 
@@ -52,6 +55,8 @@ class Look:
         noise_factor: quantum noise relative to :func:`default_noise_hu`.
         blur: point-spread σ in voxels ``(z, y, x)``.
         rng: the appearance's own random stream (``varied``), None for ``classic``.
+        kidney_nc: non-contrast HU of the renal cortex (``varied``).
+        fat_rim_mm: perirenal fat rim :func:`~kidney.phantom.from_labels` paints around the labels.
     """
 
     phase: str
@@ -62,6 +67,7 @@ class Look:
     blur: Tuple[float, float, float] = (0.3, 0.45, 0.45)
     rng: Optional[np.random.Generator] = field(default=None, repr=False)
     kidney_nc: float = 0.0
+    fat_rim_mm: float = 12.0
     _next: int = LESION_ID0
 
     @property
@@ -135,7 +141,7 @@ def varied_look(seed: int, phase: str) -> Look:
     phase = draw_phase(rng, phase, "varied")
     table_nc, sd, label = _tables(0)
     nc_mean = table_nc.copy()
-    kidney_nc = rng.uniform(15, 38)
+    kidney_nc = rng.uniform(8, 38)
     nc_mean[T["renal_cortex"]] = kidney_nc
     nc_mean[T["renal_medulla"]] = kidney_nc - rng.uniform(0, 6)
     mean = nc_mean.copy()
@@ -149,7 +155,7 @@ def varied_look(seed: int, phase: str) -> Look:
     b = rng.uniform(0.3, 1.0)
     return Look(phase, mean.astype(np.float32), sd.astype(np.float32), label,
                 noise_factor=float(rng.uniform(0.6, 1.8)), blur=(float(rng.uniform(0.2, 0.6)), b, b),
-                rng=rng, kidney_nc=float(kidney_nc))
+                rng=rng, kidney_nc=float(kidney_nc), fat_rim_mm=float(rng.uniform(0, 12)))
 
 
 def make_look(seed: int, rng, phase: str, appearance: str) -> Look:

@@ -67,7 +67,7 @@ def _label_tissues(cv: _Canvas, labels: np.ndarray, spacing, rng, look: Look) ->
     outside = ndimage.distance_transform_edt(lab == 0, sampling=spacing)
     depth_k = ndimage.distance_transform_edt(lab > 0, sampling=spacing)
     tissue = np.full(lab.shape, 255, np.uint8)
-    tissue[(outside > 0) & (outside <= 12.0)] = T["visceral_fat"]  # perirenal fat
+    tissue[(outside > 0) & (outside <= look.fat_rim_mm)] = T["visceral_fat"]  # perirenal fat
     mottled = _smooth_noise(rng, lab.shape, spacing, 8.0) > 0.2
     tissue[lab == 1] = np.where((depth_k[lab == 1] > 6.0) & mottled[lab == 1],
                                 T["renal_medulla"], T["renal_cortex"])
@@ -131,7 +131,7 @@ def from_labels(segmentation: np.ndarray, spacing: Sequence[float], seed: int = 
     The body, spine, organs and bowel are drawn around the labelled kidneys (midline between the
     two largest components, spine just medial and anterior-posterior level with them); labelled
     voxels get kidney (cortex/medulla by depth), tumour (subtype, necrotic core) or cyst tissue,
-    with a 12 mm rim of perirenal fat. ``Phantom.labels`` is a copy of ``segmentation``.
+    with a rim of perirenal fat (12 mm; ``varied``: 0–12 mm, drawn per scan). ``Phantom.labels`` is a copy of ``segmentation``.
     """
     labels = np.asarray(segmentation)
     if labels.ndim != 3:

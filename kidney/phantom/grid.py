@@ -56,13 +56,15 @@ def _draw_grid(rng, preset: GridPreset, shape, spacing):
 
 
 def training_grid(seed: int, spacing) -> Tuple[float, float, float]:
-    """A coarser grid for a training CT around a real label map: in-plane 1.1–1.6 mm, slices one of
-    2, 2.5, 3, 5 mm, each never finer than ``spacing`` ``(sz, sy, sx)`` (drawn from ``seed``).
+    """A coarser grid for a training CT around a real label map: in-plane 1.1–1.6 mm (70 %) or
+    2.0–3.2 mm (30 %, small-matrix and downsampled scans), slices one of 2, 2.5, 3, 5 mm, each never
+    finer than ``spacing`` ``(sz, sy, sx)`` (drawn from ``seed``).
 
     Both stages run coarser than KiTS23's native grids (the shipped weights at 5.97 and 1.56 mm), so
-    this keeps the synthesis and the training data small while varying slice partial volume.
+    this keeps the synthesis and the training data small while varying partial volume in plane and
+    across slices.
     """
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 20261204]))
-    s_in = float(rng.uniform(1.1, 1.6))
+    s_in = float(rng.uniform(1.1, 1.6) if rng.random() < 0.7 else rng.uniform(2.0, 3.2))
     s_z = float(rng.choice([2.0, 2.5, 3.0, 5.0]))
     return (max(s_z, float(spacing[0])), max(s_in, float(spacing[1])), max(s_in, float(spacing[2])))
