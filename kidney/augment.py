@@ -18,7 +18,10 @@ applied, so they also move voxels across the window, as they would on a real sca
 on top, each off in the paper's set (probability 0), applied in this order around the steps above:
 
 0. field-of-view crop (stage 1): keep a random 35–100 % of the slices (kidneys cut by the volume
-   edge, or absent) and 70–100 % of each in-plane axis;
+   edge, or absent) and 70–100 % of each in-plane axis; a share ``p_fov_kidney_free`` of these
+   crops (0 in the named sets; ``kidney train --kidney-free-crops``) is instead a slab of the slices
+   above or below every kidney voxel (8 slices or more), so stage 1 sees fields of view that hold
+   no kidney at all and learns to propose nothing there;
 1. (affine, flips) as above, with nnU-Net's ranges: rotation ±30° in-plane, ±15° out of plane,
    scale 0.7–1.4, flips p 0.5;
 3b. contrast: HU about 40 HU × U(0.75, 1.25) (p 0.15);
@@ -57,6 +60,8 @@ class AugmentConfig:
     p_fov_crop: float = 0.0
     fov_keep_z: Tuple[float, float] = (0.35, 1.0)
     fov_keep_xy: Tuple[float, float] = (0.7, 1.0)
+    p_fov_kidney_free: float = 0.0
+    kidney_free_min_slices: int = 8
     p_contrast: float = 0.0
     contrast: Tuple[float, float] = (0.75, 1.25)
     p_gamma: float = 0.0
@@ -104,7 +109,11 @@ def augment(hu: np.ndarray, labels: Optional[np.ndarray], rng: np.random.Generat
     if not config.enabled:
         return hu, labels, mask
     if config.p_fov_crop > 0 and rng.random() < config.p_fov_crop:
-        box = _fov_box(hu.shape, rng, config)
+        box = None
+        if config.p_fov_kidney_free > 0 and labels is not None and rng.random() < config.p_fov_kidney_free:
+            box = _kidney_free_box(labels, rng, config)
+        if box is None:
+            box = _fov_box(hu.shape, rng, config)
         hu = hu[box]
         labels = None if labels is None else labels[box]
         mask = None if mask is None else mask[box]
@@ -156,6 +165,23 @@ def _fov_box(shape, rng, config: AugmentConfig):
         start = int(rng.integers(0, n - m + 1))
         box.append(slice(start, start + m))
     return tuple(box)
+
+
+def _kidney_free_box(labels: np.ndarray, rng, config: AugmentConfig):
+    """A sub-box of the slices above or below every labelled voxel (the longer run; 50–100 % of it,
+    at least ``kidney_free_min_slices``) and ``fov_keep_xy`` of each in-plane axis; None when
+    neither run is that long or nothing is labelled."""
+    z = np.flatnonzero((labels > 0).any(axis=(1, 2)))
+    if z.size == 0:
+        return None
+    n = labels.shape[0]
+    above, below = int(z[0]), n - int(z[-1]) - 1
+    run, first = (above, 0) if above >= below else (below, int(z[-1]) + 1)
+    if run < config.kidney_free_min_slices:
+        return None
+    m = max(config.kidney_free_min_slices, int(round(rng.uniform(0.5, 1.0) * run)))
+    start = first + int(rng.integers(0, run - m + 1))
+    return (slice(start, start + m),) + _fov_box(labels.shape, rng, config)[1:]
 
 
 def _gamma(hu: np.ndarray, gamma: float, invert: bool, window) -> np.ndarray:

@@ -265,6 +265,10 @@ def add_train(sub) -> None:
                    help="dice (paper: soft Dice summed over the 3 HECs) or dice+bce (adds BCE, as nnU-Net)")
     p.add_argument("--init-weights", type=Path, default=None,
                    help="start from these weights (fine-tuning) instead of the random initialisation")
+    p.add_argument("--kidney-free-crops", type=float, default=0.0, metavar="P",
+                   help="stage 1 with --augment nnunet: share P of the field-of-view crops cut to a slab "
+                        "above or below every kidney, so stage 1 learns to propose nothing there "
+                        "(default 0)")
     p.add_argument("--stop-at", type=int, default=None,
                    help="stop (with a checkpoint) after this many steps of the --steps schedule; "
                         "run again to continue")
@@ -285,7 +289,7 @@ def run_train(args) -> int:
                       folds=args.folds if args.fold is not None else 1, fold=args.fold,
                       loss=args.loss, init_weights=str(args.init_weights) if args.init_weights else None,
                       stage1_weights=str(args.stage1_weights) if args.stage1_weights else None,
-                      gt_crops=not args.no_gt_crops)
+                      gt_crops=not args.no_gt_crops, kidney_free_crops=args.kidney_free_crops)
     out = args.out or Path("runs") / f"stage{args.stage}"
     t0 = time.perf_counter()
     trainer = train(args.data, out, cfg, resume=not args.fresh, progress=not args.quiet, stop_at=args.stop_at)

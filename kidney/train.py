@@ -87,6 +87,7 @@ class TrainConfig:
     gt_crops: bool = True                    # stage 2: train on ground-truth crops (False: stage-1 crops only)
     loss: str = "dice"                       # paper: soft Dice; "dice+bce" adds BCE (a documented deviation)
     init_weights: Optional[str] = None       # start from these weights instead of the random init
+    kidney_free_crops: float = 0.0           # stage 1: share of field-of-view crops cut with no kidney
 
     def resolved(self) -> "TrainConfig":
         c = replace(self)
@@ -108,6 +109,12 @@ class TrainConfig:
             raise ValueError("gt_crops=False (stage-1 crops only) needs stage 2 and stage1_weights")
         if c.fold is not None and not 0 <= c.fold < c.folds:
             raise ValueError(f"fold must be in [0, {c.folds}), got {c.fold}")
+        if not 0.0 <= c.kidney_free_crops <= 1.0:
+            raise ValueError(f"kidney_free_crops must lie in [0, 1], got {c.kidney_free_crops}")
+        if c.kidney_free_crops and (c.stage != 1 or not c.augment
+                                    or AUGMENTATIONS[c.augmentation].p_fov_crop == 0):
+            raise ValueError("kidney_free_crops needs stage 1 and an augmentation with field-of-view "
+                             "crops (augmentation='nnunet')")
         if c.steps < 1 or c.accumulate < 1:
             raise ValueError(f"steps and accumulate must be >= 1, got {c.steps}, {c.accumulate}")
         return c
@@ -247,6 +254,8 @@ class Trainer:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.aug = augment_config or (augmentation(self.cfg.augmentation, self.cfg.stage)
                                       if self.cfg.augment else NO_AUGMENT)
+        if self.cfg.kidney_free_crops:
+            self.aug = replace(self.aug, p_fov_kidney_free=self.cfg.kidney_free_crops)
         self.data_description = data_description
         self.progress = progress
         c = self.cfg

@@ -155,3 +155,31 @@ def test_augmentation_pieces():
     assert np.array_equal(A._low_resolution(hu, (1.0, 1.0, 1.0)), hu)
     with pytest.raises(ValueError, match="augmentation"):
         A.augmentation("heavy", 1)
+
+
+def test_kidney_free_crops_hold_no_kidney_and_are_seeded():
+    from dataclasses import replace as _replace
+    from kidney.augment import NNUNET_AUGMENT, augment
+    labels = np.zeros((40, 16, 16), np.uint8)
+    labels[25:30, 4:10, 4:10] = 1
+    hu = np.random.default_rng(0).normal(0, 50, labels.shape).astype(np.float32)
+    cfg = _replace(NNUNET_AUGMENT, p_fov_crop=1.0, p_fov_kidney_free=1.0, p_affine=0.0)
+    for seed in range(10):
+        h, lab, _ = augment(hu, labels, np.random.default_rng(seed), cfg)
+        assert lab.shape[0] >= cfg.kidney_free_min_slices and not lab.any()
+        h2, lab2, _ = augment(hu, labels, np.random.default_rng(seed), cfg)
+        assert np.array_equal(h, h2)
+    # too few kidney-free slices: an ordinary field-of-view crop instead
+    labels[2:38] = 1
+    _, lab, _ = augment(hu, labels, np.random.default_rng(1), cfg)
+    assert lab.any()
+
+
+def test_kidney_free_crops_need_stage1_fov_crops():
+    with pytest.raises(ValueError, match="kidney_free_crops"):
+        TrainConfig(stage=2, augmentation="nnunet", kidney_free_crops=0.3).resolved()
+    with pytest.raises(ValueError, match="kidney_free_crops"):
+        TrainConfig(stage=1, augmentation="paper", kidney_free_crops=0.3).resolved()
+    with pytest.raises(ValueError, match="kidney_free_crops"):
+        TrainConfig(stage=1, augmentation="nnunet", kidney_free_crops=1.5).resolved()
+    assert TrainConfig(stage=1, augmentation="nnunet", kidney_free_crops=0.3).resolved().kidney_free_crops == 0.3
