@@ -14,8 +14,10 @@ What it shows, in order:
    bit for bit.
 3. **Probe lengths vs load factor** (figure): measured on CT-like keys, against Knuth's formulas
    for linear probing, and what happens without the mixer (``key & mask``).
-4. **Neighbour lookup:** the 27 neighbours of one voxel by key arithmetic, found by the reference's
-   sorted-array binary search and by the Numba hash table — the same rows.
+4. **Neighbour lookup:** the 27 neighbours of a voxel on the grid's edge by key arithmetic, found by
+   the reference's sorted-array binary search and by the Numba hash table — the same rows — after a
+   bounds check that refuses the neighbours outside the grid (off the edge, adding ``dx`` to the key
+   would borrow from the y bits and name another voxel).
 
 Figures: ``01_key_bits.png``, ``01_probe_lengths.png``, ``01_neighbour_lookup.png``.
 """
@@ -247,61 +249,90 @@ def part3_probes(out: Path, smoke: bool):
 
 def part4_neighbours(out: Path, smoke: bool):
     print("\n" + "=" * 78)
-    print("4. Neighbour lookup: key arithmetic + index lookup (reference vs numba)")
+    print("4. Neighbour lookup at the grid's edge: bounds check + key arithmetic + index lookup")
     print("=" * 78)
     shape = (8, 24, 24) if smoke else (16, 48, 48)
     coords = ct_like_coords(shape, 0.3)
+    # crop the volume at the left so the body touches the grid edge x = 0 (a scan whose field of view
+    # clips the body): the voxel drawn below sits on that edge, where the bounds check matters
+    x_cut = int(coords[:, 3].min()) + shape[2] // 8
+    coords = coords[coords[:, 3] >= x_cut] - np.array([0, 0, 0, x_cut], np.int32)
+    shape = (shape[0], shape[1], shape[2] - x_cut)
     x = SparseTensor(coords, np.zeros((len(coords), 1), np.float32), shape)
     z0 = shape[0] // 2
-    in_slice = np.flatnonzero(x.coords[:, 1] == z0)
-    centre_row = int(in_slice[len(in_slice) // 2])
-    p = x.coords[centre_row]
     offsets = centred_offsets(3)
+    on_edge = np.flatnonzero((x.coords[:, 1] == z0) & (x.coords[:, 3] == 0))
+    # a voxel on the edge x = 0 of the middle slice, with a few inactive neighbours inside the grid too
+    ref = load_backend("reference")
+    table = ref.neighbor_table(ref.build_index(x.keys), x.coords[on_edge], shape, offsets)
+    inactive = 18 - (table >= 0).sum(axis=1)  # of the 18 neighbours inside the grid (y, z are interior here)
+    centre_row = int(on_edge[np.argmin(np.abs(inactive - 5))])
+    p = x.coords[centre_row]
     target = p[None, 1:].astype(np.int64) + offsets
     inside = np.all((target >= 0) & (target < np.array(shape)), axis=1)
     # inside the grid, moving by (dz, dy, dx) adds dz·2^32 + dy·2^16 + dx to the key
     delta = (offsets[:, 0].astype(np.int64) << 32) + (offsets[:, 1].astype(np.int64) << 16) + offsets[:, 2]
     qkeys = x.keys[centre_row] + delta
     assert np.array_equal(qkeys[inside], C.pack_keys(np.c_[np.zeros(inside.sum(), int), target[inside]]))
+    # off the edge the same addition borrows from the y bits: x = -1 becomes x = 65535 one row up
+    k_off = int(np.flatnonzero(~inside & (offsets[:, 2] == -1) & (offsets[:, 0] == 0) & (offsets[:, 1] == 0))[0])
+    wrapped = C.unpack_keys(qkeys[k_off:k_off + 1])[0]
+    assert wrapped[3] == C.MAX_AXIS - 1 and wrapped[2] == p[2] - 1
+    print(f"voxel {p.tolist()} sits on the grid edge x = 0 of a grid {shape}; {int((~inside).sum())} of its 27 "
+          "neighbours are outside the grid (x = -1)")
+    print(f"without the bounds check, offset k={k_off} {offsets[k_off].tolist()} would look up key + "
+          f"({int(delta[k_off])}) = {int(qkeys[k_off])} = {wrapped.tolist()}: the x bits borrow from y, naming "
+          f"x = {wrapped[3]} one row up, not x = -1")
     found = {}
     for name in ("reference", "numba"):
         be = load_backend(name)
         t0 = time.perf_counter()
         index = be.build_index(x.keys)
         rows = np.full(27, -1, np.int32)
-        rows[inside] = be.lookup(index, qkeys[inside])
+        rows[inside] = be.lookup(index, qkeys[inside])  # only the neighbours inside the grid are looked up
         found[name] = rows
-        print(f"{name:>9}: index of {len(x):,} keys + 27 lookups in {(time.perf_counter() - t0) * 1e3:.1f} ms")
+        print(f"{name:>9}: index of {len(x):,} keys + {int(inside.sum())} lookups in "
+              f"{(time.perf_counter() - t0) * 1e3:.1f} ms")
     assert np.array_equal(found["reference"], found["numba"])
     rows = found["numba"]
     print(f"voxel {p.tolist()} (row {centre_row}): {int((rows >= 0).sum())} of 27 neighbours active "
           "(both backends agree)")
-    print(f"{'k':>3}{'offset':>14}{'key delta':>14}{'row':>7}")
+    print(f"{'k':>3}{'offset':>14}{'key delta':>14}{'row':>18}")
     for k in range(27):
-        print(f"{k:>3}{str(offsets[k].tolist()):>14}{int(delta[k]):>14}{int(rows[k]):>7}")
+        print(f"{k:>3}{str(offsets[k].tolist()):>14}{int(delta[k]):>14}"
+              f"{int(rows[k]) if inside[k] else 'outside the grid':>18}")
 
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.9))
+    fig, axes = plt.subplots(1, 3, figsize=(11, 4.4))
+    x_lo, x_hi = -4, 8  # a window that shows the grid edge and the outside on its left
     for j, dz in enumerate((-1, 0, 1)):
         ax = axes[j]
         z = int(p[1]) + dz
         sl = np.zeros(shape[1:], bool)
         m = x.coords[:, 1] == z
         sl[x.coords[m, 2], x.coords[m, 3]] = True
-        ax.imshow(sl, cmap="Greys", vmin=0, vmax=2.5, origin="upper")
+        ax.imshow(sl, cmap="Greys", vmin=0, vmax=2.5, origin="upper", extent=(-0.5, shape[2] - 0.5, shape[1] - 0.5, -0.5))
+        ax.axvspan(x_lo - 0.5, -0.5, facecolor="none", edgecolor="#999999", hatch="///", lw=0)
+        ax.axvline(-0.5, color="k", lw=2)
         for k in np.flatnonzero(offsets[:, 0] == dz):
             yy, xx = p[2] + offsets[k, 1], p[3] + offsets[k, 2]
-            ok = rows[k] >= 0
-            ax.plot(xx, yy, "o" if ok else "x", color="tab:green" if ok else "tab:red", ms=8, mew=2)
+            if not inside[k]:
+                ax.plot(xx, yy, "s", color="#777777", mfc="white", ms=8, mew=1.5)
+            else:
+                ok = rows[k] >= 0
+                ax.plot(xx, yy, "o" if ok else "x", color="tab:green" if ok else "tab:red", ms=8, mew=2)
             ax.annotate(f"{k}", (xx, yy), textcoords="offset points", xytext=(5, 5), fontsize=7)
         if dz == 0:
             ax.plot(p[3], p[2], "*", color="gold", ms=14, mec="k")
-        ax.set_xlim(p[3] - 6, p[3] + 6)
-        ax.set_ylim(p[2] + 6, p[2] - 6)
+            ax.text(-0.8, p[2] + 4.5, "grid edge\nx = 0", ha="right", va="center", fontsize=8)
+        ax.set_xlim(x_lo - 0.5, x_hi + 0.5)
+        ax.set_ylim(p[2] + 6.5, p[2] - 6.5)
         ax.set_title(f"slice z = {z} (dz = {dz:+d})")
         ax.set_xlabel("x")
         ax.set_ylabel("y")
-    fig.suptitle(f"the 27 neighbours of voxel {p.tolist()[1:]}: ● found in the index, ✕ inactive "
-                 "(labels = offset index k)", fontsize=10)
+    fig.suptitle(f"the 27 neighbours of voxel {p.tolist()[1:]} on the grid edge x = 0: ● found in the index, "
+                 "✕ inactive, □ outside the grid (hatched): refused by the bounds check, never looked up\n"
+                 "(labels = offset index k; without the check, key + dx for x = −1 would borrow from y and "
+                 f"name [{wrapped[1]}, {wrapped[2]}, {wrapped[3]}])", fontsize=9)
     fig.tight_layout()
     fig.savefig(out / "01_neighbour_lookup.png", dpi=120)
     plt.close(fig)

@@ -6,8 +6,10 @@
 What it shows, in order:
 
 1. **A rulebook you can read**: a single z-slice with a handful of active voxels, its submanifold
-   3×3×3 kernel map printed offset by offset as pairs ``in_row → out_row``, and drawn as arrows
-   (one panel per in-plane offset). Offsets with dz ≠ 0 have no pairs: the volume is one slice thick.
+   3×3×3 kernel map printed offset by offset as pairs ``out_row <- in_row``, and drawn as arrows
+   from each output site to the input site it reads, ``p → p + offset`` (one panel per in-plane
+   offset, so every arrow in a panel points along that panel's offset). Offsets with dz ≠ 0 have
+   no pairs: the volume is one slice thick.
 2. **Two views of one map**: the per-offset pair lists (what gather-GEMM-scatter consumes) and the
    ``(N, K)`` neighbour table (what the output-stationary kernels consume) — the same information.
 3. **Symmetry and the centre identity**: the centre offset maps every site to itself; the pair
@@ -67,11 +69,11 @@ def part1_rulebook(out: Path):
     kmap = submanifold_map(x, 3)
     print(f"{len(x)} active voxels; {kmap}")
     print("row: (y, x) =", ", ".join(f"{i}:({c[2]},{c[3]})" for i, c in enumerate(x.coords)))
-    print("out[o] = sum over offsets k of x[in] @ W[k], for every pair (in -> o) of offset k:")
+    print("out[o] = sum over offsets k of x[i] @ W[k], for every pair (o <- i) of offset k (i at o + offset):")
     for k in range(kmap.K):
         in_rows, out_rows = kmap.pairs(k)
         if len(in_rows) or kmap.offsets[k, 0] == 0:
-            pairs = " ".join(f"{i}->{o}" for i, o in zip(in_rows, out_rows))
+            pairs = " ".join(f"{o}<-{i}" for i, o in zip(in_rows, out_rows))
             print(f"  k={k:>2} offset {str(kmap.offsets[k].tolist()):>12}: {len(in_rows):>2} pairs  {pairs}")
     print(f"offsets with dz != 0: {int(kmap.pair_counts()[kmap.offsets[:, 0] != 0].sum())} pairs (one slice thick)")
 
@@ -88,8 +90,9 @@ def part1_rulebook(out: Path):
             (y0, x0), (y1, x1) = yx[i], yx[o]
             if i == o:
                 ax.scatter(x1, y1, s=300, facecolor="none", edgecolor="tab:blue", lw=2, zorder=2)
-            else:  # arrow from the input site to the output site it feeds
-                ax.annotate("", (x1, y1), (x0, y0), arrowprops=dict(arrowstyle="->", color="tab:blue", lw=1.5,
+            else:  # arrow from the output site p to the input site p + offset it reads
+                assert (y0 - y1, x0 - x1) == (dy, dx)
+                ax.annotate("", (x0, y0), (x1, y1), arrowprops=dict(arrowstyle="->", color="tab:blue", lw=1.5,
                                                                     shrinkA=6, shrinkB=6), zorder=2)
         ax.set_xlim(-0.7, 8.7)
         ax.set_ylim(6.7, -0.7)
@@ -97,8 +100,13 @@ def part1_rulebook(out: Path):
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_title(f"k={k}  (dy, dx) = ({dy:+d}, {dx:+d}): {len(in_rows)} pairs", fontsize=9)
-    fig.suptitle("rulebook of a 3×3 submanifold conv on one slice: arrow = input site → the output it feeds\n"
-                 "(out[p] reads x[p + offset]; centre: every site feeds itself)", fontsize=10)
+        if (dy, dx) != (0, 0):  # the offset itself, drawn in the panel's empty top-right corner
+            ax.annotate("", (8.0 + 0.5 * dx, 0.5 + 0.5 * dy), (8.0, 0.5),
+                        arrowprops=dict(arrowstyle="-|>", color="k", lw=1.2, shrinkA=0, shrinkB=0), zorder=2)
+            ax.text(8.0, 1.35, "offset", ha="center", va="center", fontsize=6)
+    fig.suptitle("rulebook of a 3×3 submanifold conv on one slice: arrow = output site p → the input site p + offset "
+                 "it reads\n(out[p] += x[p + offset] @ W[k]; data flows against the arrow; centre: every site "
+                 "reads itself)", fontsize=10)
     fig.tight_layout()
     fig.savefig(out / "02_rulebook_2d.png", dpi=120)
     plt.close(fig)

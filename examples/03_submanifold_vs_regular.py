@@ -15,6 +15,12 @@ is made for. Two stacks of 3×3×3 convolutions run on it:
 Printed per layer: active sites, kernel-map pairs, multiply-adds, and the measured forward time
 (Numba) — against a dense conv3d of the whole grid. FLOPs = 2 · pairs · Cin · Cout.
 
+The price of keeping the set fixed: a submanifold conv's output reads only active neighbours, so
+information moves only between active sites that a chain of neighbours connects. The last part
+shows it on two blobs one empty voxel apart — no number of submanifold layers lets one see the
+other — and shows a down conv (k2 s2), a submanifold conv on the coarse level and the inverse conv
+carrying information across the gap, back onto the fine sites: why a sparse U-Net has down/up pairs.
+
 Figures: ``03_active_set_growth.png``, ``03_cost.png``.
 """
 from __future__ import annotations
@@ -31,6 +37,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from sparseconv import SparseTensor, dense, get_backend  # noqa: E402
+from sparseconv.functional import sparse_conv3d, sparse_inverse_conv3d, subm_conv3d  # noqa: E402
 from sparseconv.functional import conv as F  # noqa: E402
 from sparseconv.kmap import down_map, submanifold_map  # noqa: E402
 from sparseconv.testing.conformance import dense_weight  # noqa: E402
@@ -45,6 +52,49 @@ def shell(size: int) -> np.ndarray:
     R = 0.3 * size
     keep = np.abs(r - R) < 0.5
     return np.c_[np.zeros(keep.sum(), np.int32), zyx[keep]].astype(np.int32)
+
+
+def information_flow():
+    """Does blob A's output change when blob B's input does? Submanifold layers alone vs a down/up pair."""
+    print("\ninformation flow between two blobs: does A's output change when B's input does?")
+    grid = np.argwhere(np.ones((2, 2, 5), bool))
+    blob_a, blob_b = grid[grid[:, 2] <= 1], grid[grid[:, 2] >= 3]  # x = 0..1 and x = 3..4; x = 2 stays empty
+    coords = np.c_[np.zeros(len(blob_a) + len(blob_b), np.int32), np.r_[blob_a, blob_b]].astype(np.int32)
+    rng = np.random.default_rng(1)
+    feats = rng.standard_normal((len(coords), 2))
+    w3 = [rng.standard_normal((27, 2, 2)) / np.sqrt(27 * 2) for _ in range(10)]
+    w_down, w_up = (rng.standard_normal((8, 2, 2)) / 4 for _ in range(2))
+    w_mid = rng.standard_normal((27, 2, 2)) / np.sqrt(27 * 2)
+
+    def subm_only(t):
+        for w in w3:
+            t = subm_conv3d(t, w)
+        return t
+
+    def down_subm_up(t):
+        coarse = subm_conv3d(sparse_conv3d(t, w_down, kernel_size=2, stride=2), w_mid)
+        return sparse_inverse_conv3d(coarse, w_up, kernel_size=2)
+
+    x = SparseTensor(coords, feats, (2, 2, 5))  # sorts the rows into canonical order (A and B interleave)
+    a_rows = np.flatnonzero(x.coords[:, 3] <= 1)
+    b_rows = np.flatnonzero(x.coords[:, 3] >= 3)
+    changed = x.feats.copy()
+    changed[b_rows] += 1.0  # B's input changes, A's does not
+    x_changed = x.replace_feats(changed)
+    print(f"  blob A: {len(a_rows)} voxels at x = 0..1, blob B: {len(b_rows)} voxels at x = 3..4, x = 2 empty")
+    results = {}
+    for name, net in (("10 submanifold k3 layers", subm_only),
+                      ("down k2s2 -> submanifold k3 -> inverse k2s2", down_subm_up)):
+        y0, y1 = net(x), net(x_changed)
+        assert np.array_equal(y0.coords, x.coords) and np.array_equal(y1.coords, x.coords)  # back on A and B
+        f0, f1 = (getattr(y.feats, "data", y.feats) for y in (y0, y1))  # the arrays (feats are autograd Tensors)
+        change = float(np.abs(f1[a_rows] - f0[a_rows]).max())
+        results[name] = change
+        print(f"  {name:<44} max |change of A's output| = {change:.1e}")
+    assert results["10 submanifold k3 layers"] == 0.0 and results["down k2s2 -> submanifold k3 -> inverse k2s2"] > 0
+    print("  a submanifold conv reads active neighbours only, so A and B never meet on the fine level; on the")
+    print("  coarse level (k2 s2: x = 0..1 -> 0, x = 3..4 -> 1, 2) they are neighbours, and the inverse conv")
+    print("  brings what the coarse level mixed back onto the fine level's own sites")
 
 
 def timed(fn, repeat=3):
@@ -113,6 +163,7 @@ def main(argv=None):
           f"({layers * dense_flops / tot_s:.0f}x less)")
     print(f"after {layers} regular layers the shell is {len(regular[-1]) / len(x0):.1f}x as many voxels "
           f"({len(regular[-1]) / size ** 3:.1%} of the grid); submanifold layers kept all {len(x0):,}")
+    information_flow()
 
     # ---- figures -------------------------------------------------------------------------------
     show = sorted({0, 1, layers // 2, layers})
@@ -141,7 +192,8 @@ def main(argv=None):
     ax.plot(L, [len(t) for t in subm], "s-", color="tab:blue", label="submanifold conv")
     ax.axhline(size ** 3, color="k", ls=":", label="dense grid")
     ax.set_yscale("log")
-    ax.set_xlabel("layer")
+    ax.set_xticks(L)  # whole layers only (matplotlib would put ticks at 0.5 steps for few layers)
+    ax.set_xlabel("layer (0 = the input)")
     ax.set_ylabel("active sites")
     ax.set_title("active set after each layer")
     ax.legend(fontsize=8)
@@ -149,6 +201,7 @@ def main(argv=None):
     ax.plot(L[1:], [s[2] / 1e9 for s in stats["regular"]], "o-", color="tab:red", label="regular sparse")
     ax.plot(L[1:], [s[2] / 1e9 for s in stats["subm"]], "s-", color="tab:blue", label="submanifold")
     ax.plot(L[1:], [dense_flops / 1e9] * layers, "k:", label="dense conv3d")
+    ax.set_xticks(L[1:])
     ax.set_xlabel("layer")
     ax.set_ylabel("GFLOP of the layer (2·pairs·Cin·Cout)")
     ax.set_yscale("log")

@@ -13,10 +13,14 @@ neighbour ``p + off_k`` is active. This example takes one output voxel and compu
 
 then does the same for the gradients of ``L = Σ out ⊙ G`` (G a fixed random upstream gradient):
 one weight-gradient entry ``dW[k, ci, co] = Σ_pairs(k) x[i, ci] · G[o, co]``, and one input-gradient
-entry ``dX[i, ci] = Σ_k Σ_co W[k, ci, co] · G[i − off_k, co]`` (the transposed map), each also
-checked by a central finite difference. Everything runs in float64, so all columns agree to ~1e-16.
+entry ``dX[i, ci] = Σ_k Σ_co W[k, ci, co] · G[i − off_k, co]``, computed twice by hand — from the
+coordinates, and as the library does it, a forward pass over the transposed map with ``Wᵀ``
+(``kmap.transposed().neighbors[i, k]`` is the output ``i − off_k`` that input i fed through the
+*same* offset k, so no kernel flip) — each checked against both backends, the dense twin and a
+central finite difference (asserts). Everything runs in float64, so all columns agree to ~1e-16.
 
-Figure: ``04_by_hand.png`` (which neighbours contribute to the output, and how much).
+Figure: ``04_by_hand.png`` (top: which neighbours contribute to the output, and how much; bottom:
+the terms of the dW entry, one per pair of its offset, and of the dX entry, one per offset).
 """
 from __future__ import annotations
 
@@ -111,11 +115,12 @@ def main(argv=None):
     k, ci, co = 14, 1, 0  # offset (0, 0, +1)
     off = offsets[k]
     print(f"\n2. dW[k={k}, ci={ci}, co={co}] = sum over pairs (i -> o) of offset {off.tolist()} of x[i, ci] * G[o, co]")
-    acc, n_pairs = 0.0, 0
+    acc, n_pairs, dw_terms = 0.0, 0, []
     for oo, c in enumerate(x.coords.tolist()):
         i = row_of.get((c[0], c[1] + off[0], c[2] + off[1], c[3] + off[2]))
         if i is not None:
             acc += x.feats[i, ci] * grad_out[oo, co]
+            dw_terms.append((i, oo, x.feats[i, ci] * grad_out[oo, co]))
             n_pairs += 1
             if n_pairs <= 4:
                 print(f"   pair {i:>3} -> {oo:>3}:  x[{i}, {ci}] * G[{oo}, {co}] = {x.feats[i, ci]:+.5f} * "
@@ -132,17 +137,37 @@ def main(argv=None):
     print(f"\n{'':<14}{'by hand':>20}{'reference':>20}{'numba':>20}{'dense twin':>20}{'finite diff.':>16}")
     print(f"{'dW entry':<14}" + "".join(f"{v:>20.15f}" for v in vals) + f"{fd:>16.9f}")
     assert max(vals) - min(vals) < 1e-12 and abs(fd - acc) < 1e-6
+    dw_entry = dict(k=k, ci=ci, co=co, off=off, terms=dw_terms, value=acc)
 
     # ---- 3. one input-gradient entry: the transposed map ------------------------------------------
     i, ci = o, 2
     print(f"\n3. dX[i={i}, ci={ci}] = sum over offsets k and channels co of W[k, ci, co] * G[i - off_k, co]")
-    print("   (input i feeds output i - off_k through offset k: the map read backwards)")
+    print("   (input i fed output i - off_k through offset k: the map read backwards)")
     acc = 0.0
-    for k, off in enumerate(offsets):
+    for k, off in enumerate(offsets):  # from the coordinates
         c = x.coords[i]
         src = row_of.get((int(c[0]), int(c[1] - off[0]), int(c[2] - off[1]), int(c[3] - off[2])))
         if src is not None:
             acc += float(weight[k, ci] @ grad_out[src])
+    # the library's way: dX = conv_forward(G, Wᵀ, transposed map). Wᵀ is (K, Cout, Cin), each offset's
+    # matrix transposed; the transposed map keeps every pair under its own offset k, so no kernel flip.
+    w_t = weight.transpose(0, 2, 1)
+    kt = kmap.transposed()
+    print(f"   as the library computes it: dX[i] = sum_k G[kt[i, k]] @ W_t[k], kt = kmap.transposed().neighbors "
+          f"{kt.neighbors.shape}, W_t = weight.transpose(0, 2, 1) {w_t.shape}")
+    print(f"{'k':>6}{'offset':>13}{'kt[i, k]':>10}{'= row of i - off_k':>20}   G[kt[i, k]] @ W_t[k][:, ci]")
+    dx_terms = np.full(27, np.nan)
+    for k, off in enumerate(offsets):
+        out_row = int(kt.neighbors[i, k])
+        c = x.coords[i]
+        by_coords = row_of.get((int(c[0]), int(c[1] - off[0]), int(c[2] - off[1]), int(c[3] - off[2])), -1)
+        assert out_row == by_coords  # the same offset k: the output input i fed through it
+        if out_row >= 0:
+            dx_terms[k] = grad_out[out_row] @ w_t[k][:, ci]
+            print(f"{k:>6}{str(off.tolist()):>13}{out_row:>10}{by_coords:>20}   {dx_terms[k]:+.6f}")
+    assert abs(np.nansum(dx_terms) - acc) < 1e-12
+    print(f"   {int(np.isfinite(dx_terms).sum())} terms (offsets with no pair are skipped), sum "
+          f"{np.nansum(dx_terms):+.15f} = the coordinate loop's {acc:+.15f}")
     fd_x = x.feats.copy()
     fd_x[i, ci] += eps
     lp = float((F.conv_forward(fd_x, weight, kmap, bias) * grad_out).sum())
@@ -153,6 +178,7 @@ def main(argv=None):
     print(f"\n{'':<14}{'by hand':>20}{'reference':>20}{'numba':>20}{'dense twin':>20}{'finite diff.':>16}")
     print(f"{'dX entry':<14}" + "".join(f"{v:>20.15f}" for v in vals) + f"{fd:>16.9f}")
     assert max(vals) - min(vals) < 1e-12 and abs(fd - acc) < 1e-6
+    dx_entry = dict(i=i, ci=ci, terms=dx_terms, value=acc, library=results["reference"][1][i, ci])
     print(f"\ndb = sum of G over the active sites: {np.round(grad_out.sum(0), 12).tolist()} "
           f"(reference {np.round(results['reference'][3], 12).tolist()}, dense {np.round(dbd, 12).tolist()})")
 
@@ -164,8 +190,8 @@ def main(argv=None):
           f"(|diff| = {np.abs(r32[0] - r32[1]).max():.1e}: summation order)")
 
     # ---- figure ------------------------------------------------------------------------------------
-    fig = plt.figure(figsize=(12, 3.8))
-    gs = fig.add_gridspec(1, 4, width_ratios=[1, 1, 1, 2.4])
+    fig = plt.figure(figsize=(12, 7.6))
+    gs = fig.add_gridspec(2, 4, width_ratios=[1, 1, 1, 2.4], height_ratios=[1, 1.05])
     lim = np.nanmax(np.abs(terms[:, 0]))
     for j, dz in enumerate((-1, 0, 1)):
         ax = fig.add_subplot(gs[0, j])
@@ -182,17 +208,42 @@ def main(argv=None):
             ax.set_ylabel("dy")
         ax.set_title(f"dz = {dz:+d}", fontsize=10)
         ax.set_facecolor("#eeeeee")
+
+    def terms_panel(ax, values, total, colour, xlabel, title):
+        """Bars = the terms of a sum (grey ticks: no term), red line = the sum; no legend to hide a bar."""
+        ax.bar(range(len(values)), np.nan_to_num(values), color=colour)
+        ax.axhline(total, color="tab:red", lw=1.5)
+        ax.axhline(0, color="k", lw=0.5)
+        ax.set_xlabel(xlabel)
+        ax.set_title(title, fontsize=9)
+
     ax = fig.add_subplot(gs[0, 3])
-    contrib = np.nan_to_num(terms[:, 0])
-    ax.bar(range(27), contrib, color=np.where(np.isnan(terms[:, 0]), "#cccccc", "tab:blue"))
-    ax.axhline(total[0], color="tab:red", lw=1.5, label=f"out[p, 0] = {total[0]:+.4f} (with bias {bias[0]:+.3f})")
-    ax.axhline(0, color="k", lw=0.5)
+    terms_panel(ax, terms[:, 0], total[0], "tab:blue", "offset index k (· inactive neighbours contribute 0)",
+                f"out[p, 0] = Σ_k x[p + off_k] @ W[k, :, 0] + bias\n= {total[0]:+.4f} (red; bias {bias[0]:+.3f})")
     ax.set_xticks(range(0, 27, 2))
-    ax.set_xlabel("offset index k (inactive neighbours contribute 0)")
-    ax.set_ylabel("x[p + off_k] @ W[k, :, 0]")
-    ax.legend(fontsize=8, loc="upper right")
-    fig.suptitle(f"one output of a submanifold 3×3×3 conv, by hand: voxel {x.coords[o].tolist()[1:]}, channel 0 — "
-                 "term of each neighbour (· = inactive)", fontsize=10)
+    ax.set_ylabel("term of offset k")
+
+    ax = fig.add_subplot(gs[1, :2])
+    d = dw_entry
+    terms_panel(ax, [t for _, _, t in d["terms"]], d["value"], "tab:green",
+                f"pair (i → o) of offset k = {d['k']} {tuple(d['off'].tolist())}",
+                f"dW[{d['k']}, {d['ci']}, {d['co']}] = Σ_pairs x[i, {d['ci']}]·G[o, {d['co']}] = {d['value']:+.4f} "
+                f"(red)\nlibrary: reference {results['reference'][2][d['k'], d['ci'], d['co']]:+.4f}, numba "
+                f"{results['numba'][2][d['k'], d['ci'], d['co']]:+.4f}")
+    ax.set_xticks(range(len(d["terms"])), [f"{i}→{oo}" for i, oo, _ in d["terms"]], fontsize=7)
+    ax.set_ylabel("term of the pair")
+
+    ax = fig.add_subplot(gs[1, 2:])
+    d = dx_entry
+    terms_panel(ax, d["terms"], d["value"], "tab:purple",
+                "offset index k (no bar: input i fed no output through k)",
+                f"dX[{d['i']}, {d['ci']}] = Σ_k G[kt[i, k]] @ Wᵀ[k][:, {d['ci']}] over the transposed map "
+                f"(same k, no flip) = {d['value']:+.4f} (red)\nlibrary: reference {d['library']:+.4f}, numba "
+                f"{results['numba'][1][d['i'], d['ci']]:+.4f}")
+    ax.set_xticks(range(0, 27, 2))
+    ax.set_ylabel("term of offset k")
+    fig.suptitle(f"a submanifold 3×3×3 conv by hand at voxel p = {x.coords[o].tolist()[1:]} (row {o}): the output's "
+                 "term from each neighbour (top; · = inactive), one dW and one dX entry (bottom)", fontsize=10)
     fig.tight_layout()
     fig.savefig(out_dir / "04_by_hand.png", dpi=120)
     plt.close(fig)

@@ -56,6 +56,13 @@ def slice_image(t: SparseTensor, z: int) -> np.ndarray:
     return img
 
 
+def set_log_floor(ax, values):
+    """Log y axis whose floor is a power of ten at least 3x below the smallest bar, so that every bar
+    (a bar starts at the axis floor on a log scale) shows with a visible height."""
+    ax.set_yscale("log")
+    ax.set_ylim(bottom=10.0 ** np.floor(np.log10(min(values) / 3)))
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=str(ROOT / "docs" / "figures"), help="folder for the PNG figures")
@@ -212,7 +219,7 @@ def main(argv=None):
     ax = axes[0]
     ax.bar(L - 0.2, [r["n"] for r in rows], 0.4, label="active sites", color="tab:blue")
     ax.bar(L + 0.2, [r["grid_size"] for r in rows], 0.4, label="grid positions (dense)", color="#bbbbbb")
-    ax.set_yscale("log")
+    set_log_floor(ax, [r["n"] for r in rows])
     ax.set_xticks(L, [f"{r['level']}\n×{r['stride']}" for r in rows])
     ax.set_xlabel("level / stride")
     ax.set_title("sites per level")
@@ -222,7 +229,7 @@ def main(argv=None):
     ax.bar(L - 0.2, [(r["table"] + r["down_table"]) / MiB for r in rows], 0.4,
            bottom=[r["feats"] / MiB for r in rows], label="+ kernel maps (once per level)", color="tab:olive")
     ax.bar(L + 0.2, [r["dense"] / MiB for r in rows], 0.4, label="dense tensor", color="#bbbbbb")
-    ax.set_yscale("log")
+    set_log_floor(ax, [r["feats"] / MiB for r in rows])
     ax.set_xticks(L, [f"{r['level']}\nC={r['C']}" for r in rows])
     ax.set_xlabel("level / channels (the paper's widths)")
     ax.set_ylabel("MiB per activation")

@@ -163,6 +163,33 @@ def _kernel_checks(quick: bool) -> dict:
     return checks
 
 
+def _record_failure(row: Row, label: str, err: Exception, be) -> None:
+    """Count a case of ``row`` that raised ``err``, with the text the report prints for it.
+
+    ``NotImplementedError`` (a kernel not written yet) reads ``not implemented: <message>`` and is
+    kept once per row however many cases reach it; an ``AssertionError`` of a check (not raised
+    inside the backend) reads as its message; anything else as ``raised <type>: <message>``. When
+    the exception came out of a kernel (a method of the backend) and the backend's module defines
+    ``HINTS = {kernel_name: text}``, the hint for that kernel follows on its own line.
+    """
+    kernel, tb = None, err.__traceback__
+    while tb is not None and kernel is None:  # the outermost frame of a backend method: the kernel called
+        if tb.tb_frame.f_locals.get("self") is be:
+            kernel = tb.tb_frame.f_code.co_name
+        tb = tb.tb_next
+    if isinstance(err, NotImplementedError):
+        text = f"not implemented: {err}"
+    elif isinstance(err, AssertionError) and kernel is None:
+        text = str(err)
+    else:
+        text = f"raised {type(err).__name__}: {err}"
+    hints = getattr(sys.modules.get(type(be).__module__), "HINTS", None)
+    if isinstance(hints, dict) and kernel in hints:
+        text += f"\n      hint ({kernel}): {hints[kernel]}"
+    repeat = isinstance(err, NotImplementedError) and any(m.endswith(f": {text}") for m in row.failures)
+    row.fail(f"{label}: {text}", keep=len(row.failures) if repeat else 3)
+
+
 ROWS = conf.OPS + KERNEL_ROWS
 
 
@@ -189,7 +216,7 @@ def verify_backend(backend, quick: bool = False, seed: int = 0, ops=None, progre
             try:
                 _check_conv_case(row, be, case, compare_reference)
             except Exception as err:  # noqa: BLE001 - a crash is a failure of this op, keep going
-                row.fail(f"{case.describe()} seed={case.seed}: raised {type(err).__name__}: {err}")
+                _record_failure(row, f"{case.describe()} seed={case.seed}", err, be)
         row.seconds = time.perf_counter() - t0
         rows.append(row)
         if progress:
@@ -205,8 +232,7 @@ def verify_backend(backend, quick: bool = False, seed: int = 0, ops=None, progre
                 with B.use_backend(be):
                     fn(be, **kwargs)
             except Exception as err:  # noqa: BLE001
-                kind = "" if isinstance(err, AssertionError) else f"raised {type(err).__name__}: "
-                row.fail(f"{label}: {kind}{err}")
+                _record_failure(row, label, err, be)
         row.seconds = time.perf_counter() - t0
         rows.append(row)
         if progress:
