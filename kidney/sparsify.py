@@ -72,8 +72,8 @@ def get_preset(preset) -> Preset:
 def stage_preset(stage: int) -> Preset:
     """The :class:`Preset` of stage ``1`` or ``2``."""
     try:
-        return STAGE_PRESETS[int(stage)]
-    except (KeyError, TypeError, ValueError):
+        return STAGE_PRESETS[stage]
+    except (KeyError, TypeError):
         raise ValueError(f"stage must be 1 or 2, got {stage!r}") from None
 
 
