@@ -38,10 +38,17 @@ from scipy import ndimage
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from measure import median_time  # noqa: E402
+
+from kidney.roi import RoiConfig  # noqa: E402
+from kidney.sparsify import STAGE1, STAGE2  # noqa: E402
+
 STATS = HERE.parent / "data" / "kits23_sample" / "kits23_segmentation_stats.csv"
-STAGE1_MM, STAGE2_MM = 1.99, 0.78
-MARGIN = np.array([10, 35, 35])  # stage-2 voxels, (cranio-caudal, y, x)
-DILATION_MM = 5 * STAGE1_MM  # ball of diameter 11 stage-1 voxels: radius 5 voxels
+# the paper's grids (the stage presets) and the ROI rule's sizes on them (kidney.roi.RoiConfig)
+STAGE1_MM, STAGE2_MM = STAGE1.spacing_mm, STAGE2.spacing_mm
+ROI = RoiConfig()
+MARGIN = np.array(ROI.margin_at(STAGE2_MM))  # stage-2 voxels, (cranio-caudal, y, x)
+# radius of the dilation ball (diameter 11 stage-1 voxels: radius 5) in mm
+DILATION_MM = (ROI.dilation_diameter - 1) / 2 * ROI.ref_stage1_mm
 
 
 # --- inputs ------------------------------------------------------------------------------------
@@ -69,7 +76,7 @@ def kits_crop_shapes(stats_path=STATS):
 def make_inputs(names, seed=0, quick=False, stats_path=STATS):
     """``{name: (coords, feats, spatial_shape)}`` of the sparse inputs (a phantom case, sparsified)."""
     from kidney import io, phantom, roi
-    from kidney.sparsify import STAGE1, STAGE2, sparsify
+    from kidney.sparsify import sparsify
 
     ph = phantom.make_phantom(seed, preset="tiny" if quick else "demo")
     image, labels, spacing = ph.image.astype(np.float32), ph.labels, ph.spacing

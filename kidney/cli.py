@@ -490,7 +490,7 @@ def run_demo(args) -> int:
     io.check_same_grid(pred, case.label)
     scores = metrics.score_case(pred.to_file(pred.array), case.label.to_file(case.label.array),
                                 io.spacing_of(case.label.affine))
-    targets = {"kidney": 0.93, "masses": 0.85, "tumor": 0.80}
+    targets = metrics.PHANTOM_DICE_TARGETS
     print("HEC        Dice    Surface Dice   (target Dice)")
     for hec, (d, sd) in scores.items():
         print(f"  {hec:8s} {d:.4f}  {sd:.4f}         ({targets[hec]:.2f} {'met' if d >= targets[hec] else 'NOT met'})")

@@ -17,8 +17,9 @@ init (std 0.02, biases 0). The ``paper`` config — dims (16, 32, 64, 128, 256, 
 are evaluated in ``forward``; the coarser heads exist (and are counted) as in the paper but are never
 run, so they cost no time.
 
-Outputs are logits of the three nested KiTS23 HECs, in this channel order:
-``0 = kidney+masses {1,2,3}``, ``1 = masses {2,3}``, ``2 = tumour {2}`` (see :func:`hec_targets`).
+Outputs are logits of the three nested KiTS23 HECs, in the order of :data:`kidney.metrics.HEC_LABELS`
+(their one definition): ``0 = kidney+masses {1,2,3}``, ``1 = masses {2,3}``, ``2 = tumour {2}``
+(see :func:`hec_targets`).
 
 Dense twin (for the benchmarks): every module here is a small named layer with PyTorch-style parameter
 names (``encoders.2.1.pwconv1.weight``), and :meth:`KidneyNet.forward` is written level by level over
@@ -40,11 +41,14 @@ from sparseconv import init as I
 from sparseconv.nn import ConvNeXtV2Block, LayerNorm, Linear, Module, ModuleList, Sequential
 from sparseconv.nn import SparseConv3d, SparseInverseConv3d, SubMConv3d
 
+from .metrics import HEC_LABELS, hec_mask
+
 __all__ = ["ModelConfig", "CONFIGS", "get_config", "KidneyNet", "build_model", "hec_targets",
            "labels_from_hecs", "HEC_NAMES", "PAPER_PARAMETERS", "WeightsError", "save_weights",
            "load_weights"]
 
-HEC_NAMES = ("kidney_and_masses", "masses", "tumor")
+#: The HEC of each output channel (the keys of :data:`kidney.metrics.HEC_LABELS`, in order).
+HEC_NAMES = tuple(HEC_LABELS)
 PAPER_PARAMETERS = 27_473_696
 
 
@@ -200,12 +204,12 @@ def build_model(config="compact", seed: Optional[int] = 0) -> KidneyNet:
 # --- HEC targets and labels ---------------------------------------------------------------------
 
 def hec_targets(labels: np.ndarray) -> np.ndarray:
-    """``(..., 3) float32`` nested HEC masks of KiTS23 labels: kidney+masses, masses, tumour."""
+    """``(..., 3) float32`` nested HEC masks of KiTS23 labels (0..3), one channel per
+    :data:`HEC_NAMES`: kidney+masses, masses, tumour."""
     labels = np.asarray(labels)
-    out = np.empty(labels.shape + (3,), np.float32)
-    out[..., 0] = labels > 0
-    out[..., 1] = (labels == 2) | (labels == 3)
-    out[..., 2] = labels == 2
+    out = np.empty(labels.shape + (len(HEC_NAMES),), np.float32)
+    for channel, hec in enumerate(HEC_NAMES):
+        out[..., channel] = hec_mask(labels, hec)
     return out
 
 

@@ -47,7 +47,7 @@ from sparseconv.functional.activation import sigmoid_array
 from . import io
 from .model import KidneyNet, WeightsError, labels_from_hecs, load_weights
 from .roi import Roi, RoiConfig, crop_roi, find_rois, paste_probabilities, scan_box
-from .sparsify import STAGE1, STAGE2, sparsify
+from .sparsify import STAGE1, STAGE2, sparsify, stage_preset
 
 __all__ = ["Segmenter", "SegmentResult", "NoKidneyWarning", "segment", "segment_files", "default_weights",
            "WEIGHTS_DIR", "WEIGHT_SETS", "find_inputs"]
@@ -122,8 +122,8 @@ class _Stage:
         if int(got) != stage:
             raise WeightsError(f"weights {self.meta.get('path', '')} are for stage {got}, not stage {stage}")
         self.model.eval()
-        default = 1.99 if stage == 1 else 0.78
-        self.spacing = float(self.meta.get("spacing_mm", default))
+        # weights record their own grid; without one, the paper's grid of the stage's preset
+        self.spacing = float(self.meta.get("spacing_mm", stage_preset(stage).spacing_mm))
         self.device = "cpu"
 
     def to(self, device: str) -> "_Stage":

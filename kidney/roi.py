@@ -12,10 +12,12 @@ The rule, at the paper's spacings (stage 1 on a 1.99 mm grid, stage 2 on a 0.78 
    and clipped to the scan. Stage 2 sees the voxels of that box that lie in its HU window *and*
    inside the dilated component (resampled to the crop grid, nearest neighbour).
 
-Sizes are defined in voxels of the paper's grids; with other spacings (a documented CPU config)
-they are converted through millimetres — ``min_voxels · 1.99³ mm³``, a ball of diameter
-``11 · 1.99 mm``, margins ``(10, 35, 35) · 0.78 mm`` — so they are exactly the paper's numbers at
-the paper's spacings and the same physical sizes otherwise.
+Sizes are defined in voxels of the paper's grids (the spacings of the stage presets,
+:data:`kidney.sparsify.STAGE1` / :data:`~kidney.sparsify.STAGE2`); with other spacings (a documented
+CPU config, e.g. the shipped weights' own grids) they are converted through millimetres —
+``min_voxels · 1.99³ mm³``, a ball of diameter ``11 · 1.99 mm``, margins ``(10, 35, 35) · 0.78 mm``
+— so they are exactly the paper's numbers at the paper's spacings and the same physical sizes
+otherwise. :class:`RoiConfig` holds these numbers (the one place they are defined).
 """
 from __future__ import annotations
 
@@ -25,12 +27,10 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 from scipy import ndimage
 
+from .sparsify import STAGE1, STAGE2
 
 __all__ = ["RoiConfig", "Roi", "find_rois", "component_masks", "crop_box", "resample_box",
            "crop_roi", "paste_probabilities", "scan_box", "ball"]
-
-PAPER_STAGE1_MM = 1.99
-PAPER_STAGE2_MM = 0.78
 
 
 @dataclass(frozen=True)
@@ -41,8 +41,8 @@ class RoiConfig:
     min_voxels: int = 50                 # stage-1 voxels at 1.99 mm
     dilation_diameter: int = 11          # stage-1 voxels at 1.99 mm
     margin: Tuple[int, int, int] = (10, 35, 35)  # stage-2 voxels at 0.78 mm: (cranio-caudal, y, x)
-    ref_stage1_mm: float = PAPER_STAGE1_MM
-    ref_stage2_mm: float = PAPER_STAGE2_MM
+    ref_stage1_mm: float = STAGE1.spacing_mm   # the grids the voxel counts above refer to
+    ref_stage2_mm: float = STAGE2.spacing_mm
 
     def min_voxels_at(self, spacing1: float) -> int:
         return max(1, int(round(self.min_voxels * (self.ref_stage1_mm / spacing1) ** 3)))
@@ -68,7 +68,7 @@ def ball(diameter: float) -> np.ndarray:
 _FULL = np.ones((3, 3, 3), bool)  # 26-connectivity
 
 
-def component_masks(prob: np.ndarray, spacing1: float = PAPER_STAGE1_MM,
+def component_masks(prob: np.ndarray, spacing1: float = STAGE1.spacing_mm,
                     config: RoiConfig = RoiConfig()) -> List[np.ndarray]:
     """Steps 1–3: the dilated kidney components of a stage-1 probability map (largest first).
 

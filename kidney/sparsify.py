@@ -7,7 +7,11 @@ resampled) grid it was given.
 
 Presets hold the paper's two stages: :data:`STAGE1` (whole scan at 1.99 mm, window
 ``[-53.4, 283.2]``, ``(HU - 48.10) / 62.65``) and :data:`STAGE2` (ROI crops at 0.78 mm, window
-``[-300, 500]``, ``(HU - 57.80) / 81.26``).
+``[-300, 500]``, ``(HU - 57.80) / 81.26``). They are the one definition of these constants:
+training, the pipeline and the ROI rule read them from here (:func:`stage_preset`). The windows and
+standardisation hold for every grid; ``spacing_mm`` is the paper's grid, the default wherever no
+other grid is given (weights trained on another grid record it in their metadata, ``spacing_mm``,
+and the pipeline runs them on that grid; the ROI rule's sizes are defined in voxels of these grids).
 
 Empty result: :func:`sparsify` never fails because nothing lies in the window. It returns a
 :class:`Sparsified` whose ``tensor`` has 0 rows and whose ``empty`` flag is true; the pipeline
@@ -24,8 +28,8 @@ import numpy as np
 
 from sparseconv import SparseTensor
 
-__all__ = ["Preset", "STAGE1", "STAGE2", "PRESETS", "Sparsified", "EmptyVolumeError",
-           "in_window", "standardise", "sparsify", "get_preset"]
+__all__ = ["Preset", "STAGE1", "STAGE2", "PRESETS", "STAGE_PRESETS", "Sparsified", "EmptyVolumeError",
+           "in_window", "standardise", "sparsify", "get_preset", "stage_preset"]
 
 
 @dataclass(frozen=True)
@@ -34,7 +38,8 @@ class Preset:
 
     Attributes:
         name: ``'stage1'`` / ``'stage2'``.
-        spacing_mm: isotropic grid spacing the volume is resampled to before sparsifying.
+        spacing_mm: the paper's isotropic grid spacing for this stage (the default grid the volume
+            is resampled to before sparsifying; weights may record another).
         window: ``(lo, hi)`` HU, both inclusive.
         mean, std: standardisation ``(HU - mean) / std``.
     """
@@ -49,6 +54,8 @@ class Preset:
 STAGE1 = Preset("stage1", 1.99, (-53.4, 283.2), 48.10, 62.65)
 STAGE2 = Preset("stage2", 0.78, (-300.0, 500.0), 57.80, 81.26)
 PRESETS = {p.name: p for p in (STAGE1, STAGE2)}
+#: The preset of each stage number.
+STAGE_PRESETS = {1: STAGE1, 2: STAGE2}
 
 
 def get_preset(preset) -> Preset:
@@ -60,6 +67,14 @@ def get_preset(preset) -> Preset:
     except KeyError:
         raise ValueError(f"unknown sparsification preset {preset!r}; use one of "
                          f"{sorted(PRESETS)}") from None
+
+
+def stage_preset(stage: int) -> Preset:
+    """The :class:`Preset` of stage ``1`` or ``2``."""
+    try:
+        return STAGE_PRESETS[stage]
+    except (KeyError, TypeError):
+        raise ValueError(f"stage must be 1 or 2, got {stage!r}") from None
 
 
 class EmptyVolumeError(ValueError):

@@ -47,12 +47,9 @@ from sparseconv.optim import AdamW, GradientAccumulator, WarmupCosine, param_gro
 from . import io, roi as roi_mod
 from .augment import AUGMENTATIONS, NO_AUGMENT, AugmentConfig, augment, augmentation
 from .model import KidneyNet, get_config, hec_targets, save_weights
-from .sparsify import STAGE1, STAGE2, sparsify
+from .sparsify import sparsify, stage_preset
 
-__all__ = ["TrainConfig", "Sample", "load_samples", "make_batch", "loss_and_dice", "Trainer", "train",
-           "PAPER_STAGE_SPACING"]
-
-PAPER_STAGE_SPACING = {1: 1.99, 2: 0.78}
+__all__ = ["TrainConfig", "Sample", "load_samples", "make_batch", "loss_and_dice", "Trainer", "train"]
 
 
 @dataclass
@@ -65,8 +62,8 @@ class TrainConfig:
 
     stage: int = 1
     model: str = "compact"
-    spacing: Optional[float] = None          # default: the paper's 1.99 (stage 1) / 0.78 (stage 2) mm
-    stage1_spacing: Optional[float] = None   # stage 2 only: grid the ROI rule runs on (default 1.99 mm)
+    spacing: Optional[float] = None          # default: the stage preset's (paper's) grid, kidney.sparsify
+    stage1_spacing: Optional[float] = None   # stage 2 only: grid the ROI rule runs on (default: stage 1's)
     steps: int = 1000                        # optimiser steps
     accumulate: int = 8
     lr: float = 5e-4
@@ -93,8 +90,8 @@ class TrainConfig:
         c = replace(self)
         if c.stage not in (1, 2):
             raise ValueError(f"stage must be 1 or 2, got {c.stage}")
-        c.spacing = float(c.spacing or PAPER_STAGE_SPACING[c.stage])
-        c.stage1_spacing = float(c.stage1_spacing or PAPER_STAGE_SPACING[1])
+        c.spacing = float(c.spacing or stage_preset(c.stage).spacing_mm)
+        c.stage1_spacing = float(c.stage1_spacing or stage_preset(1).spacing_mm)
         if c.warmup_steps is None:
             c.warmup_steps = max(1, c.steps // 500)
         if c.decay_steps is None:
@@ -201,7 +198,7 @@ def load_samples(data_dir, cfg: TrainConfig, progress: bool = False) -> List[Sam
 def make_batch(hu, labels, mask, stage: int):
     """``(x, targets)``: the sparse input (HU window, standardised) and its ``(N, 3)`` HEC targets;
     ``(None, None)`` when no voxel is active."""
-    sp = sparsify(hu, STAGE1 if stage == 1 else STAGE2, mask=mask)
+    sp = sparsify(hu, stage_preset(stage), mask=mask)
     if sp.empty:
         return None, None
     x = sp.tensor
@@ -310,7 +307,7 @@ class Trainer:
         train = c.to_dict()
         train.update(self.input_weights)  # a file name and digest, not a path on the training machine
         meta = {"stage": c.stage, "spacing_mm": c.spacing, "stage1_spacing_mm": c.stage1_spacing,
-                "window": list((STAGE1 if c.stage == 1 else STAGE2).window),
+                "window": list(stage_preset(c.stage).window),
                 "train": train, "optimizer_steps": self.opt_step, "micro_steps": self.micro_step,
                 "train_seconds": round(self.elapsed, 1), "data": self.data_description,
                 "n_samples": len(self.samples)}

@@ -14,6 +14,7 @@ import csv
 import json
 from pathlib import Path
 
+from kidney.metrics import PHANTOM_DICE_TARGETS
 from kidney.model import read_weights
 from kidney.pipeline import DEFAULT_STAGE1, DEFAULT_STAGE2, WEIGHTS_DIR
 
@@ -45,7 +46,7 @@ def main(argv=None) -> int:
         "mean": {k: float(v) for k, v in (avg[0] if avg else {}).items() if k != "caseID"},
         "cases": {r["caseID"]: {k: float(v) for k, v in r.items() if k != "caseID"}
                   for r in rows if r["caseID"] != "average"},
-        "targets_dice": {"kidney": 0.93, "masses": 0.85, "tumor": 0.80},
+        "targets_dice": dict(PHANTOM_DICE_TARGETS),
     }
     dest = WEIGHTS_DIR / "weights.json"
     if args.validation:
