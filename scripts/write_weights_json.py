@@ -27,7 +27,7 @@ def main(argv=None) -> int:
                     help="kidney evaluate output of a candidate weight pair on the validation phantoms")
     ap.add_argument("--chosen", default=None, help="the candidate that was shipped")
     ap.add_argument("--keep-candidates", action="store_true",
-                    help="keep the candidates already recorded in weights.json (earlier sessions)")
+                    help="keep the candidates already recorded in weights.json (earlier training rounds)")
     ap.add_argument("--validation-data", default="6 validation phantoms: kidney phantom --out val -n 6 "
                     "--seed 3000 --preset demo", help="how the validation phantoms were made")
     args = ap.parse_args(argv)
