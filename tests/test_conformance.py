@@ -8,29 +8,27 @@ import sparseconv
 from sparseconv import SparseTensor
 from sparseconv.functional import conv as F
 from sparseconv.kmap import down_map, inverse_map, submanifold_map
-from sparseconv.testing.conformance import Case, max_relative_errors, run_dense, run_sparse
+from sparseconv.testing import suite
+from sparseconv.testing.conformance import Case, run_sparse
 from sparseconv.testing.strategies import conv_cases
 
 OTHER_BACKENDS = [b for b in sparseconv.available_backends() if b not in ("reference", "cupy")]
 
 
+def _assert_conforms(backend, case, against):
+    result = suite.run_case(backend, case, against=(against,))
+    assert result.passed, f"{case.describe()}: {'; '.join(result.problems)}"
+
+
 @given(conv_cases())
 def test_op_equals_dense_twin(backend, case):
-    errors = max_relative_errors(run_sparse(case), run_dense(case))
-    assert max(errors.values()) < 1e-10, (case.describe(), errors)
+    _assert_conforms(backend, case, "dense")
 
 
 @pytest.mark.parametrize("name", OTHER_BACKENDS)
 @given(case=conv_cases(dtype=np.float32))
 def test_backend_matches_reference_in_float32(name, case):
-    with sparseconv.use_backend("reference"):
-        want = run_sparse(case)
-    with sparseconv.use_backend(name):
-        got = run_sparse(case)
-    for key in want:
-        scale = max(np.linalg.norm(want[key]), 1e-30)
-        assert got[key].dtype == np.float32
-        assert np.linalg.norm(got[key] - want[key]) <= 1e-5 * scale, (case.describe(), key)
+    _assert_conforms(name, case, "reference")
 
 
 def _loss_and_grads(case, x_feats=None, weight=None):
@@ -59,9 +57,7 @@ def test_gradients_match_finite_differences(backend, case):
 
 @given(conv_cases(dtype=np.float32))
 def test_same_call_twice_is_bitwise_equal(backend, case):
-    first, second = run_sparse(case), run_sparse(case)
-    for key in first:
-        assert np.array_equal(first[key], second[key]), (case.describe(), key)
+    _assert_conforms(backend, case, "repeat")
 
 
 def test_shuffled_input_rows_give_the_same_canonical_output(backend):
@@ -107,17 +103,13 @@ def test_every_numba_kernel_path_matches_reference(path, case):
     """The Numba backend picks a kernel by channel width and a thread count by work size; force
     each choice on small cases so every path is checked, not only the one small tests reach."""
     from sparseconv.backends.numba_cpu import backend as nb
-    with sparseconv.use_backend("reference"):
-        want = run_sparse(case)
     saved = nb.blas_min_channels, nb.parallel_min_work
     nb.blas_min_channels, nb.parallel_min_work = (10**9 if path == "direct" else 0), 0
     try:
-        with sparseconv.use_backend(nb):
-            got = run_sparse(case)
+        result = suite.run_case(nb, case, against=("reference",))
     finally:
         nb.blas_min_channels, nb.parallel_min_work = saved
-    for key in want:
-        assert np.linalg.norm(got[key] - want[key]) <= 1e-5 * max(np.linalg.norm(want[key]), 1e-30), (path, key)
+    assert result.passed, (path, result.problems)
 
 
 def test_numba_float32_gelu_error_bound():

@@ -22,11 +22,13 @@ from hypothesis import given, settings
 from sparseconv.testing.strategies import conv_cases
 
 import sparseconv
-from sparseconv.backends import cuda_checks as checks
 from sparseconv.backends.cuda_host import (CONST, CUDA_DIR, CUDA_SOURCES, NVRTC_OPTIONS, combined_source,
                                            cuda_source_paths, kernel_names)
 from sparseconv.backends.cuda_emulation import (EmulatedCudaBackend, EmulatedKernels, EmulationError,
                                                 default_kernels, find_compiler)
+from sparseconv.testing import kernel_checks as checks
+from sparseconv.testing import suite
+from sparseconv.testing.compare import assert_bitwise, assert_close
 
 SELFTEST = Path(__file__).with_name("cuda") / "emu_selftest.cu"
 ARCHS = ("sm_80", "sm_90")
@@ -115,21 +117,23 @@ def test_host_constants_come_from_the_header():
     assert CONST["SC_WGRAD_BCI"] % CONST["SC_CONV_TY"] == 0 and CONST["SC_WGRAD_BCO"] % CONST["SC_CONV_TX"] == 0
 
 
-CASES = checks.all_cases()
+CASES = [c for c in suite.cases() if isinstance(c, suite.KernelCase)]
 
 
-@pytest.mark.parametrize("name,check,kwargs", CASES, ids=[c[0] for c in CASES])
-def test_kernel_matches_reference(emu, name, check, kwargs):
-    check(emu, **kwargs)
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_kernel_matches_reference(emu, case):
+    result = suite.run_case(emu, case)
+    assert result.passed, result.problems
 
 
-SMALL_CHUNK_CASES = [c for c in CASES if c[0].startswith(("conv_b2_odd_subm_k3_d1", "conv_b2_odd_down_k2s2",
-                                                           "depthwise_b2_odd", "segment_sum", "hash", "neighbor_table_b3"))]
+SMALL_CHUNK_CASES = [c for c in CASES if c.name.startswith((
+    "conv_b2_odd_subm_k3_d1", "conv_b2_odd_down_k2s2", "depthwise_b2_odd", "segment_sum", "hash", "neighbor_table_b3"))]
 
 
-@pytest.mark.parametrize("name,check,kwargs", SMALL_CHUNK_CASES, ids=[c[0] for c in SMALL_CHUNK_CASES])
-def test_kernel_matches_reference_small_chunks(emu_small_chunks, name, check, kwargs):
-    check(emu_small_chunks, **kwargs)
+@pytest.mark.parametrize("case", SMALL_CHUNK_CASES, ids=[c.name for c in SMALL_CHUNK_CASES])
+def test_kernel_matches_reference_small_chunks(emu_small_chunks, case):
+    result = suite.run_case(emu_small_chunks, case)
+    assert result.passed, result.problems
 
 
 def test_small_chunks_really_split(emu_small_chunks):
@@ -147,22 +151,22 @@ def test_small_chunks_really_split(emu_small_chunks):
 
 # --- the shared conformance suite (sparseconv.testing) on the emulated backend -----------------------
 
-SHARED_CASES = checks.conformance_cases()
+SHARED_CASES = [c for c in suite.cases() if not isinstance(c, suite.KernelCase)]
 
 
 @pytest.mark.parametrize("op", sorted({c.op for c in SHARED_CASES}))
 def test_shared_conformance_suite(emu, op):
     """Every op x layout x geometry of the shared suite, through kmap builders and sparseconv.functional:
-    float64 equals the dense twins, float32 equals the reference."""
-    for case in SHARED_CASES:
-        if case.op == op:
-            checks.check_conformance_case(emu, case)
+    float64 equals the dense twins, float32 equals the reference, repeats are bitwise equal."""
+    problems = [(case.label, suite.run_case(emu, case).problems) for case in SHARED_CASES if case.op == op]
+    assert not [p for p in problems if p[1]], problems
 
 
 @settings(max_examples=12)
 @given(case=conv_cases())
 def test_shared_conformance_hypothesis(emu, case):
-    checks.check_conformance_case(emu, case)
+    result = suite.run_case(emu, case)
+    assert result.passed, result.problems
 
 
 # --- scheduling: results must not depend on block/thread order ------------------------------------
@@ -196,7 +200,7 @@ def test_results_bitwise_independent_of_schedule(emu_small_chunks, seed, yield_a
     base = _deterministic_outputs(emu_small_chunks)
     other = _deterministic_outputs(emu_small_chunks.with_schedule(seed, yield_atomics))
     for key in base:
-        checks.assert_bitwise(base[key], other[key], f"{key} under schedule seed={seed}")
+        assert_bitwise(base[key], other[key], f"{key} under schedule seed={seed}")
 
 
 @pytest.mark.parametrize("seed", [1, 2, 99])
@@ -323,7 +327,7 @@ def test_registered_backend_runs_a_layer(emu):
             results[name] = (F.conv_forward(feats, weight, kmap), *F.conv_backward(grad, feats, weight, kmap))
     sparseconv.backends._registered.pop("cuda-emu", None)  # keep other tests' backend lists unchanged
     for got, want in zip(results["cuda-emu"], results["reference"]):
-        checks.assert_close(got, want, "functional conv through the emulated backend")
+        assert_close(got, want, "functional conv through the emulated backend")
 
 
 def test_cupy_backend_missing_gives_one_clear_error():

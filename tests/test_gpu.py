@@ -11,7 +11,10 @@ import numpy as np
 import pytest
 
 import sparseconv
-from sparseconv.backends import cuda_checks as checks
+from sparseconv.backends.reference import backend as REF
+from sparseconv.testing import kernel_checks as checks
+from sparseconv.testing import suite
+from sparseconv.testing.compare import assert_close
 
 pytestmark = pytest.mark.gpu
 
@@ -44,31 +47,32 @@ def gpu_small_chunks():
     return be
 
 
-CASES = checks.all_cases()
+CASES = [c for c in suite.cases() if isinstance(c, suite.KernelCase)]
 
 
-@pytest.mark.parametrize("name,check,kwargs", CASES, ids=[c[0] for c in CASES])
-def test_kernel_matches_reference(gpu, name, check, kwargs):
-    check(gpu, **kwargs)
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_kernel_matches_reference(gpu, case):
+    result = suite.run_case(gpu, case)
+    assert result.passed, result.problems
 
 
-SMALL = [c for c in CASES if c[0].startswith(("conv_b2_odd", "depthwise_b2_odd", "segment_sum"))]
+SMALL = [c for c in CASES if c.name.startswith(("conv_b2_odd", "depthwise_b2_odd", "segment_sum"))]
 
 
-@pytest.mark.parametrize("name,check,kwargs", SMALL, ids=[c[0] for c in SMALL])
-def test_kernel_matches_reference_small_chunks(gpu_small_chunks, name, check, kwargs):
-    check(gpu_small_chunks, **kwargs)
+@pytest.mark.parametrize("case", SMALL, ids=[c.name for c in SMALL])
+def test_kernel_matches_reference_small_chunks(gpu_small_chunks, case):
+    result = suite.run_case(gpu_small_chunks, case)
+    assert result.passed, result.problems
 
 
-SHARED = checks.conformance_cases()
+SHARED = [c for c in suite.cases() if not isinstance(c, suite.KernelCase)]
 
 
 @pytest.mark.parametrize("op", sorted({c.op for c in SHARED}))
 def test_shared_conformance_suite(gpu, op):
     """The shared suite (sparseconv.testing.conformance) with every case's arrays on the GPU."""
-    for case in SHARED:
-        if case.op == op:
-            checks.check_conformance_case(gpu, case)
+    problems = [(case.label, suite.run_case(gpu, case).problems) for case in SHARED if case.op == op]
+    assert not [p for p in problems if p[1]], problems
 
 
 def test_device_arrays_in_device_arrays_out(gpu):
@@ -81,7 +85,7 @@ def test_device_arrays_in_device_arrays_out(gpu):
     w = rng.standard_normal((27, 8, 16)).astype(np.float32)
     out = gpu.conv_forward(cupy.asarray(f), cupy.asarray(w), kmap)
     assert isinstance(out, cupy.ndarray)
-    checks.assert_close(out, checks.REF.conv_forward(f, w, kmap), "conv_forward with CuPy inputs")
+    assert_close(out, REF.conv_forward(f, w, kmap), "conv_forward with CuPy inputs")
     index = gpu.build_index(cupy.asarray(x.keys))
     assert isinstance(gpu.lookup(index, cupy.asarray(x.keys)), cupy.ndarray)
 
@@ -103,8 +107,8 @@ def test_large_rows_and_channels(gpu):
     f = rng.standard_normal((len(x), 70)).astype(np.float32)
     w = rng.standard_normal((27, 70, 80)).astype(np.float32)
     g = rng.standard_normal((len(x), 80)).astype(np.float32)
-    checks.assert_close(gpu.conv_forward(f, w, kmap), checks.REF.conv_forward(f, w, kmap), "conv_forward 40k")
-    checks.assert_close(gpu.conv_weight_grad(f, g, kmap), checks.REF.conv_weight_grad(f, g, kmap), "conv wgrad 40k")
+    assert_close(gpu.conv_forward(f, w, kmap), REF.conv_forward(f, w, kmap), "conv_forward 40k")
+    assert_close(gpu.conv_weight_grad(f, g, kmap), REF.conv_weight_grad(f, g, kmap), "conv wgrad 40k")
 
 
 def test_model_and_tensor_move_to_the_gpu_and_back(gpu):
@@ -133,8 +137,8 @@ def test_model_and_tensor_move_to_the_gpu_and_back(gpu):
     net.zero_grad()
     out_gpu, g_gpu, pg_gpu = run("cuda", "cupy")
     assert net.to("cpu").state_dict().keys() == pg_cpu.keys()
-    checks.assert_close(out_gpu, out_cpu, "network forward on the GPU")
+    assert_close(out_gpu, out_cpu, "network forward on the GPU")
     assert isinstance(g_gpu, np.ndarray), "the input gradient must come back to the host leaf"
-    checks.assert_close(g_gpu, g_cpu, "input gradient through Tensor.to")
+    assert_close(g_gpu, g_cpu, "input gradient through Tensor.to")
     for k in pg_cpu:
-        checks.assert_close(pg_gpu[k], pg_cpu[k], f"parameter gradient {k}")
+        assert_close(pg_gpu[k], pg_cpu[k], f"parameter gradient {k}")

@@ -6,9 +6,11 @@ import pytest
 from hypothesis import given, strategies as st
 
 from sparseconv import SparseTensor, coords as C
-from sparseconv.backends import cuda_checks as checks
+from sparseconv.backends.reference import backend as REF
 from sparseconv.kmap import (centred_offsets, down_map, down_output_shape, inverse_map, submanifold_map,
                              window_offsets)
+from sparseconv.testing import kernel_checks as checks
+from sparseconv.testing.compare import assert_same_ints
 from sparseconv.testing.conformance import STRIDED
 from sparseconv.testing.strategies import sparse_sites
 
@@ -117,9 +119,9 @@ def test_down_table_equals_the_reference_hypothesis(backend, sites, geometry):
     offsets = window_offsets(k, d)
     rows = np.random.default_rng(len(coords)).permutation(len(coords))
     got = backend.down_table(coords[rows], offsets, s, p, out_shape)
-    want = checks.REF.down_table(coords[rows], offsets, s, p, out_shape)
-    checks.assert_same_ints(got[0], want[0], "output sites")
-    checks.assert_same_ints(got[1], want[1], "table")
+    want = REF.down_table(coords[rows], offsets, s, p, out_shape)
+    assert_same_ints(got[0], want[0], "output sites")
+    assert_same_ints(got[1], want[1], "table")
 
 
 def test_down_table_of_no_inputs(backend):
