@@ -65,11 +65,17 @@ def bitwise_equal(a, b) -> bool:
     return a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a.view(np.uint8), b.view(np.uint8))
 
 
-def assert_same_ints(got, want, what):
-    """Integer arrays: same shape, dtype and every entry (the first difference is named)."""
+def _same_layout(got, want, what):
+    """``got`` on the host and ``want``, after checking they have one shape and one dtype."""
     got, want = _host(got), np.asarray(want)
     assert got.shape == want.shape, f"{what}: shape {got.shape} != reference {want.shape}"
     assert got.dtype == want.dtype, f"{what}: dtype {got.dtype} != reference {want.dtype}"
+    return got, want
+
+
+def assert_same_ints(got, want, what):
+    """Integer arrays: same shape, dtype and every entry (the first difference is named)."""
+    got, want = _same_layout(got, want, what)
     if not np.array_equal(got, want):
         bad = np.argwhere(got != want)[0]
         raise AssertionError(f"{what}: differs from the reference at {tuple(bad)}: {got[tuple(bad)]} != "
@@ -78,13 +84,12 @@ def assert_same_ints(got, want, what):
 
 def assert_close(got, want, what):
     """Floating arrays: same shape and dtype, finite, within the kernel tolerance of ``want``'s dtype."""
-    got, want = _host(got), np.asarray(want)
-    assert got.shape == want.shape, f"{what}: shape {got.shape} != reference {want.shape}"
-    assert got.dtype == want.dtype, f"{what}: dtype {got.dtype} != reference {want.dtype}"
+    got, want = _same_layout(got, want, what)
     assert np.isfinite(got).all(), f"{what}: non-finite entries at {np.argwhere(~np.isfinite(got))[:3].tolist()}"
     err, rtol = relative_norm_error(got, want), tolerance(want.dtype, "kernel")
     assert err <= rtol, f"{what}: |got - ref| / |ref| = {err:.3e} > {rtol:.0e}"
 
 
 def assert_bitwise(a, b, what):
+    """Two runs of one kernel, any shape and dtype: bitwise equal (determinism)."""
     assert bitwise_equal(a, b), f"{what}: two runs differ bitwise (not deterministic)"
