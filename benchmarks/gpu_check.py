@@ -6,11 +6,12 @@
     python benchmarks/gpu_check.py --small-case    # (what --sanitize runs under the sanitizer)
     SPARSECONV_FAKE_CUPY=1 python benchmarks/gpu_check.py --tiny --checks quick   # dry run on a CPU
 
-1. **Conformance**: every kernel check of ``sparseconv/backends/cuda_checks.py`` (the cases the CPU
-   emulation passes in CI) on the CuPy backend, with the default and with shrunk reduction chunks;
-   then the shared suite of ``sparseconv.testing.conformance`` (every op × layout × geometry, through
-   the kernel-map builders and ``sparseconv.functional``, float64 vs the dense twins, float32 vs the
-   reference), with the case's arrays on the device.
+1. **Conformance**: every case of ``sparseconv.testing.suite`` (the list the tests run on every
+   backend, the CPU emulation included) on the CuPy backend, through the same function: the
+   convolution cases (every op × layout × geometry, through the kernel-map builders and
+   ``sparseconv.functional``, float64 vs the dense twins, float32 vs the reference, repeats bitwise
+   equal) with the case's arrays on the device, and the kernel-level checks; the kernel-level checks
+   again with shrunk reduction chunks.
 2. **Timings** on the CT-like active sets of ``benchmarks/ct_like.py``: kernel-map build
    (coordinate index + half neighbour table + mirror, M voxels/s), submanifold conv k=3 forward and
    backward (dX + dW) in fp32, ms and effective GFLOP/s = 2·pairs·Cin·Cout / t; the same on the Numba
@@ -45,7 +46,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import sparseconv  # noqa: E402
 from sparseconv import kmap as KM  # noqa: E402
-from sparseconv.backends import cuda_checks as checks  # noqa: E402
+from sparseconv.device import to_device  # noqa: E402
+from sparseconv.testing import suite  # noqa: E402
+from sparseconv.testing.compare import relative_norm_error  # noqa: E402
 
 
 def load_gpu():
@@ -78,16 +81,18 @@ def run_conformance(gpu_mod, quick=False):
     small.SEGMENT_CHUNK_ROWS, small.MAX_BLOCKS_1D = 7, 3
     results = {"passed": 0, "failed": []}
     t0 = time.perf_counter()
-    runs = [(f"{label}/{name}", fn, (be,), kwargs) for label, be in (("default", gpu_mod.backend), ("small-chunks", small))
-            for name, fn, kwargs in checks.all_cases(quick=quick)]
-    runs += [(f"shared-suite/{case.describe()}", checks.check_conformance_case, (gpu_mod.backend, case), {})
-             for case in checks.conformance_cases()]
-    for name, fn, args, kwargs in runs:
+    cases = suite.cases(quick=quick)
+    runs = [("default", gpu_mod.backend, case) for case in cases]
+    runs += [("small-chunks", small, case) for case in cases if isinstance(case, suite.KernelCase)]
+    for label, be, case in runs:
         try:
-            fn(*args, **kwargs)
-            results["passed"] += 1
+            problems = suite.run_case(be, case).problems
         except Exception as err:  # noqa: BLE001 - report every failure, keep going
-            results["failed"].append(f"{name}: {type(err).__name__}: {err}")
+            problems = [f"{type(err).__name__}: {err}"]
+        if problems:
+            results["failed"].append(f"{label}/{case.label}: {'; '.join(problems)}")
+        else:
+            results["passed"] += 1
     results["seconds"] = round(time.perf_counter() - t0, 1)
     return results
 
@@ -117,11 +122,6 @@ def cpu_time(fn, repeat=1):
         fn()
         times.append(time.perf_counter() - t)
     return statistics.median(times)
-
-
-def rel_err(a, b):
-    a, b = checks.to_numpy(a).astype(np.float64), checks.to_numpy(b).astype(np.float64)
-    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
 
 
 def build_map(be, keys, coords, shape):
@@ -161,7 +161,7 @@ def time_set(gpu_mod, set_name, shape, density, channels, cpu, cpu_channels, wit
                mvox_s=n / t_map / 1e6)
     t_cpu = cpu_time(lambda: build_map(cpu, keys, coords, shape))
     table_cpu = build_map(cpu, keys, coords, shape)
-    row["equal_to_cpu"] = bool(np.array_equal(table, checks.to_numpy(table_cpu)))
+    row["equal_to_cpu"] = bool(np.array_equal(table, to_device(table_cpu, "cpu")))
     rows.append(row)
     rows.append(dict(set=set_name, op="kernel map k3", backend=cpu.name, n=n, pairs=pairs, ms=t_cpu * 1e3,
                      mvox_s=n / t_cpu / 1e6))
@@ -198,13 +198,13 @@ def time_set(gpu_mod, set_name, shape, density, channels, cpu, cpu_channels, wit
         nbr_d = kmap_d.neighbors
         t_g = gpu_time(lambda: gather_gemm_scatter(cupy, f_d, w_d, nbr_d))
         r_g = dict(set=set_name, op="subm conv fwd", backend="cupy gather-GEMM-scatter", C=c, pairs=pairs,
-                   ms=t_g * 1e3, gflops=flops / t_g / 1e9, rel_err_vs_kernel=rel_err(gather_gemm_scatter(cupy, f_d, w_d, nbr_d), fwd()))
+                   ms=t_g * 1e3, gflops=flops / t_g / 1e9, rel_err_vs_kernel=relative_norm_error(gather_gemm_scatter(cupy, f_d, w_d, nbr_d), fwd()))
         rows += [r_f, r_b, r_g]
         if c in cpu_channels:
             out_cpu = cpu.conv_forward(f, w, kmap_h)
-            r_f["rel_err_vs_cpu"] = rel_err(fwd(), out_cpu)
+            r_f["rel_err_vs_cpu"] = relative_norm_error(fwd(), out_cpu)
             dw_cpu = cpu.conv_weight_grad(f, g, kmap_h)
-            r_b["rel_err_dW_vs_cpu"] = rel_err(bwd()[1], dw_cpu)
+            r_b["rel_err_dW_vs_cpu"] = relative_norm_error(bwd()[1], dw_cpu)
             t_cf = cpu_time(lambda: cpu.conv_forward(f, w, kmap_h))
             wt = np.ascontiguousarray(w.transpose(0, 2, 1))
             kt = kmap_h.transposed()
@@ -267,22 +267,23 @@ def torch_rows(set_name, shape, c):
 
 # --- 3. sanitizer ----------------------------------------------------------------------------------
 
+# Every kernel once, on small inputs: the cases of the suite that the sanitizer runs.
+SMALL_CASE = ("hash_n300", "neighbor_table_b2_odd_k3_d1", "transpose_table_b2_odd", "down_table_b2_odd_k3s2p1") + tuple(
+    f"{name}_{dtype}" for dtype in ("float32", "float64")
+    for name in ("conv_b2_odd_subm_k3_d1_33x17", "conv_b2_odd_down_k2s2_3x5", "depthwise_b2_odd_subm_k3_d1_c7",
+                 "segment_sum_n3000_s7_c5", "pointwise_n5000_c32", "zero_rows"))
+
+
 def small_case(gpu_mod):
     """Every kernel once on a small input (what the sanitizer runs)."""
     be = gpu_mod.CupyBackend()
     be.WGRAD_TARGET_BLOCKS, be.WGRAD_MIN_CHUNK_ROWS = 64, 16
     be.DW_WGRAD_TARGET_THREADS, be.SEGMENT_CHUNK_ROWS = 4096, 7
-    checks.check_hash(be, 300)
-    checks.check_neighbor_table(be, "b2_odd", 3, 1)
-    checks.check_transpose_table(be, "b2_odd")
-    checks.check_down_table(be, "b2_odd", "k3s2p1")
-    for dtype in checks.DTYPES:
-        checks.check_conv(be, "b2_odd", "subm_k3_d1", 33, 17, dtype)
-        checks.check_conv(be, "b2_odd", "down_k2s2", 3, 5, dtype)
-        checks.check_depthwise(be, "b2_odd", "subm_k3_d1", 7, dtype)
-        checks.check_segment_sum(be, 3000, 7, 5, dtype)
-        checks.check_pointwise(be, 5000, 32, dtype)
-        checks.check_zero_rows(be, dtype)
+    cases = [case for case in suite.cases() if case.name in SMALL_CASE]
+    assert len(cases) == len(SMALL_CASE), "a case of SMALL_CASE is no longer in the suite"
+    for case in cases:
+        result = suite.run_case(be, case)
+        assert result.passed, f"{case.label}: {'; '.join(result.problems)}"
     print("small case: all kernels ran and matched the reference")
 
 

@@ -7,8 +7,8 @@
                                                          # that calls sparseconv.register_backend(...)
     python -m sparseconv.verify --op depthwise           # only some rows (repeatable)
 
-What runs (the same suite the tests and ``benchmarks/gpu_check.py`` run, see
-:mod:`sparseconv.testing.conformance`):
+What runs (the same suite, through the same function, as the tests and ``benchmarks/gpu_check.py``:
+:mod:`sparseconv.testing.suite`):
 
 * **subm, depthwise, down, inverse** — every op × layout (random, empty, single voxel, full grid,
   boundary only) × geometry (k 1/3/5, dilation 1/2; the strided k/s/p/d list), batch 1–3, channels
@@ -17,8 +17,10 @@ What runs (the same suite the tests and ``benchmarks/gpu_check.py`` run, see
   then the same case in float32 against the reference backend (``‖got − ref‖ ≤ 1e-5 ‖ref‖``, the
   result must stay float32), and once more to demand a bitwise-equal repeat (determinism).
 * **index, kernel_maps, segment_sum, pointwise, empty_inputs** — the kernel-level checks of
-  :mod:`sparseconv.backends.cuda_checks` (integer tables exactly equal to the reference's; floating
+  :mod:`sparseconv.testing.kernel_checks` (integer tables exactly equal to the reference's; floating
   results within 1e-5 (float32) / 1e-12 (float64) of the reference's norm; repeats bitwise equal).
+
+The tolerances are the table of :mod:`sparseconv.testing.compare`.
 
 Prints one row per op with the worst error seen, and exits 0 if every row passes, 1 naming the
 failing ops otherwise, 2 if the backend or plugin cannot be loaded.
@@ -39,12 +41,13 @@ import numpy as np
 
 from . import backends as B
 from .testing import conformance as conf
+from .testing import suite
+from .testing.compare import tolerance
 
-TOL_DENSE = 1e-10  # float64 vs the dense twin, relative to max(1, max|want|)
-TOL_REF32 = 1e-5  # float32 vs the reference, relative to the reference's norm
-QUANTITIES = ("out", "dx", "dw", "db")
-LABEL = {"out": "out", "dx": "dX", "dw": "dW", "db": "db"}
-KERNEL_ROWS = ("index", "kernel_maps", "segment_sum", "pointwise", "empty_inputs")
+QUANTITIES = suite.QUANTITIES
+# The kernel groups of the suite that have a row here. conv_kernels stays with the tests and gpu_check:
+# the four convolution rows already run those kernels, through the public path.
+KERNEL_ROWS = tuple(op for op in suite.KERNEL_OPS if op != "conv_kernels")
 
 
 @dataclasses.dataclass
@@ -68,6 +71,18 @@ class Row:
         if len(self.failures) < keep:
             self.failures.append(message)
 
+    def add(self, case, result: suite.Result):
+        """Count one case: keep its worst errors, and its problems as a failure."""
+        self.cases += 1
+        for q, err in result.dense.items():
+            self.worst[q] = max(self.worst.get(q, 0.0), err)
+        if result.reference:
+            self.worst_ref32 = max([self.worst_ref32 or 0.0, *result.reference.values()])
+        if result.bitwise is not None:
+            self.bitwise = result.bitwise if self.bitwise is None else (self.bitwise and result.bitwise)
+        if result.problems:
+            self.fail(f"{case.label}: {'; '.join(result.problems)}")
+
 
 @dataclasses.dataclass
 class Report:
@@ -85,83 +100,8 @@ class Report:
 
 
 # --------------------------------------------------------------------------------------------
-# The checks
+# The run
 # --------------------------------------------------------------------------------------------
-
-def _check_conv_case(row: Row, be, case, compare_reference: bool):
-    """float64 vs dense twin, float32 vs reference, bitwise repeat — for one case."""
-    problems = []
-    case64 = dataclasses.replace(case, dtype=np.float64, arrays={})
-    errors = conf.max_relative_errors(conf.run_sparse(case64, be), conf.run_dense(case64))
-    for q in QUANTITIES:
-        row.worst[q] = max(row.worst.get(q, 0.0), errors[q])
-    bad = [f"{LABEL[q]} {errors[q]:.1e}" for q in QUANTITIES if not errors[q] <= TOL_DENSE]  # NaN fails too
-    if bad:
-        problems.append(f"float64 vs dense twin {', '.join(bad)} > {TOL_DENSE:.0e}")
-
-    case32 = dataclasses.replace(case, dtype=np.float32, arrays={})
-    got = conf.run_sparse(case32, be)
-    same = all(_bitwise_equal(got[q], again) for q, again in conf.run_sparse(case32, be).items())
-    row.bitwise = same if row.bitwise is None else (row.bitwise and same)
-    if not same:
-        problems.append("two float32 runs differ bitwise (not deterministic)")
-    wrong_dtype = [f"{LABEL[q]} is {got[q].dtype}" for q in QUANTITIES if got[q].dtype != np.float32]
-    if wrong_dtype:
-        problems.append(f"float32 inputs gave {', '.join(wrong_dtype)}")
-    if compare_reference:
-        want = conf.run_sparse(case32, "reference")
-        errs = {q: _relative_norm_error(got[q], want[q]) for q in QUANTITIES}
-        row.worst_ref32 = max([row.worst_ref32 or 0.0, *errs.values()])
-        bad = [f"{LABEL[q]} {errs[q]:.1e}" for q in QUANTITIES if not errs[q] <= TOL_REF32]
-        if bad:
-            problems.append(f"float32 vs reference {', '.join(bad)} > {TOL_REF32:.0e}")
-    if problems:
-        row.fail(f"{case64.describe()} seed={case.seed}: {'; '.join(problems)}")
-
-
-def _bitwise_equal(a, b) -> bool:
-    a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
-    return a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a.view(np.uint8), b.view(np.uint8))
-
-
-def _relative_norm_error(got, want) -> float:
-    """``‖got − want‖ / ‖want‖`` in float64 (inf on a shape mismatch)."""
-    if got.shape != want.shape:
-        return np.inf
-    scale = max(float(np.linalg.norm(want.astype(np.float64))), 1e-30)
-    return float(np.linalg.norm(got.astype(np.float64) - want.astype(np.float64))) / scale
-
-
-def _kernel_checks(quick: bool) -> dict:
-    """``{row: [(name, function, kwargs)]}`` of the kernel-level checks (from ``cuda_checks``)."""
-    from .backends import cuda_checks as ck
-
-    kernels = (3,) if quick else (1, 3, 5)
-    dilations = (1,) if quick else (1, 2)
-    sites = ("b2_odd", "empty", "single") if quick else tuple(ck.SITES)
-    checks = {row: [] for row in KERNEL_ROWS}
-    for n in ck.HASH_SIZES:
-        checks["index"].append((f"build_index+lookup n={n}", ck.check_hash, dict(n=n)))
-    for s in sites:
-        for k in kernels:
-            for d in dilations:
-                checks["kernel_maps"].append((f"neighbor_table+mirror {s} k={k} d={d}", ck.check_neighbor_table,
-                                              dict(sites=s, kernel_size=k, dilation=d)))
-        checks["kernel_maps"].append((f"transpose_table {s}", ck.check_transpose_table, dict(sites=s)))
-        checks["kernel_maps"].append((f"submanifold_map {s} k=3", ck.check_submanifold_map,
-                                      dict(sites=s, kernel_size=3, dilation=1)))
-        for g in ("k2s2", "k3s2p1") if quick else tuple(ck.DOWN_GEOMETRIES):
-            checks["kernel_maps"].append((f"down_table {s} {g}", ck.check_down_table, dict(sites=s, geometry=g)))
-    for dtype in ck.DTYPES:
-        for n, s, c in ((0, 0, 3), (1, 1, 1), (50, 5, 3), (3000, 7, 5)):
-            checks["segment_sum"].append((f"segment_sum N={n} S={s} C={c} {np.dtype(dtype).name}",
-                                          ck.check_segment_sum, dict(n_rows=n, n_segments=s, channels=c, dtype=dtype)))
-        for n, c in ((0, 3), (257, 7), (5000, 32)):
-            checks["pointwise"].append((f"gelu, layer_norm, grn (+grads) N={n} C={c} {np.dtype(dtype).name}",
-                                        ck.check_pointwise, dict(n_rows=n, channels=c, dtype=dtype)))
-        checks["empty_inputs"].append((f"zero rows {np.dtype(dtype).name}", ck.check_zero_rows, dict(dtype=dtype)))
-    return checks
-
 
 def _record_failure(row: Row, label: str, err: Exception, be) -> None:
     """Count a case of ``row`` that raised ``err``, with the text the report prints for it.
@@ -172,11 +112,7 @@ def _record_failure(row: Row, label: str, err: Exception, be) -> None:
     the exception came out of a kernel (a method of the backend) and the backend's module defines
     ``HINTS = {kernel_name: text}``, the hint for that kernel follows on its own line.
     """
-    kernel, tb = None, err.__traceback__
-    while tb is not None and kernel is None:  # the outermost frame of a backend method: the kernel called
-        if tb.tb_frame.f_locals.get("self") is be:
-            kernel = tb.tb_frame.f_code.co_name
-        tb = tb.tb_next
+    kernel = suite.kernel_that_raised(err, be)
     if isinstance(err, NotImplementedError):
         text = f"not implemented: {err}"
     elif isinstance(err, AssertionError) and kernel is None:
@@ -204,35 +140,22 @@ def verify_backend(backend, quick: bool = False, seed: int = 0, ops=None, progre
     if unknown:
         raise ValueError(f"unknown op(s) {unknown}; choose from {list(ROWS)}")
     be = B.load_backend(backend) if isinstance(backend, str) else backend
-    compare_reference = be.name != "reference"
+    # the reference is not compared with itself: its float32 column reads "—"
+    against = suite.AGAINST if be.name != "reference" else tuple(a for a in suite.AGAINST if a != "reference")
     t_start = time.perf_counter()
+    cases = suite.cases(quick=quick, seed=seed)
     rows = []
-    cases = conf.standard_cases(seed=seed, quick=quick)
-    for op in (op for op in conf.OPS if op in ops):
+    for op in (op for op in ROWS if op in ops):
         row = Row(op)
         t0 = time.perf_counter()
         for case in (c for c in cases if c.op == op):
-            row.cases += 1
             try:
-                _check_conv_case(row, be, case, compare_reference)
+                result = suite.run_case(be, case, against)
             except Exception as err:  # noqa: BLE001 - a crash is a failure of this op, keep going
-                _record_failure(row, f"{case.describe()} seed={case.seed}", err, be)
-        row.seconds = time.perf_counter() - t0
-        rows.append(row)
-        if progress:
-            progress(row)
-    for name, checks in _kernel_checks(quick).items():
-        if name not in ops:
-            continue
-        row = Row(name)
-        t0 = time.perf_counter()
-        for label, fn, kwargs in checks:
-            row.cases += 1
-            try:
-                with B.use_backend(be):
-                    fn(be, **kwargs)
-            except Exception as err:  # noqa: BLE001
-                _record_failure(row, label, err, be)
+                row.cases += 1
+                _record_failure(row, case.label, err, be)
+                continue
+            row.add(case, result)
         row.seconds = time.perf_counter() - t0
         rows.append(row)
         if progress:
@@ -346,8 +269,8 @@ def main(argv=None) -> int:
         print(HEADER)
         report = verify_backend(be, quick=args.quick, seed=args.seed, ops=args.op,
                                 progress=lambda row: print(format_row(row), flush=True))
-        print(f"errors: worst over the cases; float64 vs dense twin must be <= {TOL_DENSE:.0e}, float32 vs "
-              f"reference <= {TOL_REF32:.0e}, repeats bitwise equal")
+        print(f"errors: worst over the cases; float64 vs dense twin must be <= {tolerance(np.float64, 'conv'):.0e}, "
+              f"float32 vs reference <= {tolerance(np.float32, 'conv'):.0e}, repeats bitwise equal")
         for row in report.rows:
             for message in row.failures:
                 print(f"  {row.op}: {message}")

@@ -1,47 +1,56 @@
-"""The conformance suite on every CPU backend: each op, forward, dX, dW and db, against dense
-twins; float32 agreement with the reference; finite differences; determinism; empty inputs."""
+"""The conformance suite on every backend of the ``backend`` fixture (the reference, Numba, the CUDA
+emulation, CuPy where it runs), one test body for all: every case of :mod:`sparseconv.testing.suite`;
+random cases (hypothesis) against the dense twins, the reference in float32 and a repeat; finite
+differences; empty inputs; the pointwise kernels' edge cases."""
 import numpy as np
 import pytest
 from hypothesis import given
 
 import sparseconv
 from sparseconv import SparseTensor
+from sparseconv.device import to_device
 from sparseconv.functional import conv as F
 from sparseconv.kmap import down_map, inverse_map, submanifold_map
-from sparseconv.testing.conformance import Case, max_relative_errors, run_dense, run_sparse
+from sparseconv.testing import suite
+from sparseconv.testing.conformance import Case, run_sparse
 from sparseconv.testing.strategies import conv_cases
 
-OTHER_BACKENDS = [b for b in sparseconv.available_backends() if b not in ("reference", "cupy")]
+SUITE = suite.cases()
+
+
+@pytest.mark.parametrize("case", SUITE, ids=[c.name for c in SUITE])
+def test_suite_case(backend, case):
+    """The fixed list ``python -m sparseconv.verify`` and ``benchmarks/gpu_check.py`` run, case by case."""
+    result = suite.run_case(backend, case)
+    assert result.passed, f"{case.label}: {'; '.join(result.problems)}"
+
+
+def _assert_conforms(backend, case, against):
+    result = suite.run_case(backend, case, against=(against,))
+    assert result.passed, f"{case.describe()}: {'; '.join(result.problems)}"
 
 
 @given(conv_cases())
 def test_op_equals_dense_twin(backend, case):
-    errors = max_relative_errors(run_sparse(case), run_dense(case))
-    assert max(errors.values()) < 1e-10, (case.describe(), errors)
+    _assert_conforms(backend, case, "dense")
 
 
-@pytest.mark.parametrize("name", OTHER_BACKENDS)
 @given(case=conv_cases(dtype=np.float32))
-def test_backend_matches_reference_in_float32(name, case):
-    with sparseconv.use_backend("reference"):
-        want = run_sparse(case)
-    with sparseconv.use_backend(name):
-        got = run_sparse(case)
-    for key in want:
-        scale = max(np.linalg.norm(want[key]), 1e-30)
-        assert got[key].dtype == np.float32
-        assert np.linalg.norm(got[key] - want[key]) <= 1e-5 * scale, (case.describe(), key)
+def test_backend_matches_reference_in_float32(backend, case):
+    _assert_conforms(backend, case, "reference")
 
 
 def _loss_and_grads(case, x_feats=None, weight=None):
-    """L = <g, op(x, W)> and its gradients, with the case's inputs optionally replaced."""
+    """L = <g, op(x, W)> and its gradients (on the host), with the case's inputs optionally replaced."""
     from sparseconv.testing import conformance as conf
     x, kmap, _, w, bias, g = conf._inputs(case)
     xf = x.feats if x_feats is None else x_feats
     w = w if weight is None else weight
     fwd, bwd = (F.depthwise_forward, F.depthwise_backward) if case.op == "depthwise" else (F.conv_forward, F.conv_backward)
-    out = fwd(xf, w, kmap, bias)
-    return float((out * g).sum()), bwd(g, xf, w, kmap), xf, w
+    xp = sparseconv.get_backend().xp
+    out = to_device(fwd(xp.asarray(xf), xp.asarray(w), kmap, xp.asarray(bias)), "cpu")
+    grads = bwd(xp.asarray(g), xp.asarray(xf), xp.asarray(w), kmap)
+    return float((out * g).sum()), tuple(to_device(a, "cpu") for a in grads), xf, w
 
 
 @given(conv_cases())
@@ -59,9 +68,7 @@ def test_gradients_match_finite_differences(backend, case):
 
 @given(conv_cases(dtype=np.float32))
 def test_same_call_twice_is_bitwise_equal(backend, case):
-    first, second = run_sparse(case), run_sparse(case)
-    for key in first:
-        assert np.array_equal(first[key], second[key]), (case.describe(), key)
+    _assert_conforms(backend, case, "repeat")
 
 
 def test_shuffled_input_rows_give_the_same_canonical_output(backend):
@@ -72,9 +79,9 @@ def test_shuffled_input_rows_give_the_same_canonical_output(backend):
     results = []
     for perm in [np.arange(len(coords)), rng.permutation(len(coords))]:
         x = SparseTensor(coords[perm], feats[perm], (6, 7, 5))
-        out = F.conv_forward(x.feats, weight, submanifold_map(x, 3))
+        out = F.conv_forward(backend.xp.asarray(x.feats), backend.xp.asarray(weight), submanifold_map(x, 3))
         _, coarse = down_map(x)
-        results.append((x.coords, out, coarse.coords))
+        results.append((x.coords, to_device(out, "cpu"), coarse.coords))
     for a, b in zip(*results):
         assert np.array_equal(a, b)
 
@@ -107,17 +114,13 @@ def test_every_numba_kernel_path_matches_reference(path, case):
     """The Numba backend picks a kernel by channel width and a thread count by work size; force
     each choice on small cases so every path is checked, not only the one small tests reach."""
     from sparseconv.backends.numba_cpu import backend as nb
-    with sparseconv.use_backend("reference"):
-        want = run_sparse(case)
     saved = nb.blas_min_channels, nb.parallel_min_work
     nb.blas_min_channels, nb.parallel_min_work = (10**9 if path == "direct" else 0), 0
     try:
-        with sparseconv.use_backend(nb):
-            got = run_sparse(case)
+        result = suite.run_case(nb, case, against=("reference",))
     finally:
         nb.blas_min_channels, nb.parallel_min_work = saved
-    for key in want:
-        assert np.linalg.norm(got[key] - want[key]) <= 1e-5 * max(np.linalg.norm(want[key]), 1e-30), (path, key)
+    assert result.passed, (path, result.problems)
 
 
 def test_numba_float32_gelu_error_bound():
@@ -146,15 +149,16 @@ def test_pointwise_kernels_match_reference(backend, dtype):
     g = rng.standard_normal((257, 7)).astype(dtype)
     w, b = rng.standard_normal(7).astype(dtype), rng.standard_normal(7).astype(dtype)
     tol = 1e-6 if dtype == np.float32 else 1e-12
-    assert np.allclose(backend.gelu(x), ref.gelu(x), rtol=tol, atol=tol)
-    assert np.allclose(backend.gelu_grad(x, g), ref.gelu_grad(x, g), rtol=tol, atol=tol)
+    assert np.allclose(to_device(backend.gelu(x), "cpu"), ref.gelu(x), rtol=tol, atol=tol)
+    assert np.allclose(to_device(backend.gelu_grad(x, g), "cpu"), ref.gelu_grad(x, g), rtol=tol, atol=tol)
     y, xhat, rstd = ref.layer_norm(x, w, b, 1e-6)
     for got, want in zip(backend.layer_norm(x, w, b, 1e-6), (y, xhat, rstd)):
-        assert got.dtype == dtype and np.allclose(got, want, rtol=10 * tol, atol=10 * tol)
+        assert got.dtype == dtype and np.allclose(to_device(got, "cpu"), want, rtol=10 * tol, atol=10 * tol)
     for weight in (w, None):
         got, want = backend.layer_norm_grad(g, xhat, rstd, weight), ref.layer_norm_grad(g, xhat, rstd, weight)
         for a, b_ in zip(got, want):
-            assert a.dtype == dtype and a.shape == b_.shape and np.allclose(a, b_, rtol=10 * tol, atol=10 * tol)
+            assert a.dtype == dtype and a.shape == b_.shape
+            assert np.allclose(to_device(a, "cpu"), b_, rtol=10 * tol, atol=10 * tol)
     assert [a.shape for a in backend.layer_norm_grad(g[:0], xhat[:0], rstd[:0], w)] == [(0, 7), (7,), (7,)]
     assert backend.gelu(x[:0]).shape == (0, 7)
 
@@ -170,16 +174,16 @@ def test_grn_kernels_match_reference(backend, dtype):
     gamma, beta = rng.standard_normal(7).astype(dtype), rng.standard_normal(7).astype(dtype)
     tol = 1e-5 if dtype == np.float32 else 1e-12
     for ptr in (np.array([0, 100, 100, 180, 257], np.int64), np.array([0, 257], np.int64)):
-        y, G = backend.grn(x, gamma, beta, ptr, 1e-6)
+        y, G = (to_device(a, "cpu") for a in backend.grn(x, gamma, beta, ptr, 1e-6))
         y_ref, G_ref = ref.grn(x, gamma, beta, ptr, 1e-6)
         assert y.dtype == G.dtype == dtype and G.shape == (len(ptr) - 1, 7)
         assert np.allclose(y, y_ref, rtol=tol, atol=tol) and np.allclose(G, G_ref, rtol=tol, atol=tol)
         got, want = backend.grn_grad(g, x, gamma, G_ref, ptr, 1e-6), ref.grn_grad(g, x, gamma, G_ref, ptr, 1e-6)
-        for a, b_ in zip(got, want):
+        for a, b_ in zip((to_device(a, "cpu") for a in got), want):
             assert a.dtype == dtype and a.shape == b_.shape and np.isfinite(a).all()
             assert np.allclose(a, b_, rtol=tol, atol=tol)
     empty = np.array([0, 0], np.int64)
-    y, G = backend.grn(x[:0], gamma, beta, empty, 1e-6)
+    y, G = (to_device(a, "cpu") for a in backend.grn(x[:0], gamma, beta, empty, 1e-6))
     assert y.shape == (0, 7) and G.shape == (1, 7) and not G.any()
     assert [a.shape for a in backend.grn_grad(g[:0], x[:0], gamma, G, empty, 1e-6)] == [(0, 7), (7,), (7,)]
 

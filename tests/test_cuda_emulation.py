@@ -1,5 +1,9 @@
-"""The CUDA backend without a GPU: every kernel file compiles with nvcc (sm_80, sm_90), and every kernel,
-driven by the GPU backend's own host code, runs on the CPU emulation and matches the NumPy reference.
+"""The CUDA backend without a GPU: every kernel file compiles with nvcc (sm_80, sm_90), the emulation
+harness catches what it claims to catch, and the knobs and schedules only the CUDA host code has.
+
+The conformance of the emulated backend itself (every case of :mod:`sparseconv.testing.suite`, the
+hypothesis cases, finite differences, ...) is in the backend-agnostic tests: ``cuda-emu`` is a
+parameter of the ``backend`` fixture (tests/conftest.py), next to the reference and Numba.
 
 The emulation library is compiled once per test run (and cached across runs, keyed by a hash of
 the sources). What these tests prove and what they cannot is in docs/gpu.md.
@@ -17,16 +21,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-
-from sparseconv.testing.strategies import conv_cases
 
 import sparseconv
-from sparseconv.backends import cuda_checks as checks
 from sparseconv.backends.cuda_host import (CONST, CUDA_DIR, CUDA_SOURCES, NVRTC_OPTIONS, combined_source,
                                            cuda_source_paths, kernel_names)
 from sparseconv.backends.cuda_emulation import (EmulatedCudaBackend, EmulatedKernels, EmulationError,
                                                 default_kernels, find_compiler)
+from sparseconv.testing import kernel_checks as checks
+from sparseconv.testing import suite
+from sparseconv.testing.compare import assert_bitwise, assert_close
 
 SELFTEST = Path(__file__).with_name("cuda") / "emu_selftest.cu"
 ARCHS = ("sm_80", "sm_90")
@@ -115,21 +118,14 @@ def test_host_constants_come_from_the_header():
     assert CONST["SC_WGRAD_BCI"] % CONST["SC_CONV_TY"] == 0 and CONST["SC_WGRAD_BCO"] % CONST["SC_CONV_TX"] == 0
 
 
-CASES = checks.all_cases()
+SMALL_CHUNK_CASES = [c for c in suite.cases() if c.name.startswith((
+    "conv_b2_odd_subm_k3_d1", "conv_b2_odd_down_k2s2", "depthwise_b2_odd", "segment_sum", "hash", "neighbor_table_b3"))]
 
 
-@pytest.mark.parametrize("name,check,kwargs", CASES, ids=[c[0] for c in CASES])
-def test_kernel_matches_reference(emu, name, check, kwargs):
-    check(emu, **kwargs)
-
-
-SMALL_CHUNK_CASES = [c for c in CASES if c[0].startswith(("conv_b2_odd_subm_k3_d1", "conv_b2_odd_down_k2s2",
-                                                           "depthwise_b2_odd", "segment_sum", "hash", "neighbor_table_b3"))]
-
-
-@pytest.mark.parametrize("name,check,kwargs", SMALL_CHUNK_CASES, ids=[c[0] for c in SMALL_CHUNK_CASES])
-def test_kernel_matches_reference_small_chunks(emu_small_chunks, name, check, kwargs):
-    check(emu_small_chunks, **kwargs)
+@pytest.mark.parametrize("case", SMALL_CHUNK_CASES, ids=[c.name for c in SMALL_CHUNK_CASES])
+def test_kernel_matches_reference_small_chunks(emu_small_chunks, case):
+    result = suite.run_case(emu_small_chunks, case)
+    assert result.passed, result.problems
 
 
 def test_small_chunks_really_split(emu_small_chunks):
@@ -143,26 +139,6 @@ def test_small_chunks_really_split(emu_small_chunks):
     wgrad_grids = [g for k, g, _ in emu_small_chunks.log if k.startswith("sc_conv_wgrad")]
     assert max(g[1] for g in wgrad_grids) > 1, "conv weight grad ran in a single chunk"
     assert any(g[0] == 3 for k, g, _ in emu_small_chunks.log if k.startswith("sc_segment")), "grid-stride not capped"
-
-
-# --- the shared conformance suite (sparseconv.testing) on the emulated backend -----------------------
-
-SHARED_CASES = checks.conformance_cases()
-
-
-@pytest.mark.parametrize("op", sorted({c.op for c in SHARED_CASES}))
-def test_shared_conformance_suite(emu, op):
-    """Every op x layout x geometry of the shared suite, through kmap builders and sparseconv.functional:
-    float64 equals the dense twins, float32 equals the reference."""
-    for case in SHARED_CASES:
-        if case.op == op:
-            checks.check_conformance_case(emu, case)
-
-
-@settings(max_examples=12)
-@given(case=conv_cases())
-def test_shared_conformance_hypothesis(emu, case):
-    checks.check_conformance_case(emu, case)
 
 
 # --- scheduling: results must not depend on block/thread order ------------------------------------
@@ -196,7 +172,7 @@ def test_results_bitwise_independent_of_schedule(emu_small_chunks, seed, yield_a
     base = _deterministic_outputs(emu_small_chunks)
     other = _deterministic_outputs(emu_small_chunks.with_schedule(seed, yield_atomics))
     for key in base:
-        checks.assert_bitwise(base[key], other[key], f"{key} under schedule seed={seed}")
+        assert_bitwise(base[key], other[key], f"{key} under schedule seed={seed}")
 
 
 @pytest.mark.parametrize("seed", [1, 2, 99])
@@ -323,7 +299,7 @@ def test_registered_backend_runs_a_layer(emu):
             results[name] = (F.conv_forward(feats, weight, kmap), *F.conv_backward(grad, feats, weight, kmap))
     sparseconv.backends._registered.pop("cuda-emu", None)  # keep other tests' backend lists unchanged
     for got, want in zip(results["cuda-emu"], results["reference"]):
-        checks.assert_close(got, want, "functional conv through the emulated backend")
+        assert_close(got, want, "functional conv through the emulated backend")
 
 
 def test_cupy_backend_missing_gives_one_clear_error():

@@ -1,7 +1,10 @@
-"""The CUDA backend on a real GPU: the same kernel checks as the CPU emulation, run through CuPy.
+"""The CUDA backend on a real GPU: what only a device can show (device arrays in and out, sizes too big
+for the emulation, a model moved to the GPU) and the reduction knobs shrunk so the suite's cases take
+the multi-chunk paths.
 
-Marked ``gpu``; skipped with the reason when CuPy or a CUDA GPU is missing. ``benchmarks/gpu_check.py``
-runs these checks too, then times the kernels.
+The conformance suite itself runs on CuPy through the ``backend`` fixture (tests/conftest.py), which
+has a ``cupy`` parameter wherever CuPy and a GPU are usable. Marked ``gpu``; skipped with the reason
+when CuPy or a CUDA GPU is missing. ``benchmarks/gpu_check.py`` runs the suite too, then times the kernels.
 """
 from __future__ import annotations
 
@@ -11,7 +14,10 @@ import numpy as np
 import pytest
 
 import sparseconv
-from sparseconv.backends import cuda_checks as checks
+from sparseconv.backends.reference import backend as REF
+from sparseconv.testing import kernel_checks as checks
+from sparseconv.testing import suite
+from sparseconv.testing.compare import assert_close
 
 pytestmark = pytest.mark.gpu
 
@@ -44,31 +50,13 @@ def gpu_small_chunks():
     return be
 
 
-CASES = checks.all_cases()
+SMALL = [c for c in suite.cases() if c.name.startswith(("conv_b2_odd", "depthwise_b2_odd", "segment_sum"))]
 
 
-@pytest.mark.parametrize("name,check,kwargs", CASES, ids=[c[0] for c in CASES])
-def test_kernel_matches_reference(gpu, name, check, kwargs):
-    check(gpu, **kwargs)
-
-
-SMALL = [c for c in CASES if c[0].startswith(("conv_b2_odd", "depthwise_b2_odd", "segment_sum"))]
-
-
-@pytest.mark.parametrize("name,check,kwargs", SMALL, ids=[c[0] for c in SMALL])
-def test_kernel_matches_reference_small_chunks(gpu_small_chunks, name, check, kwargs):
-    check(gpu_small_chunks, **kwargs)
-
-
-SHARED = checks.conformance_cases()
-
-
-@pytest.mark.parametrize("op", sorted({c.op for c in SHARED}))
-def test_shared_conformance_suite(gpu, op):
-    """The shared suite (sparseconv.testing.conformance) with every case's arrays on the GPU."""
-    for case in SHARED:
-        if case.op == op:
-            checks.check_conformance_case(gpu, case)
+@pytest.mark.parametrize("case", SMALL, ids=[c.name for c in SMALL])
+def test_kernel_matches_reference_small_chunks(gpu_small_chunks, case):
+    result = suite.run_case(gpu_small_chunks, case)
+    assert result.passed, result.problems
 
 
 def test_device_arrays_in_device_arrays_out(gpu):
@@ -81,7 +69,7 @@ def test_device_arrays_in_device_arrays_out(gpu):
     w = rng.standard_normal((27, 8, 16)).astype(np.float32)
     out = gpu.conv_forward(cupy.asarray(f), cupy.asarray(w), kmap)
     assert isinstance(out, cupy.ndarray)
-    checks.assert_close(out, checks.REF.conv_forward(f, w, kmap), "conv_forward with CuPy inputs")
+    assert_close(out, REF.conv_forward(f, w, kmap), "conv_forward with CuPy inputs")
     index = gpu.build_index(cupy.asarray(x.keys))
     assert isinstance(gpu.lookup(index, cupy.asarray(x.keys)), cupy.ndarray)
 
@@ -103,8 +91,8 @@ def test_large_rows_and_channels(gpu):
     f = rng.standard_normal((len(x), 70)).astype(np.float32)
     w = rng.standard_normal((27, 70, 80)).astype(np.float32)
     g = rng.standard_normal((len(x), 80)).astype(np.float32)
-    checks.assert_close(gpu.conv_forward(f, w, kmap), checks.REF.conv_forward(f, w, kmap), "conv_forward 40k")
-    checks.assert_close(gpu.conv_weight_grad(f, g, kmap), checks.REF.conv_weight_grad(f, g, kmap), "conv wgrad 40k")
+    assert_close(gpu.conv_forward(f, w, kmap), REF.conv_forward(f, w, kmap), "conv_forward 40k")
+    assert_close(gpu.conv_weight_grad(f, g, kmap), REF.conv_weight_grad(f, g, kmap), "conv wgrad 40k")
 
 
 def test_model_and_tensor_move_to_the_gpu_and_back(gpu):
@@ -133,8 +121,8 @@ def test_model_and_tensor_move_to_the_gpu_and_back(gpu):
     net.zero_grad()
     out_gpu, g_gpu, pg_gpu = run("cuda", "cupy")
     assert net.to("cpu").state_dict().keys() == pg_cpu.keys()
-    checks.assert_close(out_gpu, out_cpu, "network forward on the GPU")
+    assert_close(out_gpu, out_cpu, "network forward on the GPU")
     assert isinstance(g_gpu, np.ndarray), "the input gradient must come back to the host leaf"
-    checks.assert_close(g_gpu, g_cpu, "input gradient through Tensor.to")
+    assert_close(g_gpu, g_cpu, "input gradient through Tensor.to")
     for k in pg_cpu:
-        checks.assert_close(pg_gpu[k], pg_cpu[k], f"parameter gradient {k}")
+        assert_close(pg_gpu[k], pg_cpu[k], f"parameter gradient {k}")

@@ -6,9 +6,12 @@ import pytest
 from hypothesis import given, strategies as st
 
 from sparseconv import SparseTensor, coords as C
-from sparseconv.backends import cuda_checks as checks
+from sparseconv.backends.reference import backend as REF
+from sparseconv.device import to_device
 from sparseconv.kmap import (centred_offsets, down_map, down_output_shape, inverse_map, submanifold_map,
                              window_offsets)
+from sparseconv.testing import kernel_checks as checks
+from sparseconv.testing.compare import assert_same_ints
 from sparseconv.testing.conformance import STRIDED
 from sparseconv.testing.strategies import sparse_sites
 
@@ -23,10 +26,10 @@ def test_index_finds_present_keys_and_misses_absent_ones(backend):
     keys = C.pack_keys(coords)
     perm = rng.permutation(len(keys))  # the index must not rely on sorted input
     index = backend.build_index(keys[perm])
-    assert np.array_equal(backend.lookup(index, keys[perm]), np.arange(len(keys)))
+    assert np.array_equal(to_device(backend.lookup(index, keys[perm]), "cpu"), np.arange(len(keys)))
     absent = C.pack_keys(rng.integers(300, 600, size=(1000, 4)).astype(np.int32))
-    assert np.all(backend.lookup(index, absent) == -1)
-    assert np.all(backend.lookup(backend.build_index(keys[:0]), keys[:10]) == -1)
+    assert np.all(to_device(backend.lookup(index, absent), "cpu") == -1)
+    assert np.all(to_device(backend.lookup(backend.build_index(keys[:0]), keys[:10]), "cpu") == -1)
 
 
 def test_numba_index_capacity_and_duplicate_detection():
@@ -66,11 +69,11 @@ def test_submanifold_map_invariants(backend, sites):
         assert m.neighbors.shape == (len(x), k ** 3) and m.neighbors.dtype == np.int32
         assert m.num_pairs == _brute_force_pairs(x.coords, shape, m.offsets)
         centre = k ** 3 // 2
-        assert np.array_equal(m.neighbors[:, centre], np.arange(len(x)))
+        assert np.array_equal(to_device(m.neighbors[:, centre], "cpu"), np.arange(len(x)))
         counts = m.pair_counts()
         assert np.array_equal(counts, counts[::-1])  # offset and mirror have equal counts
         for j in range(m.K):
-            in_rows, out_rows = m.pairs(j)
+            in_rows, out_rows = (to_device(a, "cpu") for a in m.pairs(j))
             assert len(np.unique(in_rows)) == len(in_rows) and len(np.unique(out_rows)) == len(out_rows)
             expect = x.coords[out_rows, 1:] + m.offsets[j]
             assert np.array_equal(x.coords[in_rows, 1:], expect)
@@ -89,11 +92,11 @@ def test_down_map_k2s2_sites_are_unique_halves(backend, sites):
     assert coarse.spatial_shape == tuple(-(-s // 2) for s in shape) and coarse.stride == (2, 2, 2)
     assert m.num_pairs == len(x)  # each fine voxel has exactly one parent
     for j in range(m.K):
-        in_rows, out_rows = m.pairs(j)
+        in_rows, out_rows = (to_device(a, "cpu") for a in m.pairs(j))
         assert np.array_equal(coarse.coords[out_rows, 1:] * 2 + m.offsets[j], x.coords[in_rows, 1:])
     inv, fine = inverse_map(coarse, 2, 2)
     assert fine is x and inv.n_out == len(x) and inv.n_in == len(coarse)
-    assert np.array_equal(inv.transposed().neighbors, m.neighbors)
+    assert np.array_equal(to_device(inv.transposed().neighbors, "cpu"), to_device(m.neighbors, "cpu"))
 
 
 DOWN_CASES = [(sites, geometry) for sites in checks.SITES for geometry in checks.DOWN_GEOMETRIES]
@@ -102,7 +105,7 @@ DOWN_CASES = [(sites, geometry) for sites in checks.SITES for geometry in checks
 @pytest.mark.parametrize("sites,geometry", DOWN_CASES, ids=[f"{a}-{b}" for a, b in DOWN_CASES])
 def test_down_table_equals_the_reference(backend, sites, geometry):
     """Output sites and table of every strided geometry, on several batches, odd grids, one voxel and
-    no voxel, exactly the reference's (the CUDA emulation runs the same check, test_cuda_emulation)."""
+    no voxel, exactly the reference's."""
     checks.check_down_table(backend, sites, geometry)
 
 
@@ -117,9 +120,9 @@ def test_down_table_equals_the_reference_hypothesis(backend, sites, geometry):
     offsets = window_offsets(k, d)
     rows = np.random.default_rng(len(coords)).permutation(len(coords))
     got = backend.down_table(coords[rows], offsets, s, p, out_shape)
-    want = checks.REF.down_table(coords[rows], offsets, s, p, out_shape)
-    checks.assert_same_ints(got[0], want[0], "output sites")
-    checks.assert_same_ints(got[1], want[1], "table")
+    want = REF.down_table(coords[rows], offsets, s, p, out_shape)
+    assert_same_ints(got[0], want[0], "output sites")
+    assert_same_ints(got[1], want[1], "table")
 
 
 def test_down_table_of_no_inputs(backend):

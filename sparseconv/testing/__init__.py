@@ -1,1 +1,4 @@
-"""Shared test machinery: hypothesis strategies, dense oracles and the backend conformance suite."""
+"""Shared test machinery: the backend conformance suite (``suite``: its case list and ``run_case``),
+the convolution cases and their dense oracles (``conformance``), the kernel-level checks
+(``kernel_checks``), the tolerance table and error measures (``compare``), hypothesis strategies
+(``strategies``)."""

@@ -3,11 +3,11 @@
 One *case* = one op on one random sparse volume. :func:`run_sparse` computes the op with the
 selected backend (through the public kernel-map builders and ``functional.conv``), and
 :func:`run_dense` computes the same numbers with the dense NumPy twins in ``sparseconv.dense``,
-read at the active sites. Tests, ``python -m sparseconv.verify`` and ``benchmarks/gpu_check.py``
-all run these same cases, so a backend is held to one standard everywhere. :func:`standard_cases`
-is the fixed, deterministic list (every op × layout × geometry) that ``verify`` runs; the
-hypothesis strategies in :mod:`sparseconv.testing.strategies` draw from the same layouts and
-geometries. Nothing here needs hypothesis, so ``verify`` works on a plain install.
+read at the active sites. :func:`standard_cases` is the fixed, deterministic list (every op ×
+layout × geometry) that :mod:`sparseconv.testing.suite` puts in front of the kernel-level checks,
+so the tests, ``python -m sparseconv.verify`` and ``benchmarks/gpu_check.py`` hold a backend to one
+standard; the hypothesis strategies in :mod:`sparseconv.testing.strategies` draw from the same
+layouts and geometries. Nothing here needs hypothesis, so ``verify`` works on a plain install.
 
 The dense semantics (docs/design.md, Conventions):
   * ``subm``: dense conv (padding r·dilation) of the zero-filled input, read at the active sites.
@@ -24,10 +24,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import dense
+from ..backends import get_backend, use_backend
+from ..device import to_device
 from ..functional import conv as F
-from ..backends import use_backend
 from ..kmap import down_map, down_output_shape, inverse_map, submanifold_map
 from ..tensor import SparseTensor
+from .compare import max_relative_errors  # noqa: F401 - the measure the cases are judged by, kept here too
 
 OPS = ("subm", "depthwise", "down", "inverse")
 LAYOUTS = ("random", "empty", "single", "full", "boundary")
@@ -55,6 +57,7 @@ class Case:
     dtype: type = np.float64
     seed: int = 0
     arrays: dict = field(default_factory=dict, repr=False)
+    layout: str = ""  # the layout of LAYOUTS the sites were drawn from, when known
 
     def __post_init__(self):
         if self.op not in OPS:
@@ -66,6 +69,16 @@ class Case:
         geo = f"k={self.kernel_size}" + (f" s={self.stride} p={self.padding}" if self.op in ("down", "inverse") else "")
         return (f"{self.op} {geo} d={self.dilation} N={len(self.coords)} grid={self.spatial_shape} "
                 f"B={self.batch_size} C={self.cin}->{self.cout} {np.dtype(self.dtype).name}")
+
+    @property
+    def name(self) -> str:
+        """A short unique name among the standard cases, e.g. ``subm_random_k3_s1_p0_d1``."""
+        return f"{self.op}_{self.layout}_k{self.kernel_size}_s{self.stride}_p{self.padding}_d{self.dilation}"
+
+    @property
+    def label(self) -> str:
+        """How a report names the case: its description and seed."""
+        return f"{self.describe()} seed={self.seed}"
 
 
 def _geometry(case):
@@ -101,23 +114,21 @@ def _inputs(case):
 
 
 def run_sparse(case: Case, backend=None) -> dict:
-    """``{"out", "dx", "dw", "db"}`` of the case on the currently selected backend.
+    """``{"out", "dx", "dw", "db"}`` of the case on ``backend`` (a name or a backend object; default
+    the selected one), as NumPy arrays.
 
-    With ``backend`` (a name or a backend object) the case runs on that backend instead, with its
-    arrays moved to ``backend.xp`` first (so a GPU backend computes on the device) and the results
-    brought back as NumPy arrays.
+    The case's arrays are moved to the backend's ``xp`` first, so a GPU backend computes on the
+    device; the results are brought back to the host.
     """
-    if backend is not None:
-        with use_backend(backend) as be:
-            got = _run_sparse(case, be.xp)
-        return {key: _to_numpy(val) for key, val in got.items()}
-    return _run_sparse(case)
+    with use_backend(get_backend() if backend is None else backend) as be:
+        got = _run_sparse(case, be.xp)
+    return {key: to_device(val, "cpu") for key, val in got.items()}
 
 
-def _run_sparse(case, xp=None):
+def _run_sparse(case, xp):
     x, kmap, _, weight, bias, grad_out = _inputs(case)
     feats = x.feats
-    if xp is not None and xp is not np:
+    if xp is not np:
         feats, weight, bias, grad_out = (xp.asarray(a) for a in (feats, weight, bias, grad_out))
     if case.op == "depthwise":
         out = F.depthwise_forward(feats, weight, kmap, bias)
@@ -126,10 +137,6 @@ def _run_sparse(case, xp=None):
         out = F.conv_forward(feats, weight, kmap, bias)
         dx, dw, db = F.conv_backward(grad_out, feats, weight, kmap)
     return {"out": out, "dx": dx, "dw": dw, "db": db}
-
-
-def _to_numpy(a):
-    return a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else np.asarray(a)
 
 
 def dense_weight(weight, k, transpose=False):
@@ -233,7 +240,7 @@ def standard_cases(seed: int = 0, quick: bool = False) -> list:
     """
     rng = np.random.default_rng(seed)
     shapes = [(5, 6, 7), (4, 4, 4), (7, 3, 6), (1, 5, 2)]
-    cases, layouts = [], []
+    cases = []
     for op in OPS:
         geometries = CENTRED if op in ("subm", "depthwise") else STRIDED
         for layout in LAYOUTS:
@@ -246,21 +253,7 @@ def standard_cases(seed: int = 0, quick: bool = False) -> list:
                 density = float(rng.choice([0.05, 0.3, 0.9]))
                 coords = np.argwhere(mask_of(layout, batch, shape, rng, density)).astype(np.int32)
                 cases.append(Case(op, coords, shape, batch, int(rng.integers(1, 9)), int(rng.integers(1, 9)),
-                                  k, s, p, d, np.float64, int(rng.integers(0, 2**31 - 1))))
-                layouts.append(layout)
+                                  k, s, p, d, np.float64, int(rng.integers(0, 2**31 - 1)), layout=layout))
     if quick:  # the same cases (same seeds), fewer of them
-        cases = [c for c, layout in zip(cases, layouts) if layout in ("random", "boundary")]
+        cases = [c for c in cases if c.layout in ("random", "boundary")]
     return cases
-
-
-def max_relative_errors(got: dict, want: dict) -> dict:
-    """Per quantity: ``max|got − want| / max(1, max|want|)`` (relative to the output's scale)."""
-    errs = {}
-    for key in want:
-        g, w = np.asarray(got[key], dtype=np.float64), np.asarray(want[key], dtype=np.float64)
-        if g.shape != w.shape:
-            errs[key] = np.inf
-            continue
-        scale = max(1.0, float(np.abs(w).max(initial=0.0)))
-        errs[key] = float(np.abs(g - w).max(initial=0.0)) / scale
-    return errs

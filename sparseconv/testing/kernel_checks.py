@@ -1,13 +1,11 @@
-"""Kernel-level conformance of a backend against the NumPy reference, case by case.
+"""Kernel-level checks: one kernel of the backend interface at a time, against the NumPy reference.
 
-Used by ``tests/test_cuda_emulation.py`` (the CPU emulation of the CUDA kernels), ``tests/test_gpu.py``
-(the real CuPy backend) and ``benchmarks/gpu_check.py``. Every check builds its inputs with NumPy
-from a seed, runs one kernel of the interface on the backend under test and on the reference, and
-raises ``AssertionError`` on any difference: integer tables must match exactly; floating results
-within ``RTOL[dtype]`` of the reference's norm (the summation order differs, see docs/gpu.md).
-Each check also reruns its kernel and demands bitwise-equal results (determinism).
-
-``all_cases()`` lists ``(name, function, kwargs)`` for a full run; tests parametrize over the same.
+Every check builds its inputs with NumPy from a seed, runs a kernel on the backend under test and on
+the reference, and raises ``AssertionError`` on any difference: integer tables must match exactly,
+floating results within :func:`~sparseconv.testing.compare.tolerance` of the reference (the summation
+order differs, see docs/gpu.md). Each check also reruns its kernel and demands bitwise-equal results
+(determinism). :mod:`sparseconv.testing.suite` lists them, with their sizes, next to the convolution
+cases.
 """
 from __future__ import annotations
 
@@ -17,45 +15,12 @@ import numpy as np
 
 from .. import coords as C
 from .. import kmap as KM
+from ..backends import use_backend
+from ..backends.reference import backend as REF
 from ..tensor import SparseTensor
-from . import use_backend
-from .reference import backend as REF
+from .compare import assert_bitwise, assert_close, assert_same_ints
 
-RTOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
 DTYPES = (np.float32, np.float64)
-
-
-def to_numpy(a):
-    """A backend's array as NumPy (CuPy arrays have ``.get()``)."""
-    return a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else np.asarray(a)
-
-
-def assert_same_ints(got, want, what):
-    got, want = to_numpy(got), np.asarray(want)
-    assert got.shape == want.shape, f"{what}: shape {got.shape} != reference {want.shape}"
-    assert got.dtype == want.dtype, f"{what}: dtype {got.dtype} != reference {want.dtype}"
-    if not np.array_equal(got, want):
-        bad = np.argwhere(got != want)[0]
-        raise AssertionError(f"{what}: differs from the reference at {tuple(bad)}: {got[tuple(bad)]} != "
-                             f"{want[tuple(bad)]} ({int((got != want).sum())} entries differ)")
-
-
-def assert_close(got, want, what):
-    got, want = to_numpy(got), np.asarray(want)
-    assert got.shape == want.shape, f"{what}: shape {got.shape} != reference {want.shape}"
-    assert got.dtype == want.dtype, f"{what}: dtype {got.dtype} != reference {want.dtype}"
-    assert np.isfinite(got).all(), f"{what}: non-finite entries at {np.argwhere(~np.isfinite(got))[:3].tolist()}"
-    err = float(np.linalg.norm((got - want).ravel().astype(np.float64)))
-    scale = float(np.linalg.norm(want.ravel().astype(np.float64)))
-    tol = RTOL[want.dtype] * max(scale, 1e-30)
-    assert err <= tol or (scale == 0 and err == 0), \
-        f"{what}: |got - ref| = {err:.3e} > {RTOL[want.dtype]:.0e} · |ref| = {tol:.3e}"
-
-
-def assert_bitwise(a, b, what):
-    a, b = to_numpy(a), to_numpy(b)
-    assert a.shape == b.shape and np.array_equal(a.view(np.uint8), b.view(np.uint8)), \
-        f"{what}: two runs differ bitwise (not deterministic)"
 
 
 # --- inputs ----------------------------------------------------------------------------------------
@@ -332,95 +297,3 @@ def check_zero_rows(be, dtype):
                  "segment_sum of 0 segments")
     assert_close(be.segment_sum(np.zeros((0, 3), dtype), np.array([0, 0, 0], np.int64)), np.zeros((2, 3), dtype),
                  "segment_sum of empty segments")
-
-
-# --- the full list ---------------------------------------------------------------------------------
-
-HASH_SIZES = (0, 1, 7, 300, 3000)
-CONV_CHANNELS = ((1, 1), (3, 5), (16, 32), (33, 17))
-CONV_MAPS = ("subm_k1_d1", "subm_k3_d1", "subm_k3_d2", "subm_k5_d1", "down_k2s2", "inverse_k2s2", "down_k3s2p1")
-
-
-def all_cases(quick: bool = False):
-    """``[(name, function, kwargs)]``: every check, over sites, kernels, dilations, channels, dtypes."""
-    cases = [(f"hash_n{n}", check_hash, dict(n=n)) for n in HASH_SIZES]
-    for sites in SITES:
-        for k in (1, 3, 5):
-            for d in (1, 2):
-                cases.append((f"neighbor_table_{sites}_k{k}_d{d}", check_neighbor_table,
-                              dict(sites=sites, kernel_size=k, dilation=d)))
-        cases.append((f"transpose_table_{sites}", check_transpose_table, dict(sites=sites)))
-        cases.append((f"submanifold_map_{sites}_k3", check_submanifold_map, dict(sites=sites, kernel_size=3, dilation=1)))
-        for geometry in DOWN_GEOMETRIES:
-            cases.append((f"down_table_{sites}_{geometry}", check_down_table, dict(sites=sites, geometry=geometry)))
-    conv_sites = ("b2_odd",) if quick else ("b2_odd", "b1_dense", "b3_sparse", "single")
-    for dtype in DTYPES:
-        dt = np.dtype(dtype).name
-        for sites in conv_sites:
-            for map_name in CONV_MAPS:
-                if sites != "b2_odd":
-                    pairs = ((3, 5),)
-                elif map_name == "subm_k3_d1":
-                    pairs = CONV_CHANNELS
-                else:
-                    pairs = ((3, 5), (33, 17))  # a partial tile in every dimension
-                for cin, cout in pairs:
-                    cases.append((f"conv_{sites}_{map_name}_{cin}x{cout}_{dt}", check_conv,
-                                  dict(sites=sites, map_name=map_name, cin=cin, cout=cout, dtype=dtype)))
-                for c in (1, 7, 40) if sites == "b2_odd" else (7,):
-                    cases.append((f"depthwise_{sites}_{map_name}_c{c}_{dt}", check_depthwise,
-                                  dict(sites=sites, map_name=map_name, channels=c, dtype=dtype)))
-        for n, s, c in ((0, 0, 3), (0, 4, 2), (1, 1, 1), (50, 5, 3), (3000, 7, 5), (2500, 1, 33)):
-            cases.append((f"segment_sum_n{n}_s{s}_c{c}_{dt}", check_segment_sum,
-                          dict(n_rows=n, n_segments=s, channels=c, dtype=dtype)))
-        for n, c in ((0, 3), (1, 1), (257, 7), (5000, 32)):
-            cases.append((f"pointwise_n{n}_c{c}_{dt}", check_pointwise, dict(n_rows=n, channels=c, dtype=dtype)))
-        cases.append((f"zero_rows_{dt}", check_zero_rows, dict(dtype=dtype)))
-    return cases
-
-
-# --- the lead's conformance suite (sparseconv.testing), driven on any backend ------------------------
-
-def run_sparse_on(be, case) -> dict:
-    """``sparseconv.testing.conformance.run_sparse`` on backend ``be``, with the case's arrays moved
-    to ``be.xp`` first (so a CuPy backend computes on the device), results back as NumPy."""
-    from ..functional import conv as F
-    from ..testing import conformance as conf
-
-    with use_backend(be):
-        x, kmap, _, weight, bias, grad_out = conf._inputs(case)
-        xp = be.xp
-        feats, weight, bias, grad_out = (xp.asarray(a) for a in (x.feats, weight, bias, grad_out))
-        if case.op == "depthwise":
-            out = F.depthwise_forward(feats, weight, kmap, bias)
-            dx, dw, db = F.depthwise_backward(grad_out, feats, weight, kmap)
-        else:
-            out = F.conv_forward(feats, weight, kmap, bias)
-            dx, dw, db = F.conv_backward(grad_out, feats, weight, kmap)
-    return {key: to_numpy(val) for key, val in {"out": out, "dx": dx, "dw": dw, "db": db}.items()}
-
-
-def check_conformance_case(be, case):
-    """One case of the shared suite: float64 against the dense twins (1e-10 of the scale), float32
-    against the reference backend (1e-5 of the norm)."""
-    import dataclasses
-
-    from ..testing.conformance import max_relative_errors, run_dense, run_sparse
-
-    case64 = dataclasses.replace(case, dtype=np.float64, arrays={})
-    errors = max_relative_errors(run_sparse_on(be, case64), run_dense(case64))
-    assert max(errors.values(), default=0.0) < 1e-10, f"{case64.describe()}: vs dense twin {errors}"
-    case32 = dataclasses.replace(case, dtype=np.float32, arrays={})
-    got = run_sparse_on(be, case32)
-    with use_backend("reference"):
-        want = run_sparse(case32)
-    for key in want:
-        assert got[key].dtype == np.float32, f"{case32.describe()}: {key} is {got[key].dtype}"
-        scale = max(float(np.linalg.norm(want[key])), 1e-30)
-        assert float(np.linalg.norm(got[key] - want[key])) <= 1e-5 * scale, f"{case32.describe()}: {key} vs reference"
-
-
-def conformance_cases(seed: int = 0):
-    """Deterministic cases of the shared suite (no hypothesis): every op × layout × geometry."""
-    from ..testing.conformance import standard_cases
-    return standard_cases(seed)
