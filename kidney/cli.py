@@ -7,6 +7,7 @@
     kidney segment IN [-o OUT] [--weights DIR]      (IN/OUT: a NIfTI file, or folders with -i/-o)
                    [--continue] [--num-parts K --part-id I] [--workers N | --scheduler ADDR]
     kidney train --data DIR --stage {1,2} [--out DIR] [--model compact|paper] [--steps N] ...
+                 [--distributed [--collective-timeout S]]   (under mpiexec -n P / srun: data-parallel)
     kidney --version                                (also: python -m kidney ...)
 
 demo, segment and train also take --device cpu|cuda (cuda: sparseconv's CuPy backend; segment and
@@ -274,8 +275,35 @@ def add_train(sub) -> None:
                         "run again to continue")
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in OUT")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel over the MPI ranks this command was started on (mpiexec -n P kidney "
+                        "train ... --distributed): each rank takes a share of every step's --accumulate "
+                        "samples, gradients are summed in a fixed order, rank 0 writes the files "
+                        "(pip install sparseconv[mpi]; docs/scale.md)")
+    p.add_argument("--collective-timeout", type=float, default=None, metavar="SECONDS",
+                   help="with --distributed: end the run when a rank has not answered for this long "
+                        "(default 600)")
+    p.add_argument("--test-fault", default=None, metavar="RANK:STEP:exit|kill", help=argparse.SUPPRESS)
     _add_compute_args(p)
     p.set_defaults(func=run_train)
+
+
+def _communicator(args):
+    """``--distributed``: the MPI ranks' communicator (mpi4py imported only then); else ``None``."""
+    if not args.distributed:
+        if args.collective_timeout is not None or args.test_fault is not None:
+            raise ValueError(f"{'--collective-timeout' if args.test_fault is None else '--test-fault'} goes "
+                             "with --distributed")
+        return None
+    from .distributed import DEFAULT_TIMEOUT, communicator
+
+    comm = communicator(args.device, DEFAULT_TIMEOUT if args.collective_timeout is None else args.collective_timeout)
+    if args.test_fault:  # for the test suite: RANK:STEP:exit|kill
+        rank, step, mode = args.test_fault.split(":")
+        comm.fault = (int(rank), int(step), mode)
+    if comm.size == 1 and not args.quiet:
+        print("warning: --distributed on 1 rank (start it with mpiexec -n P, or srun)", file=sys.stderr)
+    return comm
 
 
 def run_train(args) -> int:
@@ -291,8 +319,24 @@ def run_train(args) -> int:
                       stage1_weights=str(args.stage1_weights) if args.stage1_weights else None,
                       gt_crops=not args.no_gt_crops, kidney_free_crops=args.kidney_free_crops)
     out = args.out or Path("runs") / f"stage{args.stage}"
+    comm = _communicator(args)
     t0 = time.perf_counter()
-    trainer = train(args.data, out, cfg, resume=not args.fresh, progress=not args.quiet, stop_at=args.stop_at)
+    try:
+        trainer = train(args.data, out, cfg, resume=not args.fresh, progress=not args.quiet, stop_at=args.stop_at,
+                        comm=comm)
+    except Exception as exc:  # several ranks: say which failed, and end them all (no rank left waiting)
+        if comm is None or comm.size == 1:
+            raise
+        usage = isinstance(exc, (FileNotFoundError, FileExistsError, ValueError))
+        if not usage and type(exc).__name__ != "CollectiveTimeout":
+            import traceback
+            traceback.print_exc()
+        print(f"kidney train: error: {'' if str(exc).startswith('rank ') else f'rank {comm.rank}: '}{exc}",
+              file=sys.stderr, flush=True)
+        comm.abort(2 if usage else 1)
+        raise
+    if comm is not None and comm.rank != 0:
+        return 0
     last = trainer.history[-1] if trainer.history else None
     if last:
         d = last["dice"]
@@ -533,6 +577,12 @@ def _setup_compute(args) -> None:
         numba.set_num_threads(args.threads)
     if args.device == "cuda":
         if args.command == "train":
+            if args.distributed:  # the NCCL communicator exists; say first when it cannot run here
+                from .distributed import nccl_unavailable
+                reason = nccl_unavailable()
+                if reason:
+                    raise ValueError("--distributed --device cuda needs CuPy with NCCL and a CUDA GPU: pip "
+                                     f"install 'sparseconv[gpu,mpi]' ({reason})")
             raise ValueError("--device cuda: training does not run on the GPU yet (the trainer keeps "
                              "its model and batches in host memory); use --device cpu")
         try:

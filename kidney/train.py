@@ -27,6 +27,9 @@ Outputs in ``out_dir``: ``checkpoint.npz`` (model, optimiser, schedule, accumula
 ``checkpoint_every`` optimiser steps and at the end), ``weights.npz`` (model + meta, what the pipeline
 loads), ``train_log.jsonl`` (one JSON line per optimiser step: loss, per-HEC Dice, lr, time),
 ``train_config.json``.
+
+Data parallel (``comm``, :mod:`kidney.distributed`): the ranks split each optimiser step's micro-steps
+and sum their gradients in a fixed order; rank 0 writes the files.
 """
 from __future__ import annotations
 
@@ -244,8 +247,10 @@ class Trainer:
     """Holds model, optimiser, schedule, data; :meth:`run` trains to ``cfg.steps`` optimiser steps."""
 
     def __init__(self, cfg: TrainConfig, samples: List[Sample], out_dir, augment_config: AugmentConfig = None,
-                 data_description: str = "", progress: bool = True):
+                 data_description: str = "", progress: bool = True, comm=None):
         self.cfg = cfg.resolved()
+        self.comm = comm  # a kidney.distributed.Communicator: data-parallel over its ranks (None: one process)
+        self.is_root = comm is None or comm.rank == 0
         self.samples = samples
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -279,6 +284,8 @@ class Trainer:
     def save_checkpoint(self, path=None):
         extra = {"micro_step": self.micro_step, "opt_step": self.opt_step, "elapsed": self.elapsed,
                  "config": json.dumps(self.cfg.to_dict())}
+        if self.comm is not None:
+            extra["ranks"] = self.comm.size
         save_checkpoint(path or self.checkpoint_path, model=self.model, optimizer=self.opt,
                         scheduler=self.sched, accumulator=self.acc, extra=extra)
 
@@ -300,6 +307,7 @@ class Trainer:
         self.micro_step = int(extra["micro_step"])
         self.opt_step = int(extra["opt_step"])
         self.elapsed = float(extra["elapsed"])
+        self.resumed_ranks = int(extra["ranks"]) if "ranks" in extra else 1
         return self
 
     def export_weights(self, path=None, extra_meta: Optional[dict] = None) -> Path:
@@ -311,6 +319,8 @@ class Trainer:
                 "train": train, "optimizer_steps": self.opt_step, "micro_steps": self.micro_step,
                 "train_seconds": round(self.elapsed, 1), "data": self.data_description,
                 "n_samples": len(self.samples)}
+        if self.comm is not None:
+            meta["ranks"] = self.comm.size
         if self.history:
             last = self.history[-min(len(self.history), 20):]
             meta["final_train_loss_mean20"] = float(np.mean([h["loss"] for h in last]))
@@ -334,30 +344,39 @@ class Trainer:
         """Train until ``steps`` optimiser steps (default ``cfg.steps``) have been taken in total."""
         target = self.cfg.steps if steps is None else min(int(steps), self.cfg.steps)
         log_path = self.out_dir / "train_log.jsonl"
-        if log_path.exists():  # after a resume: drop records of steps the checkpoint does not hold
-            keep = [l for l in log_path.read_text().splitlines()
-                    if l.strip() and json.loads(l)["step"] <= self.opt_step]
-            log_path.write_text("".join(l + "\n" for l in keep))
-        (self.out_dir / "train_config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
-        bar = _progress(target, self.opt_step, f"stage {self.cfg.stage}", self.progress)
+        if self.is_root:  # with several ranks, rank 0 writes every file
+            if log_path.exists():  # after a resume: drop records of steps the checkpoint does not hold
+                keep = [l for l in log_path.read_text().splitlines()
+                        if l.strip() and json.loads(l)["step"] <= self.opt_step]
+                log_path.write_text("".join(l + "\n" for l in keep))
+            (self.out_dir / "train_config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
+        bar = _progress(target, self.opt_step, f"stage {self.cfg.stage}", self.progress and self.is_root)
         losses, dices = [], []
         while self.opt_step < target:
             t0 = time.perf_counter()
-            sample, x, t = self.draw(self.micro_step)
-            loss, dice = loss_and_dice(self.model, x, t, self.cfg.ds_weights, self.cfg.loss)
-            self.acc.backward(loss)
-            self.micro_step += 1
-            losses.append(float(loss.item()))
-            dices.append(dice)
-            stepped = self.acc.step()
+            if self.comm is not None:  # this rank's share of the step's samples, gradients summed over ranks
+                from .distributed import train_step
+                losses, dices, n_active, extra = train_step(self)
+                stepped = True
+            else:
+                sample, x, t = self.draw(self.micro_step)
+                loss, dice = loss_and_dice(self.model, x, t, self.cfg.ds_weights, self.cfg.loss)
+                self.acc.backward(loss)
+                self.micro_step += 1
+                losses.append(float(loss.item()))
+                dices.append(dice)
+                n_active, extra = int(len(x)), {}
+                stepped = self.acc.step()
             self.elapsed += time.perf_counter() - t0
             if not stepped:
                 continue
             self.sched.step()
             self.opt_step += 1
+            if not self.is_root:
+                continue
             rec = {"step": self.opt_step, "micro_step": self.micro_step, "loss": float(np.mean(losses)),
                    "dice": [float(v) for v in np.mean(dices, axis=0)], "lr": self.opt.param_groups[0]["lr"],
-                   "n_active": int(len(x)), "seconds": round(self.elapsed, 2)}
+                   "n_active": n_active, "seconds": round(self.elapsed, 2), **extra}
             losses, dices = [], []
             self.history.append(rec)
             with open(log_path, "a") as f:
@@ -402,22 +421,28 @@ class _progress:
 
 
 def train(data_dir, out_dir, cfg: TrainConfig, resume: bool = True, progress: bool = True,
-          augment_config: Optional[AugmentConfig] = None, stop_at: Optional[int] = None) -> Trainer:
-    """Load the data, build the trainer, resume from ``out_dir/checkpoint.npz`` if present, train."""
+          augment_config: Optional[AugmentConfig] = None, stop_at: Optional[int] = None, comm=None) -> Trainer:
+    """Load the data, build the trainer, resume from ``out_dir/checkpoint.npz`` if present, train.
+
+    ``comm`` (a :class:`kidney.distributed.Communicator`): train data-parallel over its ranks."""
     cfg = cfg.resolved()
-    samples = load_samples(data_dir, cfg, progress=progress)
+    root = comm is None or comm.rank == 0
+    samples = load_samples(data_dir, cfg, progress=progress and root)
     cases, held_out = split_cases(data_dir, cfg)
     desc = f"{len(cases)} cases from {data_dir}" + (f" (fold {cfg.fold} of {cfg.folds} held out)"
                                                       if cfg.fold is not None else "")
-    if held_out:  # a folder of links to the held-out cases: kidney segment -i OUT/validation ...
+    if held_out and root:  # a folder of links to the held-out cases: kidney segment -i OUT/validation ...
         val = Path(out_dir) / "validation"
         val.mkdir(parents=True, exist_ok=True)
         for c in held_out:
             link = val / c.name
             if not link.exists():
                 link.symlink_to(c.resolve(), target_is_directory=True)
-    trainer = Trainer(cfg, samples, out_dir, augment_config, desc, progress)
-    if resume and trainer.checkpoint_path.exists():
+    trainer = Trainer(cfg, samples, out_dir, augment_config, desc, progress, comm=comm)
+    if comm is not None:  # every rank resumes from the same checkpoint, or none; all states checked equal
+        from .distributed import start
+        start(trainer, resume, progress)
+    elif resume and trainer.checkpoint_path.exists():
         trainer.load_checkpoint()
         if progress:
             print(f"resumed from {trainer.checkpoint_path} at step {trainer.opt_step}", file=sys.stderr)
