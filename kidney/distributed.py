@@ -246,9 +246,12 @@ class MPICommunicator(Communicator):
             self._wait([self.comm.Ibarrier()], [None], "barrier")
 
     def abort(self, code: int = 1) -> None:
+        import os
+
         sys.stdout.flush()
         sys.stderr.flush()
         self.world.Abort(int(code))
+        os._exit(int(code))  # MPI_Abort may return when another rank's abort is already under way
 
 
 def nccl_unavailable() -> Optional[str]:
