@@ -20,6 +20,8 @@ setup(
         "bench": ["matplotlib>=3.5", "tqdm>=4.60", "psutil>=5.9"],
         # kidney segment --workers / --scheduler: Dask distributed, and bokeh for its dashboard
         "cluster": ["dask[distributed]>=2024.1", "bokeh>=3.1", "tqdm>=4.60"],
+        # kidney train --distributed: MPI ranks (mpi4py, and the MPICH library as a wheel)
+        "mpi": ["mpi4py>=3.1", "mpich"],
     },
     entry_points={"console_scripts": ["kidney=kidney.cli:main"]},
 )

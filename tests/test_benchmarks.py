@@ -70,3 +70,26 @@ def test_bench_cohort_quick(tmp_path):
     assert result["engines"][1]["startup_s"] > 0 and len(result["scans"]) == 4
     table = out.with_suffix(".md").read_text().splitlines()
     assert len(table) == 4 and "| --workers 1 | 1 × 1 | 4 |" in table[3] and table[3].count("|") == table[0].count("|")
+
+
+def test_bench_train_ranks_quick(tmp_path):
+    """1 and 2 MPI ranks on a tiny model: the table, the JSON, the all-reduce times."""
+    import importlib.util
+    import os
+    import shutil
+
+    import pytest
+    if importlib.util.find_spec("mpi4py") is None or not ((Path(sys.executable).parent / "mpiexec").is_file()
+                                                          or shutil.which("mpiexec")):
+        pytest.skip("mpi4py and mpiexec not installed (pip install sparseconv[mpi])")
+    out = tmp_path / "ranks.json"
+    env = {**os.environ, "NUMBA_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, str(BENCH / "bench_train_ranks.py"), "--quick", "--out", str(out)], check=True,
+                   capture_output=True, text=True, env=env)
+    result = json.loads(out.read_text())
+    assert [r["ranks"] for r in result["runs"]] == [1, 2] and result["model"] == "tiny"
+    for r in result["runs"]:
+        assert r["steps"] == 2 and r["timed_steps"] == 1 and r["s_per_step"] > 0 and r["allreduce_s_per_step"] >= 0
+        assert abs(r["samples_per_s"] - 2 * r["steps_per_s"]) < 1e-9 and r["wall_s"] > r["s_per_step"]
+    table = out.with_suffix(".md").read_text().splitlines()
+    assert len(table) == 4 and table[2].startswith("| 1 | 1 × 1 | 2 |") and "| 1.00 |" in table[2]

@@ -2,7 +2,7 @@
 a corrupt case, a worker killed in the middle of a case, a case that keeps killing its workers, a
 hung case, Ctrl-C; labels bitwise those of the serial run.
 
-Dask is a test requirement (CI installs sparseconv[test,cluster]): without it this module fails to
+Dask is a test requirement (CI installs sparseconv[test,cluster,mpi]): without it this module fails to
 import, it is not skipped.
 """
 from __future__ import annotations
