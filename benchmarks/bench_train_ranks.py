@@ -100,7 +100,8 @@ def markdown(res: dict) -> str:
         eff = f"{r['steps_per_s'] / (r['ranks'] * one['steps_per_s']):.2f}" if one else ""
         lines.append(f"| {r['ranks']} | {r['ranks']} × 1 | {r['samples_per_step']} | {r['s_per_step']:.2f} | "
                      f"{r['steps_per_s']:.3f} | {r['samples_per_s']:.2f} | {eff} | "
-                     f"{r['allreduce_s_per_step']:.4f} ({r['allreduce_s_min']:.4f}) | {100 * r['allreduce_share']:.1f} % | "
+                     f"{r['allreduce_s_per_step']:.4f} ({r['allreduce_s_min']:.4f}) | "
+                     f"{100 * r['allreduce_share']:.1f} % | "
                      f"{r['wall_s']:.1f} |")
     return "\n".join(lines) + "\n"
 
