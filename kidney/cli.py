@@ -299,7 +299,9 @@ def _communicator(args):
 
     comm = communicator(args.device, DEFAULT_TIMEOUT if args.collective_timeout is None else args.collective_timeout)
     if args.test_fault:  # for the test suite: RANK:STEP:exit|kill
-        rank, step, mode = args.test_fault.split(":")
+        rank, step, mode = (args.test_fault.split(":") + ["", "", ""])[:3]
+        if not (rank.isdigit() and step.isdigit() and mode in ("exit", "kill")):
+            raise ValueError(f"--test-fault takes RANK:STEP:exit|kill, got {args.test_fault!r}")
         comm.fault = (int(rank), int(step), mode)
     if comm.size == 1 and not args.quiet:
         print("warning: --distributed on 1 rank (start it with mpiexec -n P, or srun)", file=sys.stderr)
@@ -307,6 +309,7 @@ def _communicator(args):
 
 
 def run_train(args) -> int:
+    from .distributed import CollectiveTimeout
     from .train import TrainConfig, train
 
     cfg = TrainConfig(stage=args.stage, model=args.model, spacing=args.spacing,
@@ -328,7 +331,7 @@ def run_train(args) -> int:
         if comm is None or comm.size == 1:
             raise
         usage = isinstance(exc, (FileNotFoundError, FileExistsError, ValueError))
-        if not usage and type(exc).__name__ != "CollectiveTimeout":
+        if not usage and not isinstance(exc, CollectiveTimeout):
             import traceback
             traceback.print_exc()
         print(f"kidney train: error: {'' if str(exc).startswith('rank ') else f'rank {comm.rank}: '}{exc}",

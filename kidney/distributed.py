@@ -12,13 +12,13 @@ every rank sends its gradients (one flat buffer per dtype) to rank 0, rank 0 add
 ``((g₀ + g₁) + g₂) + …`` (:func:`ordered_sum`), and broadcasts the sum, so every rank holds the same
 bits and takes the same optimiser step. ``MPI_Allreduce`` is not used: the MPI standard leaves its
 summation order to the implementation (it may change with the message size or the number of ranks),
-so its bits may differ from run to run. Hence a run on ``P`` ranks gives the same weights every time,
+so its bits are not guaranteed to repeat. Hence a run on ``P`` ranks gives the same weights every time,
 equal bit for bit to one process that accumulates each rank's block of micro-steps separately and adds
 the blocks in rank order; with ``P = 1`` it is the single-process run bit for bit. Different ``P``
 train on the same samples with the same mean gradient, rounded differently. The cost: rank 0
 receives ``(P − 1)`` gradient copies and sends one broadcast, linear in ``P`` where a ring
 all-reduce moves ``2(P − 1)/P`` of the gradient per rank — nothing for the compact model (0.66 MB),
-a bottleneck for the paper model on many ranks (docs/scale.md, Training).
+a bottleneck for the paper model on many ranks (docs/scale.md, Training on many processes).
 
 **Outputs and resume.** Rank 0 writes the log, the checkpoints and the weights file (``out_dir`` is
 read by every rank on resume, so it must be on a file system they share, as the data folder is). On
@@ -443,6 +443,7 @@ def train_step(trainer):
         loss, dice = loss_and_dice(trainer.model, x, t, c.ds_weights, c.loss)
         trainer.acc.backward(loss)
         stats.append((float(loss.item()), dice, int(len(x))))
+    # a parameter that got no gradient on any rank keeps grad None (AdamW skips it, as in one process)
     params = trainer.opt._params()
     grads = [p.grad if p.grad is not None else np.zeros_like(p.data) for p in params]
     present = np.array([p.grad is not None for p in params], dtype=grads[0].dtype)
