@@ -282,7 +282,7 @@ def add_train(sub) -> None:
                         "(pip install sparseconv[mpi]; docs/scale.md)")
     p.add_argument("--collective-timeout", type=float, default=None, metavar="SECONDS",
                    help="with --distributed: end the run when a rank has not answered for this long "
-                        "(default 600)")
+                        "(default 600; before the first step at least 600, while the ranks load their data)")
     p.add_argument("--test-fault", default=None, metavar="RANK:STEP:exit|kill", help=argparse.SUPPRESS)
     _add_compute_args(p)
     p.set_defaults(func=run_train)

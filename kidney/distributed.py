@@ -27,9 +27,10 @@ loads it, and a digest of each rank's model, optimiser, schedule, counters and s
 rank 0 before the first step (a mismatch ends every rank with the same error).
 
 **Failure.** Every wait is a non-blocking MPI request polled against a deadline
-(``--collective-timeout``, :data:`DEFAULT_TIMEOUT` s): a rank that gets no message from a peer within
-it raises :class:`CollectiveTimeout`, naming the peer and the optimiser step, and ``kidney train``
-prints it and calls ``MPI_Abort``, which ends every rank. A rank that fails with an error prints it
+(``--collective-timeout``, :data:`DEFAULT_TIMEOUT` s; before the first step at least
+:data:`STARTUP_TIMEOUT` s, as ranks may finish loading their data minutes apart): a rank that
+gets no message from a peer within it raises :class:`CollectiveTimeout`, naming the peer and the
+optimiser step, and ``kidney train`` prints it and calls ``MPI_Abort``, which ends every rank. A rank that fails with an error prints it
 (with its rank) and aborts the run the same way. A rank killed by a signal (out of memory) is
 normally seen by the launcher first (``mpiexec`` ends the others and says so); one that hangs, or
 leaves without a word, is caught by the deadline.
@@ -39,6 +40,7 @@ GPUs: :class:`NCCLCommunicator` is the same interface over NCCL for CuPy arrays 
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import pickle
 import sys
@@ -48,10 +50,11 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 __all__ = ["Communicator", "SingleProcess", "MPICommunicator", "NCCLCommunicator", "CollectiveTimeout",
-           "DEFAULT_TIMEOUT", "communicator", "nccl_unavailable", "ordered_sum", "share", "train_step",
-           "start", "state_digest"]
+           "DEFAULT_TIMEOUT", "STARTUP_TIMEOUT", "communicator", "nccl_unavailable", "ordered_sum", "share",
+           "train_step", "start", "state_digest"]
 
 DEFAULT_TIMEOUT = 600.0  # seconds a rank waits for a peer in any collective call
+STARTUP_TIMEOUT = 600.0  # before the first step at least this long: ranks load their data at their own pace
 
 _TAG_GRAD, _TAG_LEN, _TAG_OBJ = 71, 72, 73
 
@@ -112,8 +115,19 @@ class Communicator:
 
     rank: int = 0
     size: int = 1
+    timeout: float = DEFAULT_TIMEOUT
     context: str = ""
     reduce_seconds: float = 0.0  # time spent in allreduce_sum_ (waiting for peers included)
+
+    @contextlib.contextmanager
+    def patience(self, seconds: float):
+        """Within the block, wait at least ``seconds`` for a peer (start-up: loading data)."""
+        saved = self.timeout
+        self.timeout = max(saved, float(seconds))
+        try:
+            yield self
+        finally:
+            self.timeout = saved
 
     @property
     def is_root(self) -> bool:
@@ -341,6 +355,9 @@ class NCCLCommunicator(Communicator):
             _scatter(flat, arrays, idx)
         self.reduce_seconds += time.perf_counter() - t0
 
+    def patience(self, seconds: float):
+        return self.host.patience(seconds)  # objects and barriers go over MPI
+
     def gather(self, obj):
         return self.host.gather(obj)
 
@@ -397,6 +414,13 @@ def state_digest(trainer) -> str:
 def start(trainer, resume: bool, progress: bool = True) -> None:
     """Before the first step: resume (rank 0 decides, every rank loads the same checkpoint), then
     check that every rank holds the same state; ``ValueError`` on every rank if not."""
+    comm = trainer.comm
+    comm.context = "start-up (before the first step)"
+    with comm.patience(STARTUP_TIMEOUT):  # the ranks may finish loading their data minutes apart
+        _start(trainer, resume, progress)
+
+
+def _start(trainer, resume: bool, progress: bool) -> None:
     comm = trainer.comm
     found = comm.broadcast(bool(resume and trainer.checkpoint_path.exists()))
     if found:

@@ -113,6 +113,38 @@ def test_one_rank_communicator_trains_bit_for_bit_like_one_process(tiny_data, tm
     assert "allreduce_seconds" in dist.history[0] and "allreduce_seconds" not in plain.history[0]
 
 
+class _Recording(SingleProcess):
+    """One rank that notes the deadline each collective call would wait under."""
+
+    def __init__(self, timeout):
+        self.timeout, self.seen = timeout, []
+
+    def broadcast(self, obj):
+        self.seen.append(("broadcast", self.timeout))
+        return obj
+
+    def gather(self, obj):
+        self.seen.append(("gather", self.timeout))
+        return [obj]
+
+    def allreduce_sum_(self, arrays):
+        self.seen.append(("allreduce", self.timeout))
+        super().allreduce_sum_(arrays)
+
+
+def test_start_up_waits_longer_than_the_steps(tiny_data, tmp_path):
+    from kidney.distributed import STARTUP_TIMEOUT
+    from kidney.train import train
+    comm = _Recording(timeout=4.0)
+    cfg = TrainConfig(stage=1, model="tiny", spacing=8.0, steps=2, accumulate=1, warmup_steps=1, seed=5)
+    train(tiny_data, tmp_path, cfg, progress=False, comm=comm)
+    start, steps = comm.seen[:3], comm.seen[3:]
+    assert [c for c, _ in start] == ["broadcast", "gather", "broadcast"]  # resume?, digests, verdict
+    assert all(t == STARTUP_TIMEOUT >= 600 for _, t in start)
+    assert [c for c, _ in steps] == ["allreduce", "gather"] * 2 and all(t == 4.0 for _, t in steps)
+    assert comm.timeout == 4.0
+
+
 def test_distributed_options_need_distributed_and_cuda_needs_nccl(tiny_data, tmp_path, capsys):
     from kidney.cli import main
     assert main(["train", "--data", str(tiny_data), "--stage", "1", "--collective-timeout", "5"]) == 2
@@ -228,11 +260,11 @@ def test_one_rank_under_mpi_gives_the_single_process_bits(tiny_data, tmp_path):
 def test_a_rank_that_leaves_ends_the_run_with_a_clear_error_within_the_timeout(tiny_data, tmp_path):
     proc, seconds = _train(tiny_data, tmp_path, "--distributed", "--collective-timeout", "4",
                            "--test-fault", "1:3:exit")
-    assert proc.returncode != 0
-    assert ("kidney train: error: rank 0: no gradients from rank 1 within 4 s at optimiser step 3"
-            in proc.stderr), proc.stderr[-3000:]
-    assert seconds < 4 + 60  # the deadline, plus start-up and two steps
-    assert [r["step"] for r in _log(tmp_path)] == [1, 2] and not (tmp_path / "weights.npz").exists()
+    said = f"status {proc.returncode} after {seconds:.1f} s:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    assert proc.returncode != 0, said
+    assert "kidney train: error: rank 0: no gradients from rank 1 within 4 s at optimiser step 3" in proc.stderr, said
+    assert seconds < 4 + 60, said  # the deadline, plus start-up and two steps
+    assert [r["step"] for r in _log(tmp_path)] == [1, 2] and not (tmp_path / "weights.npz").exists(), said
 
 
 @needs_mpi
