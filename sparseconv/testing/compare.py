@@ -37,21 +37,24 @@ def _host(a) -> np.ndarray:
     return np.asarray(to_device(a, "cpu"))
 
 
+def max_relative_error(got, want) -> float:
+    """``max|got − want| / max(1, max|want|)`` in float64 (NaN if ``got`` holds NaN; inf on a shape
+    mismatch — callers that report shapes check them first)."""
+    g, w = np.asarray(_host(got), dtype=np.float64), np.asarray(_host(want), dtype=np.float64)
+    if g.shape != w.shape:
+        return np.inf
+    scale = max(1.0, float(np.abs(w).max(initial=0.0)))
+    return float(np.abs(g - w).max(initial=0.0)) / scale
+
+
 def max_relative_errors(got: dict, want: dict) -> dict:
-    """Per key: ``max|got − want| / max(1, max|want|)`` in float64 (inf on a shape mismatch)."""
-    errs = {}
-    for key in want:
-        g, w = np.asarray(_host(got[key]), dtype=np.float64), np.asarray(_host(want[key]), dtype=np.float64)
-        if g.shape != w.shape:
-            errs[key] = np.inf
-            continue
-        scale = max(1.0, float(np.abs(w).max(initial=0.0)))
-        errs[key] = float(np.abs(g - w).max(initial=0.0)) / scale
-    return errs
+    """:func:`max_relative_error` per key of ``want``."""
+    return {key: max_relative_error(got[key], want[key]) for key in want}
 
 
 def relative_norm_error(got, want) -> float:
-    """``‖got − want‖ / ‖want‖`` in float64 (inf on a shape mismatch; ``‖want‖`` floored at 1e-30)."""
+    """``‖got − want‖ / ‖want‖`` in float64 (NaN if ``got`` holds NaN; inf on a shape mismatch;
+    ``‖want‖`` floored at 1e-30)."""
     got, want = _host(got), _host(want)
     if got.shape != want.shape:
         return np.inf

@@ -67,6 +67,16 @@ def _feats(rng, n, c, dtype):
     return rng.standard_normal((n, c)).astype(dtype)
 
 
+def strided(a):
+    """The values of the ``(N, C)`` array ``a`` as a view whose rows are not contiguous: the first C
+    columns of an ``(N, C + 3)`` array whose other columns hold NaN. The interface does not promise
+    contiguous inputs; a kernel that reads its input's memory as if it were ``(N, C)`` C-contiguous
+    reads the NaN (and wrong rows) and fails the comparison."""
+    wide = np.full((a.shape[0], a.shape[1] + 3), np.nan, dtype=a.dtype)
+    wide[:, :a.shape[1]] = a
+    return wide[:, :a.shape[1]]
+
+
 SITES = {  # name -> kwargs of random_sites
     "b2_odd": dict(shape=(7, 8, 9), batch=2, density=0.3),
     "b1_dense": dict(shape=(6, 6, 6), batch=1, density=0.9),
@@ -227,20 +237,21 @@ def check_segment_sum(be, n_rows: int, n_segments: int, channels: int, dtype, se
     if n_segments >= 3:
         cuts[1] = cuts[2]  # an empty segment
     seg_ptr = cuts[: n_segments + 1].astype(np.int64)
-    got = be.segment_sum(values, seg_ptr)
+    got = be.segment_sum(be.xp.asarray(strided(values)), seg_ptr)
     assert_close(got, REF.segment_sum(values, seg_ptr), f"segment_sum N={n_rows} S={n_segments} C={channels}")
     assert_bitwise(got, be.segment_sum(values, seg_ptr), "segment_sum")
 
 
 def check_pointwise(be, n_rows: int, channels: int, dtype, seed: int = 0):
     """gelu, gelu_grad, layer_norm, layer_norm_grad (with and without a weight), grn and grn_grad vs
-    the reference; inputs spread to ±10 so the GELU tails are exercised."""
+    the reference; inputs spread to ±10 so the GELU tails are exercised. The ``(N, C)`` inputs ``x``
+    and ``grad`` reach the backend as :func:`strided` views."""
     rng = np.random.default_rng(seed)
     x, g = 3 * _feats(rng, n_rows, channels, dtype), _feats(rng, n_rows, channels, dtype)
     w, b = _feats(rng, 1, channels, dtype)[0], _feats(rng, 1, channels, dtype)[0]
     what = f"N={n_rows} C={channels}"
     xp_ = be.xp
-    xd, gd = xp_.asarray(x), xp_.asarray(g)
+    xd, gd = xp_.asarray(strided(x)), xp_.asarray(strided(g))
     assert_close(be.gelu(xd), REF.gelu(x), f"gelu {what}")
     assert_close(be.gelu_grad(xd, gd), REF.gelu_grad(x, g), f"gelu_grad {what}")
     ln = REF.layer_norm(x, w, b, 1e-6)
@@ -261,7 +272,7 @@ def _check_grn(be, x, g, gamma, beta, what):
     """grn and grn_grad on three samples (the middle one empty), then on the rows as one sample."""
     n = len(x)
     xp_ = be.xp
-    xd, gd, gam = xp_.asarray(x), xp_.asarray(g), xp_.asarray(gamma)
+    xd, gd, gam = xp_.asarray(strided(x)), xp_.asarray(strided(g)), xp_.asarray(gamma)
     for ptr in (np.array([0, n // 3, n // 3, n], np.int64), np.array([0, n], np.int64)):
         y, G = REF.grn(x, gamma, beta, ptr, 1e-6)
         for name, got, want in zip(("y", "G"), be.grn(xd, gam, xp_.asarray(beta), xp_.asarray(ptr), 1e-6), (y, G)):

@@ -2,9 +2,12 @@
 
 :func:`cases` lists every case, quick or full: first the convolution cases of
 :func:`~sparseconv.testing.conformance.standard_cases` (each op through the kernel-map builders and
-``sparseconv.functional``), then the kernel-level checks of :mod:`sparseconv.testing.kernel_checks`.
-:func:`run_case` runs one on a backend and returns a :class:`Result`: its errors against each oracle
-and, in words, every tolerance of :mod:`sparseconv.testing.compare` it exceeds.
+``sparseconv.functional``), then the kernel-level checks of :mod:`sparseconv.testing.kernel_checks`,
+then, when asked for, the scale tier of :mod:`sparseconv.testing.scale`. :func:`run_case` runs one
+on a backend and returns a :class:`Result`: its errors against each oracle and, in words, every
+tolerance of :mod:`sparseconv.testing.compare` it exceeds. The backend is seen through
+:class:`~sparseconv.testing.calls.KernelCalls`, so every kernel call is repeated (bitwise equal) and,
+for the thread-invariance check, recorded at two thread counts.
 
 The tests (every backend of the ``backend`` fixture), ``python -m sparseconv.verify`` and
 ``benchmarks/gpu_check.py`` all run this list through :func:`run_case`. A case's ``op`` is the row
@@ -14,22 +17,36 @@ The tests (every backend of the ``backend`` fixture), ``python -m sparseconv.ver
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import os
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
-from ..backends import use_backend
+from ..backends import load_backend, use_backend
 from . import kernel_checks as K
-from .compare import bitwise_equal, max_relative_errors, relative_norm_error, tolerance
+from . import scale as S
+from .calls import KernelCalls, first_difference
+from .compare import max_relative_error, relative_norm_error, tolerance
 from .conformance import Case, run_dense, run_sparse, standard_cases
+from .threads import control_for
 
 QUANTITIES = ("out", "dx", "dw", "db")
 LABEL = {"out": "out", "dx": "dX", "dw": "dW", "db": "db"}
-AGAINST = ("dense", "reference", "repeat")  # what a convolution case is compared with (all by default)
-# Kernel groups, in report order. The last, "conv_kernels" (the convolution kernels called directly,
-# on maps of every kind and channel counts that leave partial tiles), is for the tests and gpu_check.
-KERNEL_OPS = ("index", "kernel_maps", "segment_sum", "pointwise", "empty_inputs", "conv_kernels")
+# The kernel that computes each quantity of a convolution case (db is a column sum above the interface).
+KERNEL_OF = {"conv": {"out": "conv_forward", "dx": "conv_forward on the transposed map", "dw": "conv_weight_grad"},
+             "depthwise": {"out": "depthwise_forward", "dx": "depthwise_forward on the transposed map",
+                           "dw": "depthwise_weight_grad"}}
+# What a case is compared with (all but "threads" by default): "dense" (float64 vs the dense twins),
+# "reference" (float32 vs the reference backend), "repeat" (every kernel call twice, bitwise equal),
+# "threads" (the float32 run at 1 and at N threads, bitwise equal; see threads.py).
+AGAINST = ("dense", "reference", "repeat")
+CHECKS = AGAINST + ("threads",)
+# Kernel groups, in report order. "conv_kernels" (the convolution kernels called directly, on maps of
+# every kind and channel counts that leave partial tiles) is for the tests and gpu_check; "scale"
+# (float32 at 10^5-10^6 rows against float64 ground truth, sparseconv.testing.scale) only runs when asked.
+KERNEL_OPS = ("index", "kernel_maps", "segment_sum", "pointwise", "empty_inputs", "conv_kernels", "scale")
 
 
 @dataclass(frozen=True)
@@ -68,88 +85,234 @@ class KernelCase:
 
 @dataclass
 class Result:
-    """What one case measured on a backend (errors are relative, see :mod:`~sparseconv.testing.compare`)."""
+    """What one case measured on a backend (errors are relative, see :mod:`~sparseconv.testing.compare`).
+
+    An error is NaN when the result held NaN, and None when its shape was wrong (``shapes`` says how).
+    """
     dense: dict = field(default_factory=dict)  # quantity -> float64 error vs the dense twin
     reference: dict = field(default_factory=dict)  # quantity -> float32 error vs the reference backend
-    bitwise: bool | None = None  # two float32 runs bitwise equal (None: not compared)
+    shapes: dict = field(default_factory=dict)  # quantity -> "shape (a) != (b)" where the shape was wrong
+    bitwise: bool | None = None  # every kernel call repeated bitwise equal (None: not compared)
+    threads: bool | None = None  # the float32 run bitwise equal at 1 and N threads (None: not compared)
+    scale: dict = field(default_factory=dict)  # scale tier: kernel output -> (error, budget)
     problems: list = field(default_factory=list)  # every tolerance exceeded, in words
+    failed: set = field(default_factory=set)  # the checks that failed: CHECKS, "dtype", "kernel", "scale"
 
     @property
     def passed(self) -> bool:
         return not self.problems
 
+    def problem(self, check: str, text: str):
+        self.failed.add(check)
+        self.problems.append(text)
+
 
 # --- running a case ---------------------------------------------------------------------------------
 
-def run_case(backend, case, against=AGAINST) -> Result:
+def run_case(backend, case, against=AGAINST, threads=None) -> Result:
     """Run ``case`` (a convolution :class:`Case` or a :class:`KernelCase`) on ``backend`` (an object or
-    a name). A convolution case is compared with what ``against`` names: ``"dense"`` (float64 vs the
-    dense twins), ``"reference"`` (float32 vs the reference backend), ``"repeat"`` (two float32 runs
-    bitwise equal); a float32 result must stay float32. A kernel case always runs its whole check.
+    a name), compared with what ``against`` names (see :data:`AGAINST`; a float32 result must also
+    stay float32). A kernel case always runs its whole check against the reference, repeated kernel by
+    kernel if ``"repeat"`` is asked for. ``"threads"`` reruns the float32 cases at the two thread counts
+    of ``threads`` (a :class:`~sparseconv.testing.threads.ThreadControl`; default: the backend's).
     Errors the backend raises (other than a failed comparison) propagate."""
+    be = load_backend(backend) if isinstance(backend, str) else backend
+    if "threads" in against and threads is None:
+        threads = control_for(be)
+    if "threads" not in against or not threads.runs:
+        threads = None
     if isinstance(case, KernelCase):
-        return _run_kernel_case(backend, case)
-    return _run_conv_case(backend, case, against)
+        return _run_kernel_case(be, case, against, threads)
+    return _run_conv_case(be, case, against, threads)
 
 
-def _run_kernel_case(be, case: KernelCase) -> Result:
-    with use_backend(be) as be:
+def _run_kernel_case(be, case: KernelCase, against, threads) -> Result:
+    result = Result()
+    if case.op == "scale":  # accuracy only: each kernel once, at full size
+        return _run_check(be, case, result, be)
+    calls = KernelCalls(be, repeat="repeat" in against)
+    checked = _run_check(be, case, Result(), calls)
+    if "repeat" in against:
+        result.bitwise = not calls.mismatches
+    for mismatch in calls.mismatches:  # first: a value check after a differing repeat may fail because of it
+        result.problem("repeat", str(mismatch))
+    for problem in checked.problems:
+        result.problem("kernel", problem)
+    if threads is not None and case.kwargs.get("dtype") is np.float32:
+        records = []
+        for n in threads.counts:
+            records.append([])
+            with threads.threads(n):
+                _run_check(be, case, Result(), KernelCalls(be, record=records[-1]))
+        _judge_threads(result, records, threads)
+    return result
+
+
+def _run_check(be, case: KernelCase, result: Result, calls) -> Result:
+    with use_backend(calls) as selected:
         try:
-            case.check(be, **case.kwargs)
+            result.scale = case.check(selected, **case.kwargs) or {}
         except AssertionError as err:
             if kernel_that_raised(err, be) is not None:  # the backend's own assert: a crash, not a comparison
                 raise
-            return Result(problems=[str(err)])
-    return Result()
+            result.scale = getattr(err, "errors", {})  # a scale check's measurements (OverBudget)
+            result.problem("scale" if case.op == "scale" else "kernel", str(err))
+    return result
+
+
+def _judge_threads(result: Result, records, threads, prefix=""):
+    n1, n2 = threads.counts
+    mismatch = first_difference(records[0], records[1], (f"{n1} thread", f"{n2} threads"))
+    result.threads = mismatch is None
+    if mismatch is not None:
+        result.problem("threads", f"{prefix}{mismatch}")
 
 
 def kernel_that_raised(err: BaseException, backend):
     """The name of the backend method (kernel) ``err`` came out of, or None if it was raised elsewhere."""
+    frame = kernel_frame(err, backend)
+    return None if frame is None else frame.tb_frame.f_code.co_name
+
+
+def kernel_frame(err: BaseException, backend):
+    """The traceback entry of the outermost backend method ``err`` passed through, or None."""
     tb = err.__traceback__
     while tb is not None:  # the outermost frame of a backend method: the kernel called
         if tb.tb_frame.f_locals.get("self") is backend:
-            return tb.tb_frame.f_code.co_name
+            return tb
         tb = tb.tb_next
     return None
 
 
-def _run_conv_case(be, case: Case, against) -> Result:
+def where_raised(err: BaseException, backend) -> str:
+    """``file:line`` of the line of the backend's own code that raised ``err`` (or called what raised
+    it): the innermost frame, below the kernel, in a module that defines the backend's class or one of
+    its bases; else the innermost frame of all. "" when there is no traceback."""
+    tb = kernel_frame(err, backend) or err.__traceback__
+    if tb is None:
+        return ""
+    files = {_source_file(cls) for cls in type(backend).__mro__ if cls is not object}
+    frames = []
+    while tb is not None:
+        frames.append((tb.tb_frame.f_code.co_filename, tb.tb_lineno))
+        tb = tb.tb_next
+    mine = [f for f in frames if _same_file(f[0], files)]
+    filename, line = (mine or frames)[-1]
+    return f"{_short_path(filename)}:{line}"
+
+
+def _source_file(cls):
+    try:
+        return os.path.realpath(inspect.getfile(cls))
+    except (TypeError, OSError):
+        return None
+
+
+def _same_file(filename, files) -> bool:
+    return os.path.realpath(filename) in files
+
+
+def _short_path(filename: str) -> str:
+    """``filename`` relative to the working directory when it lies below it."""
+    try:
+        rel = os.path.relpath(filename)
+    except ValueError:  # another drive
+        return filename
+    return filename if rel.startswith(os.pardir) else rel
+
+
+def _run_conv_case(be, case: Case, against, threads) -> Result:
     result = Result()
+    kernels = KERNEL_OF["depthwise" if case.op == "depthwise" else "conv"]
     if "dense" in against:
         case64 = dataclasses.replace(case, dtype=np.float64, arrays={})
-        result.dense = max_relative_errors(run_sparse(case64, be), run_dense(case64))
-        _judge(result, result.dense, "float64 vs dense twin", tolerance(np.float64, "conv"))
-    if "repeat" in against or "reference" in against:
+        got, want = run_sparse(case64, be), run_dense(case64)
+        result.dense = _errors(result, got, want, max_relative_error, "float64 vs dense twin", kernels)
+        _judge(result, "dense", result.dense, "float64 vs dense twin", tolerance(np.float64, "conv"), kernels)
+    if "repeat" in against or "reference" in against or threads is not None:
         case32 = dataclasses.replace(case, dtype=np.float32, arrays={})
-        got = run_sparse(case32, be)
+        calls = KernelCalls(be, repeat="repeat" in against)
+        got = run_sparse(case32, calls)
         if "repeat" in against:
-            result.bitwise = all(bitwise_equal(got[q], again) for q, again in run_sparse(case32, be).items())
-            if not result.bitwise:
-                result.problems.append("two float32 runs differ bitwise (not deterministic)")
+            result.bitwise = not calls.mismatches
+            for mismatch in calls.mismatches:
+                result.problem("repeat", f"float32: {mismatch}")
         wrong_dtype = [f"{LABEL[q]} is {got[q].dtype}" for q in QUANTITIES if got[q].dtype != np.float32]
         if wrong_dtype:
-            result.problems.append(f"float32 inputs gave {', '.join(wrong_dtype)}")
+            result.problem("dtype", f"float32 inputs gave {', '.join(wrong_dtype)}")
+        if threads is not None:
+            records = []
+            for n in threads.counts:
+                records.append([])
+                with threads.threads(n):
+                    run_sparse(case32, KernelCalls(be, record=records[-1]))
+            _judge_threads(result, records, threads, "float32: ")
         if "reference" in against:
             want = run_sparse(case32, "reference")
-            result.reference = {q: relative_norm_error(got[q], want[q]) for q in QUANTITIES}
-            _judge(result, result.reference, "float32 vs reference", tolerance(np.float32, "conv"))
+            result.reference = _errors(result, got, want, relative_norm_error, "float32 vs reference", kernels)
+            _judge(result, "reference", result.reference, "float32 vs reference", tolerance(np.float32, "conv"),
+                   kernels)
     return result
 
 
-def _judge(result: Result, errors: dict, what: str, tol: float):
-    bad = [f"{LABEL[q]} {errors[q]:.1e}" for q in QUANTITIES if not errors[q] <= tol]  # NaN fails too
+def _name(q, kernels):
+    return f"{LABEL[q]} ({kernels[q]})" if q in kernels else LABEL[q]
+
+
+def _errors(result: Result, got: dict, want: dict, measure, what: str, kernels) -> dict:
+    """``measure(got[q], want[q])`` per quantity; None (and a problem) where the shapes differ."""
+    errors = {}
+    for q in QUANTITIES:
+        g, w = np.shape(got[q]), np.shape(want[q])
+        if g != w:
+            errors[q] = None
+            result.shapes[q] = f"shape {g} != {w}"
+            result.problem("shape", f"{what}: {_name(q, kernels)} shape {g} != {w}")
+        else:
+            errors[q] = measure(got[q], want[q])
+    return errors
+
+
+def _judge(result: Result, check: str, errors: dict, what: str, tol: float, kernels):
+    bad = [f"{_name(q, kernels)} {errors[q]:.1e}" for q in QUANTITIES
+           if errors[q] is not None and not errors[q] <= tol]  # NaN fails too
     if bad:
-        result.problems.append(f"{what} {', '.join(bad)} > {tol:.0e}")
+        result.problem(check, f"{what} {', '.join(bad)} > {tol:.0e}")
 
 
 # --- the case list ----------------------------------------------------------------------------------
 
-def cases(quick: bool = False, seed: int = 0) -> list:
+def cases(quick: bool = False, seed: int = 0, scale: bool = False) -> list:
     """Every case of the suite: the convolution cases (``seed`` draws their volumes; ``quick`` keeps
-    about a third), then the kernel-level cases at the :data:`QUICK` or :data:`FULL` sizes."""
+    about a third), then the kernel-level cases at the :data:`QUICK` or :data:`FULL` sizes, then (if
+    ``scale``) the scale tier."""
     sizes = QUICK if quick else FULL
     return (standard_cases(seed=seed, quick=quick) + _index_cases() + _map_cases(sizes)
-            + _segment_cases(sizes) + _pointwise_cases(sizes) + _empty_cases() + _conv_kernel_cases(sizes))
+            + _segment_cases(sizes) + _pointwise_cases(sizes) + _empty_cases() + _conv_kernel_cases(sizes)
+            + (scale_cases() if scale else []))
+
+
+# (sites, Cin, Cout) of the scale-tier convolutions, (sites, C) of the depthwise ones, (rows, segments,
+# C) of segment_sum, (rows, C, samples) of the pointwise kernels
+SCALE_CONV = ((100_000, 64, 64), (1_000_000, 8, 8))
+SCALE_DEPTHWISE = ((1_000_000, 16),)
+SCALE_SEGMENTS = ((1_000_000, 1, 16), (1_000_000, 1000, 16))
+SCALE_POINTWISE = ((250_000, 64, 8),)
+
+
+def scale_cases():
+    """The scale tier (:mod:`sparseconv.testing.scale`): float32 vs float64 ground truth, row "scale"."""
+    out = [KernelCase("scale", f"scale_conv_n{n}_{cin}x{cout}", f"conv_forward+weight_grad {n} sites C={cin}->{cout}",
+                      S.check_scale_conv, dict(n_sites=n, cin=cin, cout=cout)) for n, cin, cout in SCALE_CONV]
+    out += [KernelCase("scale", f"scale_depthwise_n{n}_c{c}", f"depthwise_forward+weight_grad {n} sites C={c}",
+                       S.check_scale_depthwise, dict(n_sites=n, channels=c)) for n, c in SCALE_DEPTHWISE]
+    out += [KernelCase("scale", f"scale_segment_sum_n{n}_s{s}_c{c}", f"segment_sum N={n} S={s} C={c}",
+                       S.check_scale_segment_sum, dict(n_rows=n, n_segments=s, channels=c))
+            for n, s, c in SCALE_SEGMENTS]
+    out += [KernelCase("scale", f"scale_pointwise_n{n}_c{c}", f"gelu, layer_norm, grn (+grads) N={n} C={c} S={s}",
+                       S.check_scale_pointwise, dict(n_rows=n, channels=c, n_segments=s))
+            for n, c, s in SCALE_POINTWISE]
+    return out
 
 
 def _dtype_names():
