@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import sparseconv
+import sparseconv.testing.scale
 from sparseconv import backends as B
 from sparseconv import verify
 from sparseconv.backends import pointwise
@@ -34,6 +35,27 @@ def test_verify_passes_on_the_shipped_cpu_backends(name, capsys):
     assert f"PASS: backend '{name}' passes every op" in out
     for op in verify.ROWS:  # one table row per op, each passing
         assert any(line.startswith(op) and line.rstrip().endswith("PASS") for line in out.splitlines()), op
+
+
+def test_numba_is_thread_invariant():
+    """The Numba backend at 1 and 2 threads, whatever NUMBA_NUM_THREADS this run has (a subprocess)."""
+    pytest.importorskip("numba")
+    env = dict(os.environ, NUMBA_NUM_THREADS="2",
+               PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-m", "sparseconv.verify", "--backend", "numba", "--quick"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "threads: the float32 cases at 1 and 2 threads (Numba" in proc.stdout
+    rows = [line.split() for line in proc.stdout.splitlines() if line.split()[:1] and line.split()[0] in verify.THREAD_ROWS]
+    assert len(rows) == len(verify.THREAD_ROWS) and all(r[-2:] == ["yes", "PASS"] for r in rows), rows
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", CPU)
+def test_the_shipped_cpu_backends_pass_the_scale_tier(name):
+    report = verify.verify_backend(name, ops=["scale"])
+    assert report.passed, report.row("scale").failures
+    assert len(report.row("scale").scale) == len(sparseconv.testing.scale.BUDGETS)
 
 
 def test_verify_fails_on_the_broken_backend_and_names_the_op():
