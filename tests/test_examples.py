@@ -36,8 +36,24 @@ def load(filename):
     return module
 
 
+# numbered examples that are backends (plugins of ``python -m sparseconv.verify``), not figures
+BACKENDS = ["07_your_backend.py"]
+
+
 def test_every_numbered_example_is_listed():
-    assert sorted(p.name for p in EXAMPLES.glob("0[0-9]_*.py")) == sorted(FIGURES)
+    assert sorted(p.name for p in EXAMPLES.glob("0[0-9]_*.py")) == sorted(list(FIGURES) + BACKENDS)
+
+
+@pytest.mark.parametrize("filename", BACKENDS)
+def test_backend_example_passes_verify(filename, capsys):
+    from sparseconv import backends
+
+    module = load(filename)
+    try:
+        assert module.main(["--quick"]) == 0
+    finally:
+        backends._registered.pop(module.backend.name, None)
+    assert f"PASS: backend '{module.backend.name}' passes every op" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("filename", sorted(FIGURES))

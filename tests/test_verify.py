@@ -37,6 +37,13 @@ def test_verify_passes_on_the_shipped_cpu_backends(name, capsys):
         assert any(line.startswith(op) and line.rstrip().endswith("PASS") for line in out.splitlines()), op
 
 
+def test_the_worked_plugin_passes_verify(capsys, registry):
+    """examples/07_your_backend.py, the backend written from scratch in docs/backends.md, through --plugin."""
+    assert verify.main(["--plugin", str(ROOT / "examples" / "07_your_backend.py"), "--quick"]) == 0
+    out = capsys.readouterr().out
+    assert "PASS: backend 'yours' passes every op" in out
+
+
 def test_numba_is_thread_invariant():
     """The Numba backend at 1 and 2 threads, whatever NUMBA_NUM_THREADS this run has (a subprocess)."""
     pytest.importorskip("numba")
