@@ -179,11 +179,11 @@ def verify_backend(backend, quick: bool = False, seed: int = 0, ops=None, progre
                    scale: bool = False, threads: bool = True, cases=None) -> Report:
     """Run the suite on ``backend`` (a name or a backend object); return a :class:`Report`.
 
-    ``ops`` limits the run to some rows of :data:`ROWS` and :data:`SCALE_ROW` (default: :data:`ROWS`). ``scale`` adds the
-    scale tier (row "scale"; naming it in ``ops`` does too). ``threads`` reruns the float32 cases at 1
-    and N threads (see :mod:`sparseconv.testing.threads`). ``cases`` replaces the case list
-    (default ``suite.cases(quick, seed, scale)``; e.g. a few cases of it). ``progress(row)`` is called
-    after each row (the command line prints it).
+    ``ops`` limits the run to some rows of :data:`ROWS` and :data:`SCALE_ROW` (default: :data:`ROWS`).
+    ``scale`` adds the scale tier (row "scale"; naming it in ``ops`` does too). ``threads`` reruns the
+    float32 cases at 1 and N threads (see :mod:`sparseconv.testing.threads`). ``cases`` replaces the
+    case list (default ``suite.cases(quick, seed, scale)``; e.g. a few cases of it). ``progress(row)``
+    is called after each row (the command line prints it).
     """
     ops = ROWS if ops is None else tuple(ops)
     if scale and SCALE_ROW not in ops:

@@ -53,7 +53,8 @@ def test_numba_is_thread_invariant():
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "threads: the float32 cases at 1 and 2 threads (Numba" in proc.stdout
-    rows = [line.split() for line in proc.stdout.splitlines() if line.split()[:1] and line.split()[0] in verify.THREAD_ROWS]
+    rows = [line.split() for line in proc.stdout.splitlines()
+            if line.split()[:1] and line.split()[0] in verify.THREAD_ROWS]
     assert len(rows) == len(verify.THREAD_ROWS) and all(r[-2:] == ["yes", "PASS"] for r in rows), rows
 
 

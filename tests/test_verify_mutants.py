@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 from sparseconv import verify
-from sparseconv.backends import pointwise
 from sparseconv.backends.reference import ReferenceBackend
 from sparseconv.testing import suite
 

@@ -235,7 +235,8 @@ def check_scale_pointwise(be, n_rows: int, channels: int, n_segments: int, seed:
     got = be.grn_grad(gd, xd, wd, xp.asarray(G32), xp.asarray(seg_ptr), 1e-6)
     G64 = G32.astype(np.float64)
     want = REF.grn_grad(g64, x64, w64, G64, seg_ptr, 1e-6)
-    # Σ|terms|: dγ = Σ_s (Σ_rows grad·x)_s · Nx_s with Nx ≥ 0, dβ = Σ_rows grad — the same kernel on |grad|, |x|
+    # Σ|terms|: dγ = Σ_s (Σ_rows grad·x)_s · Nx_s with Nx ≥ 0, dβ = Σ_rows grad: the same kernel
+    # on |grad|, |x|
     mag = REF.grn_grad(*_abs64(g, x), w64, G64, seg_ptr, 1e-6)
     judge("grn_grad dx", got[0], want[0])
     judge("grn_grad dgamma", got[1], want[1], mag[1])
