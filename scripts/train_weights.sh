@@ -294,3 +294,47 @@ python scripts/stage_errors.py "$R5/real_test" --weights varied --lesions | tee 
 python scripts/fov_check.py "$R5/real_test" --weights varied | tee "$R5/fov_real_test.txt"
 kidney segment -i "$R5/real_test" -o "$R5/pred_real_r4" --weights phantoms --overwrite --quiet  # round 4, for comparison
 kidney evaluate "$R5/pred_real_r4" "$R5/real_test" --overwrite
+
+# 11. round 6: the generator made more like the real non-contrast CT's patient (kidney.phantom,
+#     appearance varied: perirenal fat rim 0–12 mm around label maps, non-contrast kidney 8–38 HU,
+#     30 % of the coarse training grids 2.0–3.2 mm in plane); all varied data drawn again with the
+#     same commands and seeds as round 5 (the classic phantoms are unchanged); stage-1 crops without
+#     kidney (--kidney-free-crops 0.3); the classic training phantoms twice in the mix.
+R6="$WORK/round6"
+mkdir -p "$R6"
+[ -d "$R6/real_train" ] || kidney phantom --from-labels "$L" --split train --grid coarse --appearance varied \
+    --copies 2 --workers 2 --seed 5000 --out "$R6/real_train"
+[ -d "$R6/ph_train/case_00095" ] || { kidney phantom --out "$R6/ph_train" -n 48 --seed 51 --appearance varied
+    kidney phantom --out "$R6/ph_train" -n 48 --seed 52 --appearance varied --start 48; }
+[ -d "$R6/real_val" ] || kidney phantom --from-labels "$L" --split validation --workers 2 --grid native \
+    --appearance varied --phase cycle --seed 7000 --out "$R6/real_val"
+[ -d "$R6/real_test" ] || kidney phantom --from-labels "$L" --split test --workers 2 --grid native \
+    --appearance varied --phase cycle --seed 9000 --out "$R6/real_test"
+mix "$R6/train" "$R6/real_train" "$R6/ph_train" "$R5/classic_train"
+for c in "$R5"/classic_train/case_*; do ln -sfn "$(readlink -f "$c")" "$R6/train/classic2_$(basename "$c")"; done
+mix "$R6/val" "$R6/real_val" "$R5/classic_val"
+C6="--data $R6/train --model compact --accumulate 1 --loss dice+bce --augment nnunet --checkpoint-every 50 --quiet"
+# 11a. stage 1 from round 5's (9d) on the mix (392 cases): lr 3e-4, 3000 steps, seed 62, kidney-free crops;
+# 11b. stage 2 from round 5's (9c) on the crops round 5's stage 1 finds: lr 2e-4, 3000 steps, seed 61
+#      (side by side, one thread each; 26 and 35 min while other jobs shared the 2 cores)
+kidney train --stage 1 --out "$R6/s1" --spacing 5.97 --lr 3e-4 --warmup 50 --steps 3000 --seed 62 \
+    --kidney-free-crops 0.3 --init-weights "$R5/s1b/weights.npz" $C6
+kidney train --stage 2 --out "$R6/s2" --spacing 1.56 --stage1-spacing 5.97 --lr 2e-4 --warmup 50 --steps 3000 \
+    --seed 61 --stage1-weights "$R5/s1b/weights.npz" --no-gt-crops --init-weights "$R5/s2ft/weights.npz" $C6
+# 11c. candidates on the round-6 validation set (20 CT around the validation maps + 12 classic
+#      phantoms), the same rule; round 5's pair scored on the same set for comparison
+candidate r5 "$R5/s1b/weights.npz" "$R5/s2ft/weights.npz" "$R6"
+candidate s1+s2 "$R6/s1/weights.npz" "$R6/s2/weights.npz" "$R6"
+candidate r5s1+s2 "$R5/s1b/weights.npz" "$R6/s2/weights.npz" "$R6"
+CHOSEN6=s1+s2
+cp "$R6/cand/$CHOSEN6/stage1_compact.npz" "$R6/cand/$CHOSEN6/stage2_compact.npz" kidney/weights/varied/
+python scripts/fov_check.py "$R6/real_val" --weights varied | tee "$R6/fov_val.txt"
+for w in varied phantoms "$R6/cand/r5"; do n=$(basename "$w")
+  kidney segment -i "$R6/real_test" -o "$R6/pred_real_$n" --weights "$w" --overwrite --quiet
+  kidney evaluate "$R6/pred_real_$n" "$R6/real_test" --overwrite                 # mean and per phase
+  kidney segment -i "$R5/classic_test" -o "$R6/pred_classic_$n" --weights "$w" --overwrite --quiet
+  kidney evaluate "$R6/pred_classic_$n" "$R5/classic_test" --overwrite
+done
+python scripts/eval_real_ct.py --weights varied --png docs/real_ct.png --min-dice 0.85 | tee "$R6/real_ct.txt"
+python scripts/stage_errors.py "$R6/real_test" --weights varied --lesions | tee "$R6/stage_errors_real_test.txt"
+python scripts/fov_check.py "$R6/real_test" --weights varied | tee "$R6/fov_real_test.txt"

@@ -1,7 +1,8 @@
 """The shipped weights on the one real CT in the repository (data/totalseg_example, non-contrast,
 3 mm). A test case only — nothing was trained on this CT or chosen with it.
 
-The ``varied`` weights' stage 1 puts both kidneys inside its ROIs and proposes no ROI elsewhere;
+The ``varied`` weights' stage 1 puts both kidneys inside its ROIs and proposes no ROI elsewhere, and
+stage 2 labels half or more of each kidney;
 the ``phantoms`` weights (trained on enhanced phantoms only) propose no ROI at all. The kidney+masses
 Dice target (0.85) is not reached yet by either set (kidney/weights/README.md), so the script's
 ``--min-dice`` check is tested as a check: it fails a result below its threshold.
@@ -30,6 +31,8 @@ def test_varied_weights_find_both_kidneys_and_nothing_else(repo_data, tmp_path):
                   r"kidneys: (\d+)", run.stdout)
     assert m, run.stdout
     assert float(m.group(1)) >= 0.95 and float(m.group(2)) >= 0.95 and int(m.group(3)) == 0
+    found = re.search(r"kidneys found \(share of each labelled\): right ([\d.]+), left ([\d.]+)", run.stdout)
+    assert found and float(found.group(1)) >= 0.5 and float(found.group(2)) >= 0.5, run.stdout
     dice = float(run.stdout.split("kidney+masses Dice ")[1].split()[0])
     assert 0.0 < dice <= 1.0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
