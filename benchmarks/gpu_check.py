@@ -311,6 +311,28 @@ def run_sanitizer():
 
 # --- main ------------------------------------------------------------------------------------------
 
+def check_nccl():
+    """The NCCL communicator of ``kidney train --distributed`` on this GPU, as one rank (MPI singleton):
+    the unique id over MPI, a device all-reduce of float32 and float64 buffers (a sum over one rank
+    is the input, bit for bit) and a broadcast. Needs ``pip install -e ".[mpi]"``; more ranks need a
+    GPU each (``mpiexec -n P python benchmarks/gpu_check.py --nccl-only``)."""
+    from kidney.distributed import NCCLCommunicator, nccl_unavailable
+
+    reason = nccl_unavailable()
+    if reason:
+        return {"ok": None, "skipped": reason}
+    import cupy
+
+    t = time.perf_counter()
+    comm = NCCLCommunicator(timeout=120)
+    arrays = [cupy.arange(1000, dtype=cupy.float32) * (comm.rank + 1), cupy.ones((3, 4), cupy.float64)]
+    want = [sum((r + 1) for r in range(comm.size)) * cupy.arange(1000, dtype=cupy.float32),
+            comm.size * cupy.ones((3, 4), cupy.float64)]
+    comm.allreduce_sum_(arrays)
+    ok = all(bool((a == w).all()) for a, w in zip(arrays, want)) and comm.broadcast("id") == "id"
+    return {"ok": ok, "ranks": comm.size, "seconds": round(time.perf_counter() - t, 3)}
+
+
 def fmt_table(rows):
     cols = ["set", "op", "backend", "C", "ms", "gflops", "mvox_s", "equal_to_cpu", "rel_err_vs_cpu", "rel_err_dW_vs_cpu",
             "deterministic"]
@@ -331,12 +353,17 @@ def main(argv=None):
     ap.add_argument("--cpu-channels", default="32", help="channel counts also timed on the CPU backend")
     ap.add_argument("--checks", choices=("full", "quick", "none"), default="full", help="conformance cases to run")
     ap.add_argument("--no-bench", action="store_true")
+    ap.add_argument("--nccl-only", action="store_true", help="only the NCCL communicator check")
     ap.add_argument("--sanitize", action="store_true", help="run compute-sanitizer tools on --small-case")
     ap.add_argument("--small-case", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--tiny", action="store_true",
                     help="dry run of this script on a small CT-like grid (with fake_cupy on a CPU, for instance)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args(argv)
+    if args.nccl_only:
+        res = check_nccl()
+        print(f"NCCL communicator: {res}")
+        return 0 if res["ok"] is not False else 1
 
     gpu_mod = load_gpu()
     if args.small_case:
@@ -361,6 +388,13 @@ def main(argv=None):
         print(f"   {conf['passed']} passed, {len(conf['failed'])} failed ({conf['seconds']} s)")
         for line in conf["failed"][:20]:
             print("   FAIL", line[:300])
+
+    print("1b. NCCL communicator ...", flush=True)
+    try:
+        report["nccl"] = check_nccl()
+    except Exception:  # noqa: BLE001 - report it, keep the rest of the check
+        report["nccl"] = {"ok": False, "error": traceback.format_exc()[-800:]}
+    print(f"   {report['nccl']}")
 
     rows = []
     if not args.no_bench:
@@ -389,7 +423,7 @@ def main(argv=None):
     path = out_dir / f"gpu_check_{card}_{_dt.date.today().isoformat()}.json"
     path.write_text(json.dumps(report, indent=2, default=str))
     print(f"wrote {path}")
-    ok = not conf["failed"] and all(v.get("exit") == 0 for v in report.get("sanitizer", {}).values()
+    ok = not conf["failed"] and report["nccl"].get("ok") is not False and all(v.get("exit") == 0 for v in report.get("sanitizer", {}).values()
                                     if isinstance(v, dict) and "exit" in v)
     return 0 if ok else 1
 
