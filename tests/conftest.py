@@ -58,3 +58,14 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def registry():
+    """Whatever a test registers with :func:`sparseconv.register_backend` is unregistered afterwards."""
+    from sparseconv import backends
+
+    before = dict(backends._registered)
+    yield
+    backends._registered.clear()
+    backends._registered.update(before)

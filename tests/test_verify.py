@@ -19,14 +19,6 @@ ROOT = Path(__file__).resolve().parents[1]
 CPU = [name for name in sparseconv.available_backends() if name != "cupy"]
 
 
-@pytest.fixture
-def registry():
-    """Whatever a test registers is unregistered afterwards."""
-    before = dict(B._registered)
-    yield
-    B._registered.clear()
-    B._registered.update(before)
-
 
 @pytest.mark.parametrize("name", CPU)
 def test_verify_passes_on_the_shipped_cpu_backends(name, capsys):
