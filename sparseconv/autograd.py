@@ -95,7 +95,8 @@ class Tensor:
 
     def numpy(self) -> np.ndarray:
         """The data as a NumPy array (copied off the GPU if need be)."""
-        return self.data.get() if hasattr(self.data, "get") else np.asarray(self.data)
+        from .device import to_host
+        return to_host(self.data)
 
     def __array__(self, dtype=None, copy=None):
         a = self.numpy()

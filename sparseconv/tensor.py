@@ -127,7 +127,8 @@ class SparseTensor:
     def dense(self) -> np.ndarray:
         """``(B, C, D, H, W)`` array, zeros at inactive sites."""
         f = _array_of(self.feats)
-        f = f.get() if hasattr(f, "get") else np.asarray(f)  # a host array, wherever the features are
+        from .device import to_host
+        f = to_host(f)  # a host array, wherever the features are
         out = np.zeros((self.batch_size, f.shape[1], *self.spatial_shape), dtype=f.dtype)
         b, z, y, x = self.coords.T
         out[b, :, z, y, x] = f
