@@ -41,7 +41,7 @@ import nibabel as nib
 import numpy as np
 
 from sparseconv import no_grad
-from sparseconv.device import normalize_device, to_device
+from sparseconv.device import normalize_device, to_host
 from sparseconv.functional.activation import sigmoid_array
 
 from . import io
@@ -136,8 +136,7 @@ class _Stage:
         """``(N, 3)`` sigmoid outputs at the active sites of ``x`` (a host array)."""
         with no_grad():
             logits = self.model(x.to(self.device), n_outputs=1)[0].feats
-        logits = logits.data if hasattr(logits, "data") else logits
-        return sigmoid_array(np.asarray(to_device(logits, "cpu")))
+        return sigmoid_array(to_host(logits))
 
 
 class _PeakRSS:
