@@ -38,7 +38,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from measure import peak_rss_mb, write_report  # noqa: E402
+from measure import PeakRSS, peak_rss_mb, write_report  # noqa: E402
 STATS = HERE.parent / "data" / "kits23_sample" / "kits23_segmentation_stats.csv"
 STEPS = ("read", "stage1", "roi", "stage2", "merge", "write")
 
@@ -73,7 +73,7 @@ def write_case(out_dir: Path, shape, spacing, seed: int) -> Path:
 def run_case(image_path: str, out_path: str, weights_dir=None, warmup: bool = True) -> dict:
     """Segment one NIfTI file as ``kidney segment`` does; seconds and peak MB per step."""
     from kidney import io, phantom
-    from kidney.pipeline import Segmenter, _PeakRSS  # the pipeline's own per-stage memory probe
+    from kidney.pipeline import Segmenter
 
     seg = Segmenter(weights_dir=weights_dir)
     if warmup:  # compile / load every kernel on a tiny case, outside the measurement
@@ -84,7 +84,7 @@ def run_case(image_path: str, out_path: str, weights_dir=None, warmup: bool = Tr
 
     def step(name, fn):
         t0 = time.perf_counter()
-        with _PeakRSS() as mem:
+        with PeakRSS() as mem:
             value = fn()
         out["seconds"][name], out["peak_mb"][name] = time.perf_counter() - t0, mem.mb
         return value

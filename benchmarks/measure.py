@@ -1,9 +1,14 @@
-"""Measurement helpers of the benchmarks: median wall time, peak memory (Linux /proc), the report files."""
+"""Measurement helpers of the benchmarks: median wall time, peak memory (Linux /proc, from
+:mod:`kidney.peak_memory`), the report files."""
 import json
 import time
 from pathlib import Path
 
 import numpy as np
+
+# The segmenter's own peak-memory probe. Its reset_peak raises where the kernel cannot reset the
+# peak, which a benchmark wants: its figure would otherwise include everything that ran before.
+from kidney.peak_memory import PeakRSS, peak_rss_mb, reset_peak, rss_mb  # noqa: F401  (re-exported)
 
 
 def median_time(fn, repeats: int) -> float:
@@ -15,29 +20,6 @@ def median_time(fn, repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return float(np.median(times))
-
-
-def _status_mb(field: str) -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024  # kB → MB
-    raise RuntimeError(f"/proc/self/status has no {field}")
-
-
-def reset_peak() -> None:
-    """Reset this process's peak RSS (VmHWM) to its current RSS (Linux ≥ 4.0)."""
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-
-
-def rss_mb() -> float:
-    return _status_mb("VmRSS")
-
-
-def peak_rss_mb() -> float:
-    """Peak RSS since the last :func:`reset_peak` (or process start)."""
-    return _status_mb("VmHWM")
 
 
 def write_report(results: dict, out, markdown_text: str) -> None:

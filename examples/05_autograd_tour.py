@@ -4,8 +4,8 @@
     python examples/05_autograd_tour.py --smoke    # the same, into --out (it is small anyway)
 
 ``sparseconv.autograd`` is a ~250-line reverse-mode autograd (read it: it is one file). Sparse
-tensors take part through their *features*: ``SparseTensor.feats`` may be an autograd ``Tensor``;
-coordinates and kernel maps are plain data the ops carry along.
+tensors take part through their *features*: ``SparseTensor.feats_tensor`` is an autograd ``Tensor``
+(``feats`` the plain array inside it); coordinates and kernel maps are plain data the ops carry along.
 
 The graph here is a one-level U-Net in miniature, in float64::
 
@@ -62,12 +62,12 @@ class Tiny(nn.Module):
         u = self.up(d)
         s = F.add(u, h)
         y = self.head(s)
-        sq = y.feats * y.feats  # Tensor ops: the loss is built from Mul, Sum, Mul
+        sq = y.feats_tensor * y.feats_tensor  # Tensor ops: the loss is built from Mul, Sum, Mul
         total = sq.sum()
         loss = total * (1.0 / len(sq))
         if names is not None:
             for name, t in [("h", h), ("a", a), ("d", d), ("u", u), ("s", s), ("y", y)]:
-                names[id(t.feats)] = name
+                names[id(t.feats_tensor)] = name
             names.update({id(sq): "y²", id(total): "Σy²", id(loss): "loss"})
         return loss
 

@@ -63,6 +63,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import io
+from .peak_memory import PeakRSS
 
 __all__ = ["Case", "Weights", "Summary", "Manifest", "InputOverwriteError", "CaseTimeout", "plan",
            "select_part", "check_outputs", "read_manifest", "read_runs", "segment_case", "segment_cohort",
@@ -282,18 +283,18 @@ def segment_case(case: Case, segmenter, *, overwrite: bool = True, hook: Optiona
     ``seconds`` covers reading, segmenting and writing; ``peak_mb`` is the process's peak resident
     memory over those steps.
     """
-    from .pipeline import NoKidneyWarning, _PeakRSS
+    from .pipeline import NoKidneyWarning
 
     fields = _fingerprint(case.input)  # what was read: the manifest compares it on --continue
     t0 = time.perf_counter()
-    with _PeakRSS() as read_mem:
+    with PeakRSS() as read_mem:
         vol = io.load_nifti(case.input)
     if hook is not None:
         hook()
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("always", NoKidneyWarning)
         res = segmenter.segment(vol, details=True)
-    with _PeakRSS() as write_mem:
+    with PeakRSS() as write_mem:
         io.save_nifti(res.labels, vol, case.output, overwrite=overwrite)
     fields.update(seconds=round(time.perf_counter() - t0, 3),
                   peak_mb=round(max([read_mem.mb, write_mem.mb, *res.peak_mb.values()]), 1),

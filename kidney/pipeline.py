@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import resource
 import sys
 import time
 import warnings
@@ -41,11 +40,12 @@ import nibabel as nib
 import numpy as np
 
 from sparseconv import no_grad
-from sparseconv.device import normalize_device, to_device
+from sparseconv.device import normalize_device, to_host
 from sparseconv.functional.activation import sigmoid_array
 
 from . import io
 from .model import KidneyNet, WeightsError, labels_from_hecs, load_weights
+from .peak_memory import PeakRSS
 from .roi import Roi, RoiConfig, crop_roi, find_rois, paste_probabilities, scan_box
 from .sparsify import STAGE1, STAGE2, sparsify, stage_preset
 
@@ -136,37 +136,7 @@ class _Stage:
         """``(N, 3)`` sigmoid outputs at the active sites of ``x`` (a host array)."""
         with no_grad():
             logits = self.model(x.to(self.device), n_outputs=1)[0].feats
-        logits = logits.data if hasattr(logits, "data") else logits
-        return sigmoid_array(np.asarray(to_device(logits, "cpu")))
-
-
-class _PeakRSS:
-    """Peak resident memory of this process during a block (MB)."""
-
-    _clear = Path("/proc/self/clear_refs")
-    _status = Path("/proc/self/status")
-
-    def __enter__(self):
-        try:
-            self._clear.write_text("5")  # resets VmHWM (Linux >= 4.0)
-            self.linux = True
-        except OSError:
-            self.linux = False
-        return self
-
-    def __exit__(self, *exc):
-        self.mb = self.read()
-
-    def read(self) -> float:
-        if self.linux:
-            try:
-                for line in self._status.read_text().splitlines():
-                    if line.startswith("VmHWM:"):
-                        return int(line.split()[1]) / 1024.0
-            except OSError:
-                pass
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return rss / (1024.0 * 1024.0) if sys.platform == "darwin" else rss / 1024.0
+        return sigmoid_array(to_host(logits))
 
 
 class Segmenter:
@@ -276,7 +246,7 @@ class Segmenter:
 
         def timed(name, fn):
             t0 = time.perf_counter()
-            with _PeakRSS() as mem:
+            with PeakRSS() as mem:
                 out = fn()
             res.seconds[name] = res.seconds.get(name, 0.0) + time.perf_counter() - t0
             res.peak_mb[name] = max(res.peak_mb.get(name, 0.0), mem.mb)

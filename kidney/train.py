@@ -44,6 +44,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from sparseconv import functional as F
+from sparseconv.device import to_host
 from sparseconv.nn import load_checkpoint, save_checkpoint
 from sparseconv.optim import AdamW, GradientAccumulator, WarmupCosine, param_groups
 
@@ -231,8 +232,7 @@ def loss_and_dice(model: KidneyNet, x, targets, ds_weights: Sequence[float], los
             term = term + F.bce_with_logits(out, target.feats) * float(out.num_channels)
         term = term * w
         loss = term if loss is None else loss + term
-    logits = outs[0].feats.data if hasattr(outs[0].feats, "data") else outs[0].feats
-    dice = F.dice_score(np.asarray(logits) > 0, targets > 0.5)
+    dice = F.dice_score(to_host(outs[0].feats) > 0, targets > 0.5)
     return loss, dice
 
 

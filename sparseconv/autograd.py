@@ -28,8 +28,9 @@ gradcheck closes it):
   parameters) accumulate into ``.grad`` across calls until you zero it, as in PyTorch.
 * :func:`no_grad` turns graph recording off (inference, optimiser updates).
 
-Sparse tensors take part through their features: ``SparseTensor.feats`` may be a ``Tensor``;
-coordinates and kernel maps are plain data that ops carry along and never differentiate.
+Sparse tensors take part through their features: ``SparseTensor.feats_tensor`` is a ``Tensor``
+(``SparseTensor.feats`` the plain array inside it); coordinates and kernel maps are plain data that
+ops carry along and never differentiate.
 """
 from __future__ import annotations
 
@@ -53,6 +54,11 @@ def no_grad():
 
 def is_grad_enabled() -> bool:
     return _grad_enabled
+
+
+def data_of(value):
+    """The array inside a ``Tensor``; any other value (an array, a constant) as it is."""
+    return value.data if isinstance(value, Tensor) else value
 
 
 def _xp(array):
@@ -95,7 +101,8 @@ class Tensor:
 
     def numpy(self) -> np.ndarray:
         """The data as a NumPy array (copied off the GPU if need be)."""
-        return self.data.get() if hasattr(self.data, "get") else np.asarray(self.data)
+        from .device import to_host
+        return to_host(self.data)
 
     def __array__(self, dtype=None, copy=None):
         a = self.numpy()
@@ -207,8 +214,7 @@ _FREED = ("freed",)  # marks a graph node whose saved arrays were released by ba
 
 def _as_array(value, like):
     xp = _xp(like)
-    value = value.data if isinstance(value, Tensor) else value
-    return xp.asarray(value, dtype=like.dtype).reshape(like.shape)
+    return xp.asarray(data_of(value), dtype=like.dtype).reshape(like.shape)
 
 
 def _topological_order(root):
@@ -254,7 +260,7 @@ class Function:
     def apply(cls, *args, **kwargs):
         ctx = Context()
         ctx.needs_input_grad = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
-        raw = [a.data if isinstance(a, Tensor) else a for a in args]
+        raw = [data_of(a) for a in args]
         out = Tensor(cls.forward(ctx, *raw, **kwargs))
         if _grad_enabled and any(ctx.needs_input_grad):
             out.requires_grad = True
@@ -378,8 +384,8 @@ def gradcheck(fn, tensors, eps=1e-6, rtol=1e-5, atol=1e-6, max_per_tensor=None, 
 
     def scalar():
         out = fn()
-        out = getattr(out, "feats", out)
-        return out, out.data if isinstance(out, Tensor) else out
+        out = getattr(out, "feats_tensor", out)  # a SparseTensor's features
+        return out, data_of(out)
 
     out, data = scalar()
     weights = rng.standard_normal(data.shape).astype(data.dtype)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["DEVICES", "normalize_device", "device_of", "to_device", "check_backend_device"]
+__all__ = ["DEVICES", "normalize_device", "device_of", "to_host", "to_device", "check_backend_device"]
 
 DEVICES = ("cpu", "cuda")
 
@@ -36,6 +36,12 @@ def device_of(array) -> str:
     return "cuda" if hasattr(array, "__cuda_array_interface__") else "cpu"
 
 
+def to_host(array) -> np.ndarray:
+    """``array`` as a NumPy array: a CuPy array (anything with ``.get()``) is copied off the GPU,
+    anything else goes through ``np.asarray`` (no copy for a NumPy array)."""
+    return array.get() if hasattr(array, "get") else np.asarray(array)
+
+
 def _cupy():
     """CuPy, or one clear error saying why the GPU cannot be used here."""
     from .backends import load_backend
@@ -53,7 +59,7 @@ def to_device(array, device):
     if device_of(array) == device:
         return array
     if device == "cpu":
-        return array.get() if hasattr(array, "get") else np.asarray(array)
+        return to_host(array)
     return _cupy().asarray(array)
 
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from . import coords as C
 from .backends import get_backend
+from .device import to_host
 from .tensor import SparseTensor
 
 
@@ -91,7 +92,7 @@ class KernelMap:
     def pair_counts(self) -> np.ndarray:
         """``(K,) int64`` number of (input, output) pairs per offset."""
         counts = (self.neighbors >= 0).sum(axis=0)
-        return np.asarray(counts.get() if hasattr(counts, "get") else counts).astype(np.int64)  # cupy → host
+        return to_host(counts).astype(np.int64)
 
     @property
     def num_pairs(self) -> int:
@@ -180,7 +181,7 @@ def down_map(x: SparseTensor, kernel_size=2, stride=2, padding=0, dilation=1):
         offsets = window_offsets(params[0], params[3])
         out_coords, table = get_backend().down_table(x.coords, offsets, params[1], params[2], out_shape)
         # Sites live on the host (SparseTensor coords are NumPy everywhere); the table stays an xp array.
-        out_coords = np.asarray(out_coords.get() if hasattr(out_coords, "get") else out_coords, dtype=np.int32)
+        out_coords = np.asarray(to_host(out_coords), dtype=np.int32)
         kmap = KernelMap(table, len(x), offsets, "down")
         coarse = SparseTensor._trusted(
             out_coords, np.zeros((len(out_coords), 0), np.float32), out_shape, x.batch_size,

@@ -19,6 +19,7 @@ import math
 import numpy as np
 
 from .autograd import no_grad
+from .device import to_host
 
 
 def _xp(a):
@@ -26,7 +27,8 @@ def _xp(a):
 
 
 def _np(a):
-    return a.get() if hasattr(a, "get") else np.array(a, copy=True)
+    """A host copy of ``a`` (copied even on the host, so a state dict never aliases live state)."""
+    return np.array(to_host(a), copy=True)
 
 
 class Optimizer:

@@ -5,6 +5,11 @@
 Rows are always in canonical order (sorted by batch, z, y, x), so nothing downstream depends on
 the order a user happened to list voxels in.
 
+``feats`` is always a plain array (NumPy, or CuPy on the GPU), whether it was passed in or made by
+a differentiable op; the autograd side of the same features is ``feats_tensor``, an autograd
+``Tensor`` whose ``.data`` *is* ``feats``. Ops read ``feats_tensor`` (so gradients flow); code that
+only wants numbers reads ``feats`` and never has to unwrap anything.
+
 Tensors made by an op from another tensor's sites (``replace_feats``) share its coordinates and
 its kernel-map cache, so a network builds each kernel map once per level.
 """
@@ -13,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import coords as C
+from .autograd import Tensor
 
 
 class SparseTensor:
@@ -20,10 +26,18 @@ class SparseTensor:
 
     Args:
         coords: ``(N, 4)`` integer array ``[batch, z, y, x]``, any row order, no duplicates.
-        feats: ``(N, C)`` float32 or float64, finite.
+        feats: ``(N, C)`` float32 or float64 array, finite; or an autograd ``Tensor`` holding one
+            (e.g. ``Tensor(f, requires_grad=True)`` for gradients with respect to the input).
         spatial_shape: ``(D, H, W)`` grid of this tensor (its own level, not the input's).
         batch_size: number of samples; default ``max(batch) + 1`` (1 for an empty tensor).
         stride: total down-sampling factor of this grid relative to the network input.
+
+    Attributes:
+        coords: ``(N, 4) int32 [batch, z, y, x]`` NumPy array, canonical row order.
+        feats: ``(N, C) float32|float64`` array — always a plain array (NumPy on ``"cpu"``, CuPy on
+            ``"cuda"``), never an autograd ``Tensor``.
+        feats_tensor: the same features as an autograd ``Tensor`` (``feats_tensor.data is feats``),
+            carrying the graph of the op that made them; what differentiable ops and losses take.
 
     Bad input raises ``ValueError`` naming the first offending row and value.
     """
@@ -33,10 +47,10 @@ class SparseTensor:
         if batch_size is not None and not 1 <= int(batch_size) <= C.MAX_BATCH:
             raise ValueError(f"batch_size={batch_size} is outside [1, {C.MAX_BATCH}]")
         coords = C.validate_coords(coords, shape, None if batch_size is None else int(batch_size))
-        feats_arr = _array_of(feats)
-        if feats_arr.ndim != 2 or feats_arr.shape[0] != len(coords):
-            raise ValueError(f"feats must have shape (N={len(coords)}, C), got {feats_arr.shape}")
-        C.validate_feats(np.asarray(feats_arr), len(coords))
+        feats = _as_tensor(feats)
+        if feats.ndim != 2 or feats.shape[0] != len(coords):
+            raise ValueError(f"feats must have shape (N={len(coords)}, C), got {feats.shape}")
+        C.validate_feats(np.asarray(feats.data), len(coords))
         keys = C.pack_keys(coords)
         order = C.canonical_order(keys)
         C.check_unique(keys[order], order, coords)
@@ -49,7 +63,7 @@ class SparseTensor:
 
     def _init(self, coords, feats, shape, batch_size, stride, keys, cache):
         self.coords = coords
-        self.feats = feats
+        self._feats = _as_tensor(feats)
         self.spatial_shape = shape
         self.batch_size = batch_size
         self.stride = stride
@@ -64,13 +78,24 @@ class SparseTensor:
                    C.pack_keys(coords) if keys is None else keys, {} if cache is None else cache)
         return self
 
+    # --- features ------------------------------------------------------------------------------
+    @property
+    def feats(self):
+        """``(N, C) float32|float64`` array (NumPy or CuPy): the features as plain numbers."""
+        return self._feats.data
+
+    @property
+    def feats_tensor(self) -> Tensor:
+        """The features as an autograd ``Tensor`` (``.data is self.feats``), with the graph that made them."""
+        return self._feats
+
     # --- shape-like properties ---------------------------------------------------------------
     def __len__(self) -> int:
         return len(self.coords)
 
     @property
     def num_channels(self) -> int:
-        return _array_of(self.feats).shape[1]
+        return self.feats.shape[1]
 
     @property
     def keys(self) -> np.ndarray:
@@ -83,14 +108,15 @@ class SparseTensor:
 
     def __repr__(self) -> str:
         return (f"SparseTensor(N={len(self)}, C={self.num_channels}, spatial_shape={self.spatial_shape}, "
-                f"batch_size={self.batch_size}, stride={self.stride}, dtype={_array_of(self.feats).dtype})")
+                f"batch_size={self.batch_size}, stride={self.stride}, dtype={self.feats.dtype})")
 
     # --- derived tensors ---------------------------------------------------------------------
     def replace_feats(self, feats) -> "SparseTensor":
-        """Same sites (and kernel-map cache), new ``(N, C')`` features — no re-sorting."""
-        arr = _array_of(feats)
-        if arr.ndim != 2 or arr.shape[0] != len(self):
-            raise ValueError(f"replace_feats: need ({len(self)}, C) features, got {arr.shape}")
+        """Same sites (and kernel-map cache), new ``(N, C')`` features (an array or an autograd
+        ``Tensor``) — no re-sorting."""
+        feats = _as_tensor(feats)
+        if feats.ndim != 2 or feats.shape[0] != len(self):
+            raise ValueError(f"replace_feats: need ({len(self)}, C) features, got {feats.shape}")
         return SparseTensor._trusted(self.coords, feats, self.spatial_shape, self.batch_size,
                                      self.stride, self._keys, self._cache)
 
@@ -106,28 +132,27 @@ class SparseTensor:
     def device(self) -> str:
         """Where the features live: ``"cpu"`` or ``"cuda"``; coordinates are always on the host."""
         from .device import device_of
-        return device_of(_array_of(self.feats))
+        return device_of(self.feats)
 
     def to(self, device) -> "SparseTensor":
         """The same sites with features on ``device`` (``"cpu"``/``"cuda"``); ``self`` if already there.
 
         A moved tensor starts an empty kernel-map cache: maps hold arrays of the backend that built
-        them. Autograd features move through the graph, so gradients reach the original features.
+        them. Features that require grad move through the graph, so gradients reach the original ones.
         """
-        from .device import normalize_device, to_device
+        from .device import normalize_device
         device = normalize_device(device)
         if device == self.device:
             return self
-        f = self.feats
-        moved = f.to(device) if hasattr(f, "requires_grad") else to_device(f, device)
+        moved = self._feats.to(device)  # a graph node when the features require grad
         return SparseTensor._trusted(self.coords, moved, self.spatial_shape, self.batch_size, self.stride,
                                      self._keys, {})
 
     # --- dense conversion --------------------------------------------------------------------
     def dense(self) -> np.ndarray:
         """``(B, C, D, H, W)`` array, zeros at inactive sites."""
-        f = _array_of(self.feats)
-        f = f.get() if hasattr(f, "get") else np.asarray(f)  # a host array, wherever the features are
+        from .device import to_host
+        f = to_host(self.feats)  # a host array, wherever the features are
         out = np.zeros((self.batch_size, f.shape[1], *self.spatial_shape), dtype=f.dtype)
         b, z, y, x = self.coords.T
         out[b, :, z, y, x] = f
@@ -154,13 +179,15 @@ class SparseTensor:
         return cls(coords, feats, array.shape[2:], batch_size=array.shape[0], stride=stride)
 
 
-def _array_of(feats):
-    """The raw array behind ``feats`` (an array, or an autograd Tensor holding one)."""
-    return feats.data if hasattr(feats, "requires_grad") else feats
+def _as_tensor(feats) -> Tensor:
+    """``feats`` itself if it is an autograd ``Tensor`` (its graph kept), else a ``Tensor`` wrapping
+    the array (no copy)."""
+    return feats if isinstance(feats, Tensor) else Tensor(feats)
 
 
-def _take_rows(feats, order):
-    if isinstance(feats, np.ndarray):
-        return np.ascontiguousarray(feats[order])
-    # An autograd Tensor: reorder through the graph so gradients flow back to the user's rows.
-    return feats[order]
+def _take_rows(feats: Tensor, order) -> Tensor:
+    """``feats`` with its rows in ``order``."""
+    if feats.requires_grad:
+        return feats[order]  # through the graph, so gradients flow back to the caller's rows
+    rows = feats.data[order]
+    return Tensor(np.ascontiguousarray(rows) if isinstance(rows, np.ndarray) else rows)

@@ -119,8 +119,8 @@ def test_sparse_tensor_rows_reordered_through_the_graph():
     coords = np.array([[0, 1, 1, 1], [0, 0, 0, 0], [0, 0, 1, 0]], np.int32)  # not canonical
     feats = leaf(np.array([[1.0], [2.0], [3.0]]))
     x = SparseTensor(coords, feats, (2, 2, 2))
-    np.testing.assert_array_equal(x.feats.data[:, 0], [2.0, 3.0, 1.0])
-    (x.feats * np.array([[10.0], [20.0], [30.0]])).sum().backward()
+    np.testing.assert_array_equal(x.feats[:, 0], [2.0, 3.0, 1.0])
+    (x.feats_tensor * np.array([[10.0], [20.0], [30.0]])).sum().backward()
     np.testing.assert_allclose(feats.grad[:, 0], [30.0, 10.0, 20.0])  # back to the user's rows
 
 
@@ -138,7 +138,7 @@ def test_zero_row_graph():
     x = x0.replace_feats(feats)
     y = net(x)
     assert y.feats.shape == (0, 3) and len(y) == 0
-    loss = F.soft_dice_loss(y, np.zeros((0, 3))) + y.feats.sum()
+    loss = F.soft_dice_loss(y, np.zeros((0, 3))) + y.feats_tensor.sum()
     loss.backward()
     assert feats.grad.shape == (0, 2)
     for name, p in net.named_parameters():

@@ -8,7 +8,7 @@ import pytest
 import sparseconv
 from sparseconv import SparseTensor, Tensor, nn
 from sparseconv.backends import load_backend
-from sparseconv.device import check_backend_device, device_of, normalize_device, to_device
+from sparseconv.device import check_backend_device, device_of, normalize_device, to_device, to_host
 
 
 def _has_gpu() -> bool:
@@ -50,6 +50,27 @@ def test_to_same_device_is_identity():
     assert to_device(a, "cpu") is a and device_of(a) == "cpu"
     t = Tensor(a, requires_grad=True)
     assert t.device == "cpu" and t.to("cpu") is t
+
+
+class FakeCupyArray:
+    """A device array as CuPy shapes it: ``.get()`` copies it to the host."""
+
+    __cuda_array_interface__ = FakeDeviceArray.__cuda_array_interface__
+
+    def __init__(self, host):
+        self.host = host
+
+    def get(self):
+        return self.host.copy()
+
+
+def test_to_host_gives_numpy_for_host_device_and_autograd_arrays():
+    a = np.arange(6, dtype=np.float32).reshape(3, 2)
+    assert to_host(a) is a  # no copy on the host
+    for value in (FakeCupyArray(a), Tensor(a), a.tolist()):
+        got = to_host(value)
+        assert type(got) is np.ndarray and np.array_equal(got, a)
+    assert to_host(FakeCupyArray(a)) is not a and to_device(FakeCupyArray(a), "cpu").dtype == np.float32
 
 
 @pytest.mark.skipif(_has_gpu(), reason="a GPU backend is usable here; the error path cannot be reached")

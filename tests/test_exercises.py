@@ -124,8 +124,8 @@ def test_the_solved_backend_runs_a_network_like_the_reference(registry):
                               nn.SparseInverseConv3d(4, 2, 2, **init))
             x = SparseTensor(coords, Tensor(feats.copy(), requires_grad=True), (6, 7, 5), batch_size=2)
             y = up(conv(down(x)))
-            (y.feats * y.feats).sum().backward()
-            results[name] = [y.feats.data, x.feats.grad, down.weight.grad, conv.weight.grad, up.weight.grad]
+            (y.feats_tensor * y.feats_tensor).sum().backward()
+            results[name] = [y.feats, x.feats_tensor.grad, down.weight.grad, conv.weight.grad, up.weight.grad]
     for got, want in zip(results[solved.backend.name], results["reference"]):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 

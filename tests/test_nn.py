@@ -39,7 +39,7 @@ def run(module, x, rng):
     module.zero_grad()
     y = module(x.replace_feats(f))
     R = rng.standard_normal(y.feats.shape)
-    (y.feats * R).sum().backward()
+    (y.feats_tensor * R).sum().backward()
     return y, R, f.grad
 
 
@@ -64,7 +64,7 @@ def test_subm_conv_matches_dense(rng, k, dilation):
     W, b = conv.weight.data, conv.bias.data
     xd, Wd = x.dense(), dense_conv_weight(W)
     pad = (k // 2) * dilation
-    np.testing.assert_allclose(y.feats.data, at_sites(D.conv3d(xd, Wd, b, 1, pad, dilation), x), atol=1e-12)
+    np.testing.assert_allclose(y.feats, at_sites(D.conv3d(xd, Wd, b, 1, pad, dilation), x), atol=1e-12)
     gx, gw, gb = D.conv3d_backward(scatter(R, x), xd, Wd, 1, pad, dilation)
     np.testing.assert_allclose(dx, at_sites(gx, x), atol=1e-12)
     np.testing.assert_allclose(dense_conv_weight(conv.weight.grad), gw, atol=1e-12)
@@ -78,7 +78,7 @@ def test_depthwise_conv_matches_dense(rng):
         y, R, dx = run(conv, x, rng)
         Wd = conv.weight.data.reshape(3, 3, 3, 3).transpose(3, 0, 1, 2)
         xd = x.dense()
-        np.testing.assert_allclose(y.feats.data, at_sites(D.depthwise_conv3d(xd, Wd, conv.bias.data, 1), x), atol=1e-12)
+        np.testing.assert_allclose(y.feats, at_sites(D.depthwise_conv3d(xd, Wd, conv.bias.data, 1), x), atol=1e-12)
         gx, gw, gb = D.depthwise_conv3d_backward(scatter(R, x), xd, Wd, 1)
         np.testing.assert_allclose(dx, at_sites(gx, x), atol=1e-12)
         np.testing.assert_allclose(conv.weight.grad.reshape(3, 3, 3, 3).transpose(3, 0, 1, 2), gw, atol=1e-12)
@@ -94,7 +94,7 @@ def test_down_conv_matches_dense(rng, shape, k, s, p):
     Wd, xd = dense_conv_weight(conv.weight.data), x.dense()
     ref = D.conv3d(xd, Wd, conv.bias.data, s, p)
     assert y.spatial_shape == ref.shape[2:]
-    np.testing.assert_allclose(y.feats.data, at_sites(ref, y), atol=1e-12)
+    np.testing.assert_allclose(y.feats, at_sites(ref, y), atol=1e-12)
     # output sites = exactly where a window holds an active input
     reach = D.conv3d(_mask(x), np.ones((1, 1, k, k, k)), None, s, p)
     np.testing.assert_array_equal(np.argwhere(reach[:, 0] > 0), y.coords)
@@ -121,7 +121,7 @@ def test_inverse_conv_matches_dense_transpose(rng):
     assert y.same_sites(x)
     Wt = up.weight.data.reshape(2, 2, 2, 4, 2).transpose(3, 4, 0, 1, 2)  # (Cin, Cout, kz, ky, kx)
     cd = coarse.dense()
-    np.testing.assert_allclose(y.feats.data, at_sites(D.conv_transpose3d(cd, Wt, up.bias.data, 2), x), atol=1e-12)
+    np.testing.assert_allclose(y.feats, at_sites(D.conv_transpose3d(cd, Wt, up.bias.data, 2), x), atol=1e-12)
     gx, gw, gb = D.conv_transpose3d_backward(scatter(R, x), cd, Wt, 2)
     np.testing.assert_allclose(dx, at_sites(gx, coarse), atol=1e-12)
     np.testing.assert_allclose(up.weight.grad.reshape(2, 2, 2, 4, 2).transpose(3, 4, 0, 1, 2), gw, atol=1e-12)
@@ -136,7 +136,7 @@ def test_linear_layernorm_gelu_grn_match_dense(rng):
     xd, mask = x.dense(), _mask(x)[:, 0] > 0
     lin = nn.Linear(4, 5, dtype=np.float64)
     y, R, dx = run(lin, x, rng)
-    np.testing.assert_allclose(y.feats.data, at_sites(D.linear(xd, lin.weight.data.T, lin.bias.data), x), atol=1e-12)
+    np.testing.assert_allclose(y.feats, at_sites(D.linear(xd, lin.weight.data.T, lin.bias.data), x), atol=1e-12)
     gx, gw, gb = D.linear_backward(scatter(R, x), xd, lin.weight.data.T)
     np.testing.assert_allclose(dx, at_sites(gx, x), atol=1e-12)
     np.testing.assert_allclose(lin.weight.grad, gw.T, atol=1e-12)
@@ -146,20 +146,20 @@ def test_linear_layernorm_gelu_grn_match_dense(rng):
     ln.weight.data[:], ln.bias.data[:] = rng.standard_normal(4), rng.standard_normal(4)
     y, R, dx = run(ln, x, rng)
     ref = D.layer_norm_channels(xd, ln.weight.data, ln.bias.data, 1e-6)
-    np.testing.assert_allclose(y.feats.data, at_sites(ref, x), atol=1e-10)
+    np.testing.assert_allclose(y.feats, at_sites(ref, x), atol=1e-10)
     gx, gg, gb = D.layer_norm_channels_backward(scatter(R, x), xd, ln.weight.data, 1e-6)
     np.testing.assert_allclose(dx, at_sites(gx, x), atol=1e-9)
     np.testing.assert_allclose(ln.weight.grad, gg, atol=1e-9)
     np.testing.assert_allclose(ln.bias.grad, gb, atol=1e-12)
 
     y, R, dx = run(nn.GELU(), x, rng)
-    np.testing.assert_allclose(y.feats.data, at_sites(D.gelu(xd), x), atol=1e-12)
+    np.testing.assert_allclose(y.feats, at_sites(D.gelu(xd), x), atol=1e-12)
     np.testing.assert_allclose(dx, at_sites(D.gelu_backward(scatter(R, x), xd), x), atol=1e-12)
 
     grn = nn.GRN(4, dtype=np.float64)
     grn.gamma.data[:], grn.beta.data[:] = rng.standard_normal(4), rng.standard_normal(4)
     y, R, dx = run(grn, x, rng)
-    np.testing.assert_allclose(y.feats.data, at_sites(D.grn(xd, grn.gamma.data, grn.beta.data, mask), x), atol=1e-12)
+    np.testing.assert_allclose(y.feats, at_sites(D.grn(xd, grn.gamma.data, grn.beta.data, mask), x), atol=1e-12)
     gx, gg, gb = D.grn_backward(scatter(R, x), xd, grn.gamma.data, mask)
     np.testing.assert_allclose(dx, at_sites(gx, x), atol=1e-10)
     np.testing.assert_allclose(grn.gamma.grad, gg, atol=1e-10)
@@ -170,7 +170,7 @@ def test_grn_formula_per_sample(rng):
     x = random_sparse(rng, channels=4, batch=3)
     grn = nn.GRN(4, dtype=np.float64)
     grn.gamma.data[:], grn.beta.data[:] = rng.standard_normal(4), rng.standard_normal(4)
-    y = grn(x).feats.data
+    y = grn(x).feats
     for s in range(3):
         rows = x.coords[:, 0] == s
         xs = x.feats[rows]
@@ -184,7 +184,7 @@ def test_batchnorm_formula_running_stats_and_eval(rng):
     bn = nn.BatchNorm(3, momentum=0.2, dtype=np.float64)
     bn.weight.data[:], bn.bias.data[:] = [1.0, 2.0, 0.5], [0.0, -1.0, 3.0]
     f = x.feats
-    y = bn(x).feats.data
+    y = bn(x).feats
     mu, var = f.mean(axis=0), f.var(axis=0)
     np.testing.assert_allclose(y, (f - mu) / np.sqrt(var + 1e-5) * bn.weight.data + bn.bias.data, atol=1e-12)
     np.testing.assert_allclose(bn.running_mean, 0.2 * mu, atol=1e-12)
@@ -192,7 +192,7 @@ def test_batchnorm_formula_running_stats_and_eval(rng):
     assert int(bn.num_batches_tracked) == 1
     bn.eval()
     rm, rv = bn.running_mean.copy(), bn.running_var.copy()
-    y = bn(x).feats.data
+    y = bn(x).feats
     np.testing.assert_allclose(y, (f - rm) / np.sqrt(rv + 1e-5) * bn.weight.data + bn.bias.data, atol=1e-12)
     np.testing.assert_array_equal(bn.running_mean, rm)  # eval leaves the statistics alone
     with pytest.raises(ValueError, match="more than 1"):
@@ -210,7 +210,7 @@ def test_avg_pool_is_mean_of_active_children(rng):
         B, C, Dd, H, W = a.shape
         return a.reshape(B, C, Dd // 2, 2, H // 2, 2, W // 2, 2).sum(axis=(3, 5, 7))
     mean = pool_sum(x.dense()) / np.maximum(pool_sum(m), 1)
-    np.testing.assert_allclose(y.feats.data, at_sites(mean, y), atol=1e-12)
+    np.testing.assert_allclose(y.feats, at_sites(mean, y), atol=1e-12)
     # each fine voxel receives its parent's gradient / number of active children
     parent_count = at_sites(pool_sum(m), y)[:, 0]
     kmap, _ = sparseconv.kmap.down_map(x, 2, 2)
@@ -222,11 +222,11 @@ def test_avg_pool_is_mean_of_active_children(rng):
 def test_activation_modules(rng):
     x = random_sparse(rng)
     f = x.feats
-    np.testing.assert_allclose(nn.ReLU()(x).feats.data, np.maximum(f, 0))
-    np.testing.assert_allclose(nn.LeakyReLU(0.1)(x).feats.data, np.where(f > 0, f, 0.1 * f))
-    np.testing.assert_allclose(nn.Sigmoid()(x).feats.data, 1 / (1 + np.exp(-f)))
+    np.testing.assert_allclose(nn.ReLU()(x).feats, np.maximum(f, 0))
+    np.testing.assert_allclose(nn.LeakyReLU(0.1)(x).feats, np.where(f > 0, f, 0.1 * f))
+    np.testing.assert_allclose(nn.Sigmoid()(x).feats, 1 / (1 + np.exp(-f)))
     d = nn.Dropout(0.5, seed=3)
-    assert (d(x).feats.data == 0).any()
+    assert (d(x).feats == 0).any()
     assert d.eval()(x) is x
 
 
@@ -297,7 +297,7 @@ def test_state_dict_roundtrip_and_save_load(tmp_path, rng):
         assert n1 == n2 and a.dtype == b.dtype
         np.testing.assert_array_equal(a, b)
     net.eval(), other.eval()
-    np.testing.assert_array_equal(net(x).feats.data, other(x).feats.data)
+    np.testing.assert_array_equal(net(x).feats, other(x).feats)
 
 
 def test_load_mismatch_names_keys_and_changes_nothing(tmp_path):
@@ -338,5 +338,5 @@ def test_pooled_targets_line_up_with_the_down_conv_level(rng):
     target = x.replace_feats((rng.random((len(x), 2)) < 0.5).astype(np.float64))
     pooled = F.avg_pool(target)
     assert pooled.same_sites(coarse) and pooled.cache is coarse.cache
-    assert np.all((pooled.feats.data >= 0) & (pooled.feats.data <= 1))
-    F.soft_dice_loss(coarse.replace_feats(coarse.feats.data[:, :2]), pooled)  # accepted as aligned
+    assert np.all((pooled.feats >= 0) & (pooled.feats <= 1))
+    F.soft_dice_loss(coarse.replace_feats(coarse.feats[:, :2]), pooled)  # accepted as aligned

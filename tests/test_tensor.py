@@ -2,8 +2,9 @@
 import numpy as np
 import pytest
 
-from sparseconv import SparseTensor
+from sparseconv import SparseTensor, Tensor, no_grad
 from sparseconv import coords as C
+from sparseconv import functional as F
 
 
 def _coords(*rows):
@@ -82,3 +83,23 @@ def test_replace_feats_shares_sites_and_cache():
     assert y.cache is x.cache and y.same_sites(x) and y.num_channels == 5
     with pytest.raises(ValueError, match=r"need \(2, C\)"):
         x.replace_feats(np.zeros((3, 1), np.float32))
+
+
+def test_feats_is_always_an_array_and_feats_tensor_its_autograd_side():
+    coords = _coords([0, 1, 1, 1], [0, 0, 0, 0])  # not canonical: rows are reordered
+    data = np.array([[1.0, -2.0], [3.0, -4.0]])
+    leaf = Tensor(data.copy(), requires_grad=True)
+    weight = Tensor(np.ones((1, 2, 2)), requires_grad=True)
+    made = [SparseTensor(coords, data, (2, 2, 2)),              # from an array
+            SparseTensor(coords, leaf, (2, 2, 2)),              # from a leaf (reordered through the graph)
+            F.relu(SparseTensor(coords, data, (2, 2, 2))),      # by an op
+            F.subm_conv3d(SparseTensor(coords, leaf, (2, 2, 2)), weight, kernel_size=1)]
+    with no_grad():
+        made.append(F.subm_conv3d(SparseTensor(coords, data, (2, 2, 2)), weight, kernel_size=1))
+    for x in made:
+        assert type(x.feats) is np.ndarray and x.feats.shape == (2, 2)
+        assert isinstance(x.feats_tensor, Tensor) and x.feats_tensor.data is x.feats
+    np.testing.assert_array_equal(made[0].feats, data[::-1])
+    assert [x.feats_tensor.requires_grad for x in made] == [False, True, False, True, False]
+    made[3].feats_tensor.sum().backward()  # through the op and the reordering, back to the leaf's rows
+    np.testing.assert_array_equal(leaf.grad, np.full((2, 2), 2.0))

@@ -1,8 +1,8 @@
 """Operations on sparse tensors, each differentiable through :mod:`sparseconv.autograd`.
 
 ``conv`` also holds the kernel-map-level convolution maths (raw arrays in, raw arrays out). The
-functions here take a :class:`~sparseconv.SparseTensor` (whose ``feats`` may be an autograd
-``Tensor``) and return one on the right sites: the same sites for pointwise ops and submanifold
+functions here take a :class:`~sparseconv.SparseTensor` (they differentiate through its
+``feats_tensor``) and return one on the right sites: the same sites for pointwise ops and submanifold
 convolutions, the coarse sites for down convolutions and pooling, the fine sites for inverse ones.
 """
 from .activation import dropout, gelu, leaky_relu, linear, relu, sigmoid

@@ -1,29 +1,24 @@
-"""Helpers shared by the functional ops: unwrapping features, re-wrapping results, batch segments."""
+"""Helpers shared by the functional ops: taking features apart, re-wrapping results, batch segments."""
 from __future__ import annotations
 
 import numpy as np
 
-from ..autograd import Tensor
 from ..backends import get_backend
 from ..backends.pointwise import segment_of_rows
 from ..tensor import SparseTensor
 
 
 def split(x):
-    """``(sparse_or_None, feats)`` of a SparseTensor, a Tensor or a raw ``(N, C)`` array."""
+    """``(sparse_or_None, feats)`` of a SparseTensor (its ``feats_tensor``), a Tensor or a raw
+    ``(N, C)`` array (itself)."""
     if isinstance(x, SparseTensor):
-        return x, x.feats
+        return x, x.feats_tensor
     return None, x
 
 
 def wrap(sparse, feats):
     """``feats`` on ``sparse``'s sites (sharing its cache), or ``feats`` itself if there are no sites."""
     return feats if sparse is None else sparse.replace_feats(feats)
-
-
-def raw(feats):
-    """The array behind a Tensor (or the array itself)."""
-    return feats.data if isinstance(feats, Tensor) else feats
 
 
 def batch_ptr(x: SparseTensor):

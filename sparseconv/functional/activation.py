@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from ..autograd import Function, Mul, Tensor
+from ..autograd import Function, Mul, data_of
 from ..backends import get_backend
 from ._util import split, wrap
 
@@ -124,6 +124,6 @@ def dropout(x, p=0.5, training=True, rng=None):
         return x
     s, f = split(x)
     rng = np.random.default_rng() if rng is None else rng
-    data = f.data if isinstance(f, Tensor) else f
+    data = data_of(f)
     keep = (rng.random(data.shape) >= p).astype(data.dtype) * (1.0 / (1.0 - p))
     return wrap(s, Mul.apply(f, get_backend().xp.asarray(keep)))

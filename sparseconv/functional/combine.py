@@ -23,10 +23,9 @@ def _check_sites(op, tensors):
 def add(a: SparseTensor, b: SparseTensor) -> SparseTensor:
     """``a + b`` feature-wise on identical sites (ValueError if the sites differ)."""
     _check_sites("add", [a, b])
-    fa, fb = a.feats, b.feats
     if a.num_channels != b.num_channels:
         raise ValueError(f"add: channel counts differ: {a.num_channels} vs {b.num_channels}")
-    return a.replace_feats(fa + fb)  # a Tensor sum if either side is one
+    return a.replace_feats(a.feats_tensor + b.feats_tensor)
 
 
 class Concat(Function):
@@ -50,4 +49,4 @@ def cat(tensors) -> SparseTensor:
     if not tensors:
         raise ValueError("cat: need at least one tensor")
     _check_sites("cat", tensors)
-    return tensors[0].replace_feats(Concat.apply(*[t.feats for t in tensors]))
+    return tensors[0].replace_feats(Concat.apply(*[t.feats_tensor for t in tensors]))

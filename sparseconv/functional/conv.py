@@ -127,13 +127,13 @@ def _kernel_size(K: int, kernel_size):
 def subm_conv3d(x, weight, bias=None, kernel_size=None, dilation=1):
     """Submanifold convolution: output sites = ``x``'s sites. ``weight (K, Cin, Cout)``."""
     kmap = _km.submanifold_map(x, _kernel_size(weight.shape[0], kernel_size), dilation)
-    return x.replace_feats(Conv.apply(x.feats, weight, bias, kmap))
+    return x.replace_feats(Conv.apply(x.feats_tensor, weight, bias, kmap))
 
 
 def depthwise_subm_conv3d(x, weight, bias=None, kernel_size=None, dilation=1):
     """Depthwise submanifold convolution (``groups = channels``). ``weight (K, C)``."""
     kmap = _km.submanifold_map(x, _kernel_size(weight.shape[0], kernel_size), dilation)
-    return x.replace_feats(DepthwiseConv.apply(x.feats, weight, bias, kmap))
+    return x.replace_feats(DepthwiseConv.apply(x.feats_tensor, weight, bias, kmap))
 
 
 def sparse_conv3d(x, weight, bias=None, kernel_size=None, stride=1, padding=0, dilation=1):
@@ -142,7 +142,7 @@ def sparse_conv3d(x, weight, bias=None, kernel_size=None, stride=1, padding=0, d
     Output sites: every position whose window holds an active input (k2 s2: ``unique(c // 2)``).
     """
     kmap, coarse = _km.down_map(x, _kernel_size(weight.shape[0], kernel_size), stride, padding, dilation)
-    return coarse.replace_feats(Conv.apply(x.feats, weight, bias, kmap))
+    return coarse.replace_feats(Conv.apply(x.feats_tensor, weight, bias, kmap))
 
 
 def sparse_inverse_conv3d(x, weight, bias=None, kernel_size=None, stride=None, padding=0, dilation=1):
@@ -153,7 +153,7 @@ def sparse_inverse_conv3d(x, weight, bias=None, kernel_size=None, stride=None, p
     """
     kernel_size = _kernel_size(weight.shape[0], kernel_size)
     kmap, fine = _km.inverse_map(x, kernel_size, kernel_size if stride is None else stride, padding, dilation)
-    return fine.replace_feats(Conv.apply(x.feats, weight, bias, kmap))
+    return fine.replace_feats(Conv.apply(x.feats_tensor, weight, bias, kmap))
 
 
 def conv_with_map(x, weight, bias, kmap, out_sites=None):

@@ -7,22 +7,22 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..autograd import Function
+from ..autograd import Function, data_of
 from ..backends import get_backend
 from ..tensor import SparseTensor
-from ._util import batch_ptr, raw, segment_ids
+from ._util import batch_ptr, segment_ids
 from .activation import sigmoid_array
 
 
 def _logits_and_target(logits, target, op):
     sparse = logits if isinstance(logits, SparseTensor) else None
-    f = logits.feats if sparse is not None else logits
+    f = logits.feats_tensor if sparse is not None else logits
     if isinstance(target, SparseTensor):
         if sparse is not None and not sparse.same_sites(target):
             raise ValueError(f"{op}: logits and target must be on identical sites")
         target = target.feats
     xp = get_backend().xp
-    target = xp.asarray(raw(target))
+    target = xp.asarray(data_of(target))
     return sparse, f, target
 
 

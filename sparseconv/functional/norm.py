@@ -120,4 +120,4 @@ def grn(x: SparseTensor, gamma, beta, eps=1e-6):
     """Global response normalisation over each sample's active voxels (``gamma``, ``beta``: ``(C,)``)."""
     if not isinstance(x, SparseTensor):
         raise TypeError("grn needs a SparseTensor (it pools over each sample's active voxels)")
-    return x.replace_feats(GRNFn.apply(x.feats, gamma, beta, seg_ptr=batch_ptr(x), eps=eps))
+    return x.replace_feats(GRNFn.apply(x.feats_tensor, gamma, beta, seg_ptr=batch_ptr(x), eps=eps))

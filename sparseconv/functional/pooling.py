@@ -31,4 +31,4 @@ def avg_pool(x, kernel_size=2, stride=None, padding=0):
     xp = get_backend().xp
     count = (kmap.neighbors >= 0).sum(axis=1)
     inv_count = 1.0 / xp.maximum(count, 1)
-    return coarse.replace_feats(AvgPoolFn.apply(x.feats, kmap=kmap, inv_count=inv_count))
+    return coarse.replace_feats(AvgPoolFn.apply(x.feats_tensor, kmap=kmap, inv_count=inv_count))

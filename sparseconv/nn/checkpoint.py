@@ -12,6 +12,8 @@ import os
 
 import numpy as np
 
+from ..device import to_host
+
 
 def flatten(tree, prefix=""):
     out = {}
@@ -27,7 +29,7 @@ def flatten(tree, prefix=""):
         elif value is None:
             out[name + "/None"] = np.zeros(0)
         else:
-            out[name] = value.get() if hasattr(value, "get") else np.asarray(value)
+            out[name] = to_host(value)
     return out
 
 

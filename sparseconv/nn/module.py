@@ -11,6 +11,7 @@ import os
 import numpy as np
 
 from ..autograd import Tensor
+from ..device import to_host
 
 
 class Parameter(Tensor):
@@ -119,8 +120,8 @@ class Module:
     # --- state --------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         """``name → NumPy array`` copies of every parameter and buffer."""
-        state = {name: _to_numpy(p.data).copy() for name, p in self.named_parameters()}
-        state.update({name: _to_numpy(b).copy() for name, b in self.named_buffers()})
+        state = {name: to_host(p.data).copy() for name, p in self.named_parameters()}
+        state.update({name: to_host(b).copy() for name, b in self.named_buffers()})
         return state
 
     def load_state_dict(self, state: dict, strict: bool = True):
@@ -186,10 +187,6 @@ class Module:
             return head + ")"
         body = "\n".join(f"  ({n}): " + repr(m).replace("\n", "\n  ") for n, m in kids)
         return head + "\n" + body + "\n)"
-
-
-def _to_numpy(a):
-    return a.get() if hasattr(a, "get") else np.asarray(a)
 
 
 def _like(value, like):
