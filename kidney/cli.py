@@ -6,7 +6,7 @@
     kidney demo [--out DIR] [--seed S] [--preset demo|tiny|full] [--weights DIR]
     kidney segment IN [-o OUT] [--weights DIR]      (IN/OUT: a NIfTI file, or folders with -i/-o)
                    [--continue] [--num-parts K --part-id I] [--workers N | --scheduler ADDR]
-    kidney train --data DIR --stage {1,2} [--out DIR] [--model compact|paper] [--steps N] ...
+    kidney train --data DIR --stage {1,2} [--out DIR] [--model compact|wide|paper] [--steps N] ...
                  [--distributed [--collective-timeout S]]   (under mpiexec -n P / srun: data-parallel)
     kidney --version                                (also: python -m kidney ...)
 
@@ -235,7 +235,7 @@ def add_train(sub) -> None:
     p.add_argument("--data", type=Path, required=True, help="training folder (KiTS23 layout)")
     p.add_argument("--stage", type=int, required=True, choices=(1, 2))
     p.add_argument("--out", type=Path, default=None, help="output folder (default runs/stage<N>)")
-    p.add_argument("--model", default="compact", help="model config: paper, compact, tiny (default compact)")
+    p.add_argument("--model", default="compact", help="model config: paper, compact, wide, tiny (default compact)")
     p.add_argument("--steps", type=int, default=1000, help="optimiser steps (default 1000)")
     p.add_argument("--accumulate", type=int, default=8, help="micro-batches per step (default 8)")
     p.add_argument("--lr", type=float, default=5e-4)
@@ -266,6 +266,9 @@ def add_train(sub) -> None:
                    help="dice (paper: soft Dice summed over the 3 HECs) or dice+bce (adds BCE, as nnU-Net)")
     p.add_argument("--init-weights", type=Path, default=None,
                    help="start from these weights (fine-tuning) instead of the random initialisation")
+    p.add_argument("--widen", action="store_true",
+                   help="--init-weights hold a narrower network of the same design (e.g. compact for --model "
+                        "wide): start from it widened, computing the same function (Net2WiderNet)")
     p.add_argument("--kidney-free-crops", type=float, default=0.0, metavar="P",
                    help="stage 1 with --augment nnunet: share P of the field-of-view crops cut to a slab "
                         "above or below every kidney, so stage 1 learns to propose nothing there "
@@ -320,7 +323,8 @@ def run_train(args) -> int:
                       folds=args.folds if args.fold is not None else 1, fold=args.fold,
                       loss=args.loss, init_weights=str(args.init_weights) if args.init_weights else None,
                       stage1_weights=str(args.stage1_weights) if args.stage1_weights else None,
-                      gt_crops=not args.no_gt_crops, kidney_free_crops=args.kidney_free_crops)
+                      gt_crops=not args.no_gt_crops, kidney_free_crops=args.kidney_free_crops,
+                      widen=args.widen)
     out = args.out or Path("runs") / f"stage{args.stage}"
     comm = _communicator(args)
     t0 = time.perf_counter()

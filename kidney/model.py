@@ -104,6 +104,9 @@ CONFIGS: Dict[str, ModelConfig] = {
     # CPU budget (2 cores): the same design with 4 levels of narrower, shallower stages and 1 block
     # per decoder level; heads (LN + block + 1x1x1 conv) on its 3 decoder levels = 1, ½, ¼.
     "compact": ModelConfig("compact", (8, 16, 32, 64), (1, 1, 2, 2), decoder_depth=1),
+    # The compact design at twice the width (4x the parameters of the pointwise layers): more capacity
+    # for the lesion channels; ``kidney train --widen`` starts it from compact weights (kidney.widen).
+    "wide": ModelConfig("wide", (16, 32, 64, 128), (1, 1, 2, 2), decoder_depth=1),
     # Unit tests only.
     "tiny": ModelConfig("tiny", (4, 8, 8), (1, 1, 1), decoder_depth=1, n_supervised=2),
 }

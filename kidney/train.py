@@ -88,6 +88,7 @@ class TrainConfig:
     gt_crops: bool = True                    # stage 2: train on ground-truth crops (False: stage-1 crops only)
     loss: str = "dice"                       # paper: soft Dice; "dice+bce" adds BCE (a documented deviation)
     init_weights: Optional[str] = None       # start from these weights instead of the random init
+    widen: bool = False                      # init_weights are a narrower config: widen them (kidney.widen)
     kidney_free_crops: float = 0.0           # stage 1: share of field-of-view crops cut with no kidney
 
     def resolved(self) -> "TrainConfig":
@@ -116,6 +117,8 @@ class TrainConfig:
                                     or AUGMENTATIONS[c.augmentation].p_fov_crop == 0):
             raise ValueError("kidney_free_crops needs stage 1 and an augmentation with field-of-view "
                              "crops (augmentation='nnunet')")
+        if c.widen and not c.init_weights:
+            raise ValueError("widen needs init_weights (the narrower network to start from)")
         if c.steps < 1 or c.accumulate < 1:
             raise ValueError(f"steps and accumulate must be >= 1, got {c.steps}, {c.accumulate}")
         return c
@@ -266,7 +269,11 @@ class Trainer:
         self.model = KidneyNet(get_config(c.model), seed=c.seed)
         if c.init_weights:
             from .model import load_weights
-            load_weights(c.init_weights, self.model)
+            if c.widen:
+                from .widen import widen
+                self.model = widen(load_weights(c.init_weights)[0], get_config(c.model), seed=c.seed)
+            else:
+                load_weights(c.init_weights, self.model)
         self.model.train()
         self.opt = AdamW(param_groups(self.model, c.weight_decay), lr=c.lr, betas=c.betas, eps=c.eps)
         self.sched = WarmupCosine(self.opt, c.warmup_steps, c.steps, c.decay_steps)
