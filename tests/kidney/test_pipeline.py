@@ -312,3 +312,24 @@ def test_shipped_weight_sets_by_name(tmp_path, monkeypatch):
         default_weights("varied")
     with pytest.raises(WeightsError, match="does not exist"):
         default_weights("no_such_set")
+
+
+def test_lesion_contrast_script_measures_a_lesion_against_its_kidney(tmp_path, capsys):
+    from kidney import phantom
+    lc = _script("lesion_contrast")
+    rng = np.random.default_rng(0)
+    labels = np.zeros((40, 40, 40), np.uint8)
+    labels[4:36, 4:36, 4:36] = 1
+    labels[15:25, 15:25, 15:25] = 2                                   # a 1 ml tumour in the kidney's core
+    image = rng.normal(100.0, 10.0, labels.shape)
+    image[labels == 2] -= 20.0                                        # 2 SD darker than its kidney
+    (kind, ml, hu, kidney, contrast, _), = lc.lesions_of(image, labels, (1.0, 1.0, 1.0), 0.5)
+    assert kind == "tumour" and ml == pytest.approx(1.0)
+    assert hu == pytest.approx(80.0, abs=1.0) and kidney == pytest.approx(100.0, abs=1.0)
+    assert contrast == pytest.approx(-2.0, abs=0.25)
+    assert list(lc.lesions_of(image, labels, (1.0, 1.0, 1.0), 2.0)) == []  # under --min-ml
+    data = tmp_path / "data"
+    phantom.write_dataset(data, 1, seed=3, preset="tiny", phase="nephrographic")
+    assert lc.main([str(data)]) == 0
+    out = capsys.readouterr().out
+    assert "case_00000" in out and out.strip().splitlines()[-1].startswith("nephrographic")
