@@ -66,6 +66,9 @@ class ModelConfig:
         kernel_size: depthwise kernel of the blocks (paper: 3).
         n_supervised: how many of the finest heads forward evaluates (paper: 3, i.e. 1, ½, ¼).
         head_block: a ConvNeXt block in each head (paper: yes).
+        stem_bias: a bias in the stem's 1×1×1 convolution (paper: no). Without it the stem's
+            LayerNorm passes on one saturating feature of the HU centred on the standardisation's
+            mean (``scripts/stem_response.py``); a bias lets training move its centre and width.
     """
 
     name: str
@@ -77,6 +80,7 @@ class ModelConfig:
     kernel_size: int = 3
     n_supervised: int = 3
     head_block: bool = True
+    stem_bias: bool = False
 
     def __post_init__(self):
         if len(self.dims) != len(self.depths) or len(self.dims) < 2:
@@ -107,6 +111,9 @@ CONFIGS: Dict[str, ModelConfig] = {
     # The compact design at twice the width (4x the parameters of the pointwise layers): more capacity
     # for the lesion channels; ``kidney train --widen`` starts it from compact weights (kidney.widen).
     "wide": ModelConfig("wide", (16, 32, 64, 128), (1, 1, 2, 2), decoder_depth=1),
+    # compact with a bias in the stem (kidney train --widen starts it from compact weights, bias 0)
+    "compact-stem-bias": ModelConfig("compact-stem-bias", (8, 16, 32, 64), (1, 1, 2, 2), decoder_depth=1,
+                                     stem_bias=True),
     # Unit tests only.
     "tiny": ModelConfig("tiny", (4, 8, 8), (1, 1, 1), decoder_depth=1, n_supervised=2),
 }
@@ -154,7 +161,7 @@ class KidneyNet(Module):
             I.manual_seed(seed)
         dims, k = cfg.dims, cfg.kernel_size
         tn = dict(init="trunc_normal")
-        self.stem = Sequential(SubMConv3d(cfg.in_channels, dims[0], 1, bias=False, **tn), LayerNorm(dims[0]))
+        self.stem = Sequential(SubMConv3d(cfg.in_channels, dims[0], 1, bias=cfg.stem_bias, **tn), LayerNorm(dims[0]))
         self.encoders = ModuleList(Sequential(*[ConvNeXtV2Block(d, k, **tn) for _ in range(n)])
                                    for d, n in zip(dims, cfg.depths))
         self.downs = ModuleList(Sequential(LayerNorm(a), SparseConv3d(a, b, 2, 2, **tn))

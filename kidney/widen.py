@@ -14,6 +14,9 @@ The split among copies is random (fractions in [1/2, 3/2] / r, normalised to sum
 ``1/r`` each: with equal shares the copies would receive equal gradients for ever and the wider
 network would stay the narrow one. The widened network's outputs equal the narrow one's up to the
 rounding of the longer sums; training then uses the new capacity.
+
+The wider network may also add a bias to the stem (``stem_bias``): it starts at 0, so the function is
+again the same.
 """
 from __future__ import annotations
 
@@ -36,6 +39,8 @@ def _check_configs(narrow, wide):
         if getattr(narrow, field) != getattr(wide, field):
             raise ValueError(f"cannot widen {narrow.name!r} to {wide.name!r}: {field} differs "
                              f"({getattr(narrow, field)} vs {getattr(wide, field)}); only dims may change")
+    if narrow.stem_bias and not wide.stem_bias:
+        raise ValueError(f"cannot widen {narrow.name!r} to {wide.name!r}: it would drop the stem's bias")
     if len(narrow.dims) != len(wide.dims) or any(w % n for n, w in zip(narrow.dims, wide.dims)):
         raise ValueError(f"cannot widen {narrow.name!r} to {wide.name!r}: every wide width must be a multiple "
                          f"of the narrow one, got dims {narrow.dims} -> {wide.dims}")
@@ -52,8 +57,8 @@ def _split_among_copies(weight, axis, copies, rng):
 
 
 def widen(narrow: KidneyNet, config, seed: int = 0) -> KidneyNet:
-    """A ``config`` network (same design, each width a multiple of ``narrow``'s) computing ``narrow``'s
-    function; ``seed`` draws the shares that break the copies' symmetry (same seed, same weights)."""
+    """A ``config`` network (same design, each width a multiple of ``narrow``'s, perhaps a stem bias
+    added) computing ``narrow``'s function; ``seed`` draws the shares that break the copies' symmetry (same seed, same weights)."""
     wide = KidneyNet(get_config(config), seed=None)
     _check_configs(narrow.config, wide.config)
     rng = np.random.default_rng(seed)
@@ -66,7 +71,10 @@ def widen(narrow: KidneyNet, config, seed: int = 0) -> KidneyNet:
             if "." in name:
                 continue  # a child's own parameter: handled with the child
             key = f"{mod_name}.{name}" if mod_name else name
-            src = state[key]
+            src = state.get(key)
+            if src is None:  # only a stem bias can be new (_check_configs): 0 keeps the function
+                assert key == "stem.0.bias", key
+                src = np.zeros(param.data.shape, param.data.dtype)
             reps = [w // n for n, w in zip(src.shape, param.data.shape)]
             arr = np.tile(src, reps)
             # Linear (out, in) and convolution (K, in, out) weights both sum over axis 1.

@@ -40,6 +40,18 @@ def test_widened_network_computes_the_narrow_function():
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4 * np.abs(a).max())
 
 
+def test_a_stem_bias_can_be_added_and_starts_at_zero():
+    narrow = _trained_like(TINY, seed=2)
+    biased = ModelConfig("tiny-b", (4, 8, 8), (1, 1, 1), decoder_depth=1, n_supervised=2, stem_bias=True)
+    grown = widen(narrow, biased, seed=0).eval()
+    assert np.array_equal(grown.state_dict()["stem.0.bias"], np.zeros(4, np.float32))
+    x = _blob(seed=3)
+    for a, b in zip(narrow(x), grown(x)):
+        np.testing.assert_array_equal(np.asarray(b.feats), np.asarray(a.feats))  # x·w + 0: the same bits
+    with pytest.raises(ValueError, match="drop the stem's bias"):
+        widen(grown, TINY)
+
+
 def test_copies_are_not_identical_so_training_can_separate_them():
     wide = widen(_trained_like(TINY, seed=1), TINY_X2, seed=0)
     w = wide.state_dict()["encoders.0.0.pwconv2.weight"]  # Linear (out 8, in 32): inputs are 2 copies of 16
