@@ -574,19 +574,24 @@ def _layer_norm_grad(grad, xhat, rstd, weight):
     n_chunks = min(WGRAD_CHUNKS, max(n, 1))
     partial = np.zeros((n_chunks, 2, c), dtype=grad.dtype)  # per chunk: Σ grad·xhat, Σ grad
     for chunk in nb.prange(n_chunks):
+        # The chunk's sums live in its own buffer while it runs and are stored once at the end:
+        # adding into partial[chunk] row by row keeps writing cache lines that the neighbouring
+        # chunks (other threads) write too. Same additions in the same order: same bits.
+        acc = np.zeros((2, c), dtype=grad.dtype)
         for i in range(n * chunk // n_chunks, n * (chunk + 1) // n_chunks):
             m1, m2 = 0.0, 0.0  # row means of gxhat and gxhat·xhat
             for j in range(c):
                 g, h = grad[i, j], xhat[i, j]
                 m1 += g * weight[j]
                 m2 += g * weight[j] * h
-                partial[chunk, 0, j] += g * h
-                partial[chunk, 1, j] += g
+                acc[0, j] += g * h
+                acc[1, j] += g
             m1 /= c
             m2 /= c
             r = rstd[i, 0]
             for j in range(c):
                 gx[i, j] = r * (grad[i, j] * weight[j] - m1 - xhat[i, j] * m2)
+        partial[chunk] = acc
     sums = np.zeros((2, c), dtype=grad.dtype)
     for chunk in range(n_chunks):
         sums += partial[chunk]
