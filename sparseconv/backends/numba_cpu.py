@@ -428,7 +428,8 @@ def _chunk_rows(seg_ptr, n_chunks, task):
 @nb.njit(parallel=True, cache=True)
 def _segment_sum(values, seg_ptr, n_chunks):
     n_seg, c = len(seg_ptr) - 1, values.shape[1]
-    partial = np.zeros((n_seg * n_chunks, c), dtype=values.dtype)
+    # Every row is written below; np.zeros would cost a parallel region of its own (Numba runs it as one).
+    partial = np.empty((n_seg * n_chunks, c), dtype=values.dtype)
     for task in nb.prange(n_seg * n_chunks):
         _, r0, r1 = _chunk_rows(seg_ptr, n_chunks, task)
         acc = np.zeros(c, dtype=values.dtype)  # the task's own row: no shared cache lines while summing
@@ -443,8 +444,8 @@ def _segment_sum(values, seg_ptr, n_chunks):
 def _segment_dot_sum(a, b, seg_ptr, n_chunks):
     """Per segment: ``(Σ_rows a·b, Σ_rows a)``, both ``(S, C)``, in one pass (GRN's reductions)."""
     n_seg, c = len(seg_ptr) - 1, a.shape[1]
-    dots = np.zeros((n_seg * n_chunks, c), dtype=a.dtype)
-    sums = np.zeros((n_seg * n_chunks, c), dtype=a.dtype)
+    dots = np.empty((n_seg * n_chunks, c), dtype=a.dtype)  # every row written below
+    sums = np.empty((n_seg * n_chunks, c), dtype=a.dtype)
     for task in nb.prange(n_seg * n_chunks):
         _, r0, r1 = _chunk_rows(seg_ptr, n_chunks, task)
         acc_dot, acc_sum = np.zeros(c, dtype=a.dtype), np.zeros(c, dtype=a.dtype)
@@ -572,11 +573,10 @@ def _layer_norm_grad(grad, xhat, rstd, weight):
     n, c = grad.shape
     gx = np.empty_like(grad)
     n_chunks = min(WGRAD_CHUNKS, max(n, 1))
-    partial = np.zeros((n_chunks, 2, c), dtype=grad.dtype)  # per chunk: Σ grad·xhat, Σ grad
+    partial = np.empty((n_chunks, 2 * c), dtype=grad.dtype)  # per chunk: Σ grad·xhat, then Σ grad
     for chunk in nb.prange(n_chunks):
-        # The chunk's sums live in its own buffer while it runs and are stored once at the end:
-        # adding into partial[chunk] row by row keeps writing cache lines that the neighbouring
-        # chunks (other threads) write too. Same additions in the same order: same bits.
+        # The chunk's sums live in its own buffer while it runs and are stored once at the end, so
+        # no thread writes a cache line of another's while summing.
         acc = np.zeros((2, c), dtype=grad.dtype)
         for i in range(n * chunk // n_chunks, n * (chunk + 1) // n_chunks):
             m1, m2 = 0.0, 0.0  # row means of gxhat and gxhat·xhat
@@ -591,11 +591,12 @@ def _layer_norm_grad(grad, xhat, rstd, weight):
             r = rstd[i, 0]
             for j in range(c):
                 gx[i, j] = r * (grad[i, j] * weight[j] - m1 - xhat[i, j] * m2)
-        partial[chunk] = acc
-    sums = np.zeros((2, c), dtype=grad.dtype)
-    for chunk in range(n_chunks):
-        sums += partial[chunk]
-    return gx, sums[0], sums[1]
+        partial[chunk, :c], partial[chunk, c:] = acc[0], acc[1]
+    # The chunk partials are added in order by a serial kernel: written here, `sums += partial[chunk]`
+    # would be an array expression that Numba turns into a parallel region of its own — one launch
+    # per chunk, each waking the threads, which made this kernel slower on 2 threads than on 1.
+    sums = _sum_chunks(partial, 1, n_chunks)[0]
+    return gx, sums[:c], sums[c:]
 
 
 def _blas_block(cin: int, cout: int) -> int:
