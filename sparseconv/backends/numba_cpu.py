@@ -3,10 +3,14 @@
 * Coordinate index: open addressing with linear probing on packed int64 keys, capacity a power of
   two ≥ 2N, slots chosen by the splitmix64 finaliser (a strong mixer, so the dense runs of keys a
   voxel grid produces spread evenly). Built serially (no atomics needed), queried in parallel.
-* Kernel maps: one fused parallel kernel per table (bounds check → pack → probe). Strided maps:
-  a parallel kernel packs each (row, offset)'s output key (or EMPTY), a sort and an adjacent-
-  difference mask give the output sites, and a parallel scatter through their hash index fills
-  the table.
+* Submanifold maps (``submanifold_table``): no hashing — rows in canonical order make every
+  (batch, z, y) grid row a run of sorted keys, and a voxel's neighbours at (dz, dy, ·) lie in one
+  neighbouring run; each run is spread into a small x-indexed line that the voxels read their
+  neighbours from (``_grid_rows``, ``_submanifold_table``). ``neighbor_table`` (bounds check → pack
+  → probe, one fused parallel kernel) and ``mirror_table`` serve the interface and other offsets.
+  Strided maps: a parallel kernel packs each (row, offset)'s output key (or EMPTY), a sort and an
+  adjacent-difference mask give the output sites, and a parallel scatter through their hash index
+  fills the table.
 * Convolution: output-stationary over the neighbour table — each output row is owned by one
   thread, which walks its K neighbours and accumulates ``x[nbr] @ W[k]`` in a private vector.
   No atomics, and bitwise reproducible. Weight gradients reduce fixed row chunks, then sum the
