@@ -3,6 +3,7 @@ sparse vs its PyTorch dense twin, where the sparse step's time goes, and how it 
 
     python benchmarks/bench_train.py                                # compact + paper, stage1 + stage2-median
     python benchmarks/bench_train.py --configs compact --inputs stage1
+    python benchmarks/bench_train.py --inputs stage1@3                 # a coarser grid, where the twin fits
     python benchmarks/bench_train.py --quick                        # tiny model, tiny inputs, 1 repeat
 
 The default run takes about RUNTIME on 2 shared cores; ``--configs compact`` about COMPACT.
@@ -246,7 +247,8 @@ def available_gb():
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--configs", default="compact,paper", help="comma list of compact, paper, tiny")
-    p.add_argument("--inputs", default="stage1,stage2-median", help="comma list of stage1, stage2-median, stage2-p95")
+    p.add_argument("--inputs", default="stage1,stage2-median",
+                   help="comma list of stage1, stage1@MM (the scan on an MM mm grid), stage2-median, stage2-p95")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", default="1,2", help="thread counts of the per-op table (default 1,2)")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch dense twin even if installed")
