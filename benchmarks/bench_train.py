@@ -3,10 +3,12 @@ sparse vs its PyTorch dense twin, where the sparse step's time goes, and how it 
 
     python benchmarks/bench_train.py                                # compact + paper, stage1 + stage2-median
     python benchmarks/bench_train.py --configs compact --inputs stage1
-    python benchmarks/bench_train.py --inputs stage1@3                 # a coarser grid, where the twin fits
+    python benchmarks/bench_train.py --inputs stage1@3              # a coarser grid, where the twin fits
     python benchmarks/bench_train.py --quick                        # tiny model, tiny inputs, 1 repeat
 
-The default run takes about RUNTIME on 2 shared cores; ``--configs compact`` about COMPACT.
+The default run took 6 minutes on a busy 2-core machine (README), where the paper config's stage-2
+step and every dense-twin step on these inputs exceeded the memory budget and stopped early (a step
+that runs costs 1 + 2 × repeats steps; its compact rows took 62 s and 100 s).
 
 * **Inputs** are those of ``bench_network.py`` (``make_inputs``: a phantom scan sparsified on the
   stage-1 grid, and a kidney crop zoomed to the KiTS23 median stage-2 box); the HEC targets are drawn
