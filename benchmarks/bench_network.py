@@ -6,7 +6,8 @@
     python benchmarks/bench_network.py --quick            # tiny smoke run
 
 Inputs (sizes from data/kits23_sample/kits23_segmentation_stats.csv):
-  * ``stage1``: a whole phantom scan resampled to 1.99 mm, HU window [-53.4, 283.2];
+  * ``stage1``: a whole phantom scan resampled to 1.99 mm, HU window [-53.4, 283.2]; ``stage1@MM``
+    the same scan on an MM-millimetre grid;
   * ``stage2-median`` / ``stage2-p95``: one kidney ROI crop at 0.78 mm (window [-300, 500], inside
     the dilated kidney), the crop box of the median / 95th-percentile KiTS23 kidney: the component's
     extent in mm, dilated by the ball of 11 stage-1 voxels, at 0.78 mm, plus margins (10, 35, 35).
@@ -81,9 +82,10 @@ def make_inputs(names, seed=0, quick=False, stats_path=STATS):
     ph = phantom.make_phantom(seed, preset="tiny" if quick else "demo")
     image, labels, spacing = ph.image.astype(np.float32), ph.labels, ph.spacing
     out = {}
-    if "stage1" in names:
-        hu = io.resample(image, spacing, 5.0 if quick else STAGE1_MM, order=1)
-        out["stage1"] = _as_input(sparsify(hu, STAGE1))
+    for name in [n for n in names if n.split("@")[0] == "stage1"]:  # "stage1@3" = on a 3 mm grid
+        mm = float(name.split("@")[1]) if "@" in name else 5.0 if quick else STAGE1_MM
+        hu = io.resample(image, spacing, mm, order=1)
+        out[name] = _as_input(sparsify(hu, STAGE1))
     wanted = [n for n in names if n.startswith("stage2")]
     if wanted:
         grid1 = io.resampled_shape(labels.shape, spacing, (STAGE1_MM,) * 3)

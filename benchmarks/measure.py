@@ -22,10 +22,12 @@ def median_time(fn, repeats: int) -> float:
     return float(np.median(times))
 
 
-def write_report(results: dict, out, markdown_text: str) -> None:
-    """Write ``results`` as JSON to ``out`` and the table beside it (``.md``), then print both paths."""
+def write_report(results: dict, out, markdown_text: str, quiet: bool = False) -> None:
+    """Write ``results`` as JSON to ``out`` and the table beside it (``.md``), then print both (unless
+    ``quiet``: a partial report written while the run goes on)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
     out.with_suffix(".md").write_text(markdown_text)
-    print("\n" + markdown_text + f"\nwrote {out}, {out.with_suffix('.md')}")
+    if not quiet:
+        print("\n" + markdown_text + f"\nwrote {out}, {out.with_suffix('.md')}")

@@ -1,6 +1,9 @@
 """The kidney network run densely in PyTorch — what a user would otherwise run. Benchmarks only:
 PyTorch is never needed to use or test sparseconv.
 
+``TorchDenseKidneyNet`` is the inference twin (``benchmarks/bench_network.py``); ``TorchTrainStep``
+the training step of ``kidney.train`` run densely (``benchmarks/bench_train.py``).
+
 Written as the official ConvNeXt-V2 code is: depthwise conv channels-first, then channels-last for
 LayerNorm, the two Linears, GELU and GRN. Same weights (``KidneyNet.state_dict``) as the sparse
 network and the NumPy dense twin; ``benchmarks/bench_network.py`` checks it equals the NumPy twin.
@@ -13,10 +16,10 @@ import torch.nn.functional as F
 
 
 class TorchDenseKidneyNet:
-    def __init__(self, model, device="cpu"):
+    def __init__(self, model, device="cpu", requires_grad=False):
         self.config = model.config
         self.device = torch.device(device)
-        self.p = {k: torch.from_numpy(np.ascontiguousarray(v)).to(self.device)
+        self.p = {k: torch.from_numpy(np.array(v, dtype=np.float32)).to(self.device).requires_grad_(requires_grad)
                   for k, v in model.state_dict().items()}
 
     def _ln(self, prefix, x_last):
@@ -64,8 +67,15 @@ class TorchDenseKidneyNet:
 
     @torch.no_grad()
     def forward(self, x, n_outputs=1):
-        cfg = self.config
+        """``(1, Cin, D, H, W)`` NumPy array → ``n_outputs`` NumPy logits (1, ½, ... resolution)."""
         x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device)
+        return [out.cpu().numpy() for out in self.logits(x, n_outputs)]  # (a GPU run waits here)
+
+    __call__ = forward
+
+    def logits(self, x, n_outputs=1):
+        """Differentiable forward: a ``(1, Cin, D, H, W)`` tensor → ``n_outputs`` logit tensors."""
+        cfg = self.config
         stem = self.p["stem.0.weight"][0]  # (Cin, Cout)
         x = F.linear(x.permute(0, 2, 3, 4, 1), stem.T)
         x = self._ln("stem.1", x).permute(0, 4, 1, 2, 3)
@@ -80,7 +90,60 @@ class TorchDenseKidneyNet:
             x = self._up(level, x, skips[level].shape[2:]) + skips[level]
             x = self._blocks(f"decoders.{level}", cfg.decoder_depth, x)
             if level < n_outputs:
-                outputs[level] = self._head(level, x).cpu().numpy()  # (a GPU run waits here)
+                outputs[level] = self._head(level, x)
         return [outputs[i] for i in range(n_outputs)]
 
-    __call__ = forward
+
+class TorchTrainStep:
+    """One training step of ``kidney.train`` on the dense twin: forward, deep-supervised soft Dice over
+    the active voxels, backward, AdamW (PyTorch's).
+
+    The loss is the sparse trainer's (``kidney.train.loss_and_dice``) on the grid: at level l the
+    active voxels are the k2 s2 "any child active" pooling of level l−1's (the sparse down conv's
+    sites), the targets the mean over active children, and the soft Dice of each channel sums over
+    active voxels only. AdamW groups as ``sparseconv.optim.param_groups``: weight decay on conv and
+    Linear weights (arrays of 2 or more dimensions), none on biases, norms and GRN.
+
+    Args:
+        model: the sparse ``KidneyNet`` whose weights and config to start from.
+        coords, feats, shape: the sparse input (``(N, 4)``, ``(N, Cin)``, ``(D, H, W)``), batch 1.
+        targets: ``(N, 3)`` float32 HEC targets of the active voxels.
+    """
+
+    def __init__(self, model, coords, feats, shape, targets, ds_weights=(1.0, 0.5, 0.25), lr=5e-4,
+                 betas=(0.9, 0.95), eps=1e-12, weight_decay=1e-5, device="cpu"):
+        self.net = TorchDenseKidneyNet(model, device, requires_grad=True)
+        params = list(self.net.p.values())
+        self.opt = torch.optim.AdamW([{"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
+                                      {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}],
+                                     lr=lr, betas=betas, eps=eps)
+        z, y, x = (torch.from_numpy(np.ascontiguousarray(coords[:, i], dtype=np.int64)) for i in (1, 2, 3))
+        dev = self.net.device
+        self.x = torch.zeros((1, feats.shape[1], *shape), device=dev)
+        self.x[0][:, z, y, x] = torch.from_numpy(np.ascontiguousarray(feats.T, dtype=np.float32)).to(dev)
+        self.mask = torch.zeros((1, 1, *shape), device=dev)
+        self.mask[0, 0, z, y, x] = 1.0
+        self.target = torch.zeros((1, targets.shape[1], *shape), device=dev)
+        self.target[0][:, z, y, x] = torch.from_numpy(np.ascontiguousarray(targets.T, dtype=np.float32)).to(dev)
+        self.ds_weights = ds_weights
+
+    def step(self) -> float:
+        """One step; returns the loss."""
+        outs = self.net.logits(self.x, self.net.config.n_supervised)
+        mask, target, loss = self.mask, self.target, 0.0
+        for level, out in enumerate(outs):
+            if level:  # the coarser level's sites and the mean target over their active children
+                summed = F.avg_pool3d(target * mask, 2, 2, ceil_mode=True)
+                count = F.avg_pool3d(mask, 2, 2, ceil_mode=True)
+                mask = (count > 0).to(count.dtype)
+                target = summed / count.clamp_min(1e-12) * mask
+            w = self.ds_weights[level] if level < len(self.ds_weights) else 0.0
+            if w:
+                p = torch.sigmoid(out) * mask
+                inter = (p * target).sum(dim=(0, 2, 3, 4))
+                dice = (2.0 * inter + 1e-5) / (p.sum(dim=(0, 2, 3, 4)) + target.sum(dim=(0, 2, 3, 4)) + 1e-5)
+                loss = loss + w * (1.0 - dice).sum()
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return float(loss.item())

@@ -130,16 +130,20 @@ def coordinate_index(x: SparseTensor):
 def submanifold_map(x: SparseTensor, kernel_size=3, dilation=1) -> KernelMap:
     """Map of a submanifold convolution: outputs = inputs = the active sites of ``x``.
 
-    Only the first half of the offsets is looked up: the centre is the identity, and the pair
-    (i → j) at offset +d is the pair (j → i) at the mirrored offset -d.
+    A backend with the optional ``submanifold_table`` builds the whole table from the sorted keys in
+    one pass. Otherwise only the first half of the offsets is looked up in the coordinate index: the
+    centre is the identity, and the pair (i → j) at offset +d is the pair (j → i) at offset -d.
     """
     key = ("subm", C.as_triple(kernel_size, "kernel_size"), C.as_triple(dilation, "dilation"))
     if key not in x.cache:
         offsets = centred_offsets(kernel_size, dilation)
         K, half = len(offsets), len(offsets) // 2
         be = get_backend()
-        lower = be.neighbor_table(coordinate_index(x), x.coords, x.spatial_shape, offsets[:half])
-        table = be.mirror_table(lower, K)
+        if hasattr(be, "submanifold_table"):
+            table = be.submanifold_table(x.keys, x.spatial_shape, offsets)
+        else:
+            lower = be.neighbor_table(coordinate_index(x), x.coords, x.spatial_shape, offsets[:half])
+            table = be.mirror_table(lower, K)
         x.cache[key] = KernelMap(table, len(x), offsets, "submanifold", mirror_symmetric=True)
     return x.cache[key]
 

@@ -93,3 +93,32 @@ def test_bench_train_ranks_quick(tmp_path):
         assert abs(r["samples_per_s"] - 2 * r["steps_per_s"]) < 1e-9 and r["wall_s"] > r["s_per_step"]
     table = out.with_suffix(".md").read_text().splitlines()
     assert len(table) == 4 and table[2].startswith("| 1 | 1 × 1 | 2 |") and "| 1.00 |" in table[2]
+
+
+def test_bench_train_quick(tmp_path):
+    """Tiny model on both inputs: a row per input, per-op tables at every thread count whose ops sum to
+    at most the step, peak memory, the twin's row (or a note when PyTorch is absent)."""
+    out = tmp_path / "train.json"
+    subprocess.run([sys.executable, str(BENCH / "bench_train.py"), "--quick", "--out", str(out)], check=True,
+                   capture_output=True, text=True)
+    result = json.loads(out.read_text())
+    rows = result["rows"]
+    assert [(r["input"], r["config"]) for r in rows] == [("stage1", "tiny"), ("stage2-median", "tiny")]
+    counts = result["machine"]["thread_counts"]
+    for r in rows:
+        threads = r["sparse"]["threads"]
+        assert sorted(threads, key=int) == [str(n) for n in counts] and r["sparse"]["peak_mb"] > 0
+        for t in threads.values():
+            ops = t["ops"]
+            assert all(v >= 0 for v in ops.values()) and len(t["runs_s"]) == 1
+            assert 0 < sum(ops.values()) <= t["step_s"] and t["remainder_s"] >= 0
+            for op in ("kernel-map build", "conv forward", "depthwise dW", "pointwise/linear", "LayerNorm backward",
+                       "GRN forward", "GELU backward", "loss", "optimiser"):
+                assert ops[op] > 0, op
+        assert r["sparse"]["step_s"] == threads[str(max(counts))]["step_s"]
+        if result["torch_note"] is None:
+            assert "skipped" in r["torch"] or (r["torch"]["step_s"] > 0 and r["torch_over_sparse"] > 0)
+        else:
+            assert "torch" not in r
+    table = out.with_suffix(".md").read_text()
+    assert table.count("### Where the sparse step's time goes") == 2 and "| **step** |" in table

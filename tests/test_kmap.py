@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from sparseconv import SparseTensor, coords as C
+from sparseconv import SparseTensor, coords as C, use_backend
 from sparseconv.backends.reference import backend as REF
 from sparseconv.device import to_device
 from sparseconv.kmap import (centred_offsets, down_map, down_output_shape, inverse_map, submanifold_map,
@@ -145,3 +145,73 @@ def test_inverse_map_needs_a_down_map_origin():
     _, coarse = down_map(x, 2, 2)
     with pytest.raises(ValueError, match="kernel_size=\\(3, 3, 3\\)"):
         inverse_map(coarse, 3, 2, 1)
+
+
+# --- the Numba backend's sorted-row submanifold table (kmap.submanifold_map uses it on Numba) -------
+
+def _hash_table(be, x, offsets):
+    """The same table through the coordinate index: every offset probed (no mirror)."""
+    return be.neighbor_table(be.build_index(x.keys), x.coords, x.spatial_shape, offsets)
+
+
+KERNELS_DILATIONS = [(1, 1), (3, 1), (3, 2), (5, 1), (5, 3), ((1, 3, 5), 1), ((5, 1, 3), (2, 1, 1)), (3, (1, 4, 2))]
+
+
+@given(sparse_sites(max_side=9), st.sampled_from(KERNELS_DILATIONS), st.sampled_from([1, 2]))
+def test_numba_submanifold_table_equals_the_hash_table_and_reference(sites, geometry, threads):
+    """Random layouts, batches 1-3, odd and flat grids, anisotropic kernels and dilations, at 1 and 2
+    threads: the same ints as the hash path, the reference, and the mirrored map."""
+    import numba
+
+    from sparseconv.backends.numba_cpu import backend as nb_be
+    coords, shape, batch = sites
+    x = _tensor(coords, shape, batch)
+    offsets = centred_offsets(*geometry)
+    before = numba.get_num_threads()
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        got = nb_be.submanifold_table(x.keys, shape, offsets)
+    finally:
+        numba.set_num_threads(before)
+    assert got.dtype == np.int32 and got.shape == (len(x), len(offsets))
+    assert_same_ints(got, _hash_table(nb_be, x, offsets), f"vs the hash path {geometry}")
+    assert_same_ints(got, REF.neighbor_table(REF.build_index(x.keys), x.coords, shape, offsets), "vs the reference")
+    half = len(offsets) // 2
+    assert_same_ints(got, nb_be.mirror_table(got[:, :half], len(offsets)), "vs its own lower half mirrored")
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 65536), (2, 65536, 3), (65536, 2, 2), (5, 5, 1), (1, 1, 1)])
+def test_numba_submanifold_table_at_grid_edges_and_batch_boundaries(shape):
+    """Voxels on every face and corner of the grid, in consecutive samples: a neighbour key one past
+    the last x of a row is the first x of the next row (y + 1), one past the last y the next slice,
+    one past the last z the next sample — none of them may be found. Rows are given shuffled."""
+    from sparseconv.backends.numba_cpu import backend as nb_be
+    rng = np.random.default_rng(sum(shape))
+    corners = np.array([[b, z, y, x] for b in range(3) for z in {0, shape[0] - 1} for y in {0, shape[1] - 1}
+                        for x in {0, shape[2] - 1}])
+    near = np.clip(corners + rng.integers(-1, 2, corners.shape) * [0, 1, 1, 1], 0, [2, *(s - 1 for s in shape)])
+    inside = np.stack([rng.integers(0, 3, 400)] + [rng.integers(0, s, 400) for s in shape], axis=1)
+    coords = np.unique(np.concatenate([corners, near, inside]), axis=0)
+    coords = coords[rng.permutation(len(coords))].astype(np.int32)
+    x = _tensor(coords, shape, 3)
+    for k, d in [(3, 1), (5, 2), (3, (1, 2, 3))]:
+        offsets = centred_offsets(k, d)
+        got = nb_be.submanifold_table(x.keys, shape, offsets)
+        assert_same_ints(got, REF.neighbor_table(REF.build_index(x.keys), x.coords, shape, offsets), f"{shape} k={k}")
+        with use_backend(nb_be):
+            assert_same_ints(submanifold_map(x, k, d).neighbors, got, "through kmap.submanifold_map")
+
+
+def test_numba_submanifold_table_single_voxel_empty_and_refusals():
+    from sparseconv.backends.numba_cpu import backend as nb_be
+    offsets = centred_offsets(3)
+    one = nb_be.submanifold_table(np.array([C.pack_keys(np.array([[2, 0, 0, 0]]))[0]]), (1, 1, 1), offsets)
+    assert one.tolist() == [[-1] * 13 + [0] + [-1] * 13]
+    assert nb_be.submanifold_table(np.zeros(0, np.int64), (4, 4, 4), offsets).shape == (0, 27)
+    keys = C.pack_keys(np.array([[0, 0, 0, 1], [0, 0, 0, 0]]))
+    with pytest.raises(ValueError, match="strictly ascending"):
+        nb_be.submanifold_table(keys, (2, 2, 2), offsets)
+    with pytest.raises(ValueError, match="strictly ascending"):
+        nb_be.submanifold_table(keys[[1, 1]], (2, 2, 2), offsets)  # a duplicate
+    with pytest.raises(ValueError, match="row-major product"):
+        nb_be.submanifold_table(keys[::-1].copy(), (2, 2, 2), offsets[::-1])

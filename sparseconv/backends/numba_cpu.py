@@ -3,10 +3,14 @@
 * Coordinate index: open addressing with linear probing on packed int64 keys, capacity a power of
   two ≥ 2N, slots chosen by the splitmix64 finaliser (a strong mixer, so the dense runs of keys a
   voxel grid produces spread evenly). Built serially (no atomics needed), queried in parallel.
-* Kernel maps: one fused parallel kernel per table (bounds check → pack → probe). Strided maps:
-  a parallel kernel packs each (row, offset)'s output key (or EMPTY), a sort and an adjacent-
-  difference mask give the output sites, and a parallel scatter through their hash index fills
-  the table.
+* Submanifold maps (``submanifold_table``): no hashing — rows in canonical order make every
+  (batch, z, y) grid row a run of sorted keys, and a voxel's neighbours at (dz, dy, ·) lie in one
+  neighbouring run; each run is spread into a small x-indexed line that the voxels read their
+  neighbours from (``_grid_rows``, ``_submanifold_table``). ``neighbor_table`` (bounds check → pack
+  → probe, one fused parallel kernel) and ``mirror_table`` serve the interface and other offsets.
+  Strided maps: a parallel kernel packs each (row, offset)'s output key (or EMPTY), a sort and an
+  adjacent-difference mask give the output sites, and a parallel scatter through their hash index
+  fills the table.
 * Convolution: output-stationary over the neighbour table — each output row is owned by one
   thread, which walks its K neighbours and accumulates ``x[nbr] @ W[k]`` in a private vector.
   No atomics, and bitwise reproducible. Weight gradients reduce fixed row chunks, then sum the
@@ -128,6 +132,99 @@ def _mirror_table(lower, K):
             if m >= 0:
                 table[m, K - 1 - j] = i
     return table
+
+
+@nb.njit(inline="always")
+def _u(i):
+    """An index known to be >= 0, as unsigned: Numba then skips the negative-index wraparound."""
+    return np.uint64(i)
+
+
+@nb.njit(cache=True)
+def _grid_rows(keys):
+    """Runs of sorted keys that share ``(batch, z, y)``: one *grid row* each.
+
+    keys: ``(N,) int64`` packed keys. Returns ``(row_keys (R,) int64, row_ptr (R+1,) int64, bad)``:
+    row r holds ``keys[row_ptr[r]:row_ptr[r+1]]`` (ascending x), ``row_keys[r] = key >> 16`` of its
+    voxels; ``bad`` is the first i with ``keys[i] <= keys[i-1]`` (not strictly ascending), else -1.
+    """
+    n = len(keys)
+    row_ptr = np.empty(n + 1, dtype=np.int64)
+    r = 0
+    for i in range(n):
+        if i > 0 and keys[i] <= keys[i - 1]:
+            return row_ptr[:0], row_ptr[:1], i
+        if i == 0 or (keys[i] >> 16) != (keys[i - 1] >> 16):
+            row_ptr[r] = i
+            r += 1
+    row_ptr[r] = n
+    row_keys = np.empty(r, dtype=np.int64)
+    for q in range(r):
+        row_keys[q] = keys[row_ptr[q]] >> 16
+    return row_keys, row_ptr[:r + 1].copy(), -1
+
+
+@nb.njit(parallel=True, cache=True)
+def _submanifold_table(keys, row_keys, row_ptr, shape, dz, dy, dx, n_tasks, table):
+    """Fill ``table (N, K) int32`` of a centred kernel from the sorted grid rows, without hashing.
+
+    keys ``(N,) int64`` strictly ascending (canonical order: table row i is voxel i); ``row_keys``,
+    ``row_ptr`` from :func:`_grid_rows`; ``shape (3,) int64``; ``dz``, ``dy`` ascending ``(kz,)``,
+    ``(ky,) int64`` and ``dx`` an ascending *tuple* of ints (its length is a compile-time constant,
+    so the innermost loop unrolls); column ``k = (a·ky + c)·len(dx) + j`` is ``(dz[a], dy[c], dx[j])``.
+
+    The neighbours of grid row (b, z, y) at (dz, dy, ·) all lie in grid row (b, z+dz, y+dy): one run
+    of the sorted keys, found by a pointer per (dz, dy) that only moves forward (targets grow with
+    the row). Each neighbour run is spread into a task-private *line*, ``line[x] = row index`` (-1
+    where no voxel), and every voxel of the current row copies its K entries from ``line[x + dx]``:
+    no probing, no data-dependent branches. A line is kept per (dz, y+dy mod span) and refilled only
+    when it holds another grid row, so the rows of a slice reuse the lines their neighbours filled
+    (each grid row is spread ~kz times, not kz·ky). Margins of ``pad`` make ``x + dx`` need no
+    bounds check. A task owns a block of grid rows and
+    writes only their table rows, so the table does not depend on the task or thread count.
+    """
+    R, kz, ky = len(row_keys), len(dz), len(dy)
+    pad = max(-dx[0], dx[-1])
+    width, span = shape[2] + 2 * pad, dy[-1] - dy[0] + 1  # span: distinct y+dy of a row's window
+    for task in nb.prange(n_tasks):
+        r0, r1 = R * task // n_tasks, R * (task + 1) // n_tasks
+        if r0 == r1:
+            continue
+        lines = np.full(kz * span * width, -1, dtype=np.int32)
+        held = np.full(kz * span, -1, dtype=np.int64)  # the grid row each line holds, -1: none
+        start = np.empty(kz * ky, dtype=np.int64)  # per (dz, dy): where its line starts in `lines`
+        ptr = np.empty(kz * ky, dtype=np.int64)  # per (dz, dy): first grid row >= the current target
+        for s in range(kz * ky):
+            ptr[s] = np.searchsorted(row_keys, row_keys[r0] + (dz[s // ky] << 16) + dy[s % ky])
+        for r in range(r0, r1):
+            z, y = (row_keys[r] >> 16) & 0xFFFF, row_keys[r] & 0xFFFF
+            for s in range(kz * ky):
+                a, c = s // ky, s % ky
+                target = row_keys[r] + (dz[a] << 16) + dy[c]
+                q = ptr[s]
+                while q < R and row_keys[q] < target:
+                    q += 1
+                ptr[s] = q
+                inside = 0 <= z + dz[a] < shape[0] and 0 <= y + dy[c] < shape[1]  # else the key wraps
+                want = q if inside and q < R and row_keys[q] == target else -1
+                slot = a * span + (y + dy[c] - dy[0]) % span
+                start[s] = slot * width + pad
+                old = held[slot]
+                if old != want:  # the line holds another grid row: clear it, spread the wanted one
+                    if old >= 0:
+                        for m in range(row_ptr[old], row_ptr[old + 1]):
+                            lines[_u(start[s] + (keys[m] & 0xFFFF))] = -1
+                    if want >= 0:
+                        for m in range(row_ptr[want], row_ptr[want + 1]):
+                            lines[_u(start[s] + (keys[m] & 0xFFFF))] = m
+                    held[slot] = want
+            for i in range(row_ptr[r], row_ptr[r + 1]):
+                x = keys[i] & 0xFFFF
+                k = 0
+                for s in range(kz * ky):
+                    for d in dx:
+                        table[i, k] = lines[_u(start[s] + x + d)]
+                        k += 1
 
 
 @nb.njit(parallel=True, cache=True)
@@ -335,7 +432,8 @@ def _chunk_rows(seg_ptr, n_chunks, task):
 @nb.njit(parallel=True, cache=True)
 def _segment_sum(values, seg_ptr, n_chunks):
     n_seg, c = len(seg_ptr) - 1, values.shape[1]
-    partial = np.zeros((n_seg * n_chunks, c), dtype=values.dtype)
+    # Every row is written below; np.zeros would cost a parallel region of its own (Numba runs it as one).
+    partial = np.empty((n_seg * n_chunks, c), dtype=values.dtype)
     for task in nb.prange(n_seg * n_chunks):
         _, r0, r1 = _chunk_rows(seg_ptr, n_chunks, task)
         acc = np.zeros(c, dtype=values.dtype)  # the task's own row: no shared cache lines while summing
@@ -350,8 +448,8 @@ def _segment_sum(values, seg_ptr, n_chunks):
 def _segment_dot_sum(a, b, seg_ptr, n_chunks):
     """Per segment: ``(Σ_rows a·b, Σ_rows a)``, both ``(S, C)``, in one pass (GRN's reductions)."""
     n_seg, c = len(seg_ptr) - 1, a.shape[1]
-    dots = np.zeros((n_seg * n_chunks, c), dtype=a.dtype)
-    sums = np.zeros((n_seg * n_chunks, c), dtype=a.dtype)
+    dots = np.empty((n_seg * n_chunks, c), dtype=a.dtype)  # every row written below
+    sums = np.empty((n_seg * n_chunks, c), dtype=a.dtype)
     for task in nb.prange(n_seg * n_chunks):
         _, r0, r1 = _chunk_rows(seg_ptr, n_chunks, task)
         acc_dot, acc_sum = np.zeros(c, dtype=a.dtype), np.zeros(c, dtype=a.dtype)
@@ -479,25 +577,30 @@ def _layer_norm_grad(grad, xhat, rstd, weight):
     n, c = grad.shape
     gx = np.empty_like(grad)
     n_chunks = min(WGRAD_CHUNKS, max(n, 1))
-    partial = np.zeros((n_chunks, 2, c), dtype=grad.dtype)  # per chunk: Σ grad·xhat, Σ grad
+    partial = np.empty((n_chunks, 2 * c), dtype=grad.dtype)  # per chunk: Σ grad·xhat, then Σ grad
     for chunk in nb.prange(n_chunks):
+        # The chunk's sums live in its own buffer while it runs and are stored once at the end, so
+        # no thread writes a cache line of another's while summing.
+        acc = np.zeros((2, c), dtype=grad.dtype)
         for i in range(n * chunk // n_chunks, n * (chunk + 1) // n_chunks):
             m1, m2 = 0.0, 0.0  # row means of gxhat and gxhat·xhat
             for j in range(c):
                 g, h = grad[i, j], xhat[i, j]
                 m1 += g * weight[j]
                 m2 += g * weight[j] * h
-                partial[chunk, 0, j] += g * h
-                partial[chunk, 1, j] += g
+                acc[0, j] += g * h
+                acc[1, j] += g
             m1 /= c
             m2 /= c
             r = rstd[i, 0]
             for j in range(c):
                 gx[i, j] = r * (grad[i, j] * weight[j] - m1 - xhat[i, j] * m2)
-    sums = np.zeros((2, c), dtype=grad.dtype)
-    for chunk in range(n_chunks):
-        sums += partial[chunk]
-    return gx, sums[0], sums[1]
+        partial[chunk, :c], partial[chunk, c:] = acc[0], acc[1]
+    # The chunk partials are added in order by a serial kernel: written here, `sums += partial[chunk]`
+    # would be an array expression that Numba turns into a parallel region of its own — one launch
+    # per chunk, each waking the threads, which made this kernel slower on 2 threads than on 1.
+    sums = _sum_chunks(partial, 1, n_chunks)[0]
+    return gx, sums[:c], sums[c:]
 
 
 def _blas_block(cin: int, cout: int) -> int:
@@ -538,6 +641,33 @@ class NumbaBackend:
     def neighbor_table(self, index, coords, spatial_shape, offsets):
         return self._launch(_neighbor_table, 16 * len(coords) * len(offsets), *index, coords,
                             np.array(spatial_shape, dtype=np.int64), np.ascontiguousarray(offsets, dtype=np.int64))
+
+    def submanifold_table(self, keys, spatial_shape, offsets):
+        """Optional member: the whole ``(N, K) int32`` table of a centred kernel in one pass.
+
+        keys ``(N,) int64`` strictly ascending (a tensor's sites), offsets ``(K, 3) int32`` the
+        row-major product of three ascending axes (``kmap.centred_offsets``). Equal, entry for
+        entry, to ``neighbor_table`` of every offset; needs no index (``_submanifold_table``).
+        """
+        keys = np.ascontiguousarray(keys, dtype=np.int64)
+        offsets = np.asarray(offsets, dtype=np.int64).reshape(-1, 3)
+        axes = [np.unique(offsets[:, a]) for a in range(3)]
+        grid = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
+        if not np.array_equal(grid, offsets):
+            raise ValueError("submanifold_table: offsets must be the row-major product of three ascending axes")
+        row_keys, row_ptr, bad = _grid_rows(keys)
+        if bad >= 0:
+            raise ValueError(f"submanifold_table: keys must be strictly ascending (row {bad} is not)")
+        # Tasks: enough blocks of grid rows to balance uneven rows over the threads; the table does
+        # not depend on their number.
+        n_tasks = min(len(row_keys), 16 * nb.get_num_threads())
+        # Allocated by NumPy, which asks Linux for huge pages: first-touching 4 KiB pages of a
+        # Numba-allocated table costs more than filling it.
+        table = np.empty((len(keys), len(offsets)), dtype=np.int32)
+        self._launch(_submanifold_table, 4 * len(keys) * len(offsets), keys, row_keys, row_ptr,
+                     np.array(spatial_shape, dtype=np.int64), axes[0], axes[1], tuple(int(d) for d in axes[2]),
+                     n_tasks, table)
+        return table
 
     def mirror_table(self, lower, K):
         return self._launch(_mirror_table, lower.size, np.ascontiguousarray(lower), K)

@@ -1,7 +1,8 @@
 """A backend seen through the suite: every kernel call repeated, or recorded, kernel by kernel.
 
 :class:`KernelCalls` wraps a backend and stands in for it (``use_backend(KernelCalls(be))``): its
-attributes are the backend's, and each of the 17 kernels of :data:`KERNELS` goes through it.
+attributes are the backend's, and each of the 17 kernels of :data:`KERNELS` goes through it (and each
+optional kernel of :data:`OPTIONAL_KERNELS` the backend has).
 
 * ``repeat=True`` — each kernel is called twice with the same inputs, and the two results must be
   bitwise equal (determinism); the first call must also leave its array inputs as they were (a
@@ -27,6 +28,7 @@ from .compare import bitwise_equal
 KERNELS = ("build_index", "lookup", "neighbor_table", "mirror_table", "transpose_table", "down_table",
            "conv_forward", "conv_weight_grad", "depthwise_forward", "depthwise_weight_grad", "segment_sum",
            "gelu", "gelu_grad", "layer_norm", "layer_norm_grad", "grn", "grn_grad")
+OPTIONAL_KERNELS = ("submanifold_table",)  # used above the interface only where the backend has them
 # names of the parts of a kernel's result, where it returns several arrays
 OUTPUTS = {"down_table": ("out_coords", "table"), "layer_norm": ("y", "xhat", "rstd"),
            "layer_norm_grad": ("gx", "gw", "gb"), "grn": ("y", "G"), "grn_grad": ("dx", "dgamma", "dbeta")}
@@ -59,7 +61,7 @@ class KernelCalls:
             self.mismatches.append(KernelMismatch(kernel, message))
 
     def __getattr__(self, name):
-        if name in KERNELS:
+        if name in KERNELS or (name in OPTIONAL_KERNELS and hasattr(self.backend, name)):
             return lambda *args, **kwargs: self._call(name, args, kwargs)
         return getattr(self.backend, name)
 

@@ -181,7 +181,8 @@ def check_down_table(be, sites: str, geometry: str, seed: int = 0):
 
 
 def check_submanifold_map(be, sites: str, kernel_size: int, dilation: int, seed: int = 0):
-    """The whole kmap.submanifold_map pipeline with ``be`` selected (index, lower half, mirror)."""
+    """The whole kmap.submanifold_map pipeline with ``be`` selected (index, lower half, mirror; or
+    the backend's optional ``submanifold_table``, which is also checked directly, twice)."""
     x = random_sites(seed, **SITES[sites])
     y = SparseTensor(x.coords, np.zeros((len(x), 1), np.float32), x.spatial_shape, x.batch_size)
     with use_backend("reference"):
@@ -189,6 +190,12 @@ def check_submanifold_map(be, sites: str, kernel_size: int, dilation: int, seed:
     with use_backend(be):
         got = KM.submanifold_map(y, kernel_size, dilation).neighbors
     assert_same_ints(got, want, f"submanifold_map k={kernel_size} d={dilation} on {sites}")
+    if hasattr(be, "submanifold_table"):
+        offsets = KM.centred_offsets(kernel_size, dilation)
+        what = f"submanifold_table k={kernel_size} d={dilation} on {sites}"
+        first = be.submanifold_table(x.keys, x.spatial_shape, offsets)
+        assert_same_ints(first, want, what)
+        assert_bitwise(be.submanifold_table(x.keys, x.spatial_shape, offsets), first, what)
 
 
 def check_conv(be, sites: str, map_name: str, cin: int, cout: int, dtype, seed: int = 0):
@@ -293,6 +300,9 @@ def check_zero_rows(be, dtype):
     assert_same_ints(be.neighbor_table(index, x.coords, x.spatial_shape, offsets), np.zeros((0, 27), np.int32),
                      "neighbor_table of 0 rows")
     assert_same_ints(be.mirror_table(np.zeros((0, 13), np.int32), 27), np.zeros((0, 27), np.int32), "mirror of 0 rows")
+    if hasattr(be, "submanifold_table"):
+        assert_same_ints(be.submanifold_table(x.keys, x.spatial_shape, offsets), np.zeros((0, 27), np.int32),
+                         "submanifold_table of 0 rows")
     empty = KM.KernelMap(np.zeros((0, 27), np.int32), 0, offsets, "submanifold", mirror_symmetric=True)
     orphan = KM.KernelMap(np.full((4, 27), -1, np.int32), 0, offsets, "inverse")  # outputs with no input
     for kmap in (empty, orphan):

@@ -332,10 +332,11 @@ def _map_cases(sizes: Sizes):
                 out.append(KernelCase("kernel_maps", f"neighbor_table_{sites}_k{k}_d{d}",
                                       f"neighbor_table+mirror {sites} k={k} d={d}", K.check_neighbor_table,
                                       dict(sites=sites, kernel_size=k, dilation=d)))
+                out.append(KernelCase("kernel_maps", f"submanifold_map_{sites}_k{k}_d{d}",
+                                      f"submanifold_map {sites} k={k} d={d}", K.check_submanifold_map,
+                                      dict(sites=sites, kernel_size=k, dilation=d)))
         out.append(KernelCase("kernel_maps", f"transpose_table_{sites}", f"transpose_table {sites}",
                               K.check_transpose_table, dict(sites=sites)))
-        out.append(KernelCase("kernel_maps", f"submanifold_map_{sites}_k3", f"submanifold_map {sites} k=3",
-                              K.check_submanifold_map, dict(sites=sites, kernel_size=3, dilation=1)))
         for g in sizes.down:
             out.append(KernelCase("kernel_maps", f"down_table_{sites}_{g}", f"down_table {sites} {g}",
                                   K.check_down_table, dict(sites=sites, geometry=g)))

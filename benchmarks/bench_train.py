@@ -1,0 +1,370 @@
+"""One training step of the kidney network — forward, deep-supervised loss, backward, AdamW step —
+sparse vs its PyTorch dense twin, where the sparse step's time goes, and how it scales with threads.
+
+    python benchmarks/bench_train.py                                # compact + paper, stage1 + stage2-median
+    python benchmarks/bench_train.py --configs compact --inputs stage1
+    python benchmarks/bench_train.py --inputs stage1@3              # a coarser grid, where the twin fits
+    python benchmarks/bench_train.py --quick                        # tiny model, tiny inputs, 1 repeat
+
+The default run took 6 minutes on a busy 2-core machine (README), where the paper config's stage-2
+step and every dense-twin step on these inputs exceeded the memory budget and stopped early (a step
+that runs costs 1 + 2 × repeats steps; its compact rows took 62 s and 100 s).
+
+* **Inputs** are those of ``bench_network.py`` (``make_inputs``: a phantom scan sparsified on the
+  stage-1 grid, and a kidney crop zoomed to the KiTS23 median stage-2 box); the HEC targets are drawn
+  at random, nested (kidney ⊇ masses ⊇ tumour): a step's work does not depend on their values.
+* **The sparse step** is the trainer's (``kidney.train``): a fresh ``SparseTensor`` per step (kernel
+  maps are built inside the step, as in training; the tensor itself is made before the clock starts,
+  like a sample), ``loss_and_dice`` (soft Dice with deep supervision 1, ½, ¼), ``backward``, AdamW
+  (``param_groups``, the paper's lr, betas, eps, weight decay), ``zero_grad``.
+* **The dense twin** (``torch_twin.TorchTrainStep``, only where PyTorch is installed — never
+  required) runs the same network and weights on the whole grid with the same loss over the active
+  voxels and PyTorch's AdamW.
+* **Each (config, input, method) runs in a fresh subprocess** (``sparse_row``, ``torch_row``): the
+  config's kernels are compiled on a small input first; then, with the model, optimiser and input
+  built, the process's address space may grow by ``--memory-gb`` (default half the memory available
+  at the start) — a step that needs more is reported as such instead of pushing the machine, and
+  whatever else runs on it, out of memory.
+* **Peak memory**: the peak RSS during the first step (so it includes creating AdamW's moment
+  buffers) minus the RSS just before it (``kidney.peak_memory``). That step is also the warm-up.
+* **Times** are wall-clock seconds of ``--repeats`` further steps at each thread count, the thread
+  counts interleaved (a change in the machine's load hits each alike); the figures are those of the
+  run with the median step time (the lower middle one for an even count), so its per-op times add
+  up to at most its step time. The twin: the median of ``--repeats`` steps after the first.
+* **Per op** (``op_profile.OpProfile``): the backend's kernels timed through a wrapper backend, plus
+  the Linear layers (BLAS), the kernel-map builders above the backend, the loss and the optimiser;
+  the remainder is autograd bookkeeping and array code between the ops.
+* **Threads**: each thread count is Numba's (``numba.set_num_threads``; counts above
+  ``NUMBA_NUM_THREADS`` are dropped). The Linear layers' matrix products run on OpenBLAS, whose
+  thread count stays what the environment set (``OPENBLAS_NUM_THREADS``, default one per core) and is
+  reported. The twin runs on PyTorch's default thread count.
+
+A partial report is written after each row, so an interrupted run keeps what it measured.
+Writes ``benchmarks/results/bench_train.{json,md}``.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from bench_network import STATS, _has_torch, make_inputs  # noqa: E402
+from measure import write_report  # noqa: E402
+from op_profile import CATEGORIES, OpProfile  # noqa: E402
+
+DS_WEIGHTS = (1.0, 0.5, 0.25)
+
+
+def make_targets(n, seed=0):
+    """``(n, 3) float32`` nested random HEC targets (kidney 30 %, masses 10 %, tumour 5 % of voxels)."""
+    u = np.random.default_rng(seed).random(n)
+    return np.stack([u < 0.3, u < 0.1, u < 0.05], axis=1).astype(np.float32)
+
+
+def build_sparse(config, seed=0):
+    """The sparse network in training mode and the trainer's AdamW (``kidney.train.TrainConfig`` values)."""
+    from kidney.model import KidneyNet
+    from kidney.train import TrainConfig
+    from sparseconv.optim import AdamW, param_groups
+    c = TrainConfig()
+    model = KidneyNet(config, seed=seed)
+    model.train()
+    return model, AdamW(param_groups(model, c.weight_decay), lr=c.lr, betas=c.betas, eps=c.eps)
+
+
+def sparse_step(model, opt, x, targets, prof=None):
+    """One training step on the SparseTensor ``x``; per-op times go to ``prof`` (an ``OpProfile``)."""
+    from kidney.train import loss_and_dice
+    prof = prof or OpProfile()
+    loss, _ = loss_and_dice(model, x, targets, DS_WEIGHTS)
+    with prof.phase("backward"):
+        loss.backward()
+    with prof.region("optimiser"):
+        opt.step()
+        opt.zero_grad()
+    return float(loss.item())
+
+
+def timed_sparse_step(model, opt, coords, feats, shape, targets):
+    """``(step seconds, {op: seconds})`` of one profiled step on a fresh SparseTensor."""
+    from sparseconv import SparseTensor
+    x = SparseTensor(coords, feats, shape)
+    prof = OpProfile()
+    with prof:
+        t0 = time.perf_counter()
+        sparse_step(model, opt, x, targets, prof)
+        step_s = time.perf_counter() - t0
+    return step_s, prof.table()
+
+
+def thread_counts(wanted):
+    import numba
+    return sorted({min(int(n), numba.config.NUMBA_NUM_THREADS) for n in wanted})
+
+
+@contextlib.contextmanager
+def numba_threads(n):
+    """Numba's thread count ``n`` inside the block (BLAS keeps its own: ``blas_threads``)."""
+    import numba
+    before = numba.get_num_threads()
+    numba.set_num_threads(n)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
+
+
+def blas_threads():
+    """The thread count of the OpenBLAS NumPy's matrix products run on (None if not found)."""
+    from sparseconv.testing.threads import _openblas_library
+    lib = _openblas_library()
+    return None if lib is None else int(lib[1]())
+
+
+def limit_memory(budget_gb):
+    """From now on this process's address space may grow by ``budget_gb`` at most: a step that needs
+    more fails with ``MemoryError`` instead of pushing the machine (and whatever else runs on it) out
+    of memory. Linux (``/proc/self/status``)."""
+    import resource
+    size = next(int(line.split()[1]) * 1024 for line in Path("/proc/self/status").read_text().splitlines()
+                if line.startswith("VmSize:"))
+    cap = size + int(budget_gb * 2**30)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+
+
+def sparse_row(config, coords, feats, shape, targets, counts, repeats, budget_gb):
+    """The sparse columns of one row, measured in this (fresh) process.
+
+    The config's kernels are compiled on the first 512 voxels; then, with the model, AdamW and the
+    input built and the memory budget set, the first step (at the most threads) gives the peak
+    memory and is the warm-up; then ``repeats`` profiled steps per thread count, interleaved so that
+    a change in the machine's load hits every count alike. Per count: the run with the median step
+    time (its per-op table and remainder) and every run's step time.
+    """
+    import gc
+
+    from sparseconv import SparseTensor
+    from measure import peak_rss_mb, reset_peak, rss_mb
+    warm, warm_opt = build_sparse(config)
+    sparse_step(warm, warm_opt, SparseTensor(coords[:512], feats[:512], shape), targets[:512])
+    del warm, warm_opt
+    model, opt = build_sparse(config)
+    x = SparseTensor(coords, feats, shape)
+    gc.collect()
+    limit_memory(budget_gb)
+    runs = {n: [] for n in counts}
+    try:
+        with numba_threads(max(counts)):
+            reset_peak()
+            base = rss_mb()
+            sparse_step(model, opt, x, targets)
+            peak_mb = peak_rss_mb() - base
+        for _ in range(repeats):
+            for n in counts:
+                with numba_threads(n):
+                    runs[n].append(timed_sparse_step(model, opt, coords, feats, shape, targets))
+    except MemoryError:
+        return dict(skipped=f"needs more than {budget_gb:.1f} GB", parameters=model.num_parameters())
+    threads = {}
+    for n, rs in runs.items():
+        step_s, ops = sorted(rs, key=lambda r: r[0])[(len(rs) - 1) // 2]
+        threads[str(n)] = dict(step_s=step_s, ops=ops, remainder_s=step_s - sum(ops.values()),
+                               runs_s=[r[0] for r in rs])
+    return dict(threads=threads, step_s=threads[str(max(counts))]["step_s"], peak_mb=peak_mb,
+                parameters=model.num_parameters())
+
+
+def torch_row(config, coords, feats, shape, targets, repeats, budget_gb):
+    """The PyTorch twin's columns, measured in this (fresh) process: the first step gives the peak
+    memory (and is the warm-up), then ``repeats`` timed steps, the median one reported."""
+    import torch
+    from torch_twin import TorchTrainStep
+    from measure import peak_rss_mb, reset_peak, rss_mb
+    model, _ = build_sparse(config)
+    step = TorchTrainStep(model, coords, feats, shape, targets, DS_WEIGHTS)
+    limit_memory(budget_gb)
+    try:
+        reset_peak()
+        base = rss_mb()
+        step.step()
+        peak_mb = peak_rss_mb() - base
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            step.step()
+            times.append(time.perf_counter() - t0)
+    except (MemoryError, RuntimeError) as err:  # PyTorch's allocator raises RuntimeError("... not enough memory")
+        if not isinstance(err, MemoryError) and "memory" not in str(err).lower():
+            raise
+        return dict(skipped=f"needs more than {budget_gb:.1f} GB")
+    return dict(step_s=sorted(times)[(len(times) - 1) // 2], runs_s=times, peak_mb=peak_mb,
+                threads=torch.get_num_threads(), torch=torch.__version__)
+
+
+# Each row's measurements run in fresh subprocesses: peak memory is the step's own, and a step that
+# needs more memory than the budget fails there without harming this process or the machine.
+_CHILD = r"""
+import sys, json, numpy as np
+sys.path.insert(0, sys.argv[1])
+import bench_train as T
+d = np.load(sys.argv[3])
+args = [sys.argv[4], d["coords"], d["feats"], tuple(int(s) for s in d["shape"]), d["targets"]]
+extra = json.loads(sys.argv[5])
+print(json.dumps(getattr(T, sys.argv[2])(*args, **extra)))
+"""
+
+
+def _child(fn_name, npz, config, **kwargs):
+    out = subprocess.run([sys.executable, "-c", _CHILD, str(HERE), fn_name, npz, config, json.dumps(kwargs)],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"benchmark subprocess ({fn_name}, {config}) failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def available_gb():
+    """MemAvailable of /proc/meminfo in GB (Linux); the total RAM elsewhere."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+
+
+# --- main --------------------------------------------------------------------------------------------
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--configs", default="compact,paper", help="comma list of compact, paper, tiny")
+    p.add_argument("--inputs", default="stage1,stage2-median",
+                   help="comma list of stage1, stage1@MM (the scan on an MM mm grid), stage2-median, stage2-p95")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", default="1,2", help="thread counts of the per-op table (default 1,2)")
+    p.add_argument("--no-torch", action="store_true", help="skip the PyTorch dense twin even if installed")
+    p.add_argument("--memory-gb", type=float, default=None,
+                   help="how much one step may grow a subprocess's address space (default: half of MemAvailable)")
+    p.add_argument("--stats", default=str(STATS), help="KiTS23 statistics CSV (stage-2 crop boxes)")
+    p.add_argument("--quick", action="store_true", help="tiny inputs, tiny config, 1 repeat (smoke test)")
+    p.add_argument("--out", default=str(HERE / "results" / "bench_train.json"))
+    args = p.parse_args(argv)
+    if args.quick:
+        args.configs, args.inputs, args.repeats = "tiny", "stage1,stage2-median", 1
+
+    import numba
+    import sparseconv
+    counts = thread_counts(args.threads.split(","))
+    torch_note = None
+    if args.no_torch:
+        torch_note = "the PyTorch twin was not run (--no-torch)"
+    elif not _has_torch():
+        torch_note = "PyTorch is not installed: the dense-twin column is empty (pip install torch to fill it)"
+    budget_gb = args.memory_gb or round(available_gb() / 2, 1)
+    machine = dict(platform=platform.platform(), processor=platform.processor() or platform.machine(),
+                   cpus=os.cpu_count(), numba_max_threads=numba.config.NUMBA_NUM_THREADS, thread_counts=counts,
+                   threads_asked=sorted({int(n) for n in args.threads.split(",")}), blas_threads=blas_threads(),
+                   backend=sparseconv.get_backend().name, numpy=np.__version__, numba=numba.__version__,
+                   load_avg_at_start=[round(v, 2) for v in os.getloadavg()],
+                   mem_available_gb_at_start=round(available_gb(), 1))
+    print(f"machine: {machine}\nmemory budget of a step: {budget_gb} GB\n{torch_note or ''}", flush=True)
+    inputs = make_inputs(args.inputs.split(","), quick=args.quick, stats_path=args.stats)
+    results = dict(machine=machine, torch_note=torch_note, memory_budget_gb=budget_gb,
+                   repeats=args.repeats, rows=[])
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, (coords, feats, shape) in inputs.items():
+            targets = make_targets(len(coords))
+            npz = os.path.join(tmp, f"{name}.npz")
+            np.savez(npz, coords=coords, feats=feats, shape=np.array(shape), targets=targets)
+            print(f"\n== {name}: grid {shape}, {len(coords):,} active", flush=True)
+            for config in args.configs.split(","):
+                t0 = time.perf_counter()
+                row = dict(input=name, config=config, grid=list(shape), grid_voxels=int(np.prod(shape)),
+                           active=len(coords))
+                row["sparse"] = _child("sparse_row", npz, config, counts=counts, repeats=args.repeats,
+                                       budget_gb=budget_gb)
+                if torch_note is None:
+                    row["torch"] = _child("torch_row", npz, config, repeats=args.repeats, budget_gb=budget_gb)
+                    if "step_s" in row["torch"] and "step_s" in row["sparse"]:
+                        row["torch_over_sparse"] = row["torch"]["step_s"] / row["sparse"]["step_s"]
+                results["rows"].append(row)
+                write_report(results, args.out, markdown(results), quiet=True)  # a partial report, row by row
+                step = row["sparse"].get("step_s")
+                print(f"   {config}: sparse step " + (f"{step:.2f} s" if step else row["sparse"]["skipped"])
+                      + f" ({time.perf_counter() - t0:.0f} s for this row)", flush=True)
+    write_report(results, args.out, markdown(results))
+    return results
+
+
+# --- report --------------------------------------------------------------------------------------------
+
+def _fmt(v, f=".2f", none=""):
+    return none if v is None else format(v, f)
+
+
+def step_table(results):
+    hi = max(results["machine"]["thread_counts"])
+    lines = [f"| input | config | active | sparse step (s), {hi} thread{'s' * (hi > 1)} | PyTorch twin step (s) | "
+             "twin / sparse | sparse peak MB | twin peak MB |", "|---|---|---|---|---|---|---|---|"]
+    for r in results["rows"]:
+        sp, t = r["sparse"], r.get("torch") or {}
+        twin = t.get("skipped") or f"{t['step_s']:.2f} ({t['threads']} threads)" if t else ""
+        lines.append(f"| {r['input']} | {r['config']} | {r['active']:,} | {sp.get('skipped') or _fmt(sp['step_s'])} | "
+                     f"{twin} | {_fmt(r.get('torch_over_sparse'))} | {_fmt(sp.get('peak_mb'), '.0f')} | "
+                     f"{_fmt(t.get('peak_mb'), '.0f')} |")
+    return "\n".join(lines)
+
+
+def ops_table(row):
+    """Per-op seconds and share of the step at each thread count, and the speed-up between the extremes."""
+    th = row["sparse"]["threads"]
+    counts = sorted(th, key=int)
+    lo, hi = counts[0], counts[-1]
+    head = "| op | " + " | ".join(f"{n} thread{'s' * (n != '1')} (s) | share" for n in counts)
+    head += f" | speed-up {hi} vs {lo} |" if lo != hi else " |"
+    lines = [head, "|" + "---|" * (1 + 2 * len(counts) + (lo != hi))]
+    entries = [(c, {n: th[n]["ops"][c] for n in counts}) for c in CATEGORIES]
+    entries.append(("autograd and other Python (remainder)", {n: th[n]["remainder_s"] for n in counts}))
+    entries.append(("**step**", {n: th[n]["step_s"] for n in counts}))
+    for name, secs in entries:
+        if name in CATEGORIES and max(secs.values()) == 0.0:
+            continue
+        cells = " | ".join(f"{secs[n]:.3f} | {100 * secs[n] / th[n]['step_s']:.0f} %" for n in counts)
+        speed = f" | {secs[lo] / secs[hi]:.2f}" if lo != hi and secs[hi] > 0 else (" | " if lo != hi else "")
+        lines.append(f"| {name} | {cells}{speed} |")
+    return "\n".join(lines)
+
+
+def markdown(results):
+    m = results["machine"]
+    parts = [f"Machine: {m['cpus']} CPUs ({m['processor']}), load average at start {m['load_avg_at_start']}, "
+             f"backend {m['backend']}, Numba thread counts {m['thread_counts']}"
+             f"{' (NUMBA_NUM_THREADS allows no more)' if m['thread_counts'] != m['threads_asked'] else ''}, "
+             f"OpenBLAS threads {m['blas_threads']}; "
+             f"{results['repeats']} timed step(s) per thread count after a warm-up, the run with the median "
+             "step time shown.", ""]
+    parts += [f"Each step ran in a fresh process whose address space it could grow by {results['memory_budget_gb']} GB "
+              "(half the memory available at the start); a step that needed more is marked so.", ""]
+    if results["torch_note"]:
+        parts += [f"Note: {results['torch_note']}.", ""]
+    parts += ["### Training step: sparse vs the PyTorch dense twin", "", step_table(results)]
+    for r in results["rows"]:
+        if "threads" in r["sparse"]:
+            parts += ["", f"### Where the sparse step's time goes: {r['config']} on {r['input']} "
+                          f"({r['active']:,} active of {r['grid_voxels']:,})", "", ops_table(r)]
+    return "\n".join(parts) + "\n"
+
+
+if __name__ == "__main__":
+    main()
