@@ -44,18 +44,22 @@ def main(argv=None) -> int:
         lo, hi = preset.window
         out = stem_curve(model, preset, np.linspace(lo, hi, 101))
         sv = np.linalg.svd(out - out.mean(axis=0), compute_uv=False)
-        w = model.stem[0].weight.data.ravel()
-        a_hu = np.sqrt(EPS) / w.std() * preset.std
         print(f"stage {stage} ({path.name}): window [{lo}, {hi}] HU, centre {preset.mean} HU")
         print("  singular values of the centred output: " + " ".join(f"{v:.3g}" for v in sv))
-        print(f"  a = {a_hu:.1f} HU: the feature is linear within about ±a of the centre, then saturates")
+        if model.config.stem_bias:
+            print("  the stem has a bias: the curve's centre and width are learnt (no closed form for a)")
+        else:
+            w = model.stem[0].weight.data.ravel()
+            a_hu = np.sqrt(EPS) / w.std() * preset.std
+            print(f"  a = {a_hu:.1f} HU: the feature is linear within about ±a of the centre, then saturates")
         probe = np.array([lo, 0.0, 30.0, preset.mean, 100.0, 150.0, 250.0, hi])
         probe = probe[(probe >= lo) & (probe <= hi)]
         feature = stem_curve(model, preset, probe)
         ref = feature[np.argmax(probe)] - feature[np.argmin(probe)]
         coord = (feature - feature[np.argmin(probe)]) @ ref / (ref @ ref)  # 0 at the window's low end, 1 at its top
         print("  HU:      " + " ".join(f"{h:7.1f}" for h in probe))
-        print("  feature: " + " ".join(f"{c:7.3f}" for c in coord))
+        print("  feature: " + " ".join(f"{c:7.3f}" for c in coord)
+              + "   (position along the low-to-high HU direction)")
     return 0
 
 

@@ -338,3 +338,40 @@ done
 python scripts/eval_real_ct.py --weights varied --png docs/real_ct.png --min-dice 0.85 | tee "$R6/real_ct.txt"
 python scripts/stage_errors.py "$R6/real_test" --weights varied --lesions | tee "$R6/stage_errors_real_test.txt"
 python scripts/fov_check.py "$R6/real_test" --weights varied | tee "$R6/fov_real_test.txt"
+
+# 12. round 7: the masses channel underfits (round 6's stage 2 ends at a training-crop masses Dice of
+#     0.48, the same as on validation), so stage 2 gets twice the width: the 'wide' config (dims
+#     16-32-64-128, 625,792 parameters) started from round 6's stage 2 by kidney train --widen (the same
+#     function, Net2WiderNet; kidney/widen.py), on round 6's training mix and stage-1 crops.
+# 12a. stage 2 wide: lr 3e-4, 50 warm-up steps, seed 71 (run as 1,650 steps of a 4,000-step schedule, then resumed
+#     with --steps 3000; the learning rate follows the 3,000-step schedule from step 1,650 on)
+R7="$WORK/round7"
+mkdir -p "$R7"
+C7="--data $R6/train --accumulate 1 --loss dice+bce --augment nnunet --checkpoint-every 50 --quiet"
+kidney train --stage 2 --model wide --widen --init-weights "$R6/cand/$CHOSEN6/stage2_compact.npz" --out "$R7/s2w" \
+    --spacing 1.56 --stage1-spacing 5.97 --stage1-weights "$R6/cand/$CHOSEN6/stage1_compact.npz" --no-gt-crops \
+    --lr 3e-4 --warmup 50 --steps 4000 --seed 71 $C7 --stop-at 1650
+kidney train --stage 2 --model wide --widen --init-weights "$R6/cand/$CHOSEN6/stage2_compact.npz" --out "$R7/s2w" \
+    --spacing 1.56 --stage1-spacing 5.97 --stage1-weights "$R6/cand/$CHOSEN6/stage1_compact.npz" --no-gt-crops \
+    --lr 3e-4 --warmup 50 --steps 3000 --seed 71 $C7
+# 12b. stage 1 with a stem bias (compact-stem-bias, started from round 6's stage 1 with the bias at 0):
+#      lr 3e-4, 50 warm-up steps, 1,500 steps, seed 72, kidney-free crops (side by side with 12a's end)
+kidney train --stage 1 --model compact-stem-bias --widen --init-weights "$R6/cand/$CHOSEN6/stage1_compact.npz" \
+    --out "$R7/s1b" --spacing 5.97 --lr 3e-4 --warmup 50 --steps 1500 --seed 72 --kidney-free-crops 0.3 $C7
+# 12c. candidates on the round-6 validation set, the same rule (round 6's pair: section 11c)
+mkdir -p "$R7/cand/w" "$R7/cand/b" "$R7/cand/wb"
+cp "$R6/cand/$CHOSEN6/stage1_compact.npz" "$R7/cand/w/stage1_compact.npz"
+cp "$R7/s2w/weights.npz" "$R7/cand/w/stage2_wide.npz"
+cp "$R7/s1b/weights.npz" "$R7/cand/b/stage1_compact_stem_bias.npz"
+cp "$R6/cand/$CHOSEN6/stage2_compact.npz" "$R7/cand/b/stage2_compact.npz"
+cp "$R7/s1b/weights.npz" "$R7/cand/wb/stage1_compact_stem_bias.npz"
+cp "$R7/s2w/weights.npz" "$R7/cand/wb/stage2_wide.npz"
+for c in w wb; do
+  kidney segment -i "$R6/val" -o "$R7/val_$c" --weights "$R7/cand/$c" --overwrite --quiet
+  kidney evaluate "$R7/val_$c" "$R6/val" --overwrite
+done
+for c in b wb; do python scripts/eval_real_ct.py --weights "$R7/cand/$c" --min-dice 0.85 || true; done  # prints FAIL
+python scripts/fov_check.py "$R6/real_val" --weights "$R7/cand/b"
+python scripts/stem_response.py --weights "$R7/cand/b"
+python scripts/lesion_contrast.py "$R6/real_val"                 # how visible each validation lesion is
+python scripts/stage_errors.py "$R6/real_val" --weights varied     # round 6: stage 2 on ground-truth ROIs
