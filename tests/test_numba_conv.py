@@ -157,3 +157,20 @@ def test_forward_dx_dw_same_bits_on_1_and_2_threads():
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "same bits on 1 and 2 threads: 5 widths" in proc.stdout
+
+
+def test_the_tiles_become_vector_fma_code():
+    """The point of the kernels: on an x86-64 CPU with AVX2 and FMA the register tile compiles to
+    256-bit FMAs, with LLVM's SLP vectoriser on as ``_compiled`` sets it (a fresh, uncached copy:
+    Numba cannot show the code of a kernel loaded from its cache)."""
+    import llvmlite.binding as llvm
+    import numba
+    features = llvm.get_host_cpu_features().flatten()
+    if "+avx2" not in features or "+fma" not in features:
+        pytest.skip("needs an x86-64 CPU with AVX2 and FMA")
+    fresh = numba.njit(parallel=True, fastmath={"contract"})(nc._forward_tiles.py_func)
+    x = np.ones((10, 16), np.float32)
+    args = (x, nc.weight_tiles(np.ones((27, 16, 16), np.float32), 16), np.zeros((10, 27), np.int32), 16)
+    assert np.all(nc._compiled(fresh, args)(*args) == 27 * 16)
+    asm = "\n".join(fresh.inspect_asm().values())
+    assert len([line for line in asm.splitlines() if "vfmadd" in line and "ymm" in line]) >= 2 * nc.ROWS
