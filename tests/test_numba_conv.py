@@ -170,7 +170,8 @@ def test_the_tiles_become_vector_fma_code():
         pytest.skip("needs an x86-64 CPU with AVX2 and FMA")
     fresh = numba.njit(parallel=True, fastmath={"contract"})(nc._forward_tiles.py_func)
     x = np.ones((10, 16), np.float32)
-    args = (x, nc.weight_tiles(np.ones((27, 16, 16), np.float32), 16), np.zeros((10, 27), np.int32), 16)
+    args = (x, np.zeros(16, np.float32), nc.weight_tiles(np.ones((27, 16, 16), np.float32), 16),
+            np.zeros((10, 27), np.int32), 16)
     assert np.all(nc._compiled(fresh, args)(*args) == 27 * 16)
     asm = "\n".join(fresh.inspect_asm().values())
     assert len([line for line in asm.splitlines() if "vfmadd" in line and "ymm" in line]) >= 2 * nc.ROWS

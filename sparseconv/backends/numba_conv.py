@@ -88,7 +88,8 @@ def _stack_array(typingctx, size, like):
 
 @intrinsic
 def _address(typingctx, arr):
-    """The address of ``arr``'s first element, as an integer (``arr`` must outlive its use)."""
+    """The address of ``arr``'s first element, as an integer. Numba frees a local array after its
+    last use by name, so only arguments (which the caller holds) are safe to take addresses of."""
     def codegen(context, builder, signature, args):
         data = context.make_array(signature.args[0])(context, builder, args[0]).data
         return builder.ptrtoint(data, context.get_value_type(types.uint64))
@@ -159,9 +160,11 @@ def _with_zero_rows(x, extra):
 
 
 @nb.njit(parallel=True, cache=True, fastmath={"contract"})
-def _forward_tiles(x, w_tiles, nbr, cout):
+def _forward_tiles(x, zeros, w_tiles, nbr, cout):
     """``out[o] = Σ_k x[nbr[o, k]] @ W[k]``.
 
+    zeros: ``(Cin,)`` zeros, the row a tile row reads where its neighbour is absent (an argument,
+    so that it outlives the kernel: a local array would be freed after its last use by name).
     w_tiles: ``(n_tiles, K, Cin, lanes)``, ``w_tiles[t, k, ci, c] = W[k, ci, t·lanes + c]`` (0 past Cout).
     """
     n_out, K = nbr.shape
@@ -170,7 +173,6 @@ def _forward_tiles(x, w_tiles, nbr, cout):
     out = np.empty((n_out, cout), dtype=x.dtype)
     # A tile row whose neighbour is absent reads a row of zeros instead. Rows are addressed by
     # pointer, so that row need not be part of x (no padded copy of the input).
-    zeros = np.zeros(max(cin, 1), dtype=x.dtype)
     x_first, zero_row = _address(x), _address(zeros)
     row_bytes = np.uint64(cin * x.itemsize)
     for block in nb.prange((n_out + ROWS - 1) // ROWS):
@@ -295,7 +297,8 @@ def forward(feats, weight, nbr):
     cout = weight.shape[2]
     if weight.shape[1] == 0 or cout == 0:
         return np.zeros((nbr.shape[0], cout), dtype=feats.dtype)
-    args = (feats, weight_tiles(weight, tile_lanes(feats.dtype)), nbr, cout)
+    zeros = np.zeros(weight.shape[1], dtype=feats.dtype)
+    args = (feats, zeros, weight_tiles(weight, tile_lanes(feats.dtype)), nbr, cout)
     return _compiled(_forward_tiles, args)(*args)
 
 
