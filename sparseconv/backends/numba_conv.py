@@ -21,7 +21,9 @@ micro-kernel of a GEMM:
   spill; measured on a Zen 2 core). The weight is rearranged once per call into
   ``(ceil(Cout/lanes), K, Cin, lanes)`` tiles, zero past ``Cout``, so a tile's strips are one run.
   A row whose neighbour is absent reads a row of zeros (its address is chosen once per offset), so
-  the inner loop has no test (a select per value took ~1.5x as long at 4 rows).
+  the inner loop has no test (a select per value took ~1.5x as long at 4 rows). With finite weights
+  that adds exact zeros; a non-finite weight (0·inf = NaN) also reaches the rows of a tile that lack
+  that neighbour, where the reference skips them.
 * ``_weight_grad_tiles``: ``dW[k] = Σ_pairs x[i]ᵀ dY[o]``. A tile of ``lanes`` channels of one
   operand × ``ROWS`` channels of the other (the wider one in the lanes, see ``weight_grad``)
   accumulates one ``dW[k]`` block over the pairs of a block of ``WGRAD_BLOCK`` rows, listed per
