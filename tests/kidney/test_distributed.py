@@ -20,7 +20,9 @@ from kidney.model import read_weights
 from kidney.train import Trainer, TrainConfig, load_samples, loss_and_dice
 
 REPO = Path(__file__).resolve().parents[2]
-ENV = {**os.environ, "NUMBA_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
+# The ranks keep this process's BLAS threading: OpenBLAS's results depend on its thread count, and the
+# in-process references below must see the same BLAS as the ranks for their bits to agree.
+ENV = {**os.environ, "NUMBA_NUM_THREADS": "1",
        "PYTHONPATH": os.pathsep.join([str(REPO)] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
 
 
