@@ -1,5 +1,5 @@
 """Claims of docs/concepts.md about the kernels that the conformance suite does not pin down by itself:
-which Numba kernel a channel width selects, the thread-count independence of the weight gradient,
+how the Numba weight gradient orients its tile, the thread-count independence of the weight gradient,
 and the transposed map that makes dX a forward pass without a kernel flip."""
 import numpy as np
 import pytest
@@ -18,38 +18,38 @@ def _sites(seed=0, shape=(6, 7, 8), density=0.4, channels=3, dtype=np.float64):
     return SparseTensor(coords, rng.standard_normal((len(coords), channels)).astype(dtype), shape, batch_size=2)
 
 
-@pytest.mark.parametrize("cin, cout, kernel", [(31, 33, "_conv_forward"), (32, 32, "_conv_forward_blocked"),
-                                               (1, 1024, "_conv_forward_blocked")])
-def test_numba_forward_switches_to_the_blocked_kernel_at_cin_cout_1024(cin, cout, kernel, monkeypatch):
-    be = nb_cpu.backend
-    assert be.blas_min_channels == 1024
+@pytest.mark.parametrize("cin, cout, vec_is_input", [(16, 16, True), (1, 32, False), (32, 1, True)])
+def test_numba_weight_grad_puts_the_wider_operand_in_the_tile_lanes(cin, cout, vec_is_input):
+    """The forward's tile holds output channels in its lanes; the weight gradient's holds the
+    channels of the operand that pads less, and either choice gives the same bits."""
+    nc = nb_cpu.numba_conv
+    assert nc.weight_grad_plan(cin, cout, np.float32)[0] == vec_is_input
     x = _sites(channels=cin, dtype=np.float32)
     kmap = submanifold_map(x, 3)
-    used = []
-    launch = be._launch
-    monkeypatch.setattr(be, "_launch", lambda fn, work, *args: used.append(fn.py_func.__name__) or launch(fn, work, *args))
-    w = np.random.default_rng(1).standard_normal((27, cin, cout)).astype(np.float32)
-    be.conv_forward(x.feats, w, kmap)
-    be.conv_weight_grad(x.feats, np.ones((len(x), cout), np.float32), kmap)
-    grad_kernel = "_conv_weight_grad_blocked" if kernel.endswith("blocked") else "_conv_weight_grad"
-    assert used == [kernel, grad_kernel]
+    g = np.random.default_rng(1).standard_normal((len(x), cout)).astype(np.float32)
+    got = nb_cpu.backend.conv_weight_grad(x.feats, g, kmap)
+    chunks = nc.weight_grad_chunks(len(x), 27, cin, cout, 4)
+    # the other orientation (operands padded with rows, as weight_grad would)
+    vec, bcast = (g, x.feats) if vec_is_input else (x.feats, g)
+    vec, bcast = nc._with_zero_rows(vec, 16), nc._with_zero_rows(bcast, 6)
+    args = (vec, bcast, kmap.neighbors, not vec_is_input, chunks)
+    assert np.array_equal(got, nc._compiled(nc._weight_grad_tiles, args)(*args))
 
 
-@pytest.mark.parametrize("blas_min_channels", [10**9, 0], ids=["direct", "blocked"])
-def test_numba_conv_kernels_give_the_same_bits_for_any_thread_count(blas_min_channels, monkeypatch):
-    """Forward rows are owned by one task and the weight gradient reduces 64 fixed row chunks in order,
-    so 1 thread and several give identical bits (both kernel paths)."""
+@pytest.mark.parametrize("cin, cout", [(16, 8), (1, 40), (17, 3)])
+def test_numba_conv_kernels_give_the_same_bits_for_any_thread_count(cin, cout, monkeypatch):
+    """Forward rows are owned by one tile and the weight gradient reduces fixed row chunks in order,
+    so 1 thread and several give identical bits (both orientations of the weight-gradient tile)."""
     import numba
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("needs 2 or more Numba threads to compare thread counts")
     be = nb_cpu.backend
-    monkeypatch.setattr(be, "blas_min_channels", blas_min_channels)
     monkeypatch.setattr(be, "parallel_min_work", 0)
-    x = _sites(shape=(12, 14, 16), channels=16, dtype=np.float32)
+    x = _sites(shape=(12, 14, 16), channels=cin, dtype=np.float32)
     kmap = submanifold_map(x, 3)
     rng = np.random.default_rng(2)
-    w = rng.standard_normal((27, 16, 8)).astype(np.float32)
-    g = rng.standard_normal((len(x), 8)).astype(np.float32)
+    w = rng.standard_normal((27, cin, cout)).astype(np.float32)
+    g = rng.standard_normal((len(x), cout)).astype(np.float32)
     saved, results = numba.get_num_threads(), []
     try:
         for threads in (1, numba.config.NUMBA_NUM_THREADS):

@@ -108,18 +108,18 @@ def test_mismatched_inputs_are_refused(backend):
     assert inverse_map(coarse)[1] is x
 
 
-@pytest.mark.parametrize("path", ["direct", "blas-blocked"])
+@pytest.mark.parametrize("path", ["one-thread", "parallel"])
 @given(case=conv_cases(dtype=np.float32, ops=("subm", "down", "inverse")))
 def test_every_numba_kernel_path_matches_reference(path, case):
-    """The Numba backend picks a kernel by channel width and a thread count by work size; force
-    each choice on small cases so every path is checked, not only the one small tests reach."""
+    """The Numba backend runs small work on one thread (``parallel_min_work``); force each choice on
+    small cases so both are checked. The tiling branches by width: tests/test_numba_conv.py."""
     from sparseconv.backends.numba_cpu import backend as nb
-    saved = nb.blas_min_channels, nb.parallel_min_work
-    nb.blas_min_channels, nb.parallel_min_work = (10**9 if path == "direct" else 0), 0
+    saved = nb.parallel_min_work
+    nb.parallel_min_work = 10**18 if path == "one-thread" else 0
     try:
         result = suite.run_case(nb, case, against=("reference",))
     finally:
-        nb.blas_min_channels, nb.parallel_min_work = saved
+        nb.parallel_min_work = saved
     assert result.passed, (path, result.problems)
 
 

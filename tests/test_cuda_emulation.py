@@ -115,7 +115,48 @@ def test_registry_matches_sources(kernels):
 def test_host_constants_come_from_the_header():
     assert CONST["SC_BLOCK"] == 256
     assert CONST["SC_CONV_BM"] % CONST["SC_CONV_TY"] == 0 and CONST["SC_CONV_BN"] % CONST["SC_CONV_TX"] == 0
-    assert CONST["SC_WGRAD_BCI"] % CONST["SC_CONV_TY"] == 0 and CONST["SC_WGRAD_BCO"] % CONST["SC_CONV_TX"] == 0
+    assert CONST["SC_CONV_NARROW_BM"] % CONST["SC_CONV_NARROW_TY"] == 0
+    assert CONST["SC_CONV_NARROW_BN"] % CONST["SC_CONV_NARROW_TX"] == 0
+    assert CONST["SC_CONV_NARROW_TX"] * CONST["SC_CONV_NARROW_TY"] == CONST["SC_CONV_TX"] * CONST["SC_CONV_TY"]
+    for bci, bco in (("SC_WGRAD_BCI", "SC_WGRAD_BCO"), ("SC_WGRAD_NARROW_BCI", "SC_WGRAD_NARROW_BCO")):
+        assert CONST[bci] % CONST["SC_CONV_TY"] == 0 and CONST[bco] % CONST["SC_CONV_TX"] == 0
+
+
+# (Cin, Cout) reaching both tile shapes of the forward and of the weight gradient, partial tiles too
+TILE_WIDTHS = [(3, 5), (16, 16), (32, 16), (16, 32), (17, 33)]
+
+
+@pytest.mark.parametrize("cin, cout", TILE_WIDTHS)
+def test_each_conv_tile_shape_matches_the_reference(emu_small_chunks, cin, cout):
+    """Forward, dX and dW with the tiles ``conv_tiles`` picks for these widths (dX runs the forward
+    of the transposed widths), float32 and float64, against the reference."""
+    emu_small_chunks.log.clear()
+    for dtype in (np.float32, np.float64):
+        checks.check_conv(emu_small_chunks, "b2_odd", "subm_k3_d1", cin, cout, dtype)
+    launched = {name.rsplit("_", 1)[0] for name, _, _ in emu_small_chunks.log if name.startswith("sc_conv")}
+    (fwd, *_), (wgrad, *_) = emu_small_chunks.conv_tiles(cin, cout)
+    assert launched == {fwd, wgrad, emu_small_chunks.conv_tiles(cout, cin)[0][0]}
+
+
+def test_tile_widths_reach_every_conv_kernel():
+    kernels = set()
+    for cin, cout in TILE_WIDTHS:
+        (fwd, *_), (wgrad, *_) = EmulatedCudaBackend.conv_tiles(cin, cout)
+        kernels |= {fwd, wgrad}
+    assert kernels == {"sc_conv_forward", "sc_conv_forward_narrow", "sc_conv_wgrad", "sc_conv_wgrad_narrow"}
+
+
+def test_forward_tile_shape_changes_no_bit(emu, monkeypatch):
+    """At Cout <= 16 either forward tile applies: each output is the same chain of operations."""
+    from sparseconv.backends import cuda_host
+    kmap = checks.sites_and_maps(3, "b2_odd")[1]["subm_k3_d1"]
+    rng = np.random.default_rng(4)
+    f = rng.standard_normal((kmap.n_in, 21)).astype(np.float32)
+    w = rng.standard_normal((kmap.K, 21, 13)).astype(np.float32)
+    narrow = emu.conv_forward(f, w, kmap)
+    monkeypatch.setitem(cuda_host.CONST, "SC_CONV_NARROW_BN", 0)  # the wide tile for every width
+    assert emu.conv_tiles(21, 13)[0][0] == "sc_conv_forward"
+    assert_bitwise(narrow, emu.conv_forward(f, w, kmap), "narrow vs wide forward tile")
 
 
 SMALL_CHUNK_CASES = [c for c in suite.cases() if c.name.startswith((

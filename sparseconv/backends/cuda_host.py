@@ -249,6 +249,25 @@ class CudaHostBackend:
             raise ValueError(f"{self.name}: feats must be (n_in={kmap.n_in}, C), got {feats.shape}")
         return nbr, n_out, K, feats, other
 
+    @staticmethod
+    def conv_tiles(cin: int, cout: int) -> tuple:
+        """The tile shapes of the convolution kernels for these widths, chosen here only:
+        ``(forward kernel, rows, channels, block)`` and ``(weight-gradient kernel, ci, co)``, kernel
+        names without the dtype suffix. The narrow tiles serve widths of 16 or less, where the wide
+        ones leave half (forward) or three quarters (weight gradient) of their threads idle; every
+        output is the same chain of operations in either, so the choice changes no bit of the forward."""
+        if cout <= CONST["SC_CONV_NARROW_BN"]:
+            fwd = ("sc_conv_forward_narrow", CONST["SC_CONV_NARROW_BM"], CONST["SC_CONV_NARROW_BN"],
+                   (CONST["SC_CONV_NARROW_TX"], CONST["SC_CONV_NARROW_TY"], 1))
+        else:
+            fwd = ("sc_conv_forward", CONST["SC_CONV_BM"], CONST["SC_CONV_BN"],
+                   (CONST["SC_CONV_TX"], CONST["SC_CONV_TY"], 1))
+        if cin <= CONST["SC_WGRAD_NARROW_BCI"] and cout <= CONST["SC_WGRAD_NARROW_BCO"]:
+            wgrad = ("sc_conv_wgrad_narrow", CONST["SC_WGRAD_NARROW_BCI"], CONST["SC_WGRAD_NARROW_BCO"])
+        else:
+            wgrad = ("sc_conv_wgrad", CONST["SC_WGRAD_BCI"], CONST["SC_WGRAD_BCO"])
+        return fwd, wgrad
+
     def conv_forward(self, feats, weight, kmap):
         nbr, n_out, K, feats, weight = self._conv_args(feats, weight, kmap, "weight")
         cin = int(feats.shape[1])
@@ -258,8 +277,8 @@ class CudaHostBackend:
         if n_out == 0 or K == 0 or cin == 0 or cout == 0:
             return self.xp.zeros((n_out, cout), dtype=feats.dtype)
         out = self._empty((n_out, cout), feats.dtype)
-        grid = (_cdiv(n_out, CONST["SC_CONV_BM"]), _cdiv(cout, CONST["SC_CONV_BN"]), 1)
-        self._launch(f"sc_conv_forward_{_sfx(feats.dtype)}", grid, (CONST["SC_CONV_TX"], CONST["SC_CONV_TY"], 1),
+        (kernel, rows, channels, block), _ = self.conv_tiles(cin, cout)
+        self._launch(f"{kernel}_{_sfx(feats.dtype)}", (_cdiv(n_out, rows), _cdiv(cout, channels), 1), block,
                      (feats, weight, nbr, out, np.int64(n_out), np.int32(K), np.int32(cin), np.int32(cout)))
         return out
 
@@ -270,13 +289,14 @@ class CudaHostBackend:
         cin, cout = int(feats.shape[1]), int(grad_out.shape[1])
         if n_out == 0 or K == 0 or cin == 0 or cout == 0:
             return self.xp.zeros((K, cin, cout), dtype=feats.dtype)
-        sfx = _sfx(feats.dtype)
-        tiles = _cdiv(cin, CONST["SC_WGRAD_BCI"]) * _cdiv(cout, CONST["SC_WGRAD_BCO"])
+        _, (kernel, bci, bco) = self.conv_tiles(cin, cout)
+        tiles = _cdiv(cin, bci) * _cdiv(cout, bco)
         chunk_rows, n_chunks = self._chunking(n_out, K * tiles, self.WGRAD_TARGET_BLOCKS,
                                               self.WGRAD_MIN_CHUNK_ROWS, CONST["SC_WGRAD_BR"])
         grad_w = self._empty((K, cin, cout), feats.dtype)
         partial = grad_w if n_chunks == 1 else self._empty((n_chunks, K, cin, cout), feats.dtype)
-        self._launch(f"sc_conv_wgrad_{sfx}", (K * tiles, n_chunks, 1), (CONST["SC_CONV_TX"], CONST["SC_CONV_TY"], 1),
+        block = (CONST["SC_CONV_TX"], CONST["SC_CONV_TY"], 1)
+        self._launch(f"{kernel}_{_sfx(feats.dtype)}", (K * tiles, n_chunks, 1), block,
                      (feats, grad_out, nbr, partial, np.int64(n_out), np.int32(K), np.int32(cin), np.int32(cout),
                       np.int64(chunk_rows)))
         if n_chunks > 1:

@@ -11,10 +11,11 @@
   Strided maps: a parallel kernel packs each (row, offset)'s output key (or EMPTY), a sort and an
   adjacent-difference mask give the output sites, and a parallel scatter through their hash index
   fills the table.
-* Convolution: output-stationary over the neighbour table — each output row is owned by one
-  thread, which walks its K neighbours and accumulates ``x[nbr] @ W[k]`` in a private vector.
-  No atomics, and bitwise reproducible. Weight gradients reduce fixed row chunks, then sum the
-  chunk partials in order, so they are reproducible whatever the thread count.
+* Convolution (``numba_conv``): output-stationary over the neighbour table with register tiles —
+  a task owns 6 output rows × 64 bytes of output channels, kept in registers over all K neighbours
+  and input channels, each weight strip feeding 6 rows. The weight gradient tiles one ``dW[k]``
+  block the same way over the pairs of fixed row chunks, then sums the chunk partials in order.
+  No atomics; the same bits for any thread count.
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ import numba as nb  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .. import coords as C
-from . import pointwise
+from . import numba_conv, pointwise
 
 SQRT_HALF = 1.0 / math.sqrt(2.0)
 INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -276,111 +277,8 @@ def _down_fill(slot_keys, slot_rows, n_out, cand, n, K):
 
 
 # --------------------------------------------------------------------------------------------
-# Convolution
+# Convolution: the dense-weight kernels are in numba_conv.py; the depthwise ones here
 # --------------------------------------------------------------------------------------------
-
-@nb.njit(parallel=True, cache=True)
-def _conv_forward(feats, weight, nbr):
-    n_out, K = nbr.shape
-    cin, cout = weight.shape[1], weight.shape[2]
-    out = np.empty((n_out, cout), dtype=feats.dtype)
-    for o in nb.prange(n_out):
-        acc = np.zeros(cout, dtype=feats.dtype)
-        for k in range(K):
-            i = nbr[o, k]
-            if i >= 0:
-                for ci in range(cin):
-                    v = feats[i, ci]
-                    for co in range(cout):  # contiguous in weight and acc: vectorised by LLVM
-                        acc[co] += v * weight[k, ci, co]
-        out[o] = acc
-    return out
-
-
-@nb.njit(parallel=True, cache=True)
-def _conv_weight_grad(feats, grad_out, nbr):
-    # Rows are split into a fixed number of chunks (independent of the thread count); each chunk
-    # accumulates its own partial dW and the partials are summed in chunk order, so the result is
-    # bitwise reproducible on any machine.
-    n_out, K = nbr.shape
-    cin, cout = feats.shape[1], grad_out.shape[1]
-    n_chunks = min(WGRAD_CHUNKS, max(n_out, 1))
-    partial = np.zeros((n_chunks, K, cin, cout), dtype=feats.dtype)
-    for ch in nb.prange(n_chunks):
-        start = n_out * ch // n_chunks
-        stop = n_out * (ch + 1) // n_chunks
-        for o in range(start, stop):
-            for k in range(K):
-                i = nbr[o, k]
-                if i >= 0:
-                    for ci in range(cin):
-                        v = feats[i, ci]
-                        for co in range(cout):
-                            partial[ch, k, ci, co] += v * grad_out[o, co]
-    grad_w = np.zeros((K, cin, cout), dtype=feats.dtype)
-    for ch in range(n_chunks):
-        grad_w += partial[ch]
-    return grad_w
-
-
-@nb.njit(parallel=True, cache=True)
-def _conv_forward_blocked(feats, weight, nbr, block):
-    # Wide channels: per block of output rows and per offset, gather the active neighbours into a
-    # contiguous buffer and multiply it by W[k] with BLAS; rows stay owned by one task.
-    n_out, K = nbr.shape
-    cin, cout = weight.shape[1], weight.shape[2]
-    out = np.empty((n_out, cout), dtype=feats.dtype)
-    for blk in nb.prange((n_out + block - 1) // block):
-        start = blk * block
-        stop = min(start + block, n_out)
-        gathered = np.empty((block, cin), dtype=feats.dtype)
-        rows = np.empty(block, dtype=np.int64)
-        acc = np.zeros((stop - start, cout), dtype=feats.dtype)
-        for k in range(K):
-            m = 0
-            for o in range(start, stop):
-                i = nbr[o, k]
-                if i >= 0:
-                    gathered[m] = feats[i]
-                    rows[m] = o - start
-                    m += 1
-            if m > 0:
-                partial = np.dot(gathered[:m], weight[k])
-                for r in range(m):
-                    acc[rows[r]] += partial[r]
-        out[start:stop] = acc
-    return out
-
-
-@nb.njit(parallel=True, cache=True)
-def _conv_weight_grad_blocked(feats, grad_out, nbr, block):
-    # As _conv_weight_grad (fixed chunks, ordered sum), with the per-offset outer products of each
-    # block of rows done by BLAS on gathered buffers.
-    n_out, K = nbr.shape
-    cin, cout = feats.shape[1], grad_out.shape[1]
-    n_chunks = min(WGRAD_CHUNKS, max(n_out, 1))
-    partial = np.zeros((n_chunks, K, cin, cout), dtype=feats.dtype)
-    for ch in nb.prange(n_chunks):
-        xs = np.empty((block, cin), dtype=feats.dtype)
-        gs = np.empty((block, cout), dtype=feats.dtype)
-        stop_chunk = n_out * (ch + 1) // n_chunks
-        for start in range(n_out * ch // n_chunks, stop_chunk, block):
-            stop = min(start + block, stop_chunk)
-            for k in range(K):
-                m = 0
-                for o in range(start, stop):
-                    i = nbr[o, k]
-                    if i >= 0:
-                        xs[m] = feats[i]
-                        gs[m] = grad_out[o]
-                        m += 1
-                if m > 0:
-                    partial[ch, k] += np.dot(xs[:m].T, gs[:m])
-    grad_w = np.zeros((K, cin, cout), dtype=feats.dtype)
-    for ch in range(n_chunks):
-        grad_w += partial[ch]
-    return grad_w
-
 
 @nb.njit(parallel=True, cache=True)
 def _depthwise_forward(feats, weight, nbr):
@@ -603,17 +501,10 @@ def _layer_norm_grad(grad, xhat, rstd, weight):
     return gx, sums[:c], sums[c:]
 
 
-def _blas_block(cin: int, cout: int) -> int:
-    """Rows per BLAS call: keep each call below OpenBLAS's threading threshold (m·n·k < 2^18),
-    so BLAS runs single-threaded inside Numba's parallel loop instead of fighting it."""
-    return int(max(16, min(256, (1 << 17) // max(cin * cout, 1))))
-
-
 class NumbaBackend:
     name = "numba"
     xp = np
     parallel_min_work = 1 << 16  # below this many multiply-adds a kernel runs on one thread
-    blas_min_channels = 1024  # Cin·Cout from which gathered BLAS beats the direct loop
 
     def _launch(self, kernel, work, *args):
         """Run ``kernel``; small work on one thread (waking threads costs more than it saves)."""
@@ -689,20 +580,13 @@ class NumbaBackend:
 
     def conv_forward(self, feats, weight, kmap):
         feats, weight = np.ascontiguousarray(feats), np.ascontiguousarray(weight)
-        cin, cout = weight.shape[1:]
-        work = kmap.neighbors.size * cin * cout
-        if cin * cout >= self.blas_min_channels:
-            return self._launch(_conv_forward_blocked, work, feats, weight, kmap.neighbors, _blas_block(cin, cout))
-        return self._launch(_conv_forward, work, feats, weight, kmap.neighbors)
+        return self._launch(numba_conv.forward, kmap.neighbors.size * weight.shape[1] * weight.shape[2],
+                            feats, weight, np.ascontiguousarray(kmap.neighbors))
 
     def conv_weight_grad(self, feats, grad_out, kmap):
         feats, grad_out = np.ascontiguousarray(feats), np.ascontiguousarray(grad_out)
-        cin, cout = feats.shape[1], grad_out.shape[1]
-        work = kmap.neighbors.size * cin * cout
-        if cin * cout >= self.blas_min_channels:
-            return self._launch(_conv_weight_grad_blocked, work, feats, grad_out, kmap.neighbors,
-                                _blas_block(cin, cout))
-        return self._launch(_conv_weight_grad, work, feats, grad_out, kmap.neighbors)
+        return self._launch(numba_conv.weight_grad, kmap.neighbors.size * feats.shape[1] * grad_out.shape[1],
+                            feats, grad_out, np.ascontiguousarray(kmap.neighbors))
 
     def depthwise_forward(self, feats, weight, kmap):
         return self._launch(_depthwise_forward, kmap.neighbors.size * feats.shape[1],

@@ -15,16 +15,24 @@
 // Output-stationary tiled kernel. Block (blockIdx.x, blockIdx.y) owns output rows
 // [x*BM, x*BM+BM) and output channels [y*BN, y*BN+BN). For each offset k it gathers the BM input rows
 // nbr[o, k] (a block-uniform skip when none is active), and runs a shared-memory GEMM tile
-// (BM x BK) @ (BK x BN) over the input channels. Thread (tx, ty) owns rows ty + i*TY, columns tx + j*TX.
-template <typename T>
+// (BM x BK) @ (BK x BN) over the input channels: the block's slice of W[k] is staged in shared
+// memory once per BK channels and feeds all BM rows. Thread (tx, ty) owns rows ty + i*TY, columns
+// tx + j*TX: an RM x RN register tile, each shared value loaded feeding RN or RM FMAs.
+//
+// Two tile shapes, the same RM x RN = 4 x 2 per thread (cuda_host.py picks one by Cout):
+//   wide   64 rows x 32 channels, 16 x 16 threads;
+//   narrow 128 rows x 16 channels, 8 x 32 threads, for Cout <= 16 (the wide tile would leave half
+//          its threads on channels past Cout).
+// Every output is the same chain of FMAs in both (k, then ci ascending), so the shape changes no bit.
+template <typename T, int BM, int BN, int TX, int TY>
 __device__ __forceinline__ void sc_conv_forward_tile(const T* __restrict__ feats,
                                                      const T* __restrict__ weight,
                                                      const int* __restrict__ neighbors,
                                                      T* __restrict__ out, long long n_out, int K,
                                                      int Cin, int Cout) {
-  constexpr int BM = SC_CONV_BM, BN = SC_CONV_BN, BK = SC_CONV_BK;
-  constexpr int TX = SC_CONV_TX, TY = SC_CONV_TY, NT = TX * TY;
+  constexpr int BK = SC_CONV_BK, NT = TX * TY;
   constexpr int RM = BM / TY, RN = BN / TX;
+  static_assert(BM % TY == 0 && BN % TX == 0 && BM <= NT, "tile shape");
   __shared__ T a_tile[BK][BM + 1];  // gathered features, transposed; +1 against bank conflicts
   __shared__ T b_tile[BK][BN];      // weight[k, c0:c0+BK, col0:col0+BN]
   __shared__ int rows[BM];          // nbr[row0:row0+BM, k]
@@ -82,15 +90,21 @@ __device__ __forceinline__ void sc_conv_forward_tile(const T* __restrict__ feats
 // the rows [y*chunk_rows, (y+1)*chunk_rows) of offset k into a BCI x BCO tile of
 // partial[y, k, ci0:ci0+BCI, co0:co0+BCO]. The host sums the chunks in order (sc_sum_chunks), or
 // points `partial` at dW itself when there is one chunk.
-template <typename T>
+//
+// Two tile shapes (cuda_host.py picks one): 32 x 32 channels, 2 x 2 per thread; and 16 x 16, one per
+// thread, when Cin and Cout are both <= 16 (the 32 x 32 tile would leave 3/4 of its threads idle).
+// Every entry sums its rows in the same order in both; the host's chunking (which depends on the
+// number of tiles) is a function of the shapes only.
+template <typename T, int BCI, int BCO>
 __device__ __forceinline__ void sc_conv_wgrad_tile(const T* __restrict__ feats,
                                                    const T* __restrict__ grad_out,
                                                    const int* __restrict__ neighbors,
                                                    T* __restrict__ partial, long long n_out, int K,
                                                    int Cin, int Cout, long long chunk_rows) {
-  constexpr int BCI = SC_WGRAD_BCI, BCO = SC_WGRAD_BCO, BR = SC_WGRAD_BR;
+  constexpr int BR = SC_WGRAD_BR;
   constexpr int TX = SC_CONV_TX, TY = SC_CONV_TY, NT = TX * TY;
   constexpr int RI = BCI / TY, RJ = BCO / TX;
+  static_assert(BCI % TY == 0 && BCO % TX == 0, "tile shape");
   __shared__ T f_tile[BR][BCI];
   __shared__ T g_tile[BR][BCO];
 
@@ -144,32 +158,70 @@ __device__ __forceinline__ void sc_conv_wgrad_tile(const T* __restrict__ feats,
   }
 }
 
-// ---- entry points (block = SC_CONV_TX x SC_CONV_TY) -----------------------------------------------
+// ---- entry points --------------------------------------------------------------------------------
+// forward: block = SC_CONV_TX x SC_CONV_TY (wide) or SC_CONV_NARROW_TX x SC_CONV_NARROW_TY (narrow);
+// weight gradient: block = SC_CONV_TX x SC_CONV_TY.
 
 extern "C" __global__ void __launch_bounds__(SC_CONV_TX * SC_CONV_TY)
 sc_conv_forward_f32(const float* __restrict__ feats, const float* __restrict__ weight,
                     const int* __restrict__ neighbors, float* __restrict__ out, long long n_out,
                     int K, int Cin, int Cout) {
-  sc_conv_forward_tile<float>(feats, weight, neighbors, out, n_out, K, Cin, Cout);
+  sc_conv_forward_tile<float, SC_CONV_BM, SC_CONV_BN, SC_CONV_TX, SC_CONV_TY>(
+      feats, weight, neighbors, out, n_out, K, Cin, Cout);
 }
 
 extern "C" __global__ void __launch_bounds__(SC_CONV_TX * SC_CONV_TY)
 sc_conv_forward_f64(const double* __restrict__ feats, const double* __restrict__ weight,
                     const int* __restrict__ neighbors, double* __restrict__ out, long long n_out,
                     int K, int Cin, int Cout) {
-  sc_conv_forward_tile<double>(feats, weight, neighbors, out, n_out, K, Cin, Cout);
+  sc_conv_forward_tile<double, SC_CONV_BM, SC_CONV_BN, SC_CONV_TX, SC_CONV_TY>(
+      feats, weight, neighbors, out, n_out, K, Cin, Cout);
+}
+
+extern "C" __global__ void __launch_bounds__(SC_CONV_NARROW_TX * SC_CONV_NARROW_TY)
+sc_conv_forward_narrow_f32(const float* __restrict__ feats, const float* __restrict__ weight,
+                           const int* __restrict__ neighbors, float* __restrict__ out, long long n_out,
+                           int K, int Cin, int Cout) {
+  sc_conv_forward_tile<float, SC_CONV_NARROW_BM, SC_CONV_NARROW_BN, SC_CONV_NARROW_TX, SC_CONV_NARROW_TY>(
+      feats, weight, neighbors, out, n_out, K, Cin, Cout);
+}
+
+extern "C" __global__ void __launch_bounds__(SC_CONV_NARROW_TX * SC_CONV_NARROW_TY)
+sc_conv_forward_narrow_f64(const double* __restrict__ feats, const double* __restrict__ weight,
+                           const int* __restrict__ neighbors, double* __restrict__ out, long long n_out,
+                           int K, int Cin, int Cout) {
+  sc_conv_forward_tile<double, SC_CONV_NARROW_BM, SC_CONV_NARROW_BN, SC_CONV_NARROW_TX, SC_CONV_NARROW_TY>(
+      feats, weight, neighbors, out, n_out, K, Cin, Cout);
 }
 
 extern "C" __global__ void __launch_bounds__(SC_CONV_TX * SC_CONV_TY)
 sc_conv_wgrad_f32(const float* __restrict__ feats, const float* __restrict__ grad_out,
                   const int* __restrict__ neighbors, float* __restrict__ partial, long long n_out,
                   int K, int Cin, int Cout, long long chunk_rows) {
-  sc_conv_wgrad_tile<float>(feats, grad_out, neighbors, partial, n_out, K, Cin, Cout, chunk_rows);
+  sc_conv_wgrad_tile<float, SC_WGRAD_BCI, SC_WGRAD_BCO>(feats, grad_out, neighbors, partial, n_out, K, Cin,
+                                                        Cout, chunk_rows);
 }
 
 extern "C" __global__ void __launch_bounds__(SC_CONV_TX * SC_CONV_TY)
 sc_conv_wgrad_f64(const double* __restrict__ feats, const double* __restrict__ grad_out,
                   const int* __restrict__ neighbors, double* __restrict__ partial, long long n_out,
                   int K, int Cin, int Cout, long long chunk_rows) {
-  sc_conv_wgrad_tile<double>(feats, grad_out, neighbors, partial, n_out, K, Cin, Cout, chunk_rows);
+  sc_conv_wgrad_tile<double, SC_WGRAD_BCI, SC_WGRAD_BCO>(feats, grad_out, neighbors, partial, n_out, K, Cin,
+                                                         Cout, chunk_rows);
+}
+
+extern "C" __global__ void __launch_bounds__(SC_CONV_TX * SC_CONV_TY)
+sc_conv_wgrad_narrow_f32(const float* __restrict__ feats, const float* __restrict__ grad_out,
+                         const int* __restrict__ neighbors, float* __restrict__ partial, long long n_out,
+                         int K, int Cin, int Cout, long long chunk_rows) {
+  sc_conv_wgrad_tile<float, SC_WGRAD_NARROW_BCI, SC_WGRAD_NARROW_BCO>(feats, grad_out, neighbors, partial, n_out,
+                                                                      K, Cin, Cout, chunk_rows);
+}
+
+extern "C" __global__ void __launch_bounds__(SC_CONV_TX * SC_CONV_TY)
+sc_conv_wgrad_narrow_f64(const double* __restrict__ feats, const double* __restrict__ grad_out,
+                         const int* __restrict__ neighbors, double* __restrict__ partial, long long n_out,
+                         int K, int Cin, int Cout, long long chunk_rows) {
+  sc_conv_wgrad_tile<double, SC_WGRAD_NARROW_BCI, SC_WGRAD_NARROW_BCO>(feats, grad_out, neighbors, partial,
+                                                                       n_out, K, Cin, Cout, chunk_rows);
 }

@@ -25,10 +25,20 @@
 #define SC_CONV_TX 16
 #define SC_CONV_TY 16
 
+// The narrow forward tile, for Cout <= SC_CONV_NARROW_BN: the same 4 x 2 outputs per thread on
+// SC_CONV_NARROW_TX x SC_CONV_NARROW_TY threads, none of them on channels past Cout = 16.
+#define SC_CONV_NARROW_BM 128
+#define SC_CONV_NARROW_BN 16
+#define SC_CONV_NARROW_TX 8
+#define SC_CONV_NARROW_TY 32
+
 // Weight-gradient tile: SC_WGRAD_BCI input x SC_WGRAD_BCO output channels per block, rows consumed
-// SC_WGRAD_BR at a time; block = SC_CONV_TX x SC_CONV_TY threads.
+// SC_WGRAD_BR at a time; block = SC_CONV_TX x SC_CONV_TY threads. The narrow tile (one output per
+// thread) serves Cin, Cout <= 16.
 #define SC_WGRAD_BCI 32
 #define SC_WGRAD_BCO 32
+#define SC_WGRAD_NARROW_BCI 16
+#define SC_WGRAD_NARROW_BCO 16
 #define SC_WGRAD_BR 16
 
 // Empty slot of the coordinate hash table. Packed keys are non-negative int64, so never all ones.

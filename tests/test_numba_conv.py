@@ -1,0 +1,177 @@
+"""The Numba convolution kernels (backends/numba_conv.py): every tiling branch against the NumPy
+reference, and the same bits for forward, dX and dW on 1 and 2 threads."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import sparseconv
+from sparseconv.kmap import KernelMap
+from sparseconv.testing.kernel_checks import REF, assert_close, check_conv
+
+nc = pytest.importorskip("sparseconv.backends.numba_conv")
+ROOT = Path(__file__).resolve().parents[1]
+
+# (Cin, Cout): below, at and above one strip of `lanes` channels (16 float32, 8 float64) and one
+# tile of ROWS = 6, odd widths, Cin != Cout, and both orientations of the weight-gradient tile.
+WIDTHS = [(1, 1), (1, 40), (40, 1), (3, 5), (5, 3), (16, 16), (17, 33), (33, 17), (32, 32), (65, 16),
+          (16, 65), (64, 64)]
+DTYPES = [np.float32, np.float64]
+# Maps of the shared checks: dense and sparse submanifold, strided, inverse (one neighbour per
+# row), a single site (fewer rows than a tile) and no site at all.
+MAPS = [("b2_odd", "subm_k3_d1"), ("b1_dense", "subm_k3_d1"), ("b3_sparse", "down_k3s2p1"),
+        ("b2_odd", "inverse_k2s2"), ("b2_odd", "subm_k1_d1"), ("single", "subm_k3_d1"), ("empty", "subm_k3_d1")]
+
+
+@pytest.fixture(scope="module")
+def numba_be():
+    be = sparseconv.backends.load_backend("numba")
+    saved = be.parallel_min_work
+    be.parallel_min_work = 0  # the parallel loops even on these small cases
+    yield be
+    be.parallel_min_work = saved
+
+
+def test_the_widths_reach_every_branch():
+    """WIDTHS covers both weight-gradient orientations, with and without each padded copy, and
+    forward outputs narrower than, equal to and wider than one tile (with a partial last tile)."""
+    for dtype in DTYPES:
+        plans = [nc.weight_grad_plan(cin, cout, dtype) for cin, cout in WIDTHS]
+        assert {vec_is_input for vec_is_input, _, _ in plans} == {True, False}
+        assert {bool(vec_rows) for _, vec_rows, _ in plans} == {True, False}
+        assert {bool(bcast_rows) for _, _, bcast_rows in plans} == {True, False}
+        lanes = nc.tile_lanes(dtype)
+        couts = [cout for _, cout in WIDTHS]
+        assert min(couts) < lanes and any(c % lanes == 0 for c in couts) and any(c > lanes and c % lanes for c in couts)
+
+
+def test_weight_grad_plan_puts_the_wider_operand_in_the_lanes():
+    assert nc.weight_grad_plan(16, 16, np.float32) == (True, 0, 0)
+    assert nc.weight_grad_plan(1, 32, np.float32) == (False, 0, 5)  # 32 in lanes, the 1 input channel broadcast
+    assert nc.weight_grad_plan(32, 1, np.float32) == (True, 0, 5)  # (5 rows after the last for its broadcasts)
+    assert nc.weight_grad_plan(17, 33, np.float32) == (False, 1, 0)  # 3 strips x 18 rows < 2 strips x 36 rows
+
+
+def test_weight_grad_chunks_depend_on_shapes_only():
+    assert nc.weight_grad_chunks(100, 27, 16, 16, 4) == 1
+    assert nc.weight_grad_chunks(5 * nc.WGRAD_MIN_CHUNK_ROWS, 27, 16, 16, 4) == 5
+    assert nc.weight_grad_chunks(10**7, 27, 16, 16, 4) == nc.WGRAD_MAX_CHUNKS
+    per_chunk = 27 * 256 * 256 * 4  # the partial dW's are bounded: fewer chunks for wide channels
+    assert nc.weight_grad_chunks(10**7, 27, 256, 256, 4) == nc.WGRAD_PARTIAL_BYTES // per_chunk
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("cin, cout", WIDTHS, ids=[f"{a}x{b}" for a, b in WIDTHS])
+@pytest.mark.parametrize("sites, map_name", MAPS, ids=[f"{s}-{m}" for s, m in MAPS])
+def test_numba_conv_matches_the_reference(numba_be, sites, map_name, cin, cout, dtype):
+    """Forward, dX (the forward on the transposed map) and dW, each repeated bitwise."""
+    check_conv(numba_be, sites, map_name, cin, cout, dtype)
+
+
+def _table(rng, n_out, n_in, K, density):
+    """A neighbour table with unique rows per column; rows 0-6 (more than a tile) and row 10 have
+    no neighbour, column 1 no pair."""
+    table = np.full((n_out, K), -1, dtype=np.int32)
+    for k in range(K):
+        rows = np.flatnonzero(rng.random(n_out) < density)
+        table[rows, k] = rng.permutation(n_in)[:len(rows)] if len(rows) <= n_in else -1
+    table[:7], table[10], table[:, 1] = -1, -1, -1
+    return table
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("n_out, cin, cout", [(29, 5, 17), (29, 16, 16), (5000, 16, 8), (5000, 3, 20)])
+def test_rows_without_neighbours_and_several_weight_grad_chunks(numba_be, n_out, cin, cout, dtype):
+    """Rows and whole tiles without a neighbour, an offset without a pair, and (5000 rows) a weight
+    gradient summed over more than one chunk."""
+    rng = np.random.default_rng(n_out + cin)
+    n_in, K = n_out + 13, 5
+    kmap = KernelMap(_table(rng, n_out, n_in, K, 0.7), n_in, np.zeros((K, 3), np.int32), "down")
+    assert (nc.weight_grad_chunks(n_out, K, cin, cout, np.dtype(dtype).itemsize) > 1) == (n_out == 5000)
+    feats = rng.standard_normal((n_in, cin)).astype(dtype)
+    weight = rng.standard_normal((K, cin, cout)).astype(dtype)
+    grad = rng.standard_normal((n_out, cout)).astype(dtype)
+    out = numba_be.conv_forward(feats, weight, kmap)
+    assert not out[:7].any() and not out[10].any()
+    assert_close(out, REF.conv_forward(feats, weight, kmap), "conv_forward")
+    wt = np.ascontiguousarray(weight.transpose(0, 2, 1))
+    with sparseconv.use_backend("reference"):
+        t = kmap.transposed()
+    assert_close(numba_be.conv_forward(grad, wt, t), REF.conv_forward(grad, wt, t), "dX")
+    gw = numba_be.conv_weight_grad(feats, grad, kmap)
+    assert not gw[1].any()
+    assert_close(gw, REF.conv_weight_grad(feats, grad, kmap), "conv_weight_grad")
+
+
+def test_weight_grad_orientations_give_the_same_bits():
+    """Each dW entry is one chain of FMAs over the pairs in row order, whichever operand fills the
+    lanes: the orientation is a speed choice only."""
+    rng = np.random.default_rng(5)
+    table = _table(rng, 300, 310, 4, 0.8)
+    x = rng.standard_normal((310, 16)).astype(np.float32)
+    dy = rng.standard_normal((300, 16)).astype(np.float32)
+    chunks = nc.weight_grad_chunks(300, 4, 16, 16, 4)
+    a = (x, dy, table, True, chunks)
+    b = (dy, x, table, False, chunks)
+    assert np.array_equal(nc._compiled(nc._weight_grad_tiles, a)(*a), nc._compiled(nc._weight_grad_tiles, b)(*b))
+
+
+_THREADS_CHECK = r"""
+import numpy as np, numba, sparseconv
+from sparseconv.kmap import submanifold_map
+from sparseconv.testing.kernel_checks import random_sites
+be = sparseconv.backends.load_backend("numba")
+be.parallel_min_work = 0
+x = random_sites(3, shape=(24, 20, 28), batch=2, density=0.35)
+with sparseconv.use_backend("numba"):
+    kmap = submanifold_map(x, 3)
+    t = kmap.transposed()
+assert kmap.n_out > 2 * 2048  # more than one weight-gradient chunk
+results = {}
+for threads in (1, 2):
+    numba.set_num_threads(threads)
+    for cin, cout, dtype in [(16, 16, np.float32), (17, 5, np.float32), (1, 40, np.float32), (64, 32, np.float32),
+                             (9, 7, np.float64)]:
+        rng = np.random.default_rng(cin * 100 + cout)
+        f = rng.standard_normal((kmap.n_in, cin)).astype(dtype)
+        w = rng.standard_normal((27, cin, cout)).astype(dtype)
+        g = rng.standard_normal((kmap.n_out, cout)).astype(dtype)
+        got = (be.conv_forward(f, w, kmap), be.conv_forward(g, np.ascontiguousarray(w.transpose(0, 2, 1)), t),
+               be.conv_weight_grad(f, g, kmap))
+        results.setdefault((cin, cout), []).append(got)
+for key, (one, two) in results.items():
+    for name, a, b in zip(("forward", "dX", "dW"), one, two):
+        assert a.tobytes() == b.tobytes(), (key, name)
+print("same bits on 1 and 2 threads:", len(results), "widths")
+"""
+
+
+def test_forward_dx_dw_same_bits_on_1_and_2_threads():
+    """A subprocess with NUMBA_NUM_THREADS=2, whatever this run has."""
+    env = dict(os.environ, NUMBA_NUM_THREADS="2",
+               PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-c", _THREADS_CHECK], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "same bits on 1 and 2 threads: 5 widths" in proc.stdout
+
+
+def test_the_tiles_become_vector_fma_code():
+    """The point of the kernels: on an x86-64 CPU with AVX2 and FMA the register tile compiles to
+    256-bit FMAs, with LLVM's SLP vectoriser on as ``_compiled`` sets it (a fresh, uncached copy:
+    Numba cannot show the code of a kernel loaded from its cache)."""
+    import llvmlite.binding as llvm
+    import numba
+    features = llvm.get_host_cpu_features().flatten()
+    if "+avx2" not in features or "+fma" not in features:
+        pytest.skip("needs an x86-64 CPU with AVX2 and FMA")
+    fresh = numba.njit(parallel=True, fastmath={"contract"})(nc._forward_tiles.py_func)
+    x = np.ones((10, 16), np.float32)
+    args = (x, np.zeros(16, np.float32), nc.weight_tiles(np.ones((27, 16, 16), np.float32), 16),
+            np.zeros((10, 27), np.int32), 16)
+    assert np.all(nc._compiled(fresh, args)(*args) == 27 * 16)
+    asm = "\n".join(fresh.inspect_asm().values())
+    assert len([line for line in asm.splitlines() if "vfmadd" in line and "ymm" in line]) >= 2 * nc.ROWS
