@@ -127,11 +127,14 @@ def _compiled(kernel, args):
     It is switched on for the compilation of these kernels only, under Numba's compiler lock, and
     their results are checked against the NumPy reference by the test suite. Numba's on-disk cache
     does not record the setting, so these kernels are always compiled through this function.
+    The compiler rereads Numba's configuration from the environment when a ``NUMBA_*`` variable
+    has changed since it last looked, which would reset the switch: that reread happens first.
     """
     sig = tuple(nb.typeof(a) for a in args)
     if sig not in kernel.overloads:
         with global_compiler_lock:
             if sig not in kernel.overloads:
+                nb.core.config.reload_config()
                 saved = nb.config.SLP_VECTORIZE
                 nb.config.SLP_VECTORIZE = 1
                 try:
