@@ -7,7 +7,8 @@ peak memory of one layer — sparse backends vs the dense convolution of the sam
 Prints a Markdown table and writes ``benchmarks/results/bench_conv.json`` (+ ``.md``).
 Times are medians over ``--repeats`` runs after a warm-up; every number comes from this run.
 GFLOP/s is *effective*: ``2 · pairs · Cin · Cout / t`` (only the multiply-adds a sparse conv
-must do), so rows compare on useful work. Peak memory is measured in a fresh subprocess per row:
+must do), so rows compare on useful work. The backward is that of the forward timed, a convolution
+without bias: the input gradient (dX) and the weight gradient (dW). Peak memory is measured in a fresh subprocess per row:
 after JIT warm-up the peak RSS is reset, then peak RSS during the layer minus the RSS before it.
 """
 from __future__ import annotations
@@ -62,7 +63,7 @@ def sparse_rows(backend, coords, shape, channels, repeats):
             weight = (rng.standard_normal((K3, c, c), dtype=np.float32) / np.sqrt(K3 * c)).astype(np.float32)
             grad = rng.standard_normal((len(coords), c), dtype=np.float32)
             t_fwd = median_time(lambda: conv_forward(feats, weight, kmap), repeats)
-            t_bwd = median_time(lambda: conv_backward(grad, feats, weight, kmap), repeats)
+            t_bwd = median_time(lambda: conv_backward(grad, feats, weight, kmap, bias=False), repeats)
             flops = 2 * pairs * c * c
             rows.append(dict(method=f"sparseconv[{backend}]", C=c, active=len(coords), pairs=pairs,
                              map_s=t_map, map_mvox_s=len(coords) / t_map / 1e6, fwd_s=t_fwd,

@@ -48,6 +48,20 @@ def test_subm_conv_without_bias_and_first_layer_skip(x, rng):
     gradcheck(lambda: F.subm_conv3d(x, w), [w], max_per_tensor=40)  # feats are constants here
 
 
+@pytest.mark.parametrize("depthwise", [False, True])
+def test_backward_without_bias_skips_only_the_bias_gradient(x, rng, depthwise):
+    from sparseconv.functional import conv as C
+    from sparseconv.kmap import submanifold_map
+    kmap = submanifold_map(x, 3)
+    weight = rng.standard_normal((27, 3) if depthwise else (27, 3, 2))
+    grad = rng.standard_normal((len(x), 3 if depthwise else 2))
+    backward = C.depthwise_backward if depthwise else C.conv_backward
+    dx, dw, db = backward(grad, x.feats, weight, kmap)
+    dx0, dw0, db0 = backward(grad, x.feats, weight, kmap, bias=False)
+    assert db0 is None and np.array_equal(db, grad.sum(axis=0))
+    assert np.array_equal(dx, dx0) and np.array_equal(dw, dw0)
+
+
 def test_depthwise_conv_grad(x, rng):
     xs, f = with_leaf_feats(x)
     w, b = leaf(rng.standard_normal((27, 3))), leaf(rng.standard_normal(3))

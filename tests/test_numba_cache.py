@@ -48,6 +48,10 @@ def test_cold_cache_is_detected_and_warms_up_where_numba_writes(tmp_path):
             "assert numba_cache.is_cold()\n"
             "from sparseconv.backends.numba_cpu import backend\n"
             "backend.build_index(np.arange(5, dtype=np.int64))\n"
+            "assert numba_cache.is_cold()  # the convolution kernels are not compiled yet\n"
+            "from sparseconv.kmap import KernelMap\n"
+            "kmap = KernelMap(np.zeros((1, 1), np.int32), 1, np.zeros((1, 3), np.int32), 'submanifold')\n"
+            "backend.conv_forward(np.ones((1, 2), np.float32), np.ones((1, 2, 2), np.float32), kmap)\n"
             "assert not numba_cache.is_cold(), sorted(numba_cache.cache_dir().parent.rglob('*'))\n"
             "print(numba_cache.cache_dir())\n")
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
@@ -56,13 +60,14 @@ def test_cold_cache_is_detected_and_warms_up_where_numba_writes(tmp_path):
     assert done.stdout.strip().startswith(str(tmp_path / "cache"))
 
 
-@pytest.mark.parametrize("present", [False, True])
-def test_is_cold_looks_for_this_pythons_index_files(tmp_path, monkeypatch, present):
+@pytest.mark.parametrize("present", [(), ("numba_cpu",), ("numba_conv",), ("numba_cpu", "numba_conv")])
+def test_is_cold_looks_for_this_pythons_index_files_of_both_modules(tmp_path, monkeypatch, present):
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
     folder = numba_cache.cache_dir()
     folder.mkdir(parents=True)
-    (folder / "numba_cpu._build_index-51.py27.nbi").write_bytes(b"")  # another Python's: does not count
-    if present:
-        tag = f"py{sys.version_info[0]}{sys.version_info[1]}"
-        (folder / f"numba_cpu._build_index-51.{tag}.nbi").write_bytes(b"")
-    assert numba_cache.is_cold() is not present
+    for module in ("numba_cpu", "numba_conv"):  # another Python's: does not count
+        (folder / f"{module}._build_index-51.py27.nbi").write_bytes(b"")
+    tag = f"py{sys.version_info[0]}{sys.version_info[1]}"
+    for module in present:
+        (folder / f"{module}._kernel-51.{tag}.nbi").write_bytes(b"")
+    assert numba_cache.is_cold() is (len(present) < 2)

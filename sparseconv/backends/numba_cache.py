@@ -17,7 +17,8 @@ import os
 import sys
 from pathlib import Path
 
-KERNELS = Path(__file__).resolve().parent / "numba_cpu.py"  # the module whose kernels are cached
+KERNELS = Path(__file__).resolve().parent / "numba_cpu.py"  # the module whose kernels are cached ...
+KERNEL_MODULES = (KERNELS, KERNELS.parent / "numba_conv.py")  # ... with its convolution kernels
 
 
 def user_cache_dir() -> Path:
@@ -45,7 +46,8 @@ def configure() -> None:
 
 
 def cache_dir() -> Path:
-    """Where Numba reads and writes the compiled kernels of ``numba_cpu.py``."""
+    """Where Numba reads and writes the compiled kernels of ``numba_cpu.py`` and ``numba_conv.py``
+    (one folder: both live in the same source folder)."""
     root = os.environ.get("NUMBA_CACHE_DIR")
     if not root:
         return KERNELS.parent / "__pycache__"
@@ -55,11 +57,12 @@ def cache_dir() -> Path:
 
 
 def is_cold() -> bool:
-    """True when no compiled kernel of ``numba_cpu.py`` is cached for this Python: the next run
-    compiles them. A cheap check (it looks for Numba's index files, ``*.nbi``), not a promise that
-    every kernel is cached."""
+    """True when a kernel module (``numba_cpu.py``, ``numba_conv.py``) has no compiled kernel cached
+    for this Python: the next run compiles them. A cheap check (it looks for Numba's index files,
+    ``*.nbi``), not a promise that every kernel is cached."""
     tag = f"py{sys.version_info[0]}{sys.version_info[1]}"
     try:
-        return not any(cache_dir().glob(f"{KERNELS.stem}.*.{tag}.nbi"))
+        folder = cache_dir()
+        return not all(any(folder.glob(f"{module.stem}.*.{tag}.nbi")) for module in KERNEL_MODULES)
     except OSError:
         return True
