@@ -8,7 +8,9 @@ test case only: nothing was trained on it or chosen with it.
                                    [--min-dice 0.85]
 
 Prints the ROIs stage 1 proposes (how much of each kidney their boxes hold, how many hold no
-kidney), the Dice and Surface Dice of kidney+masses and each kidney's share found. With ``--min-dice`` the exit status is 1 unless the Dice
+kidney), the Dice and Surface Dice of kidney+masses, each kidney's share found, and where the false
+positives lie by the reference's other organ labels (liver, spleen, ...; names from the label
+table in the file's header) with the class they were given and their median HU. With ``--min-dice`` the exit status is 1 unless the Dice
 reaches it, both kidneys are found (half or more of each) and no ROI lies away from the kidneys.
 """
 from __future__ import annotations
@@ -65,6 +67,8 @@ def main(argv=None) -> int:
     print("stage 1: ROI boxes hold " + ", ".join(f"{k} {v:.2f}" for k, v in covered.items())
           + f" of each kidney; ROIs away from the kidneys: {len(stray)}")
     print("kidneys found (share of each labelled): " + ", ".join(f"{k} {v:.2f}" for k, v in found.items()))
+    print(false_positive_table(pred & ~truth, res.labels, ref.array, ct.array,
+                               label_names(args.data / "example_seg.nii.gz")))
     if args.out:
         io.save_nifti(res.labels, ct, args.out, overwrite=True)
     if args.png:
@@ -78,6 +82,44 @@ def main(argv=None) -> int:
               f"the kidneys {len(stray)} (need 0)")
         return 0 if ok else 1
     return 0
+
+
+def label_names(path) -> dict:
+    """``{label value: name}`` from the label table TotalSegmentator writes into the NIfTI header
+    (a CIFTI/Caret XML extension); empty when the file has none."""
+    import xml.etree.ElementTree as ET
+
+    import nibabel as nib
+    names = {}
+    for ext in nib.load(str(path)).header.extensions:
+        content = ext.get_content()
+        text = content.decode("utf-8", "replace") if isinstance(content, bytes) else str(content)
+        if "<LabelTable>" not in text:
+            continue
+        for label in ET.fromstring(text[text.index("<"):]).iter("Label"):
+            names[int(label.get("Key"))] = (label.text or "").strip()
+    return names
+
+
+def false_positive_table(false_pos, pred_labels, ref, hu, names, top=6) -> str:
+    """Where the predicted kidney+masses voxels outside the labelled kidneys lie, by the reference's
+    organ labels: voxels per organ, how many of them were called kidney / tumour / cyst, median HU.
+
+    false_pos: ``(Z, Y, X) bool``; pred_labels: the prediction (0 background, 1 kidney, 2 tumour,
+    3 cyst); ref: the reference's labels; hu: the CT.
+    """
+    values, counts = np.unique(ref[false_pos], return_counts=True)
+    lines = [f"false positives: {int(false_pos.sum())} voxels; where they lie (reference labels):",
+             "  organ                 voxels  kidney  tumour    cyst  median HU"]
+    for v, n in sorted(zip(values, counts), key=lambda t: -t[1])[:top]:
+        at = false_pos & (ref == v)
+        calls = [int(np.count_nonzero(at & (pred_labels == k))) for k in (1, 2, 3)]
+        name = names.get(int(v), "background" if v == 0 else f"label {int(v)}")
+        lines.append(f"  {name:<20} {int(n):>7} {calls[0]:>7} {calls[1]:>7} {calls[2]:>7} "
+                     f"{float(np.median(hu[at])):>10.0f}")
+    if len(values) > top:
+        lines.append(f"  ({len(values) - top} more labels, {int(np.sort(counts)[:-top].sum())} voxels)")
+    return "\n".join(lines)
 
 
 def _in_rois(rois, spacing, shape) -> np.ndarray:

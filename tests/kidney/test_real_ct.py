@@ -36,6 +36,25 @@ def test_varied_weights_find_both_kidneys_and_nothing_else(repo_data, tmp_path):
     dice = float(run.stdout.split("kidney+masses Dice ")[1].split()[0])
     assert 0.0 < dice <= 1.0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the false positives, by organ: each row's calls add up to its voxels, the rows to the total
+    total = int(re.search(r"false positives: (\d+) voxels", run.stdout).group(1))
+    predicted, truth = (int(v) for v in re.search(r"predicted (\d+) voxels, truth (\d+)", run.stdout).groups())
+    rows = re.findall(r"^  (\S+) +(\d+) +(\d+) +(\d+) +(\d+) +(-?\d+)$", run.stdout, re.M)
+    assert rows and all(int(r[1]) == int(r[2]) + int(r[3]) + int(r[4]) for r in rows), run.stdout
+    more = re.search(r"more labels, (\d+) voxels\)", run.stdout)
+    assert sum(int(r[1]) for r in rows) + (int(more.group(1)) if more else 0) == total
+    assert predicted - total <= truth  # the rest of the prediction lies on the labelled kidneys
+
+
+def test_label_names_come_from_the_files_label_table(repo_data):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("eval_real_ct", REPO / "scripts" / "eval_real_ct.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    names = script.label_names(repo_data / "totalseg_example" / "example_seg.nii.gz")
+    assert names[1] == "spleen" and names[2] == "kidney_right" and names[3] == "kidney_left"
+    assert names[5] == "liver"
+    assert script.label_names(repo_data / "totalseg_example" / "example_ct_sm.nii.gz") == {}
 
 
 def test_min_dice_is_a_real_check(repo_data):
