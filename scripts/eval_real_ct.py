@@ -36,6 +36,9 @@ def main(argv=None) -> int:
     ap.add_argument("--weights", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=None, help="write the prediction here")
     ap.add_argument("--png", type=Path, default=None, help="write an overlay PNG (truth | prediction)")
+    ap.add_argument("--probe", action="store_true",
+                    help="also segment the CT changed one way at a time (organ HU shifted, noise added, "
+                         "blurred) and print how the answer moves")
     ap.add_argument("--min-dice", type=float, default=None,
                     help="exit 1 unless Dice >= this, both kidneys are found and no ROI is elsewhere")
     args = ap.parse_args(argv)
@@ -75,6 +78,8 @@ def main(argv=None) -> int:
         rgb = render_overlay(ct.array, np.where(truth, 1, 0).astype(np.uint8), res.labels, ct.spacing)
         write_png(args.png, rgb.repeat(3, axis=0).repeat(3, axis=1))  # 3 mm voxels: 3 pixels each
         print(f"wrote {args.png}")
+    if args.probe:
+        print(probe_table(seg, ct, ref.array, truth))
     if args.min_dice is not None:
         ok = d >= args.min_dice and min(found.values()) >= 0.5 and not stray
         print(f"{'PASS' if ok else 'FAIL'}: Dice {d:.4f} (needs >= {args.min_dice}); kidneys found "
@@ -119,6 +124,37 @@ def false_positive_table(false_pos, pred_labels, ref, hu, names, top=6) -> str:
                      f"{float(np.median(hu[at])):>10.0f}")
     if len(values) > top:
         lines.append(f"  ({len(values) - top} more labels, {int(np.sort(counts)[:-top].sum())} voxels)")
+    return "\n".join(lines)
+
+
+def probes(hu, ref, truth):
+    """``(name, HU volume)``: the CT changed one way at a time — the HU of liver and spleen (labels
+    5 and 1) or of the kidneys shifted, seeded Gaussian noise added, a Gaussian blur (σ in voxels)."""
+    from scipy import ndimage
+    organs = np.isin(ref, (1, 5))
+    yield "as is", hu
+    for d in (-10, 10, 20):
+        yield f"liver+spleen {d:+d} HU", np.where(organs, hu + d, hu)
+    for d in (10, 20):
+        yield f"kidneys {d:+d} HU", np.where(truth, hu + d, hu)
+    for sd in (10, 20):
+        yield f"noise sd {sd} HU", hu + np.random.default_rng(sd).normal(0, sd, hu.shape).astype(np.float32)
+    for sigma in (0.5, 0.7, 1.0):
+        yield f"blur sigma {sigma} voxel", ndimage.gaussian_filter(hu, sigma)
+
+
+def probe_table(seg, ct, ref, truth) -> str:
+    """Kidney+masses Dice, each kidney's share found, and the voxels called kidney / tumour on the
+    liver and the spleen, for each of :func:`probes`."""
+    lines = ["how the answer moves with the CT (k/t: voxels called kidney / tumour on that organ)",
+             "probe                      Dice   right  left  liver k/t    spleen k/t"]
+    for name, hu in probes(ct.array.astype(np.float32), ref, truth):
+        labels = seg.segment(ct.like(hu))  # (Z, Y, X) uint8 on the CT's grid
+        shares = [np.count_nonzero((labels > 0) & (ref == v)) / max(1, np.count_nonzero(ref == v)) for v in (2, 3)]
+        calls = [f"{np.count_nonzero((ref == v) & (labels == 1))}/{np.count_nonzero((ref == v) & (labels == 2))}"
+                 for v in (5, 1)]
+        lines.append(f"{name:<25}  {metrics.dice(labels > 0, truth):.3f}  {shares[0]:.2f}   {shares[1]:.2f}  "
+                     f"{calls[0]:<11}  {calls[1]:<11}")
     return "\n".join(lines)
 
 

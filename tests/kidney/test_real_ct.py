@@ -66,3 +66,14 @@ def test_missing_data_is_one_clear_error(tmp_path):
     run = subprocess.run([sys.executable, str(REPO / "scripts" / "eval_real_ct.py"), "--data", str(tmp_path)],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and "example_ct_sm.nii.gz is missing" in run.stderr
+
+
+def test_probe_rows_start_from_the_ct_as_is(repo_data):
+    run = _run(repo_data, "--weights", "varied", "--probe")
+    assert run.returncode == 0, run.stdout + run.stderr
+    dice = run.stdout.split("kidney+masses Dice ")[1].split()[0]
+    rows = re.findall(r"^(as is|liver\+spleen|kidneys|noise|blur)\b.*?  (\d\.\d{3})  ", run.stdout, re.M)
+    assert len(rows) == 11, run.stdout
+    assert rows[0] == ("as is", f"{float(dice):.3f}")
+    assert len({d for _, d in rows}) > 1  # the changes move the answer
+
