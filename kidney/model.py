@@ -114,6 +114,9 @@ CONFIGS: Dict[str, ModelConfig] = {
     # compact with a bias in the stem (kidney train --widen starts it from compact weights, bias 0)
     "compact-stem-bias": ModelConfig("compact-stem-bias", (8, 16, 32, 64), (1, 1, 2, 2), decoder_depth=1,
                                      stem_bias=True),
+    # wide with a bias in the stem (kidney train --widen starts it from wide or compact weights, bias 0)
+    "wide-stem-bias": ModelConfig("wide-stem-bias", (16, 32, 64, 128), (1, 1, 2, 2), decoder_depth=1,
+                                  stem_bias=True),
     # Unit tests only.
     "tiny": ModelConfig("tiny", (4, 8, 8), (1, 1, 1), decoder_depth=1, n_supervised=2),
 }
