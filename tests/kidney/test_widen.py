@@ -52,6 +52,13 @@ def test_a_stem_bias_can_be_added_and_starts_at_zero():
         widen(grown, TINY)
 
 
+@pytest.mark.parametrize("narrow, grown", [("compact", "wide"), ("compact", "compact-stem-bias"),
+                                           ("wide", "wide-stem-bias"), ("compact", "wide-stem-bias")])
+def test_the_shipped_configs_widen_into_each_other(narrow, grown):
+    net = widen(KidneyNet(narrow, seed=0), grown, seed=0)
+    assert net.config.name == grown
+
+
 def test_copies_are_not_identical_so_training_can_separate_them():
     wide = widen(_trained_like(TINY, seed=1), TINY_X2, seed=0)
     w = wide.state_dict()["encoders.0.0.pwconv2.weight"]  # Linear (out 8, in 32): inputs are 2 copies of 16
