@@ -159,7 +159,6 @@ def test_forward_dx_dw_same_bits_on_1_and_2_threads():
     assert "same bits on 1 and 2 threads: 5 widths" in proc.stdout
 
 
-@pytest.mark.slow  # codegen check: failed once inside the full suite on a shared 2-core machine (passes alone)
 def test_the_tiles_become_vector_fma_code(monkeypatch):
     """The point of the kernels: on an x86-64 CPU with AVX2 and FMA the register tile compiles to
     256-bit FMAs, with LLVM's SLP vectoriser on as ``_compiled`` sets it (a fresh, uncached copy:
