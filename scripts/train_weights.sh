@@ -375,3 +375,44 @@ python scripts/fov_check.py "$R6/real_val" --weights "$R7/cand/b"
 python scripts/stem_response.py --weights "$R7/cand/b"
 python scripts/lesion_contrast.py "$R6/real_val"                 # how visible each validation lesion is
 python scripts/stage_errors.py "$R6/real_val" --weights varied     # round 6: stage 2 on ground-truth ROIs
+# 12d. the chosen pair (w) ships as kidney/weights/varied: round 6's stage 1 + "$R7/s2w/weights.npz" as stage2_wide.npz
+
+# 13. round 8: round 7's wide stage 2 trained on (the training Dice was still rising at its end), once as
+#     it is and once with a stem bias (wide-stem-bias, the bias started at 0 by --widen: the same
+#     function); and round 7's stem-bias stage 1 trained on with more kidney-free crops. Same data.
+R8="$WORK/round8"
+mkdir -p "$R8/cand/a" "$R8/cand/b" "$R8/cand/c1"
+cp "$R6/cand/$CHOSEN6/stage1_compact.npz" "$R8/r6_stage1_compact.npz"
+cp "$R7/cand/w/stage2_wide.npz" "$R8/r7_stage2_wide.npz"
+# 13a. stage 2 wide, lr 2e-4, 100 warm-up steps, 4,000 steps, seed 81
+kidney train --stage 2 --model wide --init-weights "$R8/r7_stage2_wide.npz" --out "$R8/s2w" \
+    --spacing 1.56 --stage1-spacing 5.97 --stage1-weights "$R8/r6_stage1_compact.npz" --no-gt-crops \
+    --lr 2e-4 --warmup 100 --steps 4000 --seed 81 $C7
+# 13b. stage 2 wide-stem-bias, lr 2e-4, 100 warm-up steps, 2,600 steps, seed 83 (side by side with 13a)
+kidney train --stage 2 --model wide-stem-bias --widen --init-weights "$R8/r7_stage2_wide.npz" --out "$R8/s2b" \
+    --spacing 1.56 --stage1-spacing 5.97 --stage1-weights "$R8/r6_stage1_compact.npz" --no-gt-crops \
+    --lr 2e-4 --warmup 100 --steps 2600 --seed 83 $C7
+# 13c. stage 1 compact-stem-bias from round 7's (12b), lr 3e-4, 4,000 steps, seed 82, 40 % kidney-free crops
+kidney train --stage 1 --model compact-stem-bias --init-weights "$R7/s1b/weights.npz" --out "$R8/s1c" \
+    --spacing 5.97 --lr 3e-4 --warmup 50 --steps 4000 --seed 82 --kidney-free-crops 0.4 $C7
+# 13d. candidates on the round-6 validation set, the same rule; stage 1 also by its stray ROIs on the
+#      kidney-free validation slabs
+cp "$R8/r6_stage1_compact.npz" "$R8/cand/a/stage1_compact.npz"; cp "$R8/s2w/weights.npz" "$R8/cand/a/stage2_wide.npz"
+cp "$R8/r6_stage1_compact.npz" "$R8/cand/b/stage1_compact.npz"; cp "$R8/s2b/weights.npz" "$R8/cand/b/stage2_wide_stem_bias.npz"
+cp "$R8/s1c/weights.npz" "$R8/cand/c1/stage1_compact_stem_bias.npz"; cp "$R8/r7_stage2_wide.npz" "$R8/cand/c1/stage2_wide.npz"
+for c in a b c1; do
+  kidney segment -i "$R6/val" -o "$R8/val_$c" --weights "$R8/cand/$c" --overwrite --quiet
+  kidney evaluate "$R8/val_$c" "$R6/val" --overwrite
+done
+python scripts/fov_check.py "$R6/real_val" --weights "$R8/cand/c1"
+python scripts/fov_check.py "$R6/real_val" --weights "$R7/cand/w"
+# 13e. the chosen pair (b) ships as kidney/weights/varied, then the test runs of section 11
+rm kidney/weights/varied/stage2_wide.npz
+cp "$R8/cand/b/stage2_wide_stem_bias.npz" kidney/weights/varied/
+kidney segment -i "$R6/real_test" -o "$R8/pred_real" --weights varied --overwrite --quiet
+kidney evaluate "$R8/pred_real" "$R6/real_test" --overwrite
+kidney segment -i "$R5/classic_test" -o "$R8/pred_classic" --weights varied --overwrite --quiet
+kidney evaluate "$R8/pred_classic" "$R5/classic_test" --overwrite
+python scripts/eval_real_ct.py --weights varied --png docs/real_ct.png --probe --min-dice 0.85 || true  # prints FAIL
+python scripts/stage_errors.py "$R6/real_test" --weights varied --lesions
+python scripts/fov_check.py "$R6/real_test" --weights varied
