@@ -6,7 +6,7 @@
     kidney demo [--out DIR] [--seed S] [--preset demo|tiny|full] [--weights DIR]
     kidney segment IN [-o OUT] [--weights DIR]      (IN/OUT: a NIfTI file, or folders with -i/-o)
                    [--continue] [--num-parts K --part-id I] [--workers N | --scheduler ADDR]
-    kidney train --data DIR --stage {1,2} [--out DIR] [--model compact|wide|paper] [--steps N] ...
+    kidney train --data DIR --stage {1,2} [--out DIR] [--model CONFIG] [--steps N] ...
                  [--distributed [--collective-timeout S]]   (under mpiexec -n P / srun: data-parallel)
     kidney --version                                (also: python -m kidney ...)
 
@@ -235,7 +235,9 @@ def add_train(sub) -> None:
     p.add_argument("--data", type=Path, required=True, help="training folder (KiTS23 layout)")
     p.add_argument("--stage", type=int, required=True, choices=(1, 2))
     p.add_argument("--out", type=Path, default=None, help="output folder (default runs/stage<N>)")
-    p.add_argument("--model", default="compact", help="model config: paper, compact, wide, tiny (default compact)")
+    p.add_argument("--model", default="compact",  # the names of kidney.model.CONFIGS (not imported here: startup)
+                   help="model config: paper, compact, wide, compact-stem-bias, wide-stem-bias, tiny "
+                        "(default compact)")
     p.add_argument("--steps", type=int, default=1000, help="optimiser steps (default 1000)")
     p.add_argument("--accumulate", type=int, default=8, help="micro-batches per step (default 8)")
     p.add_argument("--lr", type=float, default=5e-4)

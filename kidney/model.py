@@ -153,7 +153,7 @@ class KidneyNet(Module):
     """Sparse ConvNeXt-V2 U-Net; ``forward(x) -> [logits at 1, ½, ¼, ...]`` (``n_supervised`` tensors).
 
     Args:
-        config: a :class:`ModelConfig` or a name in :data:`CONFIGS` (``paper``, ``compact``, ``tiny``).
+        config: a :class:`ModelConfig` or a name in :data:`CONFIGS` (``paper``, ``compact``, ``wide``, ...).
         seed: seeds the truncated-normal initialisation (same seed, same weights).
     """
 

@@ -61,12 +61,10 @@ def main(argv=None) -> int:
           f"{secs:.1f} s")
     print(f"kidney+masses Dice {d:.4f}  Surface Dice {sd:.4f}  (predicted {int(pred.sum())} voxels, "
           f"truth {int(truth.sum())})")
-    found = {side: float(np.count_nonzero(pred & (ref.array == v))) / max(1, np.count_nonzero(ref.array == v))
-             for side, v in (("right", 2), ("left", 3))}
+    found = kidney_shares(pred, ref.array)
     stray = [i for i, r in enumerate(res.rois) if not _holds_kidney(r, truth, ct.spacing)]
     inside = _in_rois(res.rois, ct.spacing, truth.shape)
-    covered = {side: float(np.count_nonzero(inside & (ref.array == v))) / max(1, np.count_nonzero(ref.array == v))
-               for side, v in (("right", 2), ("left", 3))}
+    covered = kidney_shares(inside, ref.array)
     print("stage 1: ROI boxes hold " + ", ".join(f"{k} {v:.2f}" for k, v in covered.items())
           + f" of each kidney; ROIs away from the kidneys: {len(stray)}")
     print("kidneys found (share of each labelled): " + ", ".join(f"{k} {v:.2f}" for k, v in found.items()))
@@ -87,6 +85,13 @@ def main(argv=None) -> int:
               f"the kidneys {len(stray)} (need 0)")
         return 0 if ok else 1
     return 0
+
+
+def kidney_shares(mask, ref) -> dict:
+    """``{"right": share, "left": share}``: the part of each labelled kidney (TotalSegmentator labels 2
+    and 3) that ``mask`` covers."""
+    return {side: float(np.count_nonzero(mask & (ref == v))) / max(1, np.count_nonzero(ref == v))
+            for side, v in (("right", 2), ("left", 3))}
 
 
 def label_names(path) -> dict:
@@ -150,7 +155,7 @@ def probe_table(seg, ct, ref, truth) -> str:
              "probe                      Dice   right  left  liver k/t    spleen k/t"]
     for name, hu in probes(ct.array.astype(np.float32), ref, truth):
         labels = seg.segment(ct.like(hu))  # (Z, Y, X) uint8 on the CT's grid
-        shares = [np.count_nonzero((labels > 0) & (ref == v)) / max(1, np.count_nonzero(ref == v)) for v in (2, 3)]
+        shares = list(kidney_shares(labels > 0, ref).values())
         calls = [f"{np.count_nonzero((ref == v) & (labels == 1))}/{np.count_nonzero((ref == v) & (labels == 2))}"
                  for v in (5, 1)]
         lines.append(f"{name:<25}  {metrics.dice(labels > 0, truth):.3f}  {shares[0]:.2f}   {shares[1]:.2f}  "

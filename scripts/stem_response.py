@@ -22,8 +22,6 @@ from kidney.pipeline import default_weights
 from kidney.sparsify import stage_preset
 from sparseconv import SparseTensor
 
-EPS = 1e-6  # the stem LayerNorm's eps (kidney.model)
-
 
 def stem_curve(model, preset, hu):
     """``(N, C)`` stem outputs for the HU values ``hu``, one isolated voxel each."""
@@ -50,7 +48,7 @@ def main(argv=None) -> int:
             print("  the stem has a bias: the curve's centre and width are learnt (no closed form for a)")
         else:
             w = model.stem[0].weight.data.ravel()
-            a_hu = np.sqrt(EPS) / w.std() * preset.std
+            a_hu = np.sqrt(model.stem[1].eps) / w.std() * preset.std  # the stem LayerNorm's eps
             print(f"  a = {a_hu:.1f} HU: the feature is linear within about ±a of the centre, then saturates")
         probe = np.array([lo, 0.0, 30.0, preset.mean, 100.0, 150.0, 250.0, hi])
         probe = probe[(probe >= lo) & (probe <= hi)]

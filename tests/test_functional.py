@@ -60,6 +60,8 @@ def test_backward_without_bias_skips_only_the_bias_gradient(x, rng, depthwise):
     dx0, dw0, db0 = backward(grad, x.feats, weight, kmap, bias=False)
     assert db0 is None and np.array_equal(db, grad.sum(axis=0))
     assert np.array_equal(dx, dx0) and np.array_equal(dw, dw0)
+    no_dx, dw1, db1 = backward(grad, x.feats, weight, kmap, input_grad=False)  # the first layer's case
+    assert no_dx is None and np.array_equal(dw1, dw) and np.array_equal(db1, db)
 
 
 def test_depthwise_conv_grad(x, rng):

@@ -37,11 +37,13 @@ def conv_forward(feats, weight, kmap, bias=None):
     return out if bias is None else out + bias
 
 
-def conv_backward(grad_out, feats, weight, kmap, bias=True):
+def conv_backward(grad_out, feats, weight, kmap, bias=True, input_grad=True):
     """Gradients ``(d_feats (n_in, Cin), d_weight (K, Cin, Cout), d_bias (Cout,))``; ``d_bias`` is
-    None for a convolution without bias (``bias=False``)."""
+    None for a convolution without bias (``bias=False``), ``d_feats`` None when the input needs no
+    gradient (``input_grad=False``, e.g. the first layer: its pass is skipped)."""
     be = get_backend()
-    grad_in = be.conv_forward(grad_out, weight.transpose(0, 2, 1).copy(), kmap.transposed())
+    grad_in = (be.conv_forward(grad_out, weight.transpose(0, 2, 1).copy(), kmap.transposed())
+               if input_grad else None)
     grad_w = be.conv_weight_grad(feats, grad_out, kmap)
     return grad_in, grad_w, grad_out.sum(axis=0) if bias else None
 
@@ -53,11 +55,11 @@ def depthwise_forward(feats, weight, kmap, bias=None):
     return out if bias is None else out + bias
 
 
-def depthwise_backward(grad_out, feats, weight, kmap, bias=True):
-    """Gradients ``(d_feats (n_in, C), d_weight (K, C), d_bias (C,))``; ``d_bias`` is None for a
-    convolution without bias (``bias=False``)."""
+def depthwise_backward(grad_out, feats, weight, kmap, bias=True, input_grad=True):
+    """Gradients ``(d_feats (n_in, C), d_weight (K, C), d_bias (C,))``; ``d_bias`` / ``d_feats`` are
+    None as in :func:`conv_backward`."""
     be = get_backend()
-    grad_in = be.depthwise_forward(grad_out, weight, kmap.transposed())
+    grad_in = be.depthwise_forward(grad_out, weight, kmap.transposed()) if input_grad else None
     grad_w = be.depthwise_weight_grad(feats, grad_out, kmap)
     return grad_in, grad_w, grad_out.sum(axis=0) if bias else None
 
@@ -87,13 +89,9 @@ class Conv(Function):
     @staticmethod
     def backward(ctx, grad):
         feats, weight = ctx.saved
-        if ctx.needs_input_grad[0]:
-            d_feats, d_weight, d_bias = conv_backward(grad, feats, weight, ctx.kmap, ctx.has_bias)
-        else:  # e.g. the first layer: skip the input-gradient pass
-            d_feats = None
-            d_weight = get_backend().conv_weight_grad(feats, grad, ctx.kmap)
-            d_bias = grad.sum(axis=0) if ctx.has_bias else None
-        return d_feats, d_weight, d_bias, None
+        grads = conv_backward(grad, feats, weight, ctx.kmap, bias=ctx.has_bias,
+                              input_grad=ctx.needs_input_grad[0])
+        return (*grads, None)  # nothing for the kernel map
 
 
 class DepthwiseConv(Function):
@@ -108,13 +106,9 @@ class DepthwiseConv(Function):
     @staticmethod
     def backward(ctx, grad):
         feats, weight = ctx.saved
-        if ctx.needs_input_grad[0]:
-            d_feats, d_weight, d_bias = depthwise_backward(grad, feats, weight, ctx.kmap, ctx.has_bias)
-        else:
-            d_feats = None
-            d_weight = get_backend().depthwise_weight_grad(feats, grad, ctx.kmap)
-            d_bias = grad.sum(axis=0) if ctx.has_bias else None
-        return d_feats, d_weight, d_bias, None
+        grads = depthwise_backward(grad, feats, weight, ctx.kmap, bias=ctx.has_bias,
+                                   input_grad=ctx.needs_input_grad[0])
+        return (*grads, None)  # nothing for the kernel map
 
 
 def _kernel_size(K: int, kernel_size):

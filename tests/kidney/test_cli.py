@@ -103,6 +103,13 @@ def test_parser_structure_and_module_entry_point():
     assert done.returncode == 0 and "--from-labels" in done.stdout
 
 
+def test_train_help_names_every_model_config():
+    from kidney.model import CONFIGS
+    train = cli.build_parser()._subparsers._group_actions[0].choices["train"]
+    help_text = next(a.help for a in train._actions if "--model" in a.option_strings)
+    assert all(name in help_text.replace(",", " ").split() for name in CONFIGS), help_text
+
+
 def test_phantom_figure_example(tmp_path):
     pytest.importorskip("matplotlib")
     sys.path.insert(0, str(REPO / "examples"))
