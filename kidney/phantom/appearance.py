@@ -26,6 +26,18 @@ Two appearances:
       liver, spleen or bowel, as it often does);
     - scanner: tissue texture × 0.8–1.3, quantum noise × 0.6–1.8 of :func:`default_noise_hu`,
       point spread σ 0.3–1.0 voxel in-plane and 0.2–0.6 voxel in z (sharp to smooth kernels).
+``varied-organs``
+    ``varied``, and the organs around the kidneys drawn per scan as well (:class:`Organs`, from a
+    stream of their own, so a seed's scan differs from its ``varied`` one only there), where
+    ``varied`` keeps the liver and the spleen the same in every scan:
+
+    - the liver's inferior right lobe reaching down beside the right kidney (70 %): an ellipsoid
+      25–45 mm lateral to the kidney's centre, from 35 mm above it to 15 mm below, joined to the
+      liver above, so that near the kidney a slice shows a round lobe separated from it only by
+      fat, as in many real scans;
+    - the spleen's lower pole beside the left kidney (60 %), the same way;
+    - the liver's non-contrast HU 20–65 (fatty to dense liver) and the spleen's 30–50; enhanced
+      phases add the table's uptake on top.
 
 Per-lesion tissues get ids from :data:`LESION_ID0` up; :class:`Look` holds the 256-entry mean, sd
 and label tables the renderer reads.
@@ -39,7 +51,7 @@ import numpy as np
 
 from .tissues import PHASES, TISSUES, T
 
-APPEARANCES = ("classic", "varied")
+APPEARANCES = ("classic", "varied", "varied-organs")
 LESION_ID0 = 64  # TISSUES has fewer entries; ids from here on are per-lesion tissues
 _KIDNEY = ("renal_cortex", "renal_medulla")
 
@@ -57,6 +69,7 @@ class Look:
         rng: the appearance's own random stream (``varied``), None for ``classic``.
         kidney_nc: non-contrast HU of the renal cortex (``varied``).
         fat_rim_mm: perirenal fat rim :func:`~kidney.phantom.from_labels` paints around the labels.
+        organs: the drawn liver lobe and spleen pole (``varied-organs``), None otherwise.
     """
 
     phase: str
@@ -68,11 +81,17 @@ class Look:
     rng: Optional[np.random.Generator] = field(default=None, repr=False)
     kidney_nc: float = 0.0
     fat_rim_mm: float = 12.0
+    organs: Optional["Organs"] = None
     _next: int = LESION_ID0
 
     @property
     def varied(self) -> bool:
         return self.rng is not None
+
+    @property
+    def name(self) -> str:
+        """The appearance's name (:data:`APPEARANCES`)."""
+        return "classic" if not self.varied else "varied" if self.organs is None else "varied-organs"
 
     def _new(self, mean: float, sd: float, label: int) -> int:
         if self._next > 255:
@@ -105,6 +124,34 @@ class Look:
         return self._new(hu + pseudo, r.uniform(3, 12), 3)
 
 
+Ellipsoid = Tuple[Tuple[float, float, float], Tuple[float, float, float]]
+
+
+@dataclass(frozen=True)
+class Organs:
+    """The organs beside the kidneys, drawn per scan (``varied-organs``).
+
+    ``liver_lobe`` and ``spleen_pole`` are ``(offset, radii)`` in mm, ``(z, y, x)``, from the
+    centre of the right and the left kidney; the offset's ``x`` is lateral (away from the
+    midline). None: no such lobe in this scan.
+    """
+
+    liver_lobe: Optional[Ellipsoid]
+    spleen_pole: Optional[Ellipsoid]
+    lump_seed: int = 0  # the seed of their surface's lumps
+
+
+def _draw_organs(rng) -> Organs:
+    def beside(p, dz, dy, dx, rz, ry, rx):
+        if rng.random() >= p:
+            return None
+        off = tuple(float(rng.uniform(*r)) for r in (dz, dy, dx))
+        return off, tuple(float(rng.uniform(*r)) for r in (rz, ry, rx))
+    return Organs(liver_lobe=beside(0.7, (-35, 15), (-20, 5), (25, 45), (40, 70), (25, 45), (20, 35)),
+                  spleen_pole=beside(0.6, (-40, 0), (-5, 20), (25, 45), (30, 50), (18, 28), (18, 30)),
+                  lump_seed=int(rng.integers(2**62)))
+
+
 def _tables(phase_index: int):
     mean = np.zeros(256, np.float32)
     sd = np.zeros(256, np.float32)
@@ -135,8 +182,9 @@ def classic_look(phase: str) -> Look:
     return Look(phase, *_tables(PHASES.index(phase)))
 
 
-def varied_look(seed: int, phase: str) -> Look:
-    """A drawn appearance (module docstring) from its own stream of ``seed``."""
+def varied_look(seed: int, phase: str, organs: bool = False) -> Look:
+    """A drawn appearance (module docstring) from its own stream of ``seed``; ``organs``: the
+    ``varied-organs`` one."""
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 20261202]))
     phase = draw_phase(rng, phase, "varied")
     table_nc, sd, label = _tables(0)
@@ -153,9 +201,15 @@ def varied_look(seed: int, phase: str) -> Look:
         mean = nc_mean + rng.uniform(0.6, 1.3) * (table - table_nc)
     sd = sd * np.float32(rng.uniform(0.8, 1.3))
     b = rng.uniform(0.3, 1.0)
-    return Look(phase, mean.astype(np.float32), sd.astype(np.float32), label,
+    look = Look(phase, mean.astype(np.float32), sd.astype(np.float32), label,
                 noise_factor=float(rng.uniform(0.6, 1.8)), blur=(float(rng.uniform(0.2, 0.6)), b, b),
                 rng=rng, kidney_nc=float(kidney_nc), fat_rim_mm=float(rng.uniform(0, 12)))
+    if organs:  # a stream of their own: everything 'varied' draws stays the same
+        org = np.random.default_rng(np.random.SeedSequence([int(seed), 20261203]))
+        look.organs = _draw_organs(org)
+        for name, lo, hi in (("liver", 20.0, 65.0), ("spleen", 30.0, 50.0)):
+            look.mean[T[name]] += np.float32(org.uniform(lo, hi) - table_nc[T[name]])
+    return look
 
 
 def make_look(seed: int, rng, phase: str, appearance: str) -> Look:
@@ -163,4 +217,6 @@ def make_look(seed: int, rng, phase: str, appearance: str) -> Look:
     if appearance not in APPEARANCES:
         raise ValueError(f"unknown appearance {appearance!r}; use one of {APPEARANCES}")
     classic_phase = draw_phase(rng, phase, "classic")  # drawn in both, so the anatomy is the same
-    return classic_look(classic_phase) if appearance == "classic" else varied_look(seed, phase)
+    if appearance == "classic":
+        return classic_look(classic_phase)
+    return varied_look(seed, phase, organs=appearance == "varied-organs")

@@ -145,7 +145,7 @@ def from_labels(segmentation: np.ndarray, spacing: Sequence[float], seed: int = 
     look = make_look(seed, rng, phase, appearance)
     an = _anatomy_from_labels(rng, labels, spacing)
     cv = _Canvas(labels.shape, spacing, _sub_slices(spacing))
-    _paint_background(cv, an, rng)
+    _paint_background(cv, an, rng, look)
     _paint_renal_vessels(cv, an)
     _label_tissues(cv, labels, spacing, rng, look)
     return _finish(cv, an, spacing, look, int(seed), noise_hu, rng, labels=labels.copy())

@@ -1,9 +1,12 @@
 """Painting the body around the kidneys: wall, spine, back muscles, ribs, organs, vessels and bowel."""
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 
 from .anatomy import Anatomy, _rotation
+from .appearance import Organs
 from .canvas import _Canvas, _box_around, _lumps, _paint_ellipsoid, _paint_tube
 from .tissues import T, _CAVITY
 
@@ -100,7 +103,33 @@ def _paint_ribs(cv: _Canvas, an: Anatomy, rng) -> None:
                  over=(T["cortical_bone"],))
 
 
-def _paint_organs(cv: _Canvas, an: Anatomy, rng) -> None:
+def _kidney_centre(an: Anatomy, side: str) -> np.ndarray:
+    """Centre (mm) of the ``side`` kidney: the drawn one, the label component on that side of the
+    midline, or (no such component) the default place level with ``z_kidney``."""
+    sign = -1.0 if side == "right" else 1.0
+    for k in an.kidneys:
+        if k.side == side:
+            return np.asarray(k.centre, float)
+    for c in an.label_centres:
+        if sign * (c[2] - an.cx) > 0:
+            return np.asarray(c, float)
+    return np.array([an.z_kidney[side], an.y_spine + 10.0, an.cx + sign * 70.0])
+
+
+def _paint_beside_kidneys(cv: _Canvas, an: Anatomy, organs: Organs) -> None:
+    """The liver's inferior lobe and the spleen's lower pole beside the kidneys (``varied-organs``)."""
+    rng = np.random.default_rng(organs.lump_seed)  # not the geometry's stream: the rest stays the same
+    for side, tissue, shape in (("right", "liver", organs.liver_lobe), ("left", "spleen", organs.spleen_pole)):
+        if shape is None:
+            continue
+        (dz, dy, dx), radii = shape
+        lateral = -1.0 if side == "right" else 1.0
+        centre = _kidney_centre(an, side) + (dz, dy, lateral * dx)
+        _paint_ellipsoid(cv, T[tissue], tuple(centre), radii, None, _lumps(rng),
+                         over=(T["visceral_fat"], T["lung"]))
+
+
+def _paint_organs(cv: _Canvas, an: Anatomy, rng, organs: Optional[Organs] = None) -> None:
     cx, cy, ys = an.cx, an.cy, an.y_spine
     zr, zl = an.z_kidney["right"], an.z_kidney["left"]
     organ_over = (T["visceral_fat"], T["lung"])
@@ -116,6 +145,8 @@ def _paint_organs(cv: _Canvas, an: Anatomy, rng) -> None:
     spleen_rot = _rotation(np.array([1.0, 0.6, 0.3]), np.array([0.0, -0.5, -1.0]))
     _paint_ellipsoid(cv, T["spleen"], (zl - 60, ys + 15, cx + 88), (55, 28, 45), spleen_rot,
                      _lumps(rng), over=organ_over)
+    if organs is not None:
+        _paint_beside_kidneys(cv, an, organs)
     _paint_stomach(cv, (zl - 85, cy - 35, cx + 45), (50, 38, 50))
     _paint_tube(cv, T["pancreas"], [(zl - 30, ys - 15, cx + 70), (zl - 15, ys - 45, cx + 10),
                                     (zl - 5, ys - 40, cx - 35)], 11, over=(T["visceral_fat"],))

@@ -29,7 +29,7 @@ class Phantom:
         seed: the seed it was made from.
         anatomy: the drawn geometry (kidney and lesion positions in mm).
         noise_hu: quantum-noise sd used.
-        appearance: ``'classic'`` or ``'varied'`` (:mod:`kidney.phantom.appearance`).
+        appearance: ``'classic'``, ``'varied'`` or ``'varied-organs'`` (:mod:`kidney.phantom.appearance`).
     """
 
     image: np.ndarray
@@ -66,15 +66,15 @@ def _finish(cv: _Canvas, an: Anatomy, spacing, look: Look, seed: int, noise_hu, 
     if labels is None:
         labels = look.label[tissue]
     return Phantom(image, labels, np.ascontiguousarray(tissue), tuple(spacing), look.phase, seed, an,
-                   noise_hu, "varied" if look.varied else "classic")
+                   noise_hu, look.name)
 
 
-def _paint_background(cv: _Canvas, an: Anatomy, rng) -> None:
+def _paint_background(cv: _Canvas, an: Anatomy, rng, look: Look) -> None:
     _paint_body(cv, an)
     _paint_spine(cv, an)
     _paint_back_muscles(cv, an)
     _paint_ribs(cv, an, rng)
-    _paint_organs(cv, an, rng)
+    _paint_organs(cv, an, rng, look.organs)
     _paint_bowel(cv, an, rng)
 
 
@@ -96,7 +96,8 @@ def make_phantom(seed: int = 0, *, preset: str = "demo", shape=None, spacing=Non
         noise_hu: quantum-noise sd; default :func:`default_noise_hu` (× a drawn factor when varied).
         appearance: ``'classic'`` (fixed HU table; the default, reproducing earlier phantoms) or
             ``'varied'`` (drawn phase, contrast dose, kidney HU, per-lesion HU, noise and blur; see
-            :mod:`kidney.phantom.appearance`). The anatomy of a seed is the same in both.
+            :mod:`kidney.phantom.appearance`) or ``'varied-organs'`` (``varied`` with the liver and
+            the spleen beside the kidneys drawn too). The anatomy of a seed is the same in all.
 
     Returns:
         :class:`Phantom` (image int16 HU, labels uint8, internal ``I, P, L`` orientation).
@@ -109,7 +110,7 @@ def make_phantom(seed: int = 0, *, preset: str = "demo", shape=None, spacing=Non
     extent = tuple(n * s for n, s in zip(shape, spacing))
     an = _draw_anatomy(rng, extent, n_tumours=n_tumours, n_cysts=n_cysts)
     cv = _Canvas(shape, spacing, _sub_slices(spacing))
-    _paint_background(cv, an, rng)
+    _paint_background(cv, an, rng, look)
     for k in an.kidneys:
         _paint_kidney(cv, an, k, rng)
     for les in sorted(an.lesions, key=lambda l: l.kind != "cyst"):  # cysts first, tumours win

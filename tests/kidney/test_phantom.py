@@ -161,6 +161,8 @@ def test_default_noise_grows_as_voxels_shrink():
 
 # --- the varied appearance ----------------------------------------------------------------------
 
+_ORGANS = [T["liver"], T["spleen"]]
+
 def test_varied_keeps_the_anatomy_and_is_seeded():
     classic = phantom.make_phantom(5, preset="tiny")
     a = phantom.make_phantom(5, preset="tiny", appearance="varied")
@@ -202,9 +204,46 @@ def test_varied_from_labels_keeps_labels_and_differs_by_phase(cropped_kits_label
     lab, sp = lab[:, ::2, ::2], (sp[0], 2 * sp[1], 2 * sp[2])
     nc = phantom.from_labels(lab, sp, 3, phase="noncontrast", appearance="varied")
     ne = phantom.from_labels(lab, sp, 3, phase="nephrographic", appearance="varied")
-    assert np.array_equal(nc.labels, lab) and np.array_equal(ne.labels, lab)
+    organs = phantom.from_labels(lab, sp, 3, phase="noncontrast", appearance="varied-organs")
+    assert np.array_equal(nc.labels, lab) and np.array_equal(ne.labels, lab) and np.array_equal(organs.labels, lab)
+    assert np.isin(organs.tissue[organs.tissue != nc.tissue], _ORGANS).all()
     kid = ndimage.binary_erosion(lab == 1)
     assert ne.image[kid].mean() > nc.image[kid].mean() + 60   # the kidney enhances
+
+
+# --- varied-organs: the liver and the spleen beside the kidneys drawn per scan --------------------
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_varied_organs_changes_only_the_liver_and_the_spleen(seed):
+    varied = phantom.make_phantom(seed, preset="tiny", appearance="varied")
+    a = phantom.make_phantom(seed, preset="tiny", appearance="varied-organs")
+    b = phantom.make_phantom(seed, preset="tiny", appearance="varied-organs")
+    assert a.appearance == "varied-organs" and varied.appearance == "varied"
+    assert np.array_equal(a.image, b.image) and np.array_equal(a.tissue, b.tissue)   # seeded
+    assert np.array_equal(a.labels, varied.labels) and a.phase == varied.phase       # same scan otherwise
+    changed = a.tissue != varied.tissue
+    assert np.isin(a.tissue[changed], _ORGANS).all()     # the lobes are painted over fat only
+    organ = np.isin(a.tissue, _ORGANS) | np.isin(varied.tissue, _ORGANS)
+    near = ndimage.binary_dilation(organ, iterations=5)   # the point spread reaches 4 sigma (<= 4 voxels)
+    assert not (a.image != varied.image)[~near].any()
+
+
+def test_varied_organs_puts_lobes_beside_the_kidneys_and_varies_the_liver():
+    from kidney.phantom.body import _kidney_centre
+
+    beside, liver_hu = [], []
+    for seed in range(8):
+        ph = phantom.make_phantom(seed, preset="tiny", appearance="varied-organs", phase="noncontrast")
+        ref = phantom.make_phantom(seed, preset="tiny", appearance="varied", phase="noncontrast")
+        zc, yc, xc = (_kidney_centre(ph.anatomy, "right") / ph.spacing).astype(int)
+        box = (slice(zc - 3, zc + 4), slice(yc - 15, yc + 16), slice(max(0, xc - 20), xc))
+        beside.append(int((ph.tissue[box] == T["liver"]).sum() - (ref.tissue[box] == T["liver"]).sum()))
+        inner = ndimage.binary_erosion(ph.tissue == T["liver"], iterations=2)
+        liver_hu.append(float(ph.image[inner].mean()))
+    assert sum(b > 0 for b in beside) >= 3, beside        # drawn in 70 % of scans
+    assert min(beside) >= 0
+    assert max(liver_hu) - min(liver_hu) > 15 and 10 < min(liver_hu) and max(liver_hu) < 75, liver_hu
 
 
 def test_unknown_appearance_is_refused():
