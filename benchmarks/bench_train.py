@@ -34,10 +34,11 @@ that runs costs 1 + 2 × repeats steps; its compact rows took 62 s and 100 s).
 * **Per op** (``op_profile.OpProfile``): the backend's kernels timed through a wrapper backend, plus
   the Linear layers (BLAS), the kernel-map builders above the backend, the loss and the optimiser;
   the remainder is autograd bookkeeping and array code between the ops.
-* **Threads**: each thread count is Numba's (``numba.set_num_threads``; counts above
-  ``NUMBA_NUM_THREADS`` are dropped). The Linear layers' matrix products run on OpenBLAS, whose
-  thread count stays what the environment set (``OPENBLAS_NUM_THREADS``, default one per core) and is
-  reported. The twin runs on PyTorch's default thread count.
+* **Threads**: each thread count is set on every thread pool of the process, Numba's
+  (``numba.set_num_threads``; counts above ``NUMBA_NUM_THREADS`` are dropped) and the OpenBLAS that
+  NumPy runs on (``sparseconv.testing.threads``), whatever ``OPENBLAS_NUM_THREADS`` said at the start
+  (reported). The sparse step's Linear layers run on the backend's convolution kernels, so nothing
+  in it depends on OpenBLAS; the twin runs on PyTorch's default thread count.
 
 A partial report is written after each row, so an interrupted run keeps what it measured.
 Writes ``benchmarks/results/bench_train.{json,md}``.
@@ -45,7 +46,6 @@ Writes ``benchmarks/results/bench_train.{json,md}``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -113,20 +113,17 @@ def thread_counts(wanted):
     return sorted({min(int(n), numba.config.NUMBA_NUM_THREADS) for n in wanted})
 
 
-@contextlib.contextmanager
-def numba_threads(n):
-    """Numba's thread count ``n`` inside the block (BLAS keeps its own: ``blas_threads``)."""
-    import numba
-    before = numba.get_num_threads()
-    numba.set_num_threads(n)
-    try:
-        yield
-    finally:
-        numba.set_num_threads(before)
+def compute_threads(n):
+    """A context: every thread pool of the process (Numba's, NumPy's OpenBLAS) at ``n`` threads
+    inside it (each at most what it allows), as before after it."""
+    import sparseconv
+    from sparseconv.testing.threads import control_for
+    return control_for(sparseconv.get_backend()).threads(n)
 
 
 def blas_threads():
-    """The thread count of the OpenBLAS NumPy's matrix products run on (None if not found)."""
+    """The thread count of the OpenBLAS NumPy's matrix products run on, as the environment set it
+    (None if not found)."""
     from sparseconv.testing.threads import _openblas_library
     lib = _openblas_library()
     return None if lib is None else int(lib[1]())
@@ -165,14 +162,14 @@ def sparse_row(config, coords, feats, shape, targets, counts, repeats, budget_gb
     limit_memory(budget_gb)
     runs = {n: [] for n in counts}
     try:
-        with numba_threads(max(counts)):
+        with compute_threads(max(counts)):
             reset_peak()
             base = rss_mb()
             sparse_step(model, opt, x, targets)
             peak_mb = peak_rss_mb() - base
         for _ in range(repeats):
             for n in counts:
-                with numba_threads(n):
+                with compute_threads(n):
                     runs[n].append(timed_sparse_step(model, opt, coords, feats, shape, targets))
     except MemoryError:
         return dict(skipped=f"needs more than {budget_gb:.1f} GB", parameters=model.num_parameters())
@@ -349,9 +346,9 @@ def ops_table(row):
 def markdown(results):
     m = results["machine"]
     parts = [f"Machine: {m['cpus']} CPUs ({m['processor']}), load average at start {m['load_avg_at_start']}, "
-             f"backend {m['backend']}, Numba thread counts {m['thread_counts']}"
+             f"backend {m['backend']}, thread counts {m['thread_counts']} (Numba and OpenBLAS)"
              f"{' (NUMBA_NUM_THREADS allows no more)' if m['thread_counts'] != m['threads_asked'] else ''}, "
-             f"OpenBLAS threads {m['blas_threads']}; "
+             f"OpenBLAS threads at the start {m['blas_threads']}; "
              f"{results['repeats']} timed step(s) per thread count after a warm-up, the run with the median "
              "step time shown.", ""]
     parts += [f"Each step ran in a fresh process whose address space it could grow by {results['memory_budget_gb']} GB "

@@ -15,7 +15,7 @@
   not touched. ``conv_forward`` and ``depthwise_forward`` count as *forward* in the forward phase and
   as *dX* in the ``backward`` phase (an input gradient is a forward pass over the transposed map).
 * **Ops that are not backend kernels** are timed by wrapping them for the block only (restored on
-  exit): the per-voxel Linear (``LinearFn``: BLAS), the kernel-map builders above the backend
+  exit): the per-voxel Linear (``LinearFn``, itself on the conv kernels), the kernel-map builders above the backend
   (``kmap.submanifold_map``, ``down_map``, ``inverse_map``, ``KernelMap.transposed``) and the loss
   (soft Dice, BCE and the target pooling, forward and backward).
 * A timed call made inside another timed call counts once, in the outer one's category (the

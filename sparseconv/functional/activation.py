@@ -10,6 +10,7 @@ import numpy as np
 
 from ..autograd import Function, Mul, data_of
 from ..backends import get_backend
+from ..kmap import KernelMap
 from ._util import split, wrap
 
 
@@ -71,21 +72,37 @@ def sigmoid_array(x):
     return xp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(x.dtype)
 
 
+def pointwise_map(n: int) -> KernelMap:
+    """The map of a 1×1×1 convolution on ``n`` rows: one offset, each row its own neighbour."""
+    xp = get_backend().xp
+    return KernelMap(xp.arange(n, dtype=np.int32)[:, None], n, np.zeros((1, 3), np.int32), "pointwise",
+                     mirror_symmetric=True)
+
+
 class LinearFn(Function):
-    """``y = x @ Wᵀ + b`` with PyTorch's layout: ``weight (out_features, in_features)``."""
+    """``y = x @ Wᵀ + b`` with PyTorch's layout: ``weight (out_features, in_features)``.
+
+    A Linear is a 1×1×1 convolution, and it runs on the backend's convolution kernels with the
+    one-offset identity map (:func:`pointwise_map`) rather than on the BLAS behind ``@``: a BLAS
+    splits its work by its own thread count, so its bits would change with ``OPENBLAS_NUM_THREADS``
+    or the machine's core count, while the backend's kernels give the same bits for any thread count
+    and thread like every other layer.
+    """
 
     @staticmethod
     def forward(ctx, x, weight, bias):
+        kmap = pointwise_map(x.shape[0])
         ctx.save(x, weight)
-        ctx.has_bias = bias is not None
-        y = x @ weight.T
+        ctx.kmap, ctx.has_bias = kmap, bias is not None
+        y = get_backend().conv_forward(x, weight.T[None], kmap)
         return y if bias is None else y + bias
 
     @staticmethod
     def backward(ctx, grad):
         x, weight = ctx.saved
-        gx = grad @ weight if ctx.needs_input_grad[0] else None
-        gw = grad.T @ x
+        b = get_backend()
+        gx = b.conv_forward(grad, weight[None], ctx.kmap) if ctx.needs_input_grad[0] else None
+        gw = b.xp.ascontiguousarray(b.conv_weight_grad(x, grad, ctx.kmap)[0].T)
         gb = grad.sum(axis=0) if ctx.has_bias else None
         return gx, gw, gb
 

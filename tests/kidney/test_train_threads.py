@@ -1,10 +1,12 @@
-"""A whole training step of a kidney network gives the same bits on 1 and 2 Numba threads.
+"""A whole training step of a kidney network gives the same bits on 1 and 2 threads (Numba's and
+OpenBLAS's, set together as ``benchmarks/bench_train.py`` sets them).
 
 The kernel-level check (``python -m sparseconv.verify``, tests/test_verify.py) compares every kernel
 call at 1 and N threads; this one runs the network as the trainer does — forward, the deep-supervised
 loss, backward, AdamW — and compares the outputs, the loss, every parameter's gradient and the
-updated weights. It runs in a subprocess with ``NUMBA_NUM_THREADS=2``, whatever this run has, and
-with every kernel forced parallel (``parallel_min_work = 0``), so small inputs reach the threaded code.
+updated weights. It runs in a subprocess with ``NUMBA_NUM_THREADS=2`` and ``OPENBLAS_NUM_THREADS=1``,
+whatever this run has (OpenBLAS is raised to 2 at run time), and with every kernel forced parallel
+(``parallel_min_work = 0``), so small inputs reach the threaded code.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from kidney.train import TrainConfig, loss_and_dice
 from sparseconv import SparseTensor
 from sparseconv.backends.numba_cpu import backend as nb
 from sparseconv.optim import AdamW, param_groups
+from sparseconv.testing.threads import control_for
 
 nb.parallel_min_work = 0  # every kernel on the threads, however small its input
 rng = np.random.default_rng(3)
@@ -37,8 +40,11 @@ u = rng.random(len(coords))
 targets = np.stack([u < 0.3, u < 0.1, u < 0.05], axis=1).astype(np.float32)
 
 
-def step(threads):
-    numba.set_num_threads(threads)
+pools = control_for(nb)
+assert {p.name for p in pools.pools} == {"Numba", "OpenBLAS"}, pools.describe()
+
+
+def step():
     c = TrainConfig()
     model = KidneyNet("compact", seed=0)  # channels up to 64: the BLAS-blocked conv kernels run too
     model.train()
@@ -57,12 +63,13 @@ def step(threads):
     return record
 
 
-np.savez(sys.argv[1], **step(1))
-np.savez(sys.argv[2], **step(2))
+for n, path in ((1, sys.argv[1]), (2, sys.argv[2])):
+    with pools.threads(n):  # Numba's and OpenBLAS's thread counts together
+        np.savez(path, **step())
 """
 
 
-def test_training_step_same_bits_on_1_and_2_numba_threads(tmp_path):
+def test_training_step_same_bits_on_1_and_2_threads(tmp_path):
     pytest.importorskip("numba")
     one, two = tmp_path / "one.npz", tmp_path / "two.npz"
     env = dict(os.environ, NUMBA_NUM_THREADS="2", OPENBLAS_NUM_THREADS="1",
