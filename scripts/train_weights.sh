@@ -447,4 +447,10 @@ for w in "$R9/cand/r9" varied; do n=$(basename "$w")
   kidney segment -i "$R9/real_val_organs" -o "$R9/valo_$n" --weights "$w" --overwrite --quiet
   kidney evaluate "$R9/valo_$n" "$R9/real_val_organs" --overwrite
 done
+for w in "$R9/cand/r9" varied; do n=$(basename "$w")  # the validation set's two parts on their own
+  for part in "$R6/real_val" "$R5/classic_val"; do p=$(basename "$part")
+    kidney segment -i "$part" -o "$R9/part_${n}_$p" --weights "$w" --overwrite --quiet
+    kidney evaluate "$R9/part_${n}_$p" "$part" --overwrite
+  done
+done
 python scripts/eval_real_ct.py --weights "$R9/cand/r9" || true  # after the choice; for the record
