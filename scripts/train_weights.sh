@@ -455,3 +455,27 @@ for w in "$R9/cand/r9" varied; do n=$(basename "$w")  # the validation set's two
   done
 done
 python scripts/eval_real_ct.py --weights "$R9/cand/r9" || true  # after the choice; for the record
+
+# 15. round 10 (shipped): round 8's stage 2 trained on, on round 6's data as in round 8, at a lower
+#     rate: lr 1e-4, 50 warm-up steps, 2,000 steps, seed 101, two Numba threads (the first run on the
+#     Linear layers' convolution kernels). Chosen on round 6's validation set, the same rule.
+R10="$WORK/round10"
+mkdir -p "$R10/cand/r10"
+kidney train --stage 2 --model wide-stem-bias --init-weights "$R8/cand/b/stage2_wide_stem_bias.npz" --out "$R10/s2c" \
+    --spacing 1.56 --stage1-spacing 5.97 --stage1-weights "$R8/r6_stage1_compact.npz" --no-gt-crops \
+    --lr 1e-4 --warmup 50 --steps 2000 --seed 101 $C7
+cp "$R8/r6_stage1_compact.npz" "$R10/cand/r10/stage1_compact.npz"
+cp "$R10/s2c/weights.npz" "$R10/cand/r10/stage2_wide_stem_bias.npz"
+kidney segment -i "$R6/val" -o "$R10/val_r10" --weights "$R10/cand/r10" --overwrite --quiet
+kidney evaluate "$R10/val_r10" "$R6/val" --overwrite
+kidney segment -i "$R9/real_val_organs" -o "$R10/valo_r10" --weights "$R10/cand/r10" --overwrite --quiet
+kidney evaluate "$R10/valo_r10" "$R9/real_val_organs" --overwrite
+# 15b. shipped as kidney/weights/varied/stage2_wide_stem_bias.npz, then the test runs of section 13e
+cp "$R10/s2c/weights.npz" kidney/weights/varied/stage2_wide_stem_bias.npz
+kidney segment -i "$R6/real_test" -o "$R10/pred_real" --weights varied --overwrite --quiet
+kidney evaluate "$R10/pred_real" "$R6/real_test" --overwrite
+kidney segment -i "$R5/classic_test" -o "$R10/pred_classic" --weights varied --overwrite --quiet
+kidney evaluate "$R10/pred_classic" "$R5/classic_test" --overwrite
+python scripts/eval_real_ct.py --weights varied --png docs/real_ct.png --probe --min-dice 0.85 || true  # prints FAIL
+python scripts/stage_errors.py "$R6/real_test" --weights varied --lesions
+python scripts/fov_check.py "$R6/real_test" --weights varied
