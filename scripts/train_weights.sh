@@ -413,13 +413,16 @@ python scripts/fov_check.py "$R6/real_val" --weights "$R7/cand/w"
 # 13e. the chosen pair (b) ships as kidney/weights/varied, then the test runs of section 11
 rm kidney/weights/varied/stage2_wide.npz
 cp "$R8/cand/b/stage2_wide_stem_bias.npz" kidney/weights/varied/
-kidney segment -i "$R6/real_test" -o "$R8/pred_real" --weights varied --overwrite --quiet
-kidney evaluate "$R8/pred_real" "$R6/real_test" --overwrite
-kidney segment -i "$R5/classic_test" -o "$R8/pred_classic" --weights varied --overwrite --quiet
-kidney evaluate "$R8/pred_classic" "$R5/classic_test" --overwrite
-python scripts/eval_real_ct.py --weights varied --png docs/real_ct.png --probe --min-dice 0.85 || true  # prints FAIL
-python scripts/stage_errors.py "$R6/real_test" --weights varied --lesions
-python scripts/fov_check.py "$R6/real_test" --weights varied
+test_varied() {  # OUT_DIR: the test runs of the shipped 'varied' set (real-geometry and classic test sets, the real CT)
+  kidney segment -i "$R6/real_test" -o "$1/pred_real" --weights varied --overwrite --quiet
+  kidney evaluate "$1/pred_real" "$R6/real_test" --overwrite
+  kidney segment -i "$R5/classic_test" -o "$1/pred_classic" --weights varied --overwrite --quiet
+  kidney evaluate "$1/pred_classic" "$R5/classic_test" --overwrite
+  python scripts/eval_real_ct.py --weights varied --png docs/real_ct.png --probe --min-dice 0.85 || true  # prints FAIL
+  python scripts/stage_errors.py "$R6/real_test" --weights varied --lesions
+  python scripts/fov_check.py "$R6/real_test" --weights varied
+}
+test_varied "$R8"
 
 # 14. round 9 (not shipped): the 'varied-organs' appearance (the liver's inferior lobe and the
 #     spleen's lower pole beside the kidneys, liver 20-65 HU and spleen 30-50 HU non-contrast) for 100
@@ -472,10 +475,4 @@ kidney segment -i "$R9/real_val_organs" -o "$R10/valo_r10" --weights "$R10/cand/
 kidney evaluate "$R10/valo_r10" "$R9/real_val_organs" --overwrite
 # 15b. shipped as kidney/weights/varied/stage2_wide_stem_bias.npz, then the test runs of section 13e
 cp "$R10/s2c/weights.npz" kidney/weights/varied/stage2_wide_stem_bias.npz
-kidney segment -i "$R6/real_test" -o "$R10/pred_real" --weights varied --overwrite --quiet
-kidney evaluate "$R10/pred_real" "$R6/real_test" --overwrite
-kidney segment -i "$R5/classic_test" -o "$R10/pred_classic" --weights varied --overwrite --quiet
-kidney evaluate "$R10/pred_classic" "$R5/classic_test" --overwrite
-python scripts/eval_real_ct.py --weights varied --png docs/real_ct.png --probe --min-dice 0.85 || true  # prints FAIL
-python scripts/stage_errors.py "$R6/real_test" --weights varied --lesions
-python scripts/fov_check.py "$R6/real_test" --weights varied
+test_varied "$R10"
