@@ -32,13 +32,13 @@ that runs costs 1 + 2 × repeats steps; its compact rows took 62 s and 100 s).
   run with the median step time (the lower middle one for an even count), so its per-op times add
   up to at most its step time. The twin: the median of ``--repeats`` steps after the first.
 * **Per op** (``op_profile.OpProfile``): the backend's kernels timed through a wrapper backend, plus
-  the Linear layers (BLAS), the kernel-map builders above the backend, the loss and the optimiser;
+  the Linear layers, the kernel-map builders above the backend, the loss and the optimiser;
   the remainder is autograd bookkeeping and array code between the ops.
 * **Threads**: each thread count is set on every thread pool of the process, Numba's
   (``numba.set_num_threads``; counts above ``NUMBA_NUM_THREADS`` are dropped) and the OpenBLAS that
   NumPy runs on (``sparseconv.testing.threads``), whatever ``OPENBLAS_NUM_THREADS`` said at the start
-  (reported). The sparse step's Linear layers run on the backend's convolution kernels, so nothing
-  in it depends on OpenBLAS; the twin runs on PyTorch's default thread count.
+  (reported). The sparse step's Linear layers run on the backend's convolution kernels, so on the
+  Numba backend nothing in it depends on OpenBLAS; the twin runs on PyTorch's default thread count.
 
 A partial report is written after each row, so an interrupted run keeps what it measured.
 Writes ``benchmarks/results/bench_train.{json,md}``.

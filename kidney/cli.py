@@ -44,7 +44,8 @@ def add_phantom(sub) -> None:
                    choices=("random", "cycle", "noncontrast", "corticomedullary", "nephrographic"),
                    help="contrast phase (random: drawn per case; cycle: case i gets phase i %% 3 "
                         "of non-contrast, corticomedullary, nephrographic)")
-    p.add_argument("--appearance", default="classic", choices=("classic", "varied", "varied-organs"),
+    p.add_argument("--appearance", default="classic",  # kidney.phantom.APPEARANCES (not imported here: startup)
+                   choices=("classic", "varied", "varied-organs"),
                    help="classic: the fixed HU table (default, reproduces earlier phantoms); varied: "
                         "drawn phase, contrast dose, kidney and per-lesion HU, noise and blur; "
                         "varied-organs: varied, and the liver and the spleen beside the kidneys drawn too")

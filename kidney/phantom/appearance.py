@@ -1,6 +1,6 @@
 """How a scan looks: the HU table of its contrast phase, per-lesion HU, scanner noise and blur.
 
-Two appearances:
+Three appearances:
 
 ``classic``
     The fixed :data:`~kidney.phantom.tissues.TISSUES` table of one phase (enhanced phases only when

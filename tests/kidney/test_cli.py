@@ -110,6 +110,13 @@ def test_train_help_names_every_model_config():
     assert all(name in help_text.replace(",", " ").split() for name in CONFIGS), help_text
 
 
+def test_phantom_appearance_choices_are_the_generators():
+    from kidney.phantom import APPEARANCES
+    phantom_cmd = cli.build_parser()._subparsers._group_actions[0].choices["phantom"]
+    action = next(a for a in phantom_cmd._actions if "--appearance" in a.option_strings)
+    assert tuple(action.choices) == APPEARANCES
+
+
 def test_phantom_figure_example(tmp_path):
     pytest.importorskip("matplotlib")
     sys.path.insert(0, str(REPO / "examples"))

@@ -40,8 +40,8 @@ u = rng.random(len(coords))
 targets = np.stack([u < 0.3, u < 0.1, u < 0.05], axis=1).astype(np.float32)
 
 
-pools = control_for(nb)
-assert {p.name for p in pools.pools} == {"Numba", "OpenBLAS"}, pools.describe()
+pools = control_for(nb)  # Numba's and, where NumPy runs on one, OpenBLAS's
+assert "Numba" in {p.name for p in pools.pools}, pools.describe()
 
 
 def step():
