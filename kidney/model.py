@@ -28,6 +28,7 @@ four on a dense grid and load the same ``state_dict``.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -45,7 +46,7 @@ from .metrics import HEC_LABELS, hec_mask
 
 __all__ = ["ModelConfig", "CONFIGS", "get_config", "KidneyNet", "build_model", "hec_targets",
            "labels_from_hecs", "HEC_NAMES", "PAPER_PARAMETERS", "WeightsError", "save_weights",
-           "load_weights"]
+           "load_weights", "read_weights", "weights_record"]
 
 #: The HEC of each output channel (the keys of :data:`kidney.metrics.HEC_LABELS`, in order).
 HEC_NAMES = tuple(HEC_LABELS)
@@ -259,6 +260,13 @@ def save_weights(model: KidneyNet, path, meta: Optional[dict] = None) -> Path:
     np.savez_compressed(tmp, **arrays)
     os.replace(tmp, path)
     return path
+
+
+def weights_record(path) -> str:
+    """``"name.npz (sha256 1a2b…)"``: a weight file, named in a form that holds on any machine (what
+    a run started from, what was averaged)."""
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    return f"{Path(path).name} (sha256 {digest})"
 
 
 def read_weights(path) -> Tuple[dict, dict]:

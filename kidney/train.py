@@ -33,7 +33,6 @@ and sum their gradients in a fixed order; rank 0 writes the files.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 import time
@@ -50,7 +49,7 @@ from sparseconv.optim import AdamW, GradientAccumulator, WarmupCosine, param_gro
 
 from . import io, roi as roi_mod
 from .augment import AUGMENTATIONS, NO_AUGMENT, AugmentConfig, augment, augmentation
-from .model import KidneyNet, get_config, hec_targets, save_weights
+from .model import KidneyNet, get_config, hec_targets, save_weights, weights_record
 from .sparsify import sparsify, stage_preset
 
 __all__ = ["TrainConfig", "Sample", "load_samples", "make_batch", "loss_and_dice", "Trainer", "train"]
@@ -239,13 +238,6 @@ def loss_and_dice(model: KidneyNet, x, targets, ds_weights: Sequence[float], los
     return loss, dice
 
 
-def _file_record(path) -> str:
-    """``"name.npz (sha256 1a2b…)"``: which weight file a run started from, in a form that names the
-    same file on any machine."""
-    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
-    return f"{Path(path).name} (sha256 {digest})"
-
-
 class Trainer:
     """Holds model, optimiser, schedule, data; :meth:`run` trains to ``cfg.steps`` optimiser steps."""
 
@@ -264,7 +256,7 @@ class Trainer:
         self.data_description = data_description
         self.progress = progress
         c = self.cfg
-        self.input_weights = {k: _file_record(getattr(c, k)) for k in ("init_weights", "stage1_weights")
+        self.input_weights = {k: weights_record(getattr(c, k)) for k in ("init_weights", "stage1_weights")
                               if getattr(c, k)}
         self.model = KidneyNet(get_config(c.model), seed=c.seed)
         if c.init_weights:

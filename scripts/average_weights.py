@@ -13,18 +13,12 @@ output keeps the first file's metadata and records which files were averaged (na
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from kidney.model import KidneyNet, ModelConfig, WeightsError, read_weights, save_weights
-
-
-def file_record(path) -> str:
-    """``"name.npz (sha256 1a2b…)"``: the file, in a form that names it on any machine."""
-    return f"{Path(path).name} (sha256 {hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]})"
+from kidney.model import KidneyNet, ModelConfig, WeightsError, read_weights, save_weights, weights_record
 
 
 def average(paths):
@@ -67,7 +61,7 @@ def main(argv=None) -> int:
     except WeightsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    meta = {**meta, "averaged_from": [file_record(p) for p in args.weights]}
+    meta = {**meta, "averaged_from": [weights_record(p) for p in args.weights]}
     save_weights(model, args.out, {k: v for k, v in meta.items() if k != "config"})
     print(f"averaged {len(args.weights)} weight files -> {args.out}")
     return 0
