@@ -476,3 +476,22 @@ kidney evaluate "$R10/valo_r10" "$R9/real_val_organs" --overwrite
 # 15b. shipped as kidney/weights/varied/stage2_wide_stem_bias.npz, then the test runs of section 13e
 cp "$R10/s2c/weights.npz" kidney/weights/varied/stage2_wide_stem_bias.npz
 test_varied "$R10"
+
+# 16. round 11 (analysis; nothing shipped): where round 10's mass errors lie, on validation and on
+#     20 of its own training scans (every tenth of round 6's CT around the training maps), and
+#     test-time mirroring on validation.
+R11="$WORK/round11"
+mkdir -p "$R11/train_sub"
+for c in $(ls "$R6/real_train" | grep '^case_' | awk 'NR % 10 == 1' | head -20); do
+  ln -sfn "$(readlink -f "$R6/real_train/$c")" "$R11/train_sub/$c"
+done
+{ head -1 "$R6/real_train/phantoms.csv"; grep -F -f <(ls "$R11/train_sub" | sed 's/$/,/') "$R6/real_train/phantoms.csv"; } \
+    > "$R11/train_sub/phantoms.csv"
+kidney segment -i "$R6/real_val" -o "$R11/real_val_r10" --weights varied --overwrite --quiet
+python scripts/mass_errors.py "$R11/real_val_r10" "$R6/real_val"
+kidney segment -i "$R11/train_sub" -o "$R11/train_sub_r10" --weights varied --overwrite --quiet
+python scripts/mass_errors.py "$R11/train_sub_r10" "$R11/train_sub"
+kidney segment -i "$R6/val" -o "$R11/val_r10_tta" --weights varied --tta --overwrite --quiet
+kidney evaluate "$R11/val_r10_tta" "$R6/val" --overwrite
+kidney segment -i "$R6/real_val" -o "$R11/real_val_r10_tta" --weights varied --tta --overwrite --quiet
+python scripts/mass_errors.py "$R11/real_val_r10_tta" "$R6/real_val"
