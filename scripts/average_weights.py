@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kidney.model import KidneyNet, ModelConfig, WeightsError, read_weights, save_weights, weights_record
+from kidney.model import WeightsError, load_weights, read_weights, save_weights, weights_record
 
 
 def average(paths):
@@ -26,7 +26,8 @@ def average(paths):
     arrays in each, else :class:`WeightsError` naming the file), meta from the first file."""
     if not paths:
         raise WeightsError("no weight files to average")
-    first_state, meta = read_weights(paths[0])
+    model, meta = load_weights(paths[0])  # the first file's config builds the model
+    first_state = model.state_dict()
     total = {k: v.astype(np.float64) for k, v in first_state.items()}
     for p in paths[1:]:
         state, m = read_weights(p)
@@ -39,9 +40,6 @@ def average(paths):
                 raise WeightsError(f"{p}: {k} has shape {v.shape}, {paths[0]} {total[k].shape}")
             total[k] += v
     mean = {k: (v / len(paths)).astype(first_state[k].dtype) for k, v in total.items()}
-    if "config" not in meta:
-        raise WeightsError(f"{paths[0]} records no model config")
-    model = KidneyNet(ModelConfig.from_dict(meta["config"]), seed=None)
     model.load_state_dict(mean)
     return model, meta
 

@@ -19,13 +19,13 @@ or background (not taken for part of the kidney at all, as an exophytic lesion c
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from kidney import io, metrics
+from kidney.phantom.dataset import read_manifest
 
 
 def errors(pred: np.ndarray, ref: np.ndarray, voxel_ml: float) -> dict:
@@ -36,15 +36,6 @@ def errors(pred: np.ndarray, ref: np.ndarray, voxel_ml: float) -> dict:
     return {"ref": ml(rm), "pred": ml(pm), "dice": metrics.dice(pm, rm),
             "false_on_kidney": ml(false & (ref == 1)), "false_on_background": ml(false & (ref == 0)),
             "missed_as_kidney": ml(missed & (pred == 1)), "missed_as_background": ml(missed & (pred == 0))}
-
-
-def phases(data: Path) -> dict:
-    """``{case: phase}`` from ``data/phantoms.csv`` (empty without one)."""
-    f = data / "phantoms.csv"
-    if not f.is_file():
-        return {}
-    with open(f, newline="") as fh:
-        return {row["case"]: row["phase"] for row in csv.DictReader(fh)}
 
 
 COLUMNS = ("ref", "pred", "dice", "false_on_kidney", "false_on_background", "missed_as_kidney",
@@ -59,7 +50,7 @@ def main(argv=None) -> int:
     cases = sorted(d for d in args.data.iterdir() if (d / io.LABEL_NAME).is_file())
     if not cases:
         ap.error(f"{args.data} holds no case_*/{io.LABEL_NAME}")
-    phase = phases(args.data)
+    phase = {case: row["phase"] for case, row in read_manifest(args.data).items()}
     print(f"{'case':24s} {'phase':17s} " + " ".join(f"{c:>10s}" for c in ("ref ml", "pred ml", "Dice",
           "FP kidney", "FP backgr", "FN kidney", "FN backgr")))
     rows = []
