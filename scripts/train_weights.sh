@@ -495,3 +495,75 @@ kidney segment -i "$R6/val" -o "$R11/val_r10_tta" --weights varied --tta --overw
 kidney evaluate "$R11/val_r10_tta" "$R6/val" --overwrite
 kidney segment -i "$R6/real_val" -o "$R11/real_val_r10_tta" --weights varied --tta --overwrite --quiet
 python scripts/mass_errors.py "$R11/real_val_r10_tta" "$R6/real_val"
+# 16b. round 10's stage 2 trained on, three ways, each chosen on round 6's validation set (none won):
+#      6,000 more steps with nnU-Net's augmentation (seed 111; the final weights, and the mean of the
+#      weights every 250 steps from step 3,000 on); and, to see whether it can fit real-map scans at
+#      all, 1,500 steps on 8 training scans with no augmentation (seed 120), scored on those 8 scans.
+kidney train --stage 2 --model wide-stem-bias --init-weights "$R10/s2c/weights.npz" --out "$R11/s2a" \
+    --spacing 1.56 --stage1-spacing 5.97 --stage1-weights "$R8/r6_stage1_compact.npz" --no-gt-crops \
+    --lr 1.5e-4 --warmup 100 --steps 6000 --seed 111 \
+    --data "$R6/train" --accumulate 1 --loss dice+bce --augment nnunet --checkpoint-every 250 --quiet
+mkdir -p "$R11/snaps_a"
+for s in $(seq 3000 250 6000); do  # the same run stopped at each step of the mean
+  [ -f "$R11/snaps_a/w$s.npz" ] && continue
+  kidney train --stage 2 --model wide-stem-bias --init-weights "$R10/s2c/weights.npz" --out "$R11/s2a_$s" \
+      --spacing 1.56 --stage1-spacing 5.97 --stage1-weights "$R8/r6_stage1_compact.npz" --no-gt-crops \
+      --lr 1.5e-4 --warmup 100 --steps 6000 --stop-at "$s" --seed 111 \
+      --data "$R6/train" --accumulate 1 --loss dice+bce --augment nnunet --quiet
+  cp "$R11/s2a_$s/weights.npz" "$R11/snaps_a/w$s.npz"
+done
+python scripts/average_weights.py $(for s in $(seq 3000 250 6000); do echo "$R11/snaps_a/w$s.npz"; done) \
+    --out "$R11/swa_a.npz" --overwrite
+mkdir -p "$R11/of8"
+for c in case_00010_c0 case_00154_c0 case_00226_c0 case_00412_c0 case_00434_c0 case_00492_c0 case_00500_c0 case_00549_c0; do
+  ln -sfn "$(readlink -f "$R6/real_train/$c")" "$R11/of8/$c"
+done
+{ head -1 "$R6/real_train/phantoms.csv"; grep -F -f <(ls "$R11/of8" | sed 's/$/,/') "$R6/real_train/phantoms.csv"; } \
+    > "$R11/of8/phantoms.csv"
+kidney train --stage 2 --model wide-stem-bias --init-weights "$R10/s2c/weights.npz" --out "$R11/s2of8" \
+    --spacing 1.56 --stage1-spacing 5.97 --stage1-weights "$R8/r6_stage1_compact.npz" --no-gt-crops \
+    --lr 2e-4 --warmup 50 --steps 1500 --seed 120 \
+    --data "$R11/of8" --accumulate 1 --loss dice+bce --augment none --checkpoint-every 250 --quiet
+for n in a swa_a of8; do
+  mkdir -p "$R11/cand/$n"; cp "$R8/r6_stage1_compact.npz" "$R11/cand/$n/stage1_compact.npz"
+done
+cp "$R11/s2a/weights.npz" "$R11/cand/a/stage2_wide_stem_bias.npz"
+cp "$R11/swa_a.npz" "$R11/cand/swa_a/stage2_wide_stem_bias.npz"
+cp "$R11/s2of8/weights.npz" "$R11/cand/of8/stage2_wide_stem_bias.npz"
+for n in a swa_a of8; do
+  kidney segment -i "$R6/val" -o "$R11/val_$n" --weights "$R11/cand/$n" --overwrite --quiet
+  kidney evaluate "$R11/val_$n" "$R6/val" --overwrite
+done
+for w in "$R11/cand/of8" "$R10/cand/r10"; do n=$(basename "$w")
+  kidney segment -i "$R11/of8" -o "$R11/of8_$n" --weights "$w" --overwrite --quiet
+  kidney evaluate "$R11/of8_$n" "$R11/of8" --overwrite
+done
+
+# 17. round 12 (shipped): round 10's stage 2 trained on with lighter augmentation, 3,000 steps,
+#     lr 1.5e-4, 100 warm-up steps: the paper's set (seed 131) and none at all (seed 141); the
+#     weights every 250 steps scored on round 6's validation set. The best, no augmentation at step
+#     2,000, is the `varied` set's stage 2 (the same run stopped there: --stop-at 2000).
+R12="$WORK/round12"
+for x in paper:131 none:141; do a=${x%:*}; s=${x#*:}
+  kidney train --stage 2 --model wide-stem-bias --init-weights "$R10/s2c/weights.npz" --out "$R12/s2_$a" \
+      --spacing 1.56 --stage1-spacing 5.97 --stage1-weights "$R8/r6_stage1_compact.npz" --no-gt-crops \
+      --lr 1.5e-4 --warmup 100 --steps 3000 --seed "$s" \
+      --data "$R6/train" --accumulate 1 --loss dice+bce --augment "$a" --checkpoint-every 250 --quiet
+done
+for x in paper:131:2000 none:141:1000 none:141:1750 none:141:2000 none:141:2250; do
+  IFS=: read -r a s at <<< "$x"; n="${a}_$at"
+  kidney train --stage 2 --model wide-stem-bias --init-weights "$R10/s2c/weights.npz" --out "$R12/s2_$n" \
+      --spacing 1.56 --stage1-spacing 5.97 --stage1-weights "$R8/r6_stage1_compact.npz" --no-gt-crops \
+      --lr 1.5e-4 --warmup 100 --steps 3000 --stop-at "$at" --seed "$s" \
+      --data "$R6/train" --accumulate 1 --loss dice+bce --augment "$a" --quiet
+done
+for n in paper none paper_2000 none_1000 none_1750 none_2000 none_2250; do
+  mkdir -p "$R12/cand/$n"; cp "$R8/r6_stage1_compact.npz" "$R12/cand/$n/stage1_compact.npz"
+  cp "$R12/s2_$n/weights.npz" "$R12/cand/$n/stage2_wide_stem_bias.npz"
+  kidney segment -i "$R6/val" -o "$R12/val_$n" --weights "$R12/cand/$n" --overwrite --quiet
+  kidney evaluate "$R12/val_$n" "$R6/val" --overwrite
+done
+cp "$R12/s2_none_2000/weights.npz" kidney/weights/varied/stage2_wide_stem_bias.npz
+test_varied "$R12"
+kidney segment -i "$R11/train_sub" -o "$R12/train_sub" --weights varied --overwrite --quiet
+python scripts/mass_errors.py "$R12/train_sub" "$R11/train_sub"
