@@ -487,13 +487,13 @@ for c in $(ls "$R6/real_train" | grep '^case_' | awk 'NR % 10 == 1' | head -20);
 done
 { head -1 "$R6/real_train/phantoms.csv"; grep -F -f <(ls "$R11/train_sub" | sed 's/$/,/') "$R6/real_train/phantoms.csv"; } \
     > "$R11/train_sub/phantoms.csv"
-kidney segment -i "$R6/real_val" -o "$R11/real_val_r10" --weights varied --overwrite --quiet
+kidney segment -i "$R6/real_val" -o "$R11/real_val_r10" --weights "$R10/cand/r10" --overwrite --quiet
 python scripts/mass_errors.py "$R11/real_val_r10" "$R6/real_val"
-kidney segment -i "$R11/train_sub" -o "$R11/train_sub_r10" --weights varied --overwrite --quiet
+kidney segment -i "$R11/train_sub" -o "$R11/train_sub_r10" --weights "$R10/cand/r10" --overwrite --quiet
 python scripts/mass_errors.py "$R11/train_sub_r10" "$R11/train_sub"
-kidney segment -i "$R6/val" -o "$R11/val_r10_tta" --weights varied --tta --overwrite --quiet
+kidney segment -i "$R6/val" -o "$R11/val_r10_tta" --weights "$R10/cand/r10" --tta --overwrite --quiet
 kidney evaluate "$R11/val_r10_tta" "$R6/val" --overwrite
-kidney segment -i "$R6/real_val" -o "$R11/real_val_r10_tta" --weights varied --tta --overwrite --quiet
+kidney segment -i "$R6/real_val" -o "$R11/real_val_r10_tta" --weights "$R10/cand/r10" --tta --overwrite --quiet
 python scripts/mass_errors.py "$R11/real_val_r10_tta" "$R6/real_val"
 # 16b. round 10's stage 2 trained on, three ways, each chosen on round 6's validation set (none won):
 #      6,000 more steps with nnU-Net's augmentation (seed 111; the final weights, and the mean of the
