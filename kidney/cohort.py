@@ -72,7 +72,8 @@ __all__ = ["Case", "Weights", "Summary", "Manifest", "InputOverwriteError", "Cas
 MANIFEST = "manifest.jsonl"
 #: Test hook (used by the test suite only): a folder; when it holds a file named after a case, that
 #: case's task, after reading its scan, kills its own process (file content ``once``: the first
-#: attempt only, the file is removed; ``always``: every attempt) or hangs (``hang``).
+#: attempt only, the file is removed; ``always``: every attempt) or hangs (``hang``; it first
+#: creates ``<case>.hanging`` there).
 TEST_HOOK_ENV = "KIDNEY_COHORT_TEST_HOOK"
 #: Exceptions that say a case itself is bad (retrying would fail again): failed at once, no retry.
 CASE_ERRORS = (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError,
@@ -313,6 +314,7 @@ def run_test_hook(case_id: str) -> None:
     except OSError:
         return
     if action == "hang":
+        (Path(folder) / f"{case_id}.hanging").touch()  # lets a test signal the process while it is here
         time.sleep(3600)
         return
     if action == "once":

@@ -116,7 +116,9 @@ def test_ctrl_c_keeps_finished_cases_and_continue_finishes(cohort_weights, make_
                 break
             time.sleep(0.1)
         assert proc.poll() is None and sorted(_cases(out)) == ["c0", "c1"]
-        time.sleep(0.3)  # inside c2 by now
+        while time.monotonic() < deadline and not (hooks / "c2.hanging").exists():  # inside c2
+            time.sleep(0.05)
+        assert (hooks / "c2.hanging").exists()
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=120)
     finally:
