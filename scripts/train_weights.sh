@@ -567,3 +567,5 @@ cp "$R12/s2_none_2000/weights.npz" kidney/weights/varied/stage2_wide_stem_bias.n
 test_varied "$R12"
 kidney segment -i "$R11/train_sub" -o "$R12/train_sub" --weights varied --overwrite --quiet
 python scripts/mass_errors.py "$R12/train_sub" "$R11/train_sub"
+kidney segment -i "$R6/real_val" -o "$R12/real_val" --weights varied --overwrite --quiet
+kidney evaluate "$R12/real_val" "$R6/real_val" --overwrite
