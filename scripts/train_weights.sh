@@ -481,12 +481,15 @@ test_varied "$R10"
 #     20 of its own training scans (every tenth of round 6's CT around the training maps), and
 #     test-time mirroring on validation.
 R11="$WORK/round11"
-mkdir -p "$R11/train_sub"
-for c in $(ls "$R6/real_train" | grep '^case_' | awk 'NR % 10 == 1' | head -20); do
-  ln -sfn "$(readlink -f "$R6/real_train/$c")" "$R11/train_sub/$c"
-done
-{ head -1 "$R6/real_train/phantoms.csv"; grep -F -f <(ls "$R11/train_sub" | sed 's/$/,/') "$R6/real_train/phantoms.csv"; } \
-    > "$R11/train_sub/phantoms.csv"
+# subset DST CASE...: DST holds links to those cases of round 6's real_train and their phantoms.csv rows
+subset() {
+  local dst=$1; shift
+  mkdir -p "$dst"
+  for c in "$@"; do ln -sfn "$(readlink -f "$R6/real_train/$c")" "$dst/$c"; done
+  { head -1 "$R6/real_train/phantoms.csv"; grep -F -f <(printf '%s,\n' "$@") "$R6/real_train/phantoms.csv"; } \
+      > "$dst/phantoms.csv"
+}
+subset "$R11/train_sub" $(ls "$R6/real_train" | grep '^case_' | awk 'NR % 10 == 1' | head -20)
 kidney segment -i "$R6/real_val" -o "$R11/real_val_r10" --weights "$R10/cand/r10" --overwrite --quiet
 python scripts/mass_errors.py "$R11/real_val_r10" "$R6/real_val"
 kidney segment -i "$R11/train_sub" -o "$R11/train_sub_r10" --weights "$R10/cand/r10" --overwrite --quiet
@@ -495,75 +498,63 @@ kidney segment -i "$R6/val" -o "$R11/val_r10_tta" --weights "$R10/cand/r10" --tt
 kidney evaluate "$R11/val_r10_tta" "$R6/val" --overwrite
 kidney segment -i "$R6/real_val" -o "$R11/real_val_r10_tta" --weights "$R10/cand/r10" --tta --overwrite --quiet
 python scripts/mass_errors.py "$R11/real_val_r10_tta" "$R6/real_val"
+
+# From round 10's stage 2, on round 6's stage-1 crops (sections 16b and 17)
+FROM10=(kidney train --stage 2 --model wide-stem-bias --init-weights "$R10/s2c/weights.npz" --spacing 1.56
+        --stage1-spacing 5.97 --stage1-weights "$R8/r6_stage1_compact.npz" --no-gt-crops --accumulate 1
+        --loss dice+bce --quiet)
+# snapshots OUT SNAPS STEP... -- ARGS: the run ARGS in OUT, stopped at each STEP in turn (a resumed run
+# is bitwise the uninterrupted one), its weights there copied to SNAPS/wSTEP.npz
+snapshots() {
+  local out=$1 snaps=$2; shift 2
+  local steps=()
+  while [ "$1" != "--" ]; do steps+=("$1"); shift; done; shift
+  mkdir -p "$snaps"
+  for s in "${steps[@]}"; do
+    [ -f "$snaps/w$s.npz" ] && continue
+    "${FROM10[@]}" --out "$out" --stop-at "$s" "$@"
+    cp "$out/weights.npz" "$snaps/w$s.npz"
+  done
+}
+# candidate DIR STAGE2: a weights folder of round 6's stage 1 and STAGE2, scored on round 6's validation set
+candidate() {
+  mkdir -p "$1"
+  cp "$R8/r6_stage1_compact.npz" "$1/stage1_compact.npz"; cp "$2" "$1/stage2_wide_stem_bias.npz"
+  kidney segment -i "$R6/val" -o "$1.val" --weights "$1" --overwrite --quiet
+  kidney evaluate "$1.val" "$R6/val" --overwrite
+}
+
 # 16b. round 10's stage 2 trained on, three ways, each chosen on round 6's validation set (none won):
 #      6,000 more steps with nnU-Net's augmentation (seed 111; the final weights, and the mean of the
 #      weights every 250 steps from step 3,000 on); and, to see whether it can fit real-map scans at
 #      all, 1,500 steps on 8 training scans with no augmentation (seed 120), scored on those 8 scans.
-kidney train --stage 2 --model wide-stem-bias --init-weights "$R10/s2c/weights.npz" --out "$R11/s2a" \
-    --spacing 1.56 --stage1-spacing 5.97 --stage1-weights "$R8/r6_stage1_compact.npz" --no-gt-crops \
-    --lr 1.5e-4 --warmup 100 --steps 6000 --seed 111 \
-    --data "$R6/train" --accumulate 1 --loss dice+bce --augment nnunet --checkpoint-every 250 --quiet
-mkdir -p "$R11/snaps_a"
-for s in $(seq 3000 250 6000); do  # the same run stopped at each step of the mean
-  [ -f "$R11/snaps_a/w$s.npz" ] && continue
-  kidney train --stage 2 --model wide-stem-bias --init-weights "$R10/s2c/weights.npz" --out "$R11/s2a_$s" \
-      --spacing 1.56 --stage1-spacing 5.97 --stage1-weights "$R8/r6_stage1_compact.npz" --no-gt-crops \
-      --lr 1.5e-4 --warmup 100 --steps 6000 --stop-at "$s" --seed 111 \
-      --data "$R6/train" --accumulate 1 --loss dice+bce --augment nnunet --quiet
-  cp "$R11/s2a_$s/weights.npz" "$R11/snaps_a/w$s.npz"
-done
+snapshots "$R11/s2a" "$R11/snaps_a" $(seq 3000 250 6000) -- --lr 1.5e-4 --warmup 100 --steps 6000 --seed 111 \
+    --data "$R6/train" --augment nnunet
 python scripts/average_weights.py $(for s in $(seq 3000 250 6000); do echo "$R11/snaps_a/w$s.npz"; done) \
     --out "$R11/swa_a.npz" --overwrite
-mkdir -p "$R11/of8"
-for c in case_00010_c0 case_00154_c0 case_00226_c0 case_00412_c0 case_00434_c0 case_00492_c0 case_00500_c0 case_00549_c0; do
-  ln -sfn "$(readlink -f "$R6/real_train/$c")" "$R11/of8/$c"
-done
-{ head -1 "$R6/real_train/phantoms.csv"; grep -F -f <(ls "$R11/of8" | sed 's/$/,/') "$R6/real_train/phantoms.csv"; } \
-    > "$R11/of8/phantoms.csv"
-kidney train --stage 2 --model wide-stem-bias --init-weights "$R10/s2c/weights.npz" --out "$R11/s2of8" \
-    --spacing 1.56 --stage1-spacing 5.97 --stage1-weights "$R8/r6_stage1_compact.npz" --no-gt-crops \
-    --lr 2e-4 --warmup 50 --steps 1500 --seed 120 \
-    --data "$R11/of8" --accumulate 1 --loss dice+bce --augment none --checkpoint-every 250 --quiet
-for n in a swa_a of8; do
-  mkdir -p "$R11/cand/$n"; cp "$R8/r6_stage1_compact.npz" "$R11/cand/$n/stage1_compact.npz"
-done
-cp "$R11/s2a/weights.npz" "$R11/cand/a/stage2_wide_stem_bias.npz"
-cp "$R11/swa_a.npz" "$R11/cand/swa_a/stage2_wide_stem_bias.npz"
-cp "$R11/s2of8/weights.npz" "$R11/cand/of8/stage2_wide_stem_bias.npz"
-for n in a swa_a of8; do
-  kidney segment -i "$R6/val" -o "$R11/val_$n" --weights "$R11/cand/$n" --overwrite --quiet
-  kidney evaluate "$R11/val_$n" "$R6/val" --overwrite
-done
+subset "$R11/of8" case_00010_c0 case_00154_c0 case_00226_c0 case_00412_c0 case_00434_c0 case_00492_c0 \
+    case_00500_c0 case_00549_c0
+"${FROM10[@]}" --out "$R11/s2of8" --lr 2e-4 --warmup 50 --steps 1500 --seed 120 --data "$R11/of8" --augment none
+candidate "$R11/cand/a" "$R11/snaps_a/w6000.npz"
+candidate "$R11/cand/swa_a" "$R11/swa_a.npz"
+candidate "$R11/cand/of8" "$R11/s2of8/weights.npz"
 for w in "$R11/cand/of8" "$R10/cand/r10"; do n=$(basename "$w")
   kidney segment -i "$R11/of8" -o "$R11/of8_$n" --weights "$w" --overwrite --quiet
   kidney evaluate "$R11/of8_$n" "$R11/of8" --overwrite
 done
 
-# 17. round 12 (shipped): round 10's stage 2 trained on with lighter augmentation, 3,000 steps,
-#     lr 1.5e-4, 100 warm-up steps: the paper's set (seed 131) and none at all (seed 141); the
-#     weights every 250 steps scored on round 6's validation set. The best, no augmentation at step
-#     2,000, is the `varied` set's stage 2 (the same run stopped there: --stop-at 2000).
+# 17. round 12 (shipped): round 10's stage 2 trained on with lighter augmentation, a 3,000-step
+#     schedule, lr 1.5e-4, 100 warm-up steps: the paper's set (seed 131) and none at all (seed 141);
+#     weights scored on round 6's validation set at the steps below. The best, no augmentation at
+#     step 2,000, is the `varied` set's stage 2.
 R12="$WORK/round12"
-for x in paper:131 none:141; do a=${x%:*}; s=${x#*:}
-  kidney train --stage 2 --model wide-stem-bias --init-weights "$R10/s2c/weights.npz" --out "$R12/s2_$a" \
-      --spacing 1.56 --stage1-spacing 5.97 --stage1-weights "$R8/r6_stage1_compact.npz" --no-gt-crops \
-      --lr 1.5e-4 --warmup 100 --steps 3000 --seed "$s" \
-      --data "$R6/train" --accumulate 1 --loss dice+bce --augment "$a" --checkpoint-every 250 --quiet
-done
-for x in paper:131:2000 none:141:1000 none:141:1750 none:141:2000 none:141:2250; do
-  IFS=: read -r a s at <<< "$x"; n="${a}_$at"
-  kidney train --stage 2 --model wide-stem-bias --init-weights "$R10/s2c/weights.npz" --out "$R12/s2_$n" \
-      --spacing 1.56 --stage1-spacing 5.97 --stage1-weights "$R8/r6_stage1_compact.npz" --no-gt-crops \
-      --lr 1.5e-4 --warmup 100 --steps 3000 --stop-at "$at" --seed "$s" \
-      --data "$R6/train" --accumulate 1 --loss dice+bce --augment "$a" --quiet
-done
-for n in paper none paper_2000 none_1000 none_1750 none_2000 none_2250; do
-  mkdir -p "$R12/cand/$n"; cp "$R8/r6_stage1_compact.npz" "$R12/cand/$n/stage1_compact.npz"
-  cp "$R12/s2_$n/weights.npz" "$R12/cand/$n/stage2_wide_stem_bias.npz"
-  kidney segment -i "$R6/val" -o "$R12/val_$n" --weights "$R12/cand/$n" --overwrite --quiet
-  kidney evaluate "$R12/val_$n" "$R6/val" --overwrite
-done
-cp "$R12/s2_none_2000/weights.npz" kidney/weights/varied/stage2_wide_stem_bias.npz
+snapshots "$R12/s2_paper" "$R12/snaps_paper" 2000 3000 -- --lr 1.5e-4 --warmup 100 --steps 3000 --seed 131 \
+    --data "$R6/train" --augment paper
+snapshots "$R12/s2_none" "$R12/snaps_none" 1000 1750 2000 2250 3000 -- --lr 1.5e-4 --warmup 100 --steps 3000 \
+    --seed 141 --data "$R6/train" --augment none
+for s in 2000 3000; do candidate "$R12/cand/paper_$s" "$R12/snaps_paper/w$s.npz"; done
+for s in 1000 1750 2000 2250 3000; do candidate "$R12/cand/none_$s" "$R12/snaps_none/w$s.npz"; done
+cp "$R12/snaps_none/w2000.npz" kidney/weights/varied/stage2_wide_stem_bias.npz
 test_varied "$R12"
 kidney segment -i "$R11/train_sub" -o "$R12/train_sub" --weights varied --overwrite --quiet
 python scripts/mass_errors.py "$R12/train_sub" "$R11/train_sub"
