@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from .anatomy import Anatomy
 from .around_labels import from_labels
-from .calibration import CALIBRATION_MAP, phantom_masks, real_ct_masks, tissue_statistics
+from .calibration import CALIBRATION_MAP, phantom_masks, real_ct_masks, texture_correlation, tissue_statistics
 from .dataset import write_case, write_dataset
 from .appearance import APPEARANCES, Look
 from .grid import GRID_PRESETS, GridPreset, training_grid
@@ -39,6 +39,6 @@ from .synthetic import Phantom, make_phantom
 from .tissues import PHASES, TISSUE_ID, TISSUES, TUMOUR_TYPES, Tissue
 
 __all__ = ["Tissue", "TISSUES", "TISSUE_ID", "PHASES", "GRID_PRESETS", "Phantom", "Anatomy",
-           "make_phantom", "from_labels", "write_case", "write_dataset", "tissue_statistics",
+           "make_phantom", "from_labels", "write_case", "write_dataset", "tissue_statistics", "texture_correlation",
            "default_noise_hu", "CALIBRATION_MAP", "real_ct_masks", "phantom_masks", "GridPreset",
            "TUMOUR_TYPES", "APPEARANCES", "Look", "training_grid"]

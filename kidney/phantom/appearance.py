@@ -38,6 +38,15 @@ Three appearances:
     - the spleen's lower pole beside the left kidney (60 %), the same way;
     - the liver's non-contrast HU 20–65 (fatty to dense liver) and the spleen's 30–50; enhanced
       phases add the table's uptake on top.
+``varied-texture``
+    ``varied-organs``, and the soft organs uneven at a coarse scale, as real parenchyma is (from a
+    stream of its own again): one smooth unit field per scan, correlation length 12–40 mm, added to
+    the liver (2–9 HU), the spleen (1–6 HU), muscle (1–6 HU), pancreas and bowel wall (1–5 HU) and
+    the kidney's cortex and medulla (0–4 HU), each amplitude drawn per scan. The real non-contrast CT
+    in ``data/totalseg_example`` shows why (``python scripts/calibrate_phantom_hu.py``): its liver's
+    HU stay correlated 0.2 at every lag from 3 to 24 mm (a coarse component of about 6 HU), the
+    spleen's and the muscle's at about 0.05–0.1, where the other appearances' organs are correlated
+    over one 3 mm voxel at most; only their lesions vary at a coarse scale.
 
 Per-lesion tissues get ids from :data:`LESION_ID0` up; :class:`Look` holds the 256-entry mean, sd
 and label tables the renderer reads.
@@ -51,7 +60,7 @@ import numpy as np
 
 from .tissues import PHASES, TISSUES, T
 
-APPEARANCES = ("classic", "varied", "varied-organs")
+APPEARANCES = ("classic", "varied", "varied-organs", "varied-texture")
 LESION_ID0 = 64  # TISSUES has fewer entries; ids from here on are per-lesion tissues
 _KIDNEY = ("renal_cortex", "renal_medulla")
 
@@ -70,6 +79,10 @@ class Look:
         kidney_nc: non-contrast HU of the renal cortex (``varied``).
         fat_rim_mm: perirenal fat rim :func:`~kidney.phantom.from_labels` paints around the labels.
         organs: the drawn liver lobe and spleen pole (``varied-organs``), None otherwise.
+        coarse_sd: ``(256,) float32`` HU amplitude per tissue of the coarse field
+            (``varied-texture``), None otherwise.
+        coarse_mm: the coarse field's correlation length (mm).
+        coarse_seed: the seed of the coarse field's own stream.
     """
 
     phase: str
@@ -82,6 +95,9 @@ class Look:
     kidney_nc: float = 0.0
     fat_rim_mm: float = 12.0
     organs: Optional["Organs"] = None
+    coarse_sd: Optional[np.ndarray] = None
+    coarse_mm: float = 0.0
+    coarse_seed: int = 0
     _next: int = LESION_ID0
 
     @property
@@ -91,7 +107,11 @@ class Look:
     @property
     def name(self) -> str:
         """The appearance's name (:data:`APPEARANCES`)."""
-        return "classic" if not self.varied else "varied" if self.organs is None else "varied-organs"
+        if not self.varied:
+            return "classic"
+        if self.coarse_sd is not None:
+            return "varied-texture"
+        return "varied" if self.organs is None else "varied-organs"
 
     def _new(self, mean: float, sd: float, label: int) -> int:
         if self._next > 255:
@@ -182,9 +202,23 @@ def classic_look(phase: str) -> Look:
     return Look(phase, *_tables(PHASES.index(phase)))
 
 
-def varied_look(seed: int, phase: str, organs: bool = False) -> Look:
+# varied-texture: HU amplitude ranges of the coarse field per tissue (module docstring)
+_COARSE_SD = (("liver", 2.0, 9.0), ("spleen", 1.0, 6.0), ("muscle", 1.0, 6.0), ("pancreas", 1.0, 5.0),
+              ("bowel_wall", 1.0, 5.0), (_KIDNEY, 0.0, 4.0))
+
+
+def _draw_coarse(look: Look, rng) -> None:
+    """Set ``look``'s coarse field (``varied-texture``) from ``rng``."""
+    look.coarse_sd = np.zeros(256, np.float32)
+    for names, lo, hi in _COARSE_SD:
+        look.coarse_sd[[T[n] for n in ((names,) if isinstance(names, str) else names)]] = rng.uniform(lo, hi)
+    look.coarse_mm = float(rng.uniform(12.0, 40.0))
+    look.coarse_seed = int(rng.integers(2**62))
+
+
+def varied_look(seed: int, phase: str, organs: bool = False, texture: bool = False) -> Look:
     """A drawn appearance (module docstring) from its own stream of ``seed``; ``organs``: the
-    ``varied-organs`` one."""
+    ``varied-organs`` one; ``texture`` (with ``organs``): the ``varied-texture`` one."""
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 20261202]))
     phase = draw_phase(rng, phase, "varied")
     table_nc, sd, label = _tables(0)
@@ -209,6 +243,8 @@ def varied_look(seed: int, phase: str, organs: bool = False) -> Look:
         look.organs = _draw_organs(org)
         for name, lo, hi in (("liver", 20.0, 65.0), ("spleen", 30.0, 50.0)):
             look.mean[T[name]] += np.float32(org.uniform(lo, hi) - table_nc[T[name]])
+    if texture:
+        _draw_coarse(look, np.random.default_rng(np.random.SeedSequence([int(seed), 20261204])))
     return look
 
 
@@ -219,4 +255,5 @@ def make_look(seed: int, rng, phase: str, appearance: str) -> Look:
     classic_phase = draw_phase(rng, phase, "classic")  # drawn in both, so the anatomy is the same
     if appearance == "classic":
         return classic_look(classic_phase)
-    return varied_look(seed, phase, organs=appearance == "varied-organs")
+    return varied_look(seed, phase, organs=appearance in ("varied-organs", "varied-texture"),
+                       texture=appearance == "varied-texture")

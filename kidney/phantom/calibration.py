@@ -53,6 +53,36 @@ CALIBRATION_MAP: Dict[str, Tuple[Tuple[int, ...], Tuple[str, ...]]] = {
 }
 
 
+def texture_correlation(hu: np.ndarray, mask: np.ndarray, lags=(1, 2, 4, 8),
+                        erode: int = 2) -> Dict[int, float]:
+    """In-plane autocorrelation of HU inside a structure: ``{lag: r}`` for lags in voxels.
+
+    ``r(lag)`` is the covariance of the pairs of (eroded) mask voxels ``lag`` apart along y or x,
+    over the variance of all of them — how far the structure's texture stays alike. White noise
+    gives about 0 beyond one voxel; a smooth, uneven organ keeps ``r`` up at long lags. A lag
+    with fewer than 100 pairs is NaN.
+    """
+    hu = np.asarray(hu, dtype=np.float64)
+    m = np.asarray(mask, dtype=bool)
+    if erode:
+        m = ndimage.binary_erosion(m, iterations=erode)
+    v = hu[m]
+    if v.size < 2:
+        return {lag: float("nan") for lag in lags}
+    mu, var = v.mean(), max(v.var(), 1e-12)
+    out = {}
+    for lag in lags:
+        s, n = 0.0, 0
+        for axis in (1, 2):
+            a = tuple(slice(None, -lag) if k == axis else slice(None) for k in range(3))
+            b = tuple(slice(lag, None) if k == axis else slice(None) for k in range(3))
+            pair = m[a] & m[b]
+            s += float(((hu[a][pair] - mu) * (hu[b][pair] - mu)).sum())
+            n += int(pair.sum())
+        out[lag] = s / n / var if n >= 100 else float("nan")
+    return out
+
+
 def _body_mask(hu: np.ndarray) -> np.ndarray:
     comp, n = ndimage.label(hu > -500)
     if n == 0:

@@ -37,13 +37,19 @@ def _smooth_noise(rng, shape, spacing, corr_mm: float) -> np.ndarray:
 
 def _render_hu(tissue_fine: np.ndarray, n_sub: int, spacing, look: Look, noise_hu: float,
                rng) -> np.ndarray:
-    """HU (int16) of a tissue-id volume: ``look``'s mean + sd × texture, averaged over the
-    ``n_sub`` sub-slices, ``look.blur`` point spread, then quantum noise of sd ``noise_hu``."""
+    """HU (int16) of a tissue-id volume: ``look``'s mean + sd × texture (+ its coarse field, if
+    any), averaged over the ``n_sub`` sub-slices, ``look.blur`` point spread, then quantum noise of
+    sd ``noise_hu``."""
     mean, sd = look.mean, look.sd
     fine_spacing = (spacing[0] / n_sub, spacing[1], spacing[2])
     tex = _smooth_noise(rng, tissue_fine.shape, fine_spacing, 3.0)
     hu = mean[tissue_fine] + sd[tissue_fine] * tex
     del tex
+    if look.coarse_sd is not None:  # varied-texture: from its own stream, the rest keeps its draws
+        coarse = _smooth_noise(np.random.default_rng(look.coarse_seed), tissue_fine.shape, fine_spacing,
+                               look.coarse_mm)
+        hu += look.coarse_sd[tissue_fine] * coarse
+        del coarse
     if n_sub > 1:
         hu = hu.reshape(-1, n_sub, *hu.shape[1:]).mean(axis=1)
     hu = ndimage.gaussian_filter(hu, sigma=look.blur, mode="nearest")
