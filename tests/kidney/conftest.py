@@ -1,6 +1,7 @@
 """Fixtures for the kidney tests: the real data shipped in ``data/`` and small phantoms."""
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +66,18 @@ def cropped_kits_labels(kits_sample):
 
 
 # --- cohorts (kidney segment on folders): tiny random networks and tiny phantom scans ---------------
+
+def _take_ctrl_c() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.fixture(scope="session")
+def takes_ctrl_c():
+    """``preexec_fn`` for a child process a test sends SIGINT to. A non-interactive shell starts a
+    background job (``pytest ... &``) with SIGINT ignored, Python keeps an ignored SIGINT ignored,
+    and children inherit it: without this such a child would never see the test's Ctrl-C."""
+    return _take_ctrl_c
+
 
 @pytest.fixture(scope="session")
 def cohort_weights(tmp_path_factory) -> Path:

@@ -97,7 +97,8 @@ def test_continue_segments_again_what_changed(cohort_weights, make_cohort, tmp_p
     assert "exclude each other" in capsys.readouterr().err
 
 
-def test_ctrl_c_keeps_finished_cases_and_continue_finishes(cohort_weights, make_cohort, tmp_path, capsys):
+def test_ctrl_c_keeps_finished_cases_and_continue_finishes(cohort_weights, make_cohort, tmp_path, capsys,
+                                                           takes_ctrl_c):
     """A real SIGINT to a real ``kidney segment`` process while it works on its third case (the test
     hook makes c2 hang), then ``--continue``."""
     data = make_cohort(tmp_path / "scans", n=4)
@@ -107,7 +108,7 @@ def test_ctrl_c_keeps_finished_cases_and_continue_finishes(cohort_weights, make_
     (hooks / "c2").write_text("hang")
     env = dict(os.environ, **{cohort.TEST_HOOK_ENV: str(hooks)})
     proc = subprocess.Popen([sys.executable, "-m", "kidney", "segment", "-i", str(data), "-o", str(out),
-                             "--weights", str(cohort_weights), "--quiet"], cwd=REPO, env=env,
+                             "--weights", str(cohort_weights), "--quiet"], cwd=REPO, env=env, preexec_fn=takes_ctrl_c,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 240

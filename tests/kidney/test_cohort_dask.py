@@ -119,7 +119,8 @@ def test_a_case_that_keeps_killing_workers_and_a_hung_case_fail(cohort_weights, 
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
 
 
-def test_ctrl_c_stops_the_cluster_and_continue_finishes(cohort_weights, make_cohort, tmp_path, capsys):
+def test_ctrl_c_stops_the_cluster_and_continue_finishes(cohort_weights, make_cohort, tmp_path, capsys,
+                                                        takes_ctrl_c):
     """SIGINT to the process group of a ``--workers 2`` run (as Ctrl-C in a terminal) while c5
     hangs: the finished cases stay, the manifest says interrupted, no worker or temporary file is
     left; ``--continue`` segments only c5."""
@@ -131,7 +132,7 @@ def test_ctrl_c_stops_the_cluster_and_continue_finishes(cohort_weights, make_coh
     env = dict(os.environ, **{cohort.TEST_HOOK_ENV: str(hooks)})
     proc = subprocess.Popen([sys.executable, "-m", "kidney", "segment", "-i", str(data), "-o", str(out),
                              "--weights", str(cohort_weights), "--quiet", "--workers", "2",
-                             "--dashboard-address", "none"], cwd=REPO, env=env, start_new_session=True,
+                             "--dashboard-address", "none"], cwd=REPO, env=env, start_new_session=True, preexec_fn=takes_ctrl_c,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 240
