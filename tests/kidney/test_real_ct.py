@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -72,8 +74,30 @@ def test_probe_rows_start_from_the_ct_as_is(repo_data):
     run = _run(repo_data, "--weights", "varied", "--probe")
     assert run.returncode == 0, run.stdout + run.stderr
     dice = run.stdout.split("kidney+masses Dice ")[1].split()[0]
-    rows = re.findall(r"^(as is|liver\+spleen|kidneys|noise|blur)\b.*?  (\d\.\d{3})  ", run.stdout, re.M)
-    assert len(rows) == 11, run.stdout
+    rows = re.findall(r"^(as is|liver\+spleen|kidneys|noise|blur|liver:|spleen:).*?  (\d\.\d{3})  ", run.stdout, re.M)
+    assert len(rows) == 15, run.stdout
     assert rows[0] == ("as is", f"{float(dice):.3f}")
     assert len({d for _, d in rows}) > 1  # the changes move the answer
 
+
+
+def test_coarse_component_stays_inside_the_organ():
+    """The probes' coarse part of an organ: a flat organ's is flat (no fat leaks in at its edge), a
+    gradient across it survives, a checkerboard (the finest texture) is gone, and the HU outside
+    the organ are returned as they are."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("eval_real_ct", REPO / "scripts" / "eval_real_ct.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    hu = np.full((12, 24, 24), -100.0, np.float32)
+    organ = np.zeros(hu.shape, bool)
+    organ[2:10, 4:20, 4:20] = True
+    hu[organ] = 50.0
+    assert np.allclose(mod.coarse_component(hu, organ)[organ], 50.0, atol=1e-3)
+    z, y, x = np.indices(hu.shape)
+    checker = np.where(organ, 50.0 + 10.0 * (-1.0) ** (z + y + x) + 0.5 * x, hu).astype(np.float32)
+    coarse = mod.coarse_component(checker, organ)
+    inner = organ.copy()
+    inner[:, :, :6] = inner[:, :, 18:] = False
+    assert np.abs(coarse - (50.0 + 0.5 * x))[inner].max() < 1.5           # the gradient survives
+    assert np.array_equal(coarse[~organ], checker[~organ])
