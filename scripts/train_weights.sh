@@ -500,11 +500,12 @@ kidney segment -i "$R6/real_val" -o "$R11/real_val_r10_tta" --weights "$R10/cand
 python scripts/mass_errors.py "$R11/real_val_r10_tta" "$R6/real_val"
 
 # From round 10's stage 2, on round 6's stage-1 crops (sections 16b and 17)
-FROM10=(kidney train --stage 2 --model wide-stem-bias --init-weights "$R10/s2c/weights.npz" --spacing 1.56
-        --stage1-spacing 5.97 --stage1-weights "$R8/r6_stage1_compact.npz" --no-gt-crops --accumulate 1
-        --loss dice+bce --quiet)
-# snapshots OUT SNAPS STEP... -- ARGS: the run ARGS in OUT, stopped at each STEP in turn (a resumed run
-# is bitwise the uninterrupted one), its weights there copied to SNAPS/wSTEP.npz
+STAGE2=(kidney train --stage 2 --model wide-stem-bias --spacing 1.56 --stage1-spacing 5.97
+        --stage1-weights "$R8/r6_stage1_compact.npz" --no-gt-crops --accumulate 1 --loss dice+bce --quiet)
+FROM10=("${STAGE2[@]}" --init-weights "$R10/s2c/weights.npz")
+# snapshots OUT SNAPS STEP... -- ARGS: the stage-2 run ARGS (with its --init-weights) in OUT, stopped at
+# each STEP in turn (a resumed run is bitwise the uninterrupted one), its weights there copied to
+# SNAPS/wSTEP.npz
 snapshots() {
   local out=$1 snaps=$2; shift 2
   local steps=()
@@ -512,7 +513,7 @@ snapshots() {
   mkdir -p "$snaps"
   for s in "${steps[@]}"; do
     [ -f "$snaps/w$s.npz" ] && continue
-    "${FROM10[@]}" --out "$out" --stop-at "$s" "$@"
+    "${STAGE2[@]}" --out "$out" --stop-at "$s" "$@"
     cp "$out/weights.npz" "$snaps/w$s.npz"
   done
 }
@@ -528,7 +529,8 @@ candidate() {
 #      6,000 more steps with nnU-Net's augmentation (seed 111; the final weights, and the mean of the
 #      weights every 250 steps from step 3,000 on); and, to see whether it can fit real-map scans at
 #      all, 1,500 steps on 8 training scans with no augmentation (seed 120), scored on those 8 scans.
-snapshots "$R11/s2a" "$R11/snaps_a" $(seq 3000 250 6000) -- --lr 1.5e-4 --warmup 100 --steps 6000 --seed 111 \
+snapshots "$R11/s2a" "$R11/snaps_a" $(seq 3000 250 6000) -- --init-weights "$R10/s2c/weights.npz" \
+    --lr 1.5e-4 --warmup 100 --steps 6000 --seed 111 \
     --data "$R6/train" --augment nnunet
 python scripts/average_weights.py $(for s in $(seq 3000 250 6000); do echo "$R11/snaps_a/w$s.npz"; done) \
     --out "$R11/swa_a.npz" --overwrite
@@ -548,9 +550,11 @@ done
 #     weights scored on round 6's validation set at the steps below. The best, no augmentation at
 #     step 2,000, is the `varied` set's stage 2.
 R12="$WORK/round12"
-snapshots "$R12/s2_paper" "$R12/snaps_paper" 2000 3000 -- --lr 1.5e-4 --warmup 100 --steps 3000 --seed 131 \
+snapshots "$R12/s2_paper" "$R12/snaps_paper" 2000 3000 -- --init-weights "$R10/s2c/weights.npz" \
+    --lr 1.5e-4 --warmup 100 --steps 3000 --seed 131 \
     --data "$R6/train" --augment paper
-snapshots "$R12/s2_none" "$R12/snaps_none" 1000 1750 2000 2250 3000 -- --lr 1.5e-4 --warmup 100 --steps 3000 \
+snapshots "$R12/s2_none" "$R12/snaps_none" 1000 1750 2000 2250 3000 -- --init-weights "$R10/s2c/weights.npz" \
+    --lr 1.5e-4 --warmup 100 --steps 3000 \
     --seed 141 --data "$R6/train" --augment none
 for s in 2000 3000; do candidate "$R12/cand/paper_$s" "$R12/snaps_paper/w$s.npz"; done
 for s in 1000 1750 2000 2250 3000; do candidate "$R12/cand/none_$s" "$R12/snaps_none/w$s.npz"; done

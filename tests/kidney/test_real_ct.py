@@ -48,12 +48,17 @@ def test_varied_weights_find_both_kidneys_and_nothing_else(repo_data, tmp_path):
     assert predicted - total <= truth  # the rest of the prediction lies on the labelled kidneys
 
 
-def test_label_names_come_from_the_files_label_table(repo_data):
+def _script():
+    """scripts/eval_real_ct.py as a module."""
     import importlib.util
     spec = importlib.util.spec_from_file_location("eval_real_ct", REPO / "scripts" / "eval_real_ct.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    names = script.label_names(repo_data / "totalseg_example" / "example_seg.nii.gz")
+    return script
+
+
+def test_label_names_come_from_the_files_label_table(repo_data):
+    names = _script().label_names(repo_data / "totalseg_example" / "example_seg.nii.gz")
     assert names[1] == "spleen" and names[2] == "kidney_right" and names[3] == "kidney_left"
     assert names[5] == "liver"
     assert script.label_names(repo_data / "totalseg_example" / "example_ct_sm.nii.gz") == {}
@@ -85,10 +90,7 @@ def test_coarse_component_stays_inside_the_organ():
     """The probes' coarse part of an organ: a flat organ's is flat (no fat leaks in at its edge), a
     gradient across it survives, a checkerboard (the finest texture) is gone, and the HU outside
     the organ are returned as they are."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("eval_real_ct", REPO / "scripts" / "eval_real_ct.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _script()
     hu = np.full((12, 24, 24), -100.0, np.float32)
     organ = np.zeros(hu.shape, bool)
     organ[2:10, 4:20, 4:20] = True
