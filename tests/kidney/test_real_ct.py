@@ -58,7 +58,8 @@ def _script():
 
 
 def test_label_names_come_from_the_files_label_table(repo_data):
-    names = _script().label_names(repo_data / "totalseg_example" / "example_seg.nii.gz")
+    script = _script()
+    names = script.label_names(repo_data / "totalseg_example" / "example_seg.nii.gz")
     assert names[1] == "spleen" and names[2] == "kidney_right" and names[3] == "kidney_left"
     assert names[5] == "liver"
     assert script.label_names(repo_data / "totalseg_example" / "example_ct_sm.nii.gz") == {}
