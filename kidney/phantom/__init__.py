@@ -39,6 +39,7 @@ from .synthetic import Phantom, make_phantom
 from .tissues import PHASES, TISSUE_ID, TISSUES, TUMOUR_TYPES, Tissue
 
 __all__ = ["Tissue", "TISSUES", "TISSUE_ID", "PHASES", "GRID_PRESETS", "Phantom", "Anatomy",
-           "make_phantom", "from_labels", "write_case", "write_dataset", "tissue_statistics", "texture_correlation",
+           "make_phantom", "from_labels", "write_case", "write_dataset", "tissue_statistics",
+           "texture_correlation",
            "default_noise_hu", "CALIBRATION_MAP", "real_ct_masks", "phantom_masks", "GridPreset",
            "TUMOUR_TYPES", "APPEARANCES", "Look", "training_grid"]

@@ -1,6 +1,6 @@
 """How a scan looks: the HU table of its contrast phase, per-lesion HU, scanner noise and blur.
 
-Three appearances:
+Four appearances:
 
 ``classic``
     The fixed :data:`~kidney.phantom.tissues.TISSUES` table of one phase (enhanced phases only when
@@ -43,7 +43,7 @@ Three appearances:
     stream of its own again): one smooth unit field per scan, correlation length 12–40 mm, added to
     the liver (2–9 HU), the spleen (1–6 HU), muscle (1–6 HU), pancreas and bowel wall (1–5 HU) and
     the kidney's cortex and medulla (0–4 HU), each amplitude drawn per scan. The real non-contrast CT
-    in ``data/totalseg_example`` shows why (``python scripts/calibrate_phantom_hu.py``): its liver's
+    in ``data/totalseg_example`` shows why (``python scripts/calibrate_phantom_hu.py --texture``): its liver's
     HU stay correlated 0.2 at every lag from 3 to 24 mm (a coarse component of about 6 HU), the
     spleen's and the muscle's at about 0.05–0.1, where the other appearances' organs are correlated
     over one 3 mm voxel at most; only their lesions vary at a coarse scale.
@@ -218,7 +218,8 @@ def _draw_coarse(look: Look, rng) -> None:
 
 def varied_look(seed: int, phase: str, organs: bool = False, texture: bool = False) -> Look:
     """A drawn appearance (module docstring) from its own stream of ``seed``; ``organs``: the
-    ``varied-organs`` one; ``texture`` (with ``organs``): the ``varied-texture`` one."""
+    ``varied-organs`` one; ``texture``: the ``varied-texture`` one (organs included)."""
+    organs = organs or texture
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 20261202]))
     phase = draw_phase(rng, phase, "varied")
     table_nc, sd, label = _tables(0)
@@ -255,5 +256,5 @@ def make_look(seed: int, rng, phase: str, appearance: str) -> Look:
     classic_phase = draw_phase(rng, phase, "classic")  # drawn in both, so the anatomy is the same
     if appearance == "classic":
         return classic_look(classic_phase)
-    return varied_look(seed, phase, organs=appearance in ("varied-organs", "varied-texture"),
+    return varied_look(seed, phase, organs=appearance == "varied-organs",
                        texture=appearance == "varied-texture")
