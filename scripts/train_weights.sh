@@ -567,10 +567,12 @@ kidney evaluate "$R12/real_val" "$R6/real_val" --overwrite
 
 # 18. round 13 (shipped): round 12's stage 2 trained on at a lower rate (a), and on CT whose soft
 #     organs are uneven at a coarse scale, as the real CT's are (the 'varied-texture' appearance,
-#     124 more training CTs next to round 6's 392) (b, c). Every candidate scored on round 6's
+#     124 more training CTs next to round 6's 392) (b, c, d). Every candidate scored on round 6's
 #     validation set (the rule); the CT around the validation maps drawn with varied-texture is a
-#     second look. The best, (a) at step 1,000, is the `varied` set's stage 2.
+#     second look. The best, (d) at step 1,000, is the `varied` set's stage 2.
 R13="$WORK/round13"
+python scripts/eval_real_ct.py --weights "$R12/cand/none_2000" --probe  # what in the real CT reads as tumour
+python scripts/calibrate_phantom_hu.py --texture                        # and how its organs' texture differs
 [ -d "$R13/real_train_texture" ] || kidney phantom --from-labels "$L" --split train --grid coarse \
     --appearance varied-texture --copies 1 --workers 2 --seed 13000 --out "$R13/real_train_texture"
 [ -d "$R13/ph_train_texture" ] || kidney phantom --out "$R13/ph_train_texture" -n 24 --seed 1300 \
@@ -589,15 +591,18 @@ snapshots "$R13/s2_b" "$R13/snaps_b" 1000 1500 2000 -- --init-weights "$R12W" --
 # (c) from (a) at step 1,000: lr 5e-5, 1,500 steps, with the varied-texture CTs, seed 171
 snapshots "$R13/s2_c" "$R13/snaps_c" 1000 1500 -- --init-weights "$R13/snaps_a/w1000.npz" --lr 5e-5 \
     --warmup 50 --steps 1500 --seed 171 --data "$R13/train" --augment none
-for run in a:1000 a:1500 b:1000 b:1500 b:2000 c:1000 c:1500; do r=${run%:*} s=${run#*:}
+# (d) from (b) at step 2,000: lr 7e-5, 2,000 steps, with the varied-texture CTs, seed 181
+snapshots "$R13/s2_d" "$R13/snaps_d" 1000 2000 -- --init-weights "$R13/snaps_b/w2000.npz" --lr 7e-5 \
+    --warmup 50 --steps 2000 --seed 181 --data "$R13/train" --augment none
+for run in a:1000 a:1500 b:1000 b:1500 b:2000 c:1000 c:1500 d:1000 d:2000; do r=${run%:*} s=${run#*:}
   candidate "$R13/cand/${r}_$s" "$R13/snaps_$r/w$s.npz"
 done
-for n in a_1000 b_1000; do
+for n in a_1000 b_1000 d_1000; do
   kidney segment -i "$R13/real_val_texture" -o "$R13/valt_$n" --weights "$R13/cand/$n" --overwrite --quiet
   kidney evaluate "$R13/valt_$n" "$R13/real_val_texture" --overwrite
 done
-cp "$R13/snaps_a/w1000.npz" kidney/weights/varied/stage2_wide_stem_bias.npz
+cp "$R13/snaps_d/w1000.npz" kidney/weights/varied/stage2_wide_stem_bias.npz
 test_varied "$R13"
-for c in "$R13"/cand/b_* "$R13"/cand/c_*; do  # after the choice, for the record
+for c in "$R13"/cand/a_* "$R13"/cand/b_* "$R13"/cand/c_* "$R13/cand/d_2000"; do  # after the choice, for the record
   python scripts/eval_real_ct.py --weights "$c" || true
 done
