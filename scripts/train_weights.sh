@@ -499,7 +499,7 @@ kidney evaluate "$R11/val_r10_tta" "$R6/val" --overwrite
 kidney segment -i "$R6/real_val" -o "$R11/real_val_r10_tta" --weights "$R10/cand/r10" --tta --overwrite --quiet
 python scripts/mass_errors.py "$R11/real_val_r10_tta" "$R6/real_val"
 
-# From round 10's stage 2, on round 6's stage-1 crops (sections 16b and 17)
+# Stage 2 (wide-stem-bias) on round 6's stage-1 crops, from the weights each run names (sections 16b-18)
 STAGE2=(kidney train --stage 2 --model wide-stem-bias --spacing 1.56 --stage1-spacing 5.97
         --stage1-weights "$R8/r6_stage1_compact.npz" --no-gt-crops --accumulate 1 --loss dice+bce --quiet)
 FROM10=("${STAGE2[@]}" --init-weights "$R10/s2c/weights.npz")
@@ -603,6 +603,6 @@ for n in a_1000 b_1000 d_1000; do
 done
 cp "$R13/snaps_d/w1000.npz" kidney/weights/varied/stage2_wide_stem_bias.npz
 test_varied "$R13"
-for c in "$R13"/cand/a_* "$R13"/cand/b_* "$R13"/cand/c_* "$R13/cand/d_2000"; do  # after the choice, for the record
-  python scripts/eval_real_ct.py --weights "$c" || true
+for n in a_1000 a_1500 b_1000 b_1500 b_2000 c_1000 c_1500 d_2000; do  # after the choice, for the record
+  python scripts/eval_real_ct.py --weights "$R13/cand/$n" || true
 done

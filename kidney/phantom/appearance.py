@@ -203,15 +203,15 @@ def classic_look(phase: str) -> Look:
 
 
 # varied-texture: HU amplitude ranges of the coarse field per tissue (module docstring)
-_COARSE_SD = (("liver", 2.0, 9.0), ("spleen", 1.0, 6.0), ("muscle", 1.0, 6.0), ("pancreas", 1.0, 5.0),
-              ("bowel_wall", 1.0, 5.0), (_KIDNEY, 0.0, 4.0))
+_COARSE_SD = ((("liver",), 2.0, 9.0), (("spleen",), 1.0, 6.0), (("muscle",), 1.0, 6.0),
+              (("pancreas",), 1.0, 5.0), (("bowel_wall",), 1.0, 5.0), (_KIDNEY, 0.0, 4.0))
 
 
 def _draw_coarse(look: Look, rng) -> None:
     """Set ``look``'s coarse field (``varied-texture``) from ``rng``."""
     look.coarse_sd = np.zeros(256, np.float32)
     for names, lo, hi in _COARSE_SD:
-        look.coarse_sd[[T[n] for n in ((names,) if isinstance(names, str) else names)]] = rng.uniform(lo, hi)
+        look.coarse_sd[[T[n] for n in names]] = rng.uniform(lo, hi)  # one amplitude per group
     look.coarse_mm = float(rng.uniform(12.0, 40.0))
     look.coarse_seed = int(rng.integers(2**62))
 

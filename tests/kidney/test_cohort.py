@@ -108,7 +108,8 @@ def test_ctrl_c_keeps_finished_cases_and_continue_finishes(cohort_weights, make_
     (hooks / "c2").write_text("hang")
     env = dict(os.environ, **{cohort.TEST_HOOK_ENV: str(hooks)})
     proc = subprocess.Popen([sys.executable, "-m", "kidney", "segment", "-i", str(data), "-o", str(out),
-                             "--weights", str(cohort_weights), "--quiet"], cwd=REPO, env=env, preexec_fn=takes_ctrl_c,
+                             "--weights", str(cohort_weights), "--quiet"], cwd=REPO, env=env,
+                            preexec_fn=takes_ctrl_c,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 240

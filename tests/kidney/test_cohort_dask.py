@@ -132,7 +132,8 @@ def test_ctrl_c_stops_the_cluster_and_continue_finishes(cohort_weights, make_coh
     env = dict(os.environ, **{cohort.TEST_HOOK_ENV: str(hooks)})
     proc = subprocess.Popen([sys.executable, "-m", "kidney", "segment", "-i", str(data), "-o", str(out),
                              "--weights", str(cohort_weights), "--quiet", "--workers", "2",
-                             "--dashboard-address", "none"], cwd=REPO, env=env, start_new_session=True, preexec_fn=takes_ctrl_c,
+                             "--dashboard-address", "none"], cwd=REPO, env=env, start_new_session=True,
+                            preexec_fn=takes_ctrl_c,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 240
