@@ -370,13 +370,19 @@ def _add_weights_args(p) -> None:
     p.add_argument("--tta", action="store_true",
                    help="test-time mirroring: average each stage over the 8 flips of its input "
                         "(8x the network time; not in the paper)")
+    p.add_argument("--keep-components", type=int, default=None, metavar="N",
+                   help="keep only the N largest connected parts of the predicted foreground (0: all); "
+                        "default: the setting stored with the stage-2 weights (kidney/postprocess.py)")
 
 
 def _segmenter(args):
     from .pipeline import Segmenter, default_weights
+    from .postprocess import check_keep_components
 
+    check_keep_components(args.keep_components, "--keep-components")
     d1, d2 = default_weights(args.weights)
-    return Segmenter(args.stage1_weights or d1, args.stage2_weights or d2, tta=args.tta, device=args.device)
+    return Segmenter(args.stage1_weights or d1, args.stage2_weights or d2, tta=args.tta, device=args.device,
+                     keep_components=args.keep_components)
 
 
 def add_segment(sub) -> None:
@@ -466,7 +472,8 @@ def run_segment(args) -> int:
     import sparseconv
 
     weights = cohort.Weights.from_dir(args.weights, args.stage1_weights, args.stage2_weights, tta=args.tta,
-                                      device=args.device, backend=sparseconv.get_backend().name)
+                                      device=args.device, backend=sparseconv.get_backend().name,
+                                      keep_components=args.keep_components)
     threads = args.threads_per_worker or args.threads or 1
     summary = cohort.segment_cohort(
         src, out, weights, segmenter=segmenter, resume=args.resume, overwrite=args.overwrite,

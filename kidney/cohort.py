@@ -109,6 +109,7 @@ class Weights:
     tta: bool = False
     device: str = "cpu"
     backend: Optional[str] = None  # sparseconv backend name; None: the process's default
+    keep_components: Optional[int] = None  # None: the stage-2 weights' own post-processing setting
 
     @classmethod
     def from_dir(cls, weights_dir=None, stage1=None, stage2=None, **kw) -> "Weights":
@@ -125,7 +126,8 @@ class Weights:
 
             if sparseconv.get_backend().name != self.backend:
                 sparseconv.set_backend(self.backend)
-        return Segmenter(self.stage1, self.stage2, tta=self.tta, device=self.device)
+        return Segmenter(self.stage1, self.stage2, tta=self.tta, device=self.device,
+                         keep_components=self.keep_components)
 
     def fingerprint(self) -> str:
         """16 hex digits of SHA-256 over both weights files and the settings that change labels."""
@@ -135,6 +137,8 @@ class Weights:
                 for block in iter(lambda: f.read(1 << 20), b""):
                     h.update(block)
         h.update(f"tta={self.tta}".encode())
+        if self.keep_components is not None:  # an override of the setting inside the stage-2 file
+            h.update(f"keep_components={self.keep_components}".encode())
         return h.hexdigest()[:16]
 
 
@@ -507,6 +511,7 @@ def segment_cohort(src, out_dir, weights: Weights, *, segmenter=None, resume: bo
     manifest.write({"run": "started", "engine": summary.engine, "cases": len(cases), "pending": len(pending),
                     "skipped": len(skipped), "part": [part_id, num_parts], "model": model,
                     "weights": [weights.stage1, weights.stage2], "tta": weights.tta,
+                    "keep_components": weights.keep_components,
                     "resume": resume, "overwrite": overwrite, "host": socket.gethostname(),
                     "pid": os.getpid()})
     for row in skipped:

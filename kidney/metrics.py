@@ -42,7 +42,7 @@ PHANTOM_DICE_TARGETS: Dict[str, float] = {"kidney": 0.93, "masses": 0.85, "tumor
 
 __all__ = ["HEC_LABELS", "HEC_TOLERANCE_MM", "CSV_COLUMNS", "PHANTOM_DICE_TARGETS", "hec_mask", "dice", "surfel_area_table",
            "neighbour_codes", "surface_distances", "surface_dice", "score_case", "CaseScore",
-           "evaluate_folder", "check_folders", "Evaluation", "write_csv", "print_summary", "Lesion",
+           "evaluate_folder", "check_folders", "find_prediction", "Evaluation", "write_csv", "print_summary", "Lesion",
            "lesion_recall", "lesion_table", "LESION_BINS_ML", "hec_dice", "KITS_LABELS", "GRID_RTOL_SPACING", "GRID_ATOL_ORIGIN_MM", "GRID_ATOL_DIRECTION"]
 KITS_LABELS = (0, 1, 2, 3)
 # Prediction and reference share a grid when, on the internal (I, P, L) voxel order, their spacings
@@ -269,7 +269,10 @@ class CaseScore:
                 + [self.sd.get(h, 0.0) for h in HEC_LABELS])
 
 
-def _find_prediction(pred_dir: Path, case_id: str) -> Optional[Path]:
+def find_prediction(pred_dir, case_id: str) -> Optional[Path]:
+    """The prediction file of ``case_id`` in ``pred_dir`` (``case_id.nii.gz``, ``case_id.nii``,
+    ``case_id/segmentation.nii.gz`` or ``case_id/prediction.nii.gz``), or None."""
+    pred_dir = Path(pred_dir)
     for candidate in (pred_dir / f"{case_id}.nii.gz", pred_dir / f"{case_id}.nii",
                       pred_dir / case_id / "segmentation.nii.gz",
                       pred_dir / case_id / "prediction.nii.gz"):
@@ -389,7 +392,7 @@ def evaluate_folder(pred_dir, data_dir, *, workers: int = 1, voxel_grid: bool = 
     """
     pred_dir, data_dir = Path(pred_dir), Path(data_dir)
     refs = check_folders(pred_dir, data_dir)
-    jobs = [(cid, _find_prediction(pred_dir, cid), ref, voxel_grid) for cid, ref in refs]
+    jobs = [(cid, find_prediction(pred_dir, cid), ref, voxel_grid) for cid, ref in refs]
     if workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
             cases = list(pool.map(_score_files, *zip(*jobs)))

@@ -12,6 +12,8 @@
    stage 2 did not see (outside its window or the dilated ROI), are background.
 5. **Labels** — HEC probability ``>= 0.5``: 1 where kidney+masses, then 3 where masses, then 2 where
    tumour (each overwrites; masses and tumour only inside kidney+masses).
+6. **Post-processing** (when the stage-2 weights or the caller ask for it; not in the paper) —
+   only the largest connected parts of the foreground are kept (:mod:`kidney.postprocess`).
 
 Test-time mirroring (``Segmenter(tta=True)``, ``kidney segment --tta``; off by default, the paper
 does not state it): each stage's network also runs on its input flipped along every subset of the
@@ -46,6 +48,7 @@ from sparseconv.functional.activation import sigmoid_array
 from . import io
 from .model import KidneyNet, WeightsError, labels_from_hecs, load_weights
 from .peak_memory import PeakRSS
+from .postprocess import META_KEY as KEEP_KEY, check_keep_components, keep_largest_components
 from .roi import Roi, RoiConfig, crop_roi, find_rois, paste_probabilities, scan_box
 from .sparsify import STAGE1, STAGE2, sparsify, stage_preset
 
@@ -152,10 +155,14 @@ class Segmenter:
             (8x the network time; off by default, as the paper does not state it).
         device: ``"cpu"`` (default) or ``"cuda"``: the networks and features live on the GPU, and
             sparseconv's ``cupy`` backend is selected if a CPU backend was.
+        keep_components: keep only this many largest connected parts of the predicted foreground
+            (:mod:`kidney.postprocess`); 0 keeps all; ``None`` (default) takes the setting stored
+            with the stage-2 weights (``keep_components`` in their metadata; none stored: keep all).
     """
 
     def __init__(self, stage1=None, stage2=None, *, weights_dir=None, roi_config: RoiConfig = RoiConfig(),
-                 threshold: float = 0.5, tta: bool = False, device: str = "cpu", _stage2_default=True):
+                 threshold: float = 0.5, tta: bool = False, device: str = "cpu",
+                 keep_components: Optional[int] = None, _stage2_default=True):
         d1, d2 = default_weights(weights_dir) if (stage1 is None or stage2 is None) else (None, None)
         self.stage1 = _Stage(stage1 if stage1 is not None else d1, 1)
         self.stage2 = _Stage(stage2 if stage2 is not None else d2, 2) if (stage2 is not None or _stage2_default) \
@@ -164,6 +171,13 @@ class Segmenter:
         self.threshold = float(threshold)
         self.mirror_axes = MIRROR_AXES if tta else ((),)
         self.device = normalize_device(device)
+        if keep_components is None and self.stage2 is not None:
+            keep_components = self.stage2.meta.get(KEEP_KEY)
+            where = f"{KEEP_KEY} in the metadata of {self.stage2.meta.get('path', 'the stage-2 weights')}"
+        else:
+            where = "keep_components"
+        #: components kept by the post-processing (None: all)
+        self.keep_components = check_keep_components(keep_components, where)
         if self.device == "cuda":
             import sparseconv
             if sparseconv.get_backend().xp is np:
@@ -275,8 +289,9 @@ class Segmenter:
 
     def labels_on_rois(self, image: np.ndarray, spacing, rois: Sequence[Roi], out: np.ndarray,
                        timed=None, probabilities: Optional[np.ndarray] = None) -> int:
-        """Stage 2 on each ROI, max-merged onto the scan grid, then the label rule, written into ``out``
-        (``(Z, Y, X)`` uint8, the image's grid; voxels outside every crop are left as they are).
+        """Stage 2 on each ROI, max-merged onto the scan grid, then the label rule and the
+        post-processing (:attr:`keep_components`), written into ``out`` (``(Z, Y, X)`` uint8, the
+        image's grid; voxels outside every crop are left as they are).
 
         The merged probabilities live only on the scan-grid box covering every crop; they are also
         written into ``probabilities`` (``(Z, Y, X, 3)``) if given. ``timed(name, fn)`` times the
@@ -297,6 +312,8 @@ class Segmenter:
         def finish():
             th = self.threshold
             sub = labels_from_hecs(merged[..., 0] >= th, merged[..., 1] >= th, merged[..., 2] >= th)
+            if self.keep_components is not None:  # every label lies in this box: the rest is background
+                sub = keep_largest_components(sub, self.keep_components)
             box = tuple(slice(a, b) for a, b in zip(ulo, uhi))
             out[box] = sub
             if probabilities is not None:
