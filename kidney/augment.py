@@ -30,6 +30,14 @@ on top, each off in the paper's set (probability 0), applied in this order aroun
 5b. low-resolution simulation: nearest-neighbour downsampling by U(0.5, 1) per axis and linear
     upsampling back (p 0.25).
 
+Stage 2 may also get, before everything else and even when the rest is switched off
+(``p_edge_cut``, 0 in the named sets; ``kidney train --edge-cuts``):
+
+E. edge cut: the crop cut through its kidney along the cranio-caudal axis (axis 0), at a plane
+   drawn uniformly between the kidney's first and last slice, one side (drawn) dropped — as if
+   the scan ended there. A field of view that ends inside a kidney is common (a real scan may stop
+   at a kidney's lower pole); stage 2 otherwise only ever sees whole kidneys.
+
 Every draw comes from the one generator passed in: same generator state, same bits.
 """
 from __future__ import annotations
@@ -71,6 +79,7 @@ class AugmentConfig:
     extra_noise_hu: float = 20.0
     p_lowres: float = 0.0
     lowres_zoom: Tuple[float, float] = (0.5, 1.0)
+    p_edge_cut: float = 0.0
 
 
 NO_AUGMENT = AugmentConfig(enabled=False)
@@ -106,6 +115,8 @@ def augment(hu: np.ndarray, labels: Optional[np.ndarray], rng: np.random.Generat
             config: AugmentConfig = AugmentConfig(), mask: Optional[np.ndarray] = None):
     """``(hu, labels, mask)`` augmented; inputs are not modified. ``labels``/``mask`` may be None."""
     hu = np.asarray(hu, np.float32)
+    if config.p_edge_cut > 0 and labels is not None and rng.random() < config.p_edge_cut:
+        hu, labels, mask = _edge_cut(hu, labels, mask, rng)
     if not config.enabled:
         return hu, labels, mask
     if config.p_fov_crop > 0 and rng.random() < config.p_fov_crop:
@@ -182,6 +193,17 @@ def _kidney_free_box(labels: np.ndarray, rng, config: AugmentConfig):
     m = max(config.kidney_free_min_slices, int(round(rng.uniform(0.5, 1.0) * run)))
     start = first + int(rng.integers(0, run - m + 1))
     return (slice(start, start + m),) + _fov_box(labels.shape, rng, config)[1:]
+
+
+def _edge_cut(hu: np.ndarray, labels: np.ndarray, mask: Optional[np.ndarray], rng):
+    """Step E: keep the slices on one side of a plane through the labelled voxels' slices (each
+    side keeps at least one labelled slice); unchanged when fewer than 2 slices are labelled."""
+    z = np.flatnonzero((labels > 0).any(axis=(1, 2)))
+    if z.size < 2:
+        return hu, labels, mask
+    cut = int(rng.integers(int(z[0]) + 1, int(z[-1]) + 1))  # slices [0, cut) and [cut, n) both hold kidney
+    keep = slice(cut, None) if rng.random() < 0.5 else slice(0, cut)
+    return hu[keep], labels[keep], None if mask is None else mask[keep]
 
 
 def _gamma(hu: np.ndarray, gamma: float, invert: bool, window) -> np.ndarray:

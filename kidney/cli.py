@@ -278,6 +278,10 @@ def add_train(sub) -> None:
                    help="stage 1 with --augment nnunet: share P of the field-of-view crops cut to a slab "
                         "above or below every kidney, so stage 1 learns to propose nothing there "
                         "(default 0)")
+    p.add_argument("--edge-cuts", type=float, default=0.0, metavar="P",
+                   help="stage 2: share P of the crops cut through the kidney along the cranio-caudal "
+                        "axis, one side dropped, as a scan that ends inside a kidney (default 0; "
+                        "applies with any --augment, none included)")
     p.add_argument("--stop-at", type=int, default=None,
                    help="stop (with a checkpoint) after this many steps of the --steps schedule; "
                         "run again to continue")
@@ -329,7 +333,7 @@ def run_train(args) -> int:
                       loss=args.loss, init_weights=str(args.init_weights) if args.init_weights else None,
                       stage1_weights=str(args.stage1_weights) if args.stage1_weights else None,
                       gt_crops=not args.no_gt_crops, kidney_free_crops=args.kidney_free_crops,
-                      widen=args.widen)
+                      edge_cuts=args.edge_cuts, widen=args.widen)
     out = args.out or Path("runs") / f"stage{args.stage}"
     comm = _communicator(args)
     t0 = time.perf_counter()

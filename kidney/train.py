@@ -89,6 +89,7 @@ class TrainConfig:
     init_weights: Optional[str] = None       # start from these weights instead of the random init
     widen: bool = False                      # init_weights are a narrower config: widen them (kidney.widen)
     kidney_free_crops: float = 0.0           # stage 1: share of field-of-view crops cut with no kidney
+    edge_cuts: float = 0.0                   # stage 2: share of crops cut through the kidney (volume edge)
 
     def resolved(self) -> "TrainConfig":
         c = replace(self)
@@ -116,6 +117,10 @@ class TrainConfig:
                                     or AUGMENTATIONS[c.augmentation].p_fov_crop == 0):
             raise ValueError("kidney_free_crops needs stage 1 and an augmentation with field-of-view "
                              "crops (augmentation='nnunet')")
+        if not 0.0 <= c.edge_cuts <= 1.0:
+            raise ValueError(f"edge_cuts must lie in [0, 1], got {c.edge_cuts}")
+        if c.edge_cuts and c.stage != 2:
+            raise ValueError("edge_cuts is for stage 2 (stage 1 gets field-of-view crops: augmentation='nnunet')")
         if c.widen and not c.init_weights:
             raise ValueError("widen needs init_weights (the narrower network to start from)")
         if c.steps < 1 or c.accumulate < 1:
@@ -253,6 +258,8 @@ class Trainer:
                                       if self.cfg.augment else NO_AUGMENT)
         if self.cfg.kidney_free_crops:
             self.aug = replace(self.aug, p_fov_kidney_free=self.cfg.kidney_free_crops)
+        if self.cfg.edge_cuts:  # applies even with augmentation off (augment.py, step E)
+            self.aug = replace(self.aug, p_edge_cut=self.cfg.edge_cuts)
         self.data_description = data_description
         self.progress = progress
         c = self.cfg

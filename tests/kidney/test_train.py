@@ -175,6 +175,46 @@ def test_kidney_free_crops_hold_no_kidney_and_are_seeded():
     assert lab.any()
 
 
+def test_edge_cuts_end_the_crop_inside_its_kidney_and_are_seeded():
+    from dataclasses import replace as _replace
+    from kidney.augment import NO_AUGMENT, augment
+    labels = np.zeros((30, 12, 12), np.uint8)
+    labels[8:20, 3:9, 3:9] = 1
+    labels[12:15, 4:7, 4:7] = 2
+    hu = np.random.default_rng(0).normal(0, 50, labels.shape).astype(np.float32)
+    mask = labels > 0
+    cfg = _replace(NO_AUGMENT, p_edge_cut=1.0)  # applies even with the rest switched off
+    sides = set()
+    for seed in range(12):
+        h, lab, m = augment(hu, labels, np.random.default_rng(seed), cfg, mask=mask)
+        n = lab.shape[0]
+        assert 0 < n < labels.shape[0] and h.shape == lab.shape == m.shape
+        top = np.array_equal(lab, labels[:n])
+        assert top or np.array_equal(lab, labels[-n:])  # one side of a plane, nothing else changed
+        assert np.array_equal(h, hu[:n] if top else hu[-n:]) and np.array_equal(m, lab > 0)
+        cut = lab[-1] if top else lab[0]  # the slice at the cut holds kidney: the scan ends inside it
+        assert cut.any() and lab.sum() < labels.sum()
+        sides.add(top)
+        h2, lab2, _ = augment(hu, labels, np.random.default_rng(seed), cfg, mask=mask)
+        assert np.array_equal(h, h2) and np.array_equal(lab, lab2)
+    assert sides == {True, False}
+    # fewer than two labelled slices: left as it is
+    one = np.zeros_like(labels)
+    one[5] = 1
+    h, lab, _ = augment(hu, one, np.random.default_rng(0), cfg)
+    assert np.array_equal(lab, one) and np.array_equal(h, hu)
+    # the named sets leave it off (so their draws, and the runs made with them, are unchanged)
+    assert all(a.p_edge_cut == 0.0 for a in A.AUGMENTATIONS.values())
+
+
+def test_edge_cuts_are_for_stage2():
+    with pytest.raises(ValueError, match="edge_cuts is for stage 2"):
+        TrainConfig(stage=1, edge_cuts=0.3).resolved()
+    with pytest.raises(ValueError, match="edge_cuts must lie"):
+        TrainConfig(stage=2, edge_cuts=-0.1).resolved()
+    assert TrainConfig(stage=2, augmentation="none", edge_cuts=0.3).resolved().edge_cuts == 0.3
+
+
 def test_kidney_free_crops_need_stage1_fov_crops():
     with pytest.raises(ValueError, match="kidney_free_crops"):
         TrainConfig(stage=2, augmentation="nnunet", kidney_free_crops=0.3).resolved()
