@@ -68,6 +68,7 @@ def main(argv=None) -> int:
     print("stage 1: ROI boxes hold " + ", ".join(f"{k} {v:.2f}" for k, v in covered.items())
           + f" of each kidney; ROIs away from the kidneys: {len(stray)}")
     print("kidneys found (share of each labelled): " + ", ".join(f"{k} {v:.2f}" for k, v in found.items()))
+    print(edge_line(pred, truth))
     print(false_positive_table(pred & ~truth, res.labels, ref.array, ct.array,
                                label_names(args.data / "example_seg.nii.gz")))
     if args.out:
@@ -92,6 +93,19 @@ def kidney_shares(mask, ref) -> dict:
     and 3) that ``mask`` covers."""
     return {side: float(np.count_nonzero(mask & (ref == v))) / max(1, np.count_nonzero(ref == v))
             for side, v in (("right", 2), ("left", 3))}
+
+
+def edge_line(pred, truth, n_edge: int = 4) -> str:
+    """The share of the labelled kidney voxels found in the ``n_edge`` slices at either end of the
+    scan (axis 0), where a kidney cut by the field of view meets the volume's edge, and elsewhere."""
+    edge = np.zeros(truth.shape[0], bool)
+    edge[:n_edge] = edge[-n_edge:] = True
+    parts = []
+    for name, rows in ((f"in the {n_edge} slices at either end of the scan", edge), ("elsewhere", ~edge)):
+        t = truth[rows]
+        share = f"{np.count_nonzero(t & pred[rows]) / np.count_nonzero(t):.2f}" if t.any() else "n/a"
+        parts.append(f"{name} {share} (of {int(np.count_nonzero(t))} voxels)")
+    return "kidney voxels found " + "; ".join(parts)
 
 
 def label_names(path) -> dict:

@@ -104,3 +104,16 @@ def test_coarse_component_stays_inside_the_organ():
     inner[:, :, :6] = inner[:, :, 18:] = False
     assert np.abs(coarse - (50.0 + 0.5 * x))[inner].max() < 1.5           # the gradient survives
     assert np.array_equal(coarse[~organ], checker[~organ])
+
+
+def test_edge_line_splits_the_kidney_at_the_scans_ends():
+    """Found shares in the slices at either end of the scan and elsewhere, with their voxel counts;
+    'n/a' where no kidney lies."""
+    mod = _script()
+    truth = np.zeros((12, 4, 4), bool)
+    truth[6:12, 1:3, 1:3] = True                 # 24 voxels; slices 8-11 are the last four
+    pred = truth.copy()
+    pred[10:12] = False                          # half of the edge slices' 16 voxels missed
+    line = mod.edge_line(pred, truth)
+    assert "either end of the scan 0.50 (of 16 voxels)" in line and "elsewhere 1.00 (of 8 voxels)" in line
+    assert "elsewhere n/a (of 0 voxels)" in mod.edge_line(pred[8:], truth[8:])
