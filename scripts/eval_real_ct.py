@@ -8,8 +8,9 @@ test case only: nothing was trained on it or chosen with it.
                                    [--min-dice 0.85]
 
 Prints the ROIs stage 1 proposes (how much of each kidney their boxes hold, how many hold no
-kidney), the Dice and Surface Dice of kidney+masses, each kidney's share found, and where the false
-positives lie by the reference's other organ labels (liver, spleen, ...; names from the label
+kidney), the Dice and Surface Dice of kidney+masses, each kidney's share found (and the share found
+in the slices at the scan's two ends, where a kidney cut by the field of view ends), and where the
+false positives lie by the reference's other organ labels (liver, spleen, ...; names from the label
 table in the file's header) with the class they were given and their median HU. With ``--min-dice`` the exit status is 1 unless the Dice
 reaches it, both kidneys are found (half or more of each) and no ROI lies away from the kidneys.
 """
