@@ -664,3 +664,11 @@ python scripts/eval_real_ct.py --weights varied  # the shipped set: the share fo
 for n in a_1000 a_1500 a_2000 a_2500 a_3000 b_750 b_1500; do  # after the choice, for the record
   python scripts/eval_real_ct.py --weights "$R14/cand/$n" || true
 done
+# after the round, not a candidate: (a) at step 2,000 trained on with edge cuts, its weights at the end
+"${STAGE2[@]}" --out "$R14/s2_ab" --init-weights "$R14/snaps_a/w2000.npz" --lr 5e-5 --warmup 50 --steps 1500 \
+    --seed 193 --data "$R14/train" --augment none --edge-cuts 0.3 --checkpoint-every 250
+candidate "$R14/cand/ab_1500" "$R14/s2_ab/weights.npz"
+kidney segment -i "$R13/real_val_texture" -o "$R14/cand/ab_1500.valt" --weights "$R14/cand/ab_1500" --overwrite --quiet
+kidney evaluate "$R14/cand/ab_1500.valt" "$R13/real_val_texture" --overwrite
+python scripts/fov_check.py "$R6/real_val" --weights "$R14/cand/ab_1500"
+python scripts/eval_real_ct.py --weights "$R14/cand/ab_1500" || true
