@@ -1,6 +1,6 @@
 """Where the pipeline's errors come from: stage-1 ROI coverage, and stage 2 on ground-truth ROIs.
 
-    python scripts/stage_errors.py DATA [--weights DIR]
+    python scripts/stage_errors.py DATA [--weights DIR] [--lesions] [--slab half|tight|no-kidney]
 
 Per case of DATA (KiTS layout, with segmentations): how many ROIs stage 1 finds; the share of the
 truth's kidney+masses and masses voxels inside their dilated masks (stage 2 sees nothing else, so
@@ -13,6 +13,11 @@ Then, over all cases, the reference lesions (tumours and cysts, 26-connected) by
 how many the pipeline finds (half or more of the lesion labelled as a mass) and its mean share of
 lesion voxels labelled as a mass — with the pipeline's ROIs and with ground-truth ROIs
 (``--lesions``: every lesion on its own line).
+
+``--slab KIND`` runs all of it on one slab of each scan instead of the whole scan, the slabs of
+``scripts/fov_check.py`` (``half``: the scan cut through the middle of its kidneys; ``tight``;
+``no-kidney``), to tell whether stage 1 or stage 2 loses what a field of view that cuts a kidney
+loses; cases without such a slab are left out.
 """
 from __future__ import annotations
 
@@ -26,6 +31,9 @@ import numpy as np
 from kidney import io, metrics
 from kidney.pipeline import Segmenter, default_weights
 from kidney.roi import crop_roi, find_rois, paste_probabilities, scan_box
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling scripts/fov_check.py
+from fov_check import slabs  # noqa: E402
 
 def coverage(image, labels, spacing, rois):
     """Share of the truth's kidney+masses and masses voxels inside the ROI masks, on the scan grid.
@@ -59,6 +67,8 @@ def main(argv=None) -> int:
     ap.add_argument("data", type=Path, help="folder of case_*/imaging.nii.gz + segmentation.nii.gz")
     ap.add_argument("--weights", type=Path, default=None, help="weights folder (default: the shipped)")
     ap.add_argument("--lesions", action="store_true", help="also list every lesion (case, kind, volume, share)")
+    ap.add_argument("--slab", choices=("half", "tight", "no-kidney"), default=None,
+                    help="run on this slab of each scan (as scripts/fov_check.py cuts it) instead of the whole")
     args = ap.parse_args(argv)
     seg = Segmenter(*default_weights(args.weights))
     t1, t2 = seg.stage1.spacing, seg.stage2.spacing
@@ -70,6 +80,11 @@ def main(argv=None) -> int:
     for d in cases:
         case = io.load_case(d, label=True)
         img, lab, sp = case.image.array.astype(np.float32), case.label.array, case.image.spacing
+        if args.slab:
+            cut = slabs(lab, sp).get(args.slab)
+            if cut is None:
+                continue
+            img, lab = np.ascontiguousarray(img[cut]), np.ascontiguousarray(lab[cut])
         extent = [n * s for n, s in zip(img.shape, sp)]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -87,6 +102,8 @@ def main(argv=None) -> int:
         rows.append([len(rois), *cov, *a, *b])
         print(f"{d.name:12s} {len(rois):4d}  {cov[0]:9.3f} {cov[1]:7.3f} | {a[0]:.3f} {a[1]:.3f} {a[2]:.3f}"
               f"       | {b[0]:.3f} {b[1]:.3f} {b[2]:.3f}", flush=True)
+    if not rows:
+        raise SystemExit(f"{args.data}: no case has a {args.slab} slab")
     m = np.nanmean(np.array(rows, float), axis=0)
     print(f"{'mean':12s} {m[0]:4.1f}  {m[1]:9.3f} {m[2]:7.3f} | {m[3]:.3f} {m[4]:.3f} {m[5]:.3f}"
           f"       | {m[6]:.3f} {m[7]:.3f} {m[8]:.3f}")

@@ -279,6 +279,10 @@ def test_stage_errors_script_replays_the_pipeline(tiny_phantom, tiny_segmenter, 
     # --lesions: one line per lesion after the table, shares in [0, 1]
     listed = [line.split() for line in out[i + 5:] if line.split()[1:2] in (["tumour"], ["cyst"])]
     assert len(listed) == n_lesions and all(0 <= float(x) <= 1 for row in listed for x in row[-2:])
+    # --slab half: the same analysis on the scan cut through its kidneys (fov_check's slab)
+    assert se.main([str(data), "--weights", str(tiny_weights), "--slab", "half"]) == 0
+    half = capsys.readouterr().out.strip().splitlines()
+    assert any(line.startswith("case_00000") for line in half) and half != out
     rows = metrics.lesion_table([metrics.Lesion(2, v, r) for v, r in ((1.0, 0.0), (5.0, 0.6), (80.0, 1.0))])
     assert [(n, f) for _, n, f, _ in rows] == [(1, 0), (1, 1), (0, 0), (1, 1)]
 
