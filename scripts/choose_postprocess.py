@@ -8,8 +8,10 @@ candidate N (0: keep every component) the predictions are post-processed as the 
 (:func:`kidney.postprocess.keep_largest_components`) and scored with the KiTS Dice per HEC, as
 ``kidney evaluate`` does. Prints, per folder and pooled over every case, the mean Dice of the three
 HECs and of their mean, and chooses the candidate with the best pooled mean; on a tie, the one that
-removes less (0 first, then the larger N). With ``--write`` the choice is stored in the stage-2
-weights file's metadata (``keep_components``; the arrays are not touched, which is checked), where
+removes less (0 first, then the larger N). It also prints, per candidate, the largest loss of
+kidney+masses Dice any one case suffers against keeping all: the mean can hide a case whose whole
+kidney was removed (a false island larger than a kidney), which no choice by the mean guards
+against. With ``--write`` the choice is stored in the stage-2 weights file's metadata (``keep_components``; the arrays are not touched, which is checked), where
 ``kidney segment`` reads it. Choose on validation data only: never on a test set.
 """
 from __future__ import annotations
@@ -94,6 +96,12 @@ def main(argv=None) -> int:
         print(f"{'pooled':30s} {n or 'all':>5}  {len(d):5d}  " + "  ".join(f"{v:.4f}" for v in m) + f"  {m.mean():.4f}")
         if m.mean() > best_mean:
             best, best_mean = n, m.mean()
+    if 0 in pooled:  # the mean can hide a case that loses a whole kidney: show the worst one
+        every = np.concatenate(pooled[0])[:, 0]
+        for n in (c for c in args.candidates if c):
+            loss = every - np.concatenate(pooled[n])[:, 0]
+            print(f"keep {n}: largest loss of kidney+masses Dice on one case against keeping all "
+                  f"{loss.max():.4f}; cases losing more than 0.05: {int(np.count_nonzero(loss > 0.05))}")
     print(f"chosen: keep {best or 'every'} component{'s' if best != 1 else ''} (pooled mean Dice {best_mean:.4f})")
     if args.write is not None:
         write_choice(args.write, best)

@@ -144,6 +144,11 @@ def test_choose_postprocess_picks_on_validation_and_writes_the_weights(tmp_path)
                           "--candidates", "0,1,2", "--write", str(w)], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert "chosen: keep 2 components" in run.stdout
+    # keeping 1 removes each case's second kidney (8 of 20 true voxels): the worst case is shown
+    assert "keep 1: largest loss of kidney+masses Dice on one case against keeping all 0.2500; " \
+           "cases losing more than 0.05: 2" in run.stdout
+    assert "keep 2: largest loss of kidney+masses Dice on one case against keeping all 0.0000; " \
+           "cases losing more than 0.05: 0" in run.stdout
     after, meta = read_weights(w)
     assert meta["keep_components"] == 2 and meta["stage"] == 2
     assert all(np.array_equal(before[k], after[k]) for k in before) and before.keys() == after.keys()
