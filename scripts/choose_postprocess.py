@@ -11,8 +11,9 @@ HECs and of their mean, and chooses the candidate with the best pooled mean; on 
 removes less (0 first, then the larger N). It also prints, per candidate, the largest loss of
 kidney+masses Dice any one case suffers against keeping all: the mean can hide a case whose whole
 kidney was removed (a false island larger than a kidney), which no choice by the mean guards
-against. With ``--write`` the choice is stored in the stage-2 weights file's metadata (``keep_components``; the arrays are not touched, which is checked), where
-``kidney segment`` reads it. Choose on validation data only: never on a test set.
+against. With ``--write`` the choice is stored in the stage-2 weights file's metadata
+(``keep_components``; the arrays are not touched, which is checked), where ``kidney segment``
+reads it. Choose on validation data only: never on a test set.
 """
 from __future__ import annotations
 
