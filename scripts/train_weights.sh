@@ -672,3 +672,23 @@ kidney segment -i "$R13/real_val_texture" -o "$R14/cand/ab_1500.valt" --weights 
 kidney evaluate "$R14/cand/ab_1500.valt" "$R13/real_val_texture" --overwrite
 python scripts/fov_check.py "$R6/real_val" --weights "$R14/cand/ab_1500"
 python scripts/eval_real_ct.py --weights "$R14/cand/ab_1500" || true
+
+# 20. round 15: both round-14 levers in one run, chosen by a rule that sees what they act on. Round
+#     13's stage 2 trained on round 14's textured mix (the data of (a) in §19) with crops cut by the
+#     volume's edge: (a) --edge-cuts 0.3, seed 201; (b) --edge-cuts 0.15, seed 202; lr 7e-5, 2,000
+#     steps each, no augmentation, the weights at 1,000 / 1,500 / 2,000 kept. The rule, fixed before
+#     any result: of these and round 13's stage 2, the one with the best mean of three validation
+#     figures ships — round 6's validation set (mean Dice of the three HECs over its 32 cases), the CT
+#     around the validation maps drawn with varied-texture (the same), and the half slabs of
+#     fov_check.py on the validation maps (kidney+masses Dice); stage 1 stays round 6's.
+R15="$WORK/round15"
+snapshots "$R15/s2_a" "$R15/snaps_a" 1000 1500 2000 -- --init-weights "$R13W" --lr 7e-5 --warmup 50 \
+    --steps 2000 --seed 201 --data "$R14/train" --augment none --edge-cuts 0.3
+snapshots "$R15/s2_b" "$R15/snaps_b" 1000 1500 2000 -- --init-weights "$R13W" --lr 7e-5 --warmup 50 \
+    --steps 2000 --seed 202 --data "$R14/train" --augment none --edge-cuts 0.15
+for run in a:1000 a:1500 a:2000 b:1000 b:1500 b:2000; do r=${run%:*} s=${run#*:}
+  candidate "$R15/cand/${r}_$s" "$R15/snaps_$r/w$s.npz"
+  kidney segment -i "$R13/real_val_texture" -o "$R15/cand/${r}_$s.valt" --weights "$R15/cand/${r}_$s" --overwrite --quiet
+  kidney evaluate "$R15/cand/${r}_$s.valt" "$R13/real_val_texture" --overwrite
+  python scripts/fov_check.py "$R6/real_val" --weights "$R15/cand/${r}_$s"
+done
