@@ -32,7 +32,8 @@ micro-kernel of a GEMM:
 Numba has no vector types. The tile is a small array on the stack (``_stack_array``) indexed only
 by counters of compile-time trip counts, which LLVM keeps in registers, and LLVM's SLP vectoriser,
 which Numba leaves off by default, turns each tile row into vector FMAs: ``_compiled`` compiles
-these kernels with it on. ``fastmath={"contract"}`` lets ``a·b + c`` become one FMA (one rounding
+these kernels with it on, and with the loop vectoriser off (on AVX-512 it turned the tile into
+gathers and scatters). ``fastmath={"contract"}`` lets ``a·b + c`` become one FMA (one rounding
 instead of two) and nothing else: no reassociation, every sum runs in a fixed order.
 
 Determinism: each output row belongs to one tile, each tile to one parallel task, and a tile adds
@@ -120,27 +121,33 @@ def _lanes_impl(a):
 
 
 def _compiled(kernel, args):
-    """``kernel``, compiled for ``args`` with LLVM's SLP vectoriser on.
+    """``kernel``, compiled for ``args`` with LLVM's SLP vectoriser on and its loop vectoriser off.
 
     The register tiles become vector code only through the SLP vectoriser, which Numba leaves off
     by default (``NUMBA_SLP_VECTORIZE=0``, after miscompilations it met in older LLVM releases).
-    It is switched on for the compilation of these kernels only, under Numba's compiler lock, and
-    their results are checked against the NumPy reference by the test suite. Numba's on-disk cache
-    does not record the setting, so these kernels are always compiled through this function.
+    The loop vectoriser, on by default, must be off: on a CPU with AVX-512 (seen on an AMD Zen 4)
+    it vectorises a loop around the tile instead, reading and writing the accumulators with masked
+    gathers and scatters — ``benchmarks/bench_conv.py --quick`` took 161 ms for the forward with
+    it, 5 ms without — while on AVX2-only CPUs it left the tiles alone (README's tables were
+    measured with it on). With it off, AVX-512 turns each tile row into one 512-bit FMA. Neither
+    switch changes what is computed: each accumulator is the same chain of FMAs in the same order.
+    Both are set for the compilation of these kernels only, under Numba's compiler lock, and their
+    results are checked against the NumPy reference by the test suite. Numba's on-disk cache does
+    not record the settings, so these kernels are always compiled through this function.
     The compiler rereads Numba's configuration from the environment when a ``NUMBA_*`` variable
-    has changed since it last looked, which would reset the switch: that reread happens first.
+    has changed since it last looked, which would reset the switches: that reread happens first.
     """
     sig = tuple(nb.typeof(a) for a in args)
     if sig not in kernel.overloads:
         with global_compiler_lock:
             if sig not in kernel.overloads:
                 nb.core.config.reload_config()
-                saved = nb.config.SLP_VECTORIZE
-                nb.config.SLP_VECTORIZE = 1
+                saved = nb.config.SLP_VECTORIZE, nb.config.LOOP_VECTORIZE
+                nb.config.SLP_VECTORIZE, nb.config.LOOP_VECTORIZE = 1, 0
                 try:
                     kernel.compile(sig)
                 finally:
-                    nb.config.SLP_VECTORIZE = saved
+                    nb.config.SLP_VECTORIZE, nb.config.LOOP_VECTORIZE = saved
     return kernel
 
 
