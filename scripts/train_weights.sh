@@ -692,3 +692,6 @@ for run in a:1000 a:1500 a:2000 b:1000 b:1500 b:2000; do r=${run%:*} s=${run#*:}
   kidney evaluate "$R15/cand/${r}_$s.valt" "$R13/real_val_texture" --overwrite
   python scripts/fov_check.py "$R6/real_val" --weights "$R15/cand/${r}_$s"
 done
+# the rule's best: (a) at step 1,000 (0.7008 against round 13's 0.6658), the `varied` set's stage 2
+cp "$R15/snaps_a/w1000.npz" kidney/weights/varied/stage2_wide_stem_bias.npz
+test_varied "$R15"
