@@ -35,6 +35,7 @@ from kidney.roi import crop_roi, find_rois, paste_probabilities, scan_box
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling scripts/fov_check.py
 from fov_check import slabs  # noqa: E402
 
+
 def coverage(image, labels, spacing, rois):
     """Share of the truth's kidney+masses and masses voxels inside the ROI masks, on the scan grid.
 

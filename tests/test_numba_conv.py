@@ -160,20 +160,21 @@ def test_forward_dx_dw_same_bits_on_1_and_2_threads():
 
 
 def _fresh_asm(kernel, args):
-    """The machine code of a fresh, uncached copy of ``kernel`` compiled by ``_compiled`` (Numba
-    cannot show the code of a kernel loaded from its cache), after checking it runs."""
+    """``(result, machine code)`` of a fresh, uncached copy of ``kernel`` compiled by ``_compiled``
+    (Numba cannot show the code of a kernel loaded from its cache)."""
     import numba
     fresh = numba.njit(parallel=True, fastmath={"contract"})(kernel.py_func)
-    nc._compiled(fresh, args)(*args)
-    return "\n".join(fresh.inspect_asm().values())
+    result = nc._compiled(fresh, args)(*args)
+    return result, "\n".join(fresh.inspect_asm().values())
 
 
 def test_the_tiles_become_vector_fma_code(monkeypatch):
     """The point of the kernels: on an x86-64 CPU with AVX2 and FMA the register tile compiles to
-    vector FMAs (two 256-bit ones per tile row, or one 512-bit one with AVX-512), with LLVM's SLP vectoriser on as ``_compiled`` sets it — also after a ``NUMBA_*``
-    variable changed, which makes Numba's compiler reread its configuration — and neither kernel
-    reads or writes its tile with gathers or scatters (what the loop vectoriser made of them on an
-    AVX-512 CPU: about 70 times slower)."""
+    vector FMAs (two 256-bit ones per tile row, or one 512-bit one with AVX-512), with LLVM's SLP
+    vectoriser on as ``_compiled`` sets it — also after a ``NUMBA_*`` variable changed, which makes
+    Numba's compiler reread its configuration — and neither kernel reads or writes its tile with
+    gathers or scatters (what the loop vectoriser made of them on an AVX-512 CPU: some thirty times
+    slower, README)."""
     import llvmlite.binding as llvm
     features = llvm.get_host_cpu_features().flatten()
     if "+avx2" not in features or "+fma" not in features:
@@ -182,10 +183,13 @@ def test_the_tiles_become_vector_fma_code(monkeypatch):
     x = np.ones((10, 16), np.float32)
     args = (x, np.zeros(16, np.float32), nc.weight_tiles(np.ones((27, 16, 16), np.float32), 16),
             np.zeros((10, 27), np.int32), 16)
-    forward = _fresh_asm(nc._forward_tiles, args)
-    vector_fmas = [line for line in forward.splitlines() if "vfmadd" in line and ("ymm" in line or "zmm" in line)]
-    assert len(vector_fmas) >= nc.ROWS
-    grad = _fresh_asm(nc._weight_grad_tiles, (x, x, np.zeros((10, 27), np.int32), True, 1))
+    out, forward = _fresh_asm(nc._forward_tiles, args)
+    assert np.all(out == 27 * 16)
+    fmas = [line for line in forward.splitlines() if "vfmadd" in line]
+    n_ymm, n_zmm = sum("ymm" in line for line in fmas), sum("zmm" in line for line in fmas)
+    assert n_ymm >= 2 * nc.ROWS or n_zmm >= nc.ROWS, (n_ymm, n_zmm)
+    dw, grad = _fresh_asm(nc._weight_grad_tiles, (x, x, np.zeros((10, 27), np.int32), True, 1))
+    assert np.all(dw == 10)  # every row's neighbour at every offset is row 0, x all ones
     for name, asm in (("forward", forward), ("weight gradient", grad)):
         slow = [line.strip() for line in asm.splitlines() if "gather" in line or "scatter" in line]
         assert not slow, (name, slow[:4])

@@ -12,9 +12,10 @@ micro-kernel of a GEMM:
 
 * ``_forward_tiles`` (the forward, and dX: the forward on the transposed map with ``Wᵀ``): a tile
   of ``ROWS`` output rows × ``lanes`` output channels (``lanes`` = 64 bytes, two 256-bit
-  registers: 16 float32 or 8 float64). For each offset k and input channel ci it broadcasts the
-  ROWS inputs ``x[nbr[o, k], ci]`` and loads one strip of ``W[k, ci]``: each weight strip feeds
-  ROWS rows, each input value ``lanes`` channels, 2·ROWS vector FMAs for ROWS + 2 loads. The tile
+  registers, or one 512-bit one with AVX-512: 16 float32 or 8 float64). For each offset k and
+  input channel ci it broadcasts the ROWS inputs ``x[nbr[o, k], ci]`` and loads one strip of
+  ``W[k, ci]``: each weight strip feeds ROWS rows, each input value ``lanes`` channels, 2·ROWS
+  vector FMAs for ROWS + 2 loads (with AVX2). The tile
   stays in registers over all K offsets and ``Cin`` channels and is written once. ROWS = 6 makes
   12 accumulator registers: enough independent FMA chains to cover the FMA latency, with room in
   the 16 AVX2 registers for the weight strips and a broadcast (4 rows took ~17 % longer, 8 rows
@@ -62,7 +63,7 @@ from numba.core.compiler_lock import global_compiler_lock  # noqa: E402
 from numba.extending import intrinsic, overload  # noqa: E402
 
 ROWS = 6  # rows of a forward tile (output rows) and of a weight-gradient tile (output channels)
-TILE_BYTES = 64  # channels of a tile: 64 bytes = two 256-bit (AVX2) registers
+TILE_BYTES = 64  # channels of a tile: 64 bytes = two 256-bit (AVX2) or one 512-bit (AVX-512) register
 MAX_TILE = ROWS * TILE_BYTES // 4  # elements of the largest tile (float32)
 WGRAD_MAX_CHUNKS = 64  # row chunks of the weight gradient (a function of the shapes, not the threads) ...
 WGRAD_MIN_CHUNK_ROWS = 2048  # ... but no chunk smaller than this (its partial would cost more than its rows)
