@@ -263,6 +263,9 @@ def add_train(sub) -> None:
                         "gamma, noise, blur, low resolution, rotation and scaling, mirroring, and "
                         "field-of-view crops in stage 1), or none")
     p.add_argument("--checkpoint-every", type=int, default=50, help="optimiser steps (default 50)")
+    p.add_argument("--keep-weights-at", type=_step_list, default=(), metavar="N,N,...",
+                   help="also write OUT/weights_stepN.npz at each of these optimiser steps, to compare "
+                        "snapshots of one run later (e.g. 1000,2000,3000)")
     p.add_argument("--max-cases", type=int, default=None, help="use the first N cases only")
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5; with --fold)")
     p.add_argument("--fold", type=int, default=None,
@@ -300,6 +303,17 @@ def add_train(sub) -> None:
     p.set_defaults(func=run_train)
 
 
+def _step_list(text: str) -> tuple:
+    """``"1000,2000"`` -> ``(1000, 2000)``: optimiser steps, positive integers."""
+    try:
+        steps = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected step numbers separated by commas, got {text!r}") from None
+    if not steps or min(steps) < 1:
+        raise argparse.ArgumentTypeError(f"expected step numbers >= 1, got {text!r}")
+    return steps
+
+
 def _communicator(args):
     """``--distributed``: the MPI ranks' communicator (mpi4py imported only then); else ``None``."""
     if not args.distributed:
@@ -333,7 +347,7 @@ def run_train(args) -> int:
                       loss=args.loss, init_weights=str(args.init_weights) if args.init_weights else None,
                       stage1_weights=str(args.stage1_weights) if args.stage1_weights else None,
                       gt_crops=not args.no_gt_crops, kidney_free_crops=args.kidney_free_crops,
-                      edge_cuts=args.edge_cuts, widen=args.widen)
+                      edge_cuts=args.edge_cuts, widen=args.widen, keep_weights_at=args.keep_weights_at)
     out = args.out or Path("runs") / f"stage{args.stage}"
     comm = _communicator(args)
     t0 = time.perf_counter()

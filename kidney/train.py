@@ -80,6 +80,7 @@ class TrainConfig:
     augment: bool = True
     augmentation: str = "paper"            # paper, nnunet or none (kidney.augment.AUGMENTATIONS)
     checkpoint_every: int = 50
+    keep_weights_at: Tuple[int, ...] = ()   # also write weights_step<N>.npz at these steps (kept, not overwritten)
     max_cases: Optional[int] = None
     folds: int = 1                           # cross-validation: case i (sorted) is in fold i % folds
     fold: Optional[int] = None               # train on every fold but this one
@@ -103,6 +104,9 @@ class TrainConfig:
             c.decay_steps = max(1, (4 * c.steps) // 5)
         c.betas = tuple(float(b) for b in c.betas)
         c.ds_weights = tuple(float(w) for w in c.ds_weights)
+        c.keep_weights_at = tuple(sorted({int(n) for n in c.keep_weights_at}))
+        if any(n < 1 for n in c.keep_weights_at):
+            raise ValueError(f"keep_weights_at must hold step numbers >= 1, got {c.keep_weights_at}")
         if c.augmentation not in AUGMENTATIONS:
             raise ValueError(f"augmentation must be one of {sorted(AUGMENTATIONS)}, got {c.augmentation!r}")
         if c.loss not in ("dice", "dice+bce"):
@@ -130,6 +134,7 @@ class TrainConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["betas"], d["ds_weights"] = list(self.betas), list(self.ds_weights)
+        d["keep_weights_at"] = list(self.keep_weights_at)
         return d
 
 
@@ -304,7 +309,7 @@ class Trainer:
         mine = self.cfg.to_dict()
         # The schedule's length may change on resume (lengthen or shorten a run: the learning rate
         # follows the new schedule from the saved step on); everything else must match.
-        schedule = ("steps", "warmup_steps", "decay_steps", "checkpoint_every")
+        schedule = ("steps", "warmup_steps", "decay_steps", "checkpoint_every", "keep_weights_at")
         defaults = TrainConfig().to_dict()  # fields newer than the checkpoint: their defaults
         differ = {k: (saved.get(k, defaults[k]), v) for k, v in mine.items()
                   if k not in schedule and saved.get(k, defaults[k]) != v}
@@ -391,6 +396,8 @@ class Trainer:
             if self.opt_step % self.cfg.checkpoint_every == 0 or self.opt_step == target:
                 self.save_checkpoint()
                 self.export_weights()
+            if self.opt_step in self.cfg.keep_weights_at:  # a snapshot to compare later (never overwritten
+                self.export_weights(self.out_dir / f"weights_step{self.opt_step}.npz")  # by this run)
         bar.close()
         return self
 

@@ -88,6 +88,22 @@ def test_resume_is_bitwise_identical(tiny_data, tmp_path):
     assert (tmp_path / "b" / "weights.npz").is_file()
 
 
+def test_weights_kept_at_the_asked_steps_are_the_weights_of_those_steps(tiny_data, tmp_path):
+    from kidney.model import read_weights
+    cfg = _cfg(keep_weights_at=(3, 1))
+    samples = load_samples(tiny_data, cfg)
+    Trainer(cfg, samples, tmp_path / "a", progress=False).run()
+    kept = sorted(p.name for p in (tmp_path / "a").glob("weights_step*.npz"))
+    assert kept == ["weights_step1.npz", "weights_step3.npz"]
+    at3 = Trainer(_cfg(), samples, tmp_path / "b", progress=False).run(steps=3)  # another run stopped at 3
+    arrays, meta = read_weights(tmp_path / "a" / "weights_step3.npz")
+    assert meta["optimizer_steps"] == 3
+    ref = at3.model.state_dict()
+    assert set(arrays) == set(ref) and all(np.array_equal(arrays[k], ref[k]) for k in ref)
+    with pytest.raises(ValueError, match="keep_weights_at"):
+        _cfg(keep_weights_at=(0,)).resolved()
+
+
 def test_checkpoint_with_another_config_is_refused(tiny_data, tmp_path):
     cfg = _cfg(steps=1, accumulate=1)
     samples = load_samples(tiny_data, cfg)
