@@ -277,6 +277,10 @@ def add_train(sub) -> None:
     p.add_argument("--widen", action="store_true",
                    help="--init-weights hold a narrower network of the same design (e.g. compact for --model "
                         "wide): start from it widened, computing the same function (Net2WiderNet)")
+    p.add_argument("--deepen", action="store_true",
+                   help="--init-weights hold a network with fewer levels of the same design (e.g. "
+                        "wide-stem-bias for --model deep-stem-bias): start from it with the coarser levels "
+                        "added, computing the same function (their way back up starts at zero)")
     p.add_argument("--kidney-free-crops", type=float, default=0.0, metavar="P",
                    help="stage 1 with --augment nnunet: share P of the field-of-view crops cut to a slab "
                         "above or below every kidney, so stage 1 learns to propose nothing there "
@@ -347,7 +351,8 @@ def run_train(args) -> int:
                       loss=args.loss, init_weights=str(args.init_weights) if args.init_weights else None,
                       stage1_weights=str(args.stage1_weights) if args.stage1_weights else None,
                       gt_crops=not args.no_gt_crops, kidney_free_crops=args.kidney_free_crops,
-                      edge_cuts=args.edge_cuts, widen=args.widen, keep_weights_at=args.keep_weights_at)
+                      edge_cuts=args.edge_cuts, widen=args.widen, deepen=args.deepen,
+                      keep_weights_at=args.keep_weights_at)
     out = args.out or Path("runs") / f"stage{args.stage}"
     comm = _communicator(args)
     t0 = time.perf_counter()

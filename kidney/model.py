@@ -118,6 +118,11 @@ CONFIGS: Dict[str, ModelConfig] = {
     # wide with a bias in the stem (kidney train --widen starts it from wide or compact weights, bias 0)
     "wide-stem-bias": ModelConfig("wide-stem-bias", (16, 32, 64, 128), (1, 1, 2, 2), decoder_depth=1,
                                   stem_bias=True),
+    # wide-stem-bias with two coarser levels (1/16 and 1/32 of the grid, as many levels as the paper's):
+    # four times the context per coarse voxel; ``kidney train --deepen`` starts it from wide-stem-bias
+    # weights, computing the same function (kidney.deepen). The new levels stay at 128 channels.
+    "deep-stem-bias": ModelConfig("deep-stem-bias", (16, 32, 64, 128, 128, 128), (1, 1, 2, 2, 2, 2),
+                                  decoder_depth=1, stem_bias=True),
     # Unit tests only.
     "tiny": ModelConfig("tiny", (4, 8, 8), (1, 1, 1), decoder_depth=1, n_supervised=2),
 }

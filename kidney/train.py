@@ -89,6 +89,7 @@ class TrainConfig:
     loss: str = "dice"                       # paper: soft Dice; "dice+bce" adds BCE (a documented deviation)
     init_weights: Optional[str] = None       # start from these weights instead of the random init
     widen: bool = False                      # init_weights are a narrower config: widen them (kidney.widen)
+    deepen: bool = False                     # init_weights have fewer levels: add levels (kidney.deepen)
     kidney_free_crops: float = 0.0           # stage 1: share of field-of-view crops cut with no kidney
     edge_cuts: float = 0.0                   # stage 2: share of crops cut through the kidney (volume edge)
 
@@ -127,6 +128,10 @@ class TrainConfig:
             raise ValueError("edge_cuts is for stage 2 (stage 1 gets field-of-view crops: augmentation='nnunet')")
         if c.widen and not c.init_weights:
             raise ValueError("widen needs init_weights (the narrower network to start from)")
+        if c.deepen and not c.init_weights:
+            raise ValueError("deepen needs init_weights (the shallower network to start from)")
+        if c.widen and c.deepen:
+            raise ValueError("widen and deepen are separate steps: widen first, then deepen the result")
         if c.steps < 1 or c.accumulate < 1:
             raise ValueError(f"steps and accumulate must be >= 1, got {c.steps}, {c.accumulate}")
         return c
@@ -276,6 +281,9 @@ class Trainer:
             if c.widen:
                 from .widen import widen
                 self.model = widen(load_weights(c.init_weights)[0], get_config(c.model), seed=c.seed)
+            elif c.deepen:
+                from .deepen import deepen
+                self.model = deepen(load_weights(c.init_weights)[0], get_config(c.model), seed=c.seed)
             else:
                 load_weights(c.init_weights, self.model)
         self.model.train()

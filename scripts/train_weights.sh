@@ -695,3 +695,20 @@ done
 # the rule's best: (a) at step 1,000 (0.7008 against round 13's 0.6658), the `varied` set's stage 2
 cp "$R15/snaps_a/w1000.npz" kidney/weights/varied/stage2_wide_stem_bias.npz
 test_varied "$R15"
+
+# 21. round 16: more levels. Round 11 found the masses error to be fit, not generalisation (the network
+#     does as badly on its training scans), and 9 in 10 false masses lie on normal kidney: at 4 levels a
+#     coarse voxel of stage 2 sees about 2.5 cm, less than a large mass, whose outline tells it from the
+#     kidney. (a) round 15's stage 2 deepened to 6 levels (deep-stem-bias: two coarser levels at 128
+#     channels, added by kidney train --deepen so that training starts from round 15's function); (b) the
+#     same schedule on round 15's stage 2 as it is (the control: what the steps alone give). Both on
+#     round 14's textured mix with --edge-cuts 0.3, lr 1e-4, 100 warm-up steps, 3,000 steps, no
+#     augmentation, seeds 211 / 212, the weights at 1,000 / 2,000 / 3,000 kept. The rule, fixed before
+#     any result: §20's (the best mean of round 6's validation mean, the varied-texture validation maps'
+#     mean and the fov_check half slabs' Dice), over these six and round 15's stage 2 (§20: 0.7008).
+R16="$WORK/round16"
+R15W="$R15/snaps_a/w1000.npz"  # round 15's stage 2
+S16=(--lr 1e-4 --warmup 100 --steps 3000 --data "$R14/train" --augment none --edge-cuts 0.3
+     --keep-weights-at 1000,2000,3000 --checkpoint-every 250)
+"${STAGE2[@]}" --out "$R16/s2_a" --model deep-stem-bias --deepen --init-weights "$R15W" --seed 211 "${S16[@]}"
+"${STAGE2[@]}" --out "$R16/s2_b" --init-weights "$R15W" --seed 212 "${S16[@]}"

@@ -1,10 +1,12 @@
-"""kidney.widen: a wider network started from a narrower one computes the same function."""
+"""kidney.widen and kidney.deepen: a wider network, or one with more levels, started from a trained one
+computes the same function."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from kidney.model import KidneyNet, ModelConfig, read_weights, save_weights
+from kidney.deepen import deepen
 from kidney.widen import widen
 from sparseconv import SparseTensor
 
@@ -100,3 +102,72 @@ def test_trainer_starts_a_wide_model_from_compact_weights(tmp_path, tiny_phantom
     assert state["stem.0.weight"].shape == (1, 1, 16)
     with pytest.raises(ValueError, match="widen needs init_weights"):
         TrainConfig(stage=1, model="wide", widen=True).resolved()
+
+
+# --- deepen ---------------------------------------------------------------------------------------
+
+TINY_DEEP = ModelConfig("tiny-deep", (4, 8, 8, 8, 8), (1, 1, 1, 2, 1), decoder_depth=1, n_supervised=2)
+
+
+def test_deepened_network_computes_the_shallow_function_bit_for_bit():
+    shallow = _trained_like(TINY, seed=1)
+    deep = deepen(shallow, TINY_DEEP, seed=0).eval()
+    assert deep.levels == 5 and deep.num_parameters() > shallow.num_parameters()
+    x = _blob(size=24)  # 24 voxels a side: the 1/16 level still holds voxels
+    for a, b in zip(shallow(x), deep(x)):
+        np.testing.assert_array_equal(np.asarray(b.feats), np.asarray(a.feats))
+    # the new levels are really on the path: with their way up no longer zero, the output changes
+    state = deep.state_dict()
+    state["ups.2.1.weight"] = np.full_like(state["ups.2.1.weight"], 0.05)
+    deep.load_state_dict(state)
+    assert not np.allclose(np.asarray(deep(x)[0].feats), np.asarray(shallow(x)[0].feats))
+
+
+def test_deepening_is_seeded_and_keeps_the_old_weights():
+    shallow = _trained_like(TINY, seed=1)
+    a, b, c = (deepen(shallow, TINY_DEEP, seed=s).state_dict() for s in (0, 0, 1))
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert any(not np.array_equal(a[k], c[k]) for k in a)
+    old = shallow.state_dict()
+    assert all(np.array_equal(a[k], old[k]) for k in old)
+    assert not a["ups.2.1.weight"].any() and not a["decoders.2.0.pwconv2.weight"].any()
+    assert a["ups.2.0.weight"].any()  # the LayerNorm before the zero convolution keeps its scale
+
+
+@pytest.mark.parametrize("other, message", [
+    (ModelConfig("same", (4, 8, 8), (1, 1, 1), decoder_depth=1, n_supervised=2), "add more"),
+    (ModelConfig("other-depths", (4, 8, 8, 8), (1, 2, 1, 1), decoder_depth=1, n_supervised=2), "add more"),
+    (ModelConfig("biased", (4, 8, 8, 8), (1, 1, 1, 1), decoder_depth=1, n_supervised=2, stem_bias=True),
+     "stem_bias differs"),
+])
+def test_only_levels_may_be_added(other, message):
+    with pytest.raises(ValueError, match=message):
+        deepen(KidneyNet(TINY, seed=0), other)
+
+
+def test_trainer_deepens_and_the_new_levels_get_gradients_after_the_first_step(tmp_path):
+    from kidney import phantom
+    from kidney.train import Trainer, TrainConfig, load_samples, loss_and_dice
+    data = tmp_path / "data"
+    phantom.write_dataset(data, 1, seed=11, preset="tiny")
+    init = save_weights(KidneyNet("wide-stem-bias", seed=3), tmp_path / "wide.npz", {"stage": 1})
+    cfg = TrainConfig(stage=1, model="deep-stem-bias", spacing=4.0, steps=1, accumulate=1, lr=1e-3,
+                      warmup_steps=1, seed=5, init_weights=str(init), deepen=True, augment=False)
+    trainer = Trainer(cfg, load_samples(data, cfg), tmp_path / "run", progress=False)
+    _, x, t = trainer.draw(0)
+    new = "encoders.4.0.pwconv1.weight"
+
+    def grad_of_new_level():
+        trainer.model.zero_grad()
+        loss, _ = loss_and_dice(trainer.model, x, t, cfg.ds_weights, cfg.loss)
+        loss.backward()
+        return dict(trainer.model.named_parameters())[new].grad
+
+    g = grad_of_new_level()
+    assert g is None or not np.asarray(g).any()  # its way up starts at zero
+    trainer.run()
+    assert np.asarray(grad_of_new_level()).any()
+    state, meta = read_weights(trainer.export_weights())
+    assert meta["config"]["name"] == "deep-stem-bias" and meta["train"]["deepen"] is True
+    with pytest.raises(ValueError, match="deepen needs init_weights"):
+        TrainConfig(stage=1, model="deep-stem-bias", deepen=True).resolved()
