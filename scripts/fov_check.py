@@ -2,10 +2,10 @@
 
     python scripts/fov_check.py DATA [--weights DIR] [-n 10]
 
-For each case of DATA (KiTS layout, with segmentations) three slabs of slices are cut from the scan:
-``no-kidney`` (the longest run of slices above or below every labelled voxel, if 40 mm or more),
-``half`` (the scan cut through the middle of its kidneys: the cranial half) and ``tight`` (the
-kidneys' slices plus 15 mm either side, as a kidney-level scan). Prints, per slab kind, how many
+For each case of DATA (KiTS layout, with segmentations) three slabs of slices are cut from the scan
+(:func:`kidney.slabs.fov_slabs`): ``no-kidney`` (the longest run of slices above or below every
+labelled voxel, if 40 mm or more), ``half`` (the scan cut through the middle of its kidneys: the
+cranial half) and ``tight`` (the kidneys' slices plus 15 mm either side, as a kidney-level scan). Prints, per slab kind, how many
 slabs got at least one ROI, and the kidney+masses Dice on the slabs that hold kidney. A slab with
 no kidney should get no ROI.
 """
@@ -19,23 +19,7 @@ import numpy as np
 
 from kidney import io, metrics
 from kidney.pipeline import Segmenter, default_weights
-
-
-def slabs(labels: np.ndarray, spacing):
-    """``{kind: slice}`` along axis 0 (see the module docstring)."""
-    z = np.flatnonzero((labels > 0).any(axis=(1, 2)))
-    out = {}
-    if z.size == 0:
-        return out
-    lo, hi, n = int(z[0]), int(z[-1]) + 1, labels.shape[0]
-    above, below = lo, n - hi
-    need = int(np.ceil(40.0 / spacing[0]))
-    if max(above, below) >= need:
-        out["no-kidney"] = slice(0, above) if above >= below else slice(hi, n)
-    out["half"] = slice(0, (lo + hi) // 2)
-    m = int(np.ceil(15.0 / spacing[0]))
-    out["tight"] = slice(max(0, lo - m), min(n, hi + m))
-    return out
+from kidney.slabs import fov_slabs
 
 
 def main(argv=None) -> int:
@@ -52,7 +36,7 @@ def main(argv=None) -> int:
     for case_dir in cases:
         case = io.load_case(case_dir, label=True)
         img, lab, sp = case.image.array, case.label.array, case.image.spacing
-        for kind, sl in slabs(lab, sp).items():
+        for kind, sl in fov_slabs(lab, sp).items():
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 res = seg.segment(np.ascontiguousarray(img[sl]), sp, details=True)

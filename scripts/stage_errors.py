@@ -14,9 +14,9 @@ how many the pipeline finds (half or more of the lesion labelled as a mass) and 
 lesion voxels labelled as a mass — with the pipeline's ROIs and with ground-truth ROIs
 (``--lesions``: every lesion on its own line).
 
-``--slab KIND`` runs all of it on one slab of each scan instead of the whole scan, the slabs of
-``scripts/fov_check.py`` (``half``: the scan cut through the middle of its kidneys; ``tight``;
-``no-kidney``), to tell whether stage 1 or stage 2 loses what a field of view that cuts a kidney
+``--slab KIND`` runs all of it on one slab of each scan instead of the whole scan, the slabs that
+``kidney.slabs.fov_slabs`` cuts for ``scripts/fov_check.py`` (``half``: the scan cut through the
+middle of its kidneys; ``tight``; ``no-kidney``), to tell whether stage 1 or stage 2 loses what a field of view that cuts a kidney
 loses; cases without such a slab are left out.
 """
 from __future__ import annotations
@@ -31,9 +31,8 @@ import numpy as np
 from kidney import io, metrics
 from kidney.pipeline import Segmenter, default_weights
 from kidney.roi import crop_roi, find_rois, paste_probabilities, scan_box
+from kidney.slabs import fov_slabs
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling scripts/fov_check.py
-from fov_check import slabs  # noqa: E402
 
 
 def coverage(image, labels, spacing, rois):
@@ -82,7 +81,7 @@ def main(argv=None) -> int:
         case = io.load_case(d, label=True)
         img, lab, sp = case.image.array.astype(np.float32), case.label.array, case.image.spacing
         if args.slab:
-            cut = slabs(lab, sp).get(args.slab)
+            cut = fov_slabs(lab, sp).get(args.slab)
             if cut is None:
                 continue
             img, lab = np.ascontiguousarray(img[cut]), np.ascontiguousarray(lab[cut])

@@ -289,14 +289,15 @@ def test_stage_errors_script_replays_the_pipeline(tiny_phantom, tiny_segmenter, 
 
 def test_fov_check_script_cuts_slabs_with_and_without_kidney(tiny_weights, tmp_path, capsys):
     from kidney import phantom
+    from kidney.slabs import fov_slabs
     fc = _script("fov_check")
     labels = np.zeros((60, 4, 4), np.uint8)
     labels[30:40, 1, 1] = 1
-    s = fc.slabs(labels, (2.0, 1.0, 1.0))
+    s = fov_slabs(labels, (2.0, 1.0, 1.0))
     assert s["no-kidney"] == slice(0, 30) and not labels[s["no-kidney"]].any()
     assert s["half"] == slice(0, 35) and s["tight"] == slice(22, 48)
-    assert "no-kidney" not in fc.slabs(labels, (1.0, 1.0, 1.0))       # 30 mm < 40 mm: no such slab
-    assert fc.slabs(np.zeros((5, 2, 2), np.uint8), (1, 1, 1)) == {}
+    assert "no-kidney" not in fov_slabs(labels, (1.0, 1.0, 1.0))       # 30 mm < 40 mm: no such slab
+    assert fov_slabs(np.zeros((5, 2, 2), np.uint8), (1, 1, 1)) == {}
     data = tmp_path / "data"
     phantom.write_dataset(data, 1, seed=3, preset="tiny")
     assert fc.main([str(data), "--weights", str(tiny_weights)]) == 0
