@@ -16,8 +16,8 @@ lesion voxels labelled as a mass — with the pipeline's ROIs and with ground-tr
 
 ``--slab KIND`` runs all of it on one slab of each scan instead of the whole scan, the slabs that
 ``kidney.slabs.fov_slabs`` cuts for ``scripts/fov_check.py`` (``half``: the scan cut through the
-middle of its kidneys; ``tight``; ``no-kidney``), to tell whether stage 1 or stage 2 loses what a field of view that cuts a kidney
-loses; cases without such a slab are left out.
+middle of its kidneys; ``tight``; ``no-kidney``), to tell whether stage 1 or stage 2 loses what a
+field of view that cuts a kidney loses; cases without such a slab are left out.
 """
 from __future__ import annotations
 
