@@ -5,6 +5,7 @@ sparse vs its PyTorch dense twin, where the sparse step's time goes, and how it 
     python benchmarks/bench_train.py --configs compact --inputs stage1
     python benchmarks/bench_train.py --inputs stage1@3              # a coarser grid, where the twin fits
     python benchmarks/bench_train.py --quick                        # tiny model, tiny inputs, 1 repeat
+    python benchmarks/bench_train.py --twin plain,checkpointed      # the twin also with checkpointing
 
 The default run took 6 minutes on a busy 2-core machine (README), where the paper config's stage-2
 step and every dense-twin step on these inputs exceeded the memory budget and stopped early (a step
@@ -19,7 +20,9 @@ that runs costs 1 + 2 × repeats steps; its compact rows took 62 s and 100 s).
   (``param_groups``, the paper's lr, betas, eps, weight decay), ``zero_grad``.
 * **The dense twin** (``torch_twin.TorchTrainStep``, only where PyTorch is installed — never
   required) runs the same network and weights on the whole grid with the same loss over the active
-  voxels and PyTorch's AdamW.
+  voxels and PyTorch's AdamW. ``--twin checkpointed`` (or ``plain,checkpointed``: both, side by
+  side) runs its blocks under activation checkpointing, the usual way to fit a dense 3D network's
+  training step into memory: it keeps a block's input only and recomputes the rest in the backward.
 * **Each (config, input, method) runs in a fresh subprocess** (``sparse_row``, ``torch_row``): the
   config's kernels are compiled on a small input first; then, with the model, optimiser and input
   built, the process's address space may grow by ``--memory-gb`` (default half the memory available
@@ -64,6 +67,7 @@ from measure import write_report  # noqa: E402
 from op_profile import CATEGORIES, OpProfile  # noqa: E402
 
 DS_WEIGHTS = (1.0, 0.5, 0.25)
+TWINS = {"plain": "torch", "checkpointed": "torch_checkpointed"}  # --twin: the key of its columns in a row
 
 
 def make_targets(n, seed=0):
@@ -182,14 +186,15 @@ def sparse_row(config, coords, feats, shape, targets, counts, repeats, budget_gb
                 parameters=model.num_parameters())
 
 
-def torch_row(config, coords, feats, shape, targets, repeats, budget_gb):
+def torch_row(config, coords, feats, shape, targets, repeats, budget_gb, checkpoint=False):
     """The PyTorch twin's columns, measured in this (fresh) process: the first step gives the peak
-    memory (and is the warm-up), then ``repeats`` timed steps, the median one reported."""
+    memory (and is the warm-up), then ``repeats`` timed steps, the median one reported.
+    ``checkpoint``: the twin's blocks under activation checkpointing."""
     import torch
     from torch_twin import TorchTrainStep
     from measure import peak_rss_mb, reset_peak, rss_mb
     model, _ = build_sparse(config)
-    step = TorchTrainStep(model, coords, feats, shape, targets, DS_WEIGHTS)
+    step = TorchTrainStep(model, coords, feats, shape, targets, DS_WEIGHTS, checkpoint=checkpoint)
     limit_memory(budget_gb)
     try:
         reset_peak()
@@ -251,12 +256,19 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", default="1,2", help="thread counts of the per-op table (default 1,2)")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch dense twin even if installed")
+    p.add_argument("--twin", default="plain",
+                   help="comma list of how the PyTorch twin runs: plain (every activation kept, default), "
+                        "checkpointed (its blocks under activation checkpointing, which fits larger grids "
+                        "at the cost of recomputing their forward)")
     p.add_argument("--memory-gb", type=float, default=None,
                    help="how much one step may grow a subprocess's address space (default: half of MemAvailable)")
     p.add_argument("--stats", default=str(STATS), help="KiTS23 statistics CSV (stage-2 crop boxes)")
     p.add_argument("--quick", action="store_true", help="tiny inputs, tiny config, 1 repeat (smoke test)")
     p.add_argument("--out", default=str(HERE / "results" / "bench_train.json"))
     args = p.parse_args(argv)
+    twins = args.twin.split(",")
+    if not twins or set(twins) - set(TWINS):
+        p.error(f"--twin takes a comma list of {', '.join(TWINS)}, got {args.twin!r}")
     if args.quick:
         args.configs, args.inputs, args.repeats = "tiny", "stage1,stage2-median", 1
 
@@ -291,10 +303,12 @@ def main(argv=None):
                            active=len(coords))
                 row["sparse"] = _child("sparse_row", npz, config, counts=counts, repeats=args.repeats,
                                        budget_gb=budget_gb)
-                if torch_note is None:
-                    row["torch"] = _child("torch_row", npz, config, repeats=args.repeats, budget_gb=budget_gb)
-                    if "step_s" in row["torch"] and "step_s" in row["sparse"]:
-                        row["torch_over_sparse"] = row["torch"]["step_s"] / row["sparse"]["step_s"]
+                for twin in twins if torch_note is None else ():
+                    key = TWINS[twin]
+                    row[key] = _child("torch_row", npz, config, repeats=args.repeats, budget_gb=budget_gb,
+                                      checkpoint=twin == "checkpointed")
+                    if "step_s" in row[key] and "step_s" in row["sparse"]:
+                        row[key + "_over_sparse"] = row[key]["step_s"] / row["sparse"]["step_s"]
                 results["rows"].append(row)
                 write_report(results, args.out, markdown(results), quiet=True)  # a partial report, row by row
                 step = row["sparse"].get("step_s")
@@ -312,14 +326,23 @@ def _fmt(v, f=".2f", none=""):
 
 def step_table(results):
     hi = max(results["machine"]["thread_counts"])
-    lines = [f"| input | config | active | sparse step (s), {hi} thread{'s' * (hi > 1)} | PyTorch twin step (s) | "
-             "twin / sparse | sparse peak MB | twin peak MB |", "|---|---|---|---|---|---|---|---|"]
+    # the plain twin's columns always (empty without PyTorch), the checkpointed twin's where it ran
+    keys = ["torch"] + (["torch_checkpointed"] if any("torch_checkpointed" in r for r in results["rows"]) else [])
+    names = {"torch": ("PyTorch twin", "twin"), "torch_checkpointed": ("checkpointed twin",) * 2}
+    head = (f"| input | config | active | sparse step (s), {hi} thread{'s' * (hi > 1)} | "
+            + "".join(f"{names[k][0]} step (s) | {names[k][1]} / sparse | " for k in keys)
+            + "sparse peak MB | " + "".join(f"{names[k][1]} peak MB | " for k in keys))
+    lines = [head.rstrip(), "|" + "---|" * (5 + 3 * len(keys))]
     for r in results["rows"]:
-        sp, t = r["sparse"], r.get("torch") or {}
-        twin = t.get("skipped") or f"{t['step_s']:.2f} ({t['threads']} threads)" if t else ""
+        sp = r["sparse"]
+        cells, peaks = "", ""
+        for k in keys:
+            t = r.get(k) or {}
+            twin = t.get("skipped") or f"{t['step_s']:.2f} ({t['threads']} threads)" if t else ""
+            cells += f"{twin} | {_fmt(r.get(k + '_over_sparse'))} | "
+            peaks += f"{_fmt(t.get('peak_mb'), '.0f')} | "
         lines.append(f"| {r['input']} | {r['config']} | {r['active']:,} | {sp.get('skipped') or _fmt(sp['step_s'])} | "
-                     f"{twin} | {_fmt(r.get('torch_over_sparse'))} | {_fmt(sp.get('peak_mb'), '.0f')} | "
-                     f"{_fmt(t.get('peak_mb'), '.0f')} |")
+                     f"{cells}{_fmt(sp.get('peak_mb'), '.0f')} | {peaks}".rstrip())
     return "\n".join(lines)
 
 

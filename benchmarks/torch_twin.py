@@ -16,8 +16,14 @@ import torch.nn.functional as F
 
 
 class TorchDenseKidneyNet:
-    def __init__(self, model, device="cpu", requires_grad=False):
+    """``checkpoint=True``: every ConvNeXt block under activation checkpointing
+    (``torch.utils.checkpoint``: its inner activations are recomputed in the backward instead of kept),
+    the usual way to fit a dense 3D network's training step into memory, at the cost of a second
+    forward through the blocks."""
+
+    def __init__(self, model, device="cpu", requires_grad=False, checkpoint=False):
         self.config = model.config
+        self.checkpoint = checkpoint
         self.device = torch.device(device)
         self.p = {k: torch.from_numpy(np.array(v, dtype=np.float32)).to(self.device).requires_grad_(requires_grad)
                   for k, v in model.state_dict().items()}
@@ -26,6 +32,12 @@ class TorchDenseKidneyNet:
         return F.layer_norm(x_last, x_last.shape[-1:], self.p[prefix + ".weight"], self.p[prefix + ".bias"], 1e-6)
 
     def _block(self, prefix, x):  # x: (1, C, D, H, W)
+        if self.checkpoint and torch.is_grad_enabled():
+            from torch.utils.checkpoint import checkpoint
+            return checkpoint(self._block_body, prefix, x, use_reentrant=False)
+        return self._block_body(prefix, x)
+
+    def _block_body(self, prefix, x):
         k, c = self.config.kernel_size, x.shape[1]
         w = self.p[prefix + ".dwconv.weight"].T.reshape(c, 1, k, k, k)
         y = F.conv3d(x, w, self.p.get(prefix + ".dwconv.bias"), padding=k // 2, groups=c)
@@ -108,11 +120,12 @@ class TorchTrainStep:
         model: the sparse ``KidneyNet`` whose weights and config to start from.
         coords, feats, shape: the sparse input (``(N, 4)``, ``(N, Cin)``, ``(D, H, W)``), batch 1.
         targets: ``(N, 3)`` float32 HEC targets of the active voxels.
+        checkpoint: run the blocks under activation checkpointing (:class:`TorchDenseKidneyNet`).
     """
 
     def __init__(self, model, coords, feats, shape, targets, ds_weights=(1.0, 0.5, 0.25), lr=5e-4,
-                 betas=(0.9, 0.95), eps=1e-12, weight_decay=1e-5, device="cpu"):
-        self.net = TorchDenseKidneyNet(model, device, requires_grad=True)
+                 betas=(0.9, 0.95), eps=1e-12, weight_decay=1e-5, device="cpu", checkpoint=False):
+        self.net = TorchDenseKidneyNet(model, device, requires_grad=True, checkpoint=checkpoint)
         params = list(self.net.p.values())
         self.opt = torch.optim.AdamW([{"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
                                       {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}],

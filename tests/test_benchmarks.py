@@ -122,3 +122,29 @@ def test_bench_train_quick(tmp_path):
             assert "torch" not in r
     table = out.with_suffix(".md").read_text()
     assert table.count("### Where the sparse step's time goes") == 2 and "| **step** |" in table
+
+
+def test_the_checkpointed_twin_takes_the_same_training_step():
+    """Activation checkpointing changes where the twin's memory goes, not its step: the same loss and
+    the same weights after AdamW (PyTorch optional: skipped without it)."""
+    import pytest
+    torch = pytest.importorskip("torch")
+    sys.path.insert(0, str(BENCH))
+    from bench_train import make_targets
+    from torch_twin import TorchTrainStep
+
+    from kidney.model import KidneyNet
+    rng = np.random.default_rng(0)
+    sites = np.argwhere(rng.random((12, 12, 12)) < 0.3)
+    coords = np.concatenate([np.zeros((len(sites), 1), np.int64), sites], axis=1).astype(np.int32)
+    feats = rng.standard_normal((len(sites), 1)).astype(np.float32)
+    model = KidneyNet("tiny", seed=0)
+    steps = [TorchTrainStep(model, coords, feats, (12, 12, 12), make_targets(len(sites)), checkpoint=c)
+             for c in (False, True)]
+    plain, checkpointed = (s.step() for s in steps)
+    assert steps[1].net.checkpoint and np.isfinite(plain)
+    assert checkpointed == pytest.approx(plain, rel=1e-6)
+    for key, value in steps[0].net.p.items():
+        torch.testing.assert_close(steps[1].net.p[key], value, rtol=1e-5, atol=1e-7)
+        assert not torch.equal(value, torch.from_numpy(np.asarray(model.state_dict()[key], np.float32))) \
+            or not value.grad.any()  # every weight with a gradient moved
