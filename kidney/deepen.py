@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from .model import KidneyNet, get_config
+from .widen import fields_must_agree
 
 __all__ = ["deepen"]
 
@@ -32,10 +33,7 @@ SAME_FIELDS = ("decoder_depth", "in_channels", "out_channels", "kernel_size", "n
 
 
 def _check_configs(shallow, deep):
-    for field in SAME_FIELDS:
-        if getattr(shallow, field) != getattr(deep, field):
-            raise ValueError(f"cannot deepen {shallow.name!r} to {deep.name!r}: {field} differs "
-                             f"({getattr(shallow, field)} vs {getattr(deep, field)}); only levels may be added")
+    fields_must_agree(shallow, deep, SAME_FIELDS, "deepen", "only levels may be added")
     n = len(shallow.dims)
     if len(deep.dims) <= n or deep.dims[:n] != shallow.dims or deep.depths[:n] != shallow.depths:
         raise ValueError(f"cannot deepen {shallow.name!r} to {deep.name!r}: the deep config must keep the "

@@ -34,11 +34,16 @@ SAME_FIELDS = ("depths", "decoder_depth", "in_channels", "out_channels", "kernel
                "head_block")
 
 
+def fields_must_agree(old, new, fields, verb, what_may_change):
+    """Raise a ValueError naming the first of ``fields`` in which the configs ``old`` and ``new`` differ."""
+    for field in fields:
+        if getattr(old, field) != getattr(new, field):
+            raise ValueError(f"cannot {verb} {old.name!r} to {new.name!r}: {field} differs "
+                             f"({getattr(old, field)} vs {getattr(new, field)}); {what_may_change}")
+
+
 def _check_configs(narrow, wide):
-    for field in SAME_FIELDS:
-        if getattr(narrow, field) != getattr(wide, field):
-            raise ValueError(f"cannot widen {narrow.name!r} to {wide.name!r}: {field} differs "
-                             f"({getattr(narrow, field)} vs {getattr(wide, field)}); only dims may change")
+    fields_must_agree(narrow, wide, SAME_FIELDS, "widen", "only dims may change")
     if narrow.stem_bias and not wide.stem_bias:
         raise ValueError(f"cannot widen {narrow.name!r} to {wide.name!r}: it would drop the stem's bias")
     if len(narrow.dims) != len(wide.dims) or any(w % n for n, w in zip(narrow.dims, wide.dims)):
