@@ -254,6 +254,9 @@ def main(argv=None):
     p.add_argument("--inputs", default="stage1,stage2-median",
                    help="comma list of stage1, stage1@MM (the scan on an MM mm grid), stage2-median, stage2-p95")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--twin-repeats", type=int, default=None,
+                   help="timed steps of the PyTorch twin (default: --repeats; a dense step on a large grid "
+                        "takes minutes)")
     p.add_argument("--threads", default="1,2", help="thread counts of the per-op table (default 1,2)")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch dense twin even if installed")
     p.add_argument("--twin", default="plain",
@@ -290,7 +293,8 @@ def main(argv=None):
     print(f"machine: {machine}\nmemory budget of a step: {budget_gb} GB\n{torch_note or ''}", flush=True)
     inputs = make_inputs(args.inputs.split(","), quick=args.quick, stats_path=args.stats)
     results = dict(machine=machine, torch_note=torch_note, memory_budget_gb=budget_gb,
-                   repeats=args.repeats, rows=[])
+                   memory_budget_asked=args.memory_gb is not None, repeats=args.repeats,
+                   twin_repeats=args.twin_repeats or args.repeats, rows=[])
     with tempfile.TemporaryDirectory() as tmp:
         for name, (coords, feats, shape) in inputs.items():
             targets = make_targets(len(coords))
@@ -305,7 +309,8 @@ def main(argv=None):
                                        budget_gb=budget_gb)
                 for twin in twins if torch_note is None else ():
                     key = TWINS[twin]
-                    row[key] = _child("torch_row", npz, config, repeats=args.repeats, budget_gb=budget_gb,
+                    row[key] = _child("torch_row", npz, config, repeats=args.twin_repeats or args.repeats,
+                                      budget_gb=budget_gb,
                                       checkpoint=twin == "checkpointed")
                     if "step_s" in row[key] and "step_s" in row["sparse"]:
                         row[key + "_over_sparse"] = row[key]["step_s"] / row["sparse"]["step_s"]
@@ -373,9 +378,12 @@ def markdown(results):
              f"{' (NUMBA_NUM_THREADS allows no more)' if m['thread_counts'] != m['threads_asked'] else ''}, "
              f"OpenBLAS threads at the start {m['blas_threads']}; "
              f"{results['repeats']} timed step(s) per thread count after a warm-up, the run with the median "
-             "step time shown.", ""]
+             "step time shown"
+             + (f"; the PyTorch twin: {results['twin_repeats']} timed step(s) after its first, the median shown"
+                if results.get("twin_repeats", results["repeats"]) != results["repeats"] else "") + ".", ""]
+    budget = "as asked" if results.get("memory_budget_asked") else "half the memory available at the start"
     parts += [f"Each step ran in a fresh process whose address space it could grow by {results['memory_budget_gb']} GB "
-              "(half the memory available at the start); a step that needed more is marked so.", ""]
+              f"({budget}); a step that needed more is marked so.", ""]
     if results["torch_note"]:
         parts += [f"Note: {results['torch_note']}.", ""]
     parts += ["### Training step: sparse vs the PyTorch dense twin", "", step_table(results)]
