@@ -5,9 +5,10 @@
 For each case of DATA (KiTS layout, with segmentations) three slabs of slices are cut from the scan
 (:func:`kidney.slabs.fov_slabs`): ``no-kidney`` (the longest run of slices above or below every
 labelled voxel, if 40 mm or more), ``half`` (the scan cut through the middle of its kidneys: the
-cranial half) and ``tight`` (the kidneys' slices plus 15 mm either side, as a kidney-level scan). Prints, per slab kind, how many
-slabs got at least one ROI, and the kidney+masses Dice on the slabs that hold kidney. A slab with
-no kidney should get no ROI.
+cranial half) and ``tight`` (the kidneys' slices plus 15 mm either side, as a kidney-level scan).
+Prints each slab's ROIs (the volume of the stage-1 component each was grown from, before its
+dilation), then, per slab kind, how many slabs got at least one ROI, and the kidney+masses Dice on
+the slabs that hold kidney. A slab with no kidney should get no ROI.
 """
 from __future__ import annotations
 
@@ -47,7 +48,9 @@ def main(argv=None) -> int:
             s["with_roi"] += bool(res.rois)
             if d is not None:
                 s["dice"].append(d)
+            sizes = " ".join(f"{r.voxels1 * r.spacing1 ** 3 / 1000:.1f}" for r in res.rois)
             print(f"{case_dir.name} {kind:9s} {sl.stop - sl.start:4d} slices  {len(res.rois)} ROI(s)"
+                  + (f" (stage-1 components of {sizes} ml)" if res.rois else "")
                   + (f"  kidney+masses Dice {d:.3f}" if d is not None else ""), flush=True)
     print("slab kind   slabs  with an ROI  mean kidney+masses Dice")
     for kind, s in stats.items():

@@ -712,3 +712,13 @@ S16=(--lr 1e-4 --warmup 100 --steps 3000 --data "$R14/train" --augment none --ed
      --keep-weights-at 1000,2000,3000 --checkpoint-every 250)
 "${STAGE2[@]}" --out "$R16/s2_a" --model deep-stem-bias --deepen --init-weights "$R15W" --seed 211 "${S16[@]}"
 "${STAGE2[@]}" --out "$R16/s2_b" --init-weights "$R15W" --seed 212 "${S16[@]}"
+for run in a:1000 a:2000 a:3000 b:1000 b:2000 b:3000; do r=${run%:*} s=${run#*:}
+  candidate "$R16/cand/${r}_$s" "$R16/s2_$r/weights_step$s.npz"
+  kidney segment -i "$R13/real_val_texture" -o "$R16/cand/${r}_$s.valt" --weights "$R16/cand/${r}_$s" --overwrite --quiet
+  kidney evaluate "$R16/cand/${r}_$s.valt" "$R13/real_val_texture" --overwrite
+  python scripts/fov_check.py "$R6/real_val" --weights "$R16/cand/${r}_$s"
+done
+# the rule's best: (b) at step 3,000 (0.7019 against round 15's 0.7008; the deeper (a)'s best 0.7004,
+# at step 2,000), the `varied` set's stage 2
+cp "$R16/s2_b/weights_step3000.npz" kidney/weights/varied/stage2_wide_stem_bias.npz
+test_varied "$R16"

@@ -303,6 +303,11 @@ def test_fov_check_script_cuts_slabs_with_and_without_kidney(tiny_weights, tmp_p
     assert fc.main([str(data), "--weights", str(tiny_weights)]) == 0
     out = capsys.readouterr().out
     assert "slab kind" in out and "tight" in out
+    import re
+    slabs = re.findall(r" (\d+) ROI\(s\)(?: \(stage-1 components of ([\d. ]+) ml\))?", out)
+    assert len(slabs) >= 2 and any(int(n) for n, _ in slabs)
+    for n, sizes in slabs:
+        assert len(sizes.split()) == int(n) and all(float(v) > 0 for v in sizes.split())  # one volume per ROI
 
 
 def test_shipped_weight_sets_by_name(tmp_path, monkeypatch):
