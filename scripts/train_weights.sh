@@ -719,6 +719,8 @@ for run in a:1000 a:2000 a:3000 b:1000 b:2000 b:3000; do r=${run%:*} s=${run#*:}
   python scripts/fov_check.py "$R6/real_val" --weights "$R16/cand/${r}_$s"
 done
 # the rule's best: (b) at step 3,000 (0.7019 against round 15's 0.7008; the deeper (a)'s best 0.7004,
-# at step 2,000), the `varied` set's stage 2
+# at step 2,000), the `varied` set's stage 2. Its test runs (after the choice) were worse than round
+# 15's on the lesion channels: from round 17 on, a candidate must lead the shipped stage 2 by 0.005.
 cp "$R16/s2_b/weights_step3000.npz" kidney/weights/varied/stage2_wide_stem_bias.npz
 test_varied "$R16"
+python scripts/fov_check.py "$R6/real_val" --weights varied  # the stray ROIs' stage-1 component volumes
