@@ -686,11 +686,16 @@ snapshots "$R15/s2_a" "$R15/snaps_a" 1000 1500 2000 -- --init-weights "$R13W" --
     --steps 2000 --seed 201 --data "$R14/train" --augment none --edge-cuts 0.3
 snapshots "$R15/s2_b" "$R15/snaps_b" 1000 1500 2000 -- --init-weights "$R13W" --lr 7e-5 --warmup 50 \
     --steps 2000 --seed 202 --data "$R14/train" --augment none --edge-cuts 0.15
+# rule_scores DIR STAGE2: the three figures of the rule below, for a weights folder of round 6's stage 1
+# and STAGE2 (candidate: round 6's validation set; then the textured validation maps and the slabs)
+rule_scores() {
+  candidate "$1" "$2"
+  kidney segment -i "$R13/real_val_texture" -o "$1.valt" --weights "$1" --overwrite --quiet
+  kidney evaluate "$1.valt" "$R13/real_val_texture" --overwrite
+  python scripts/fov_check.py "$R6/real_val" --weights "$1"
+}
 for run in a:1000 a:1500 a:2000 b:1000 b:1500 b:2000; do r=${run%:*} s=${run#*:}
-  candidate "$R15/cand/${r}_$s" "$R15/snaps_$r/w$s.npz"
-  kidney segment -i "$R13/real_val_texture" -o "$R15/cand/${r}_$s.valt" --weights "$R15/cand/${r}_$s" --overwrite --quiet
-  kidney evaluate "$R15/cand/${r}_$s.valt" "$R13/real_val_texture" --overwrite
-  python scripts/fov_check.py "$R6/real_val" --weights "$R15/cand/${r}_$s"
+  rule_scores "$R15/cand/${r}_$s" "$R15/snaps_$r/w$s.npz"
 done
 # the rule's best: (a) at step 1,000 (0.7008 against round 13's 0.6658), the `varied` set's stage 2
 cp "$R15/snaps_a/w1000.npz" kidney/weights/varied/stage2_wide_stem_bias.npz
@@ -713,10 +718,7 @@ S16=(--lr 1e-4 --warmup 100 --steps 3000 --data "$R14/train" --augment none --ed
 "${STAGE2[@]}" --out "$R16/s2_a" --model deep-stem-bias --deepen --init-weights "$R15W" --seed 211 "${S16[@]}"
 "${STAGE2[@]}" --out "$R16/s2_b" --init-weights "$R15W" --seed 212 "${S16[@]}"
 for run in a:1000 a:2000 a:3000 b:1000 b:2000 b:3000; do r=${run%:*} s=${run#*:}
-  candidate "$R16/cand/${r}_$s" "$R16/s2_$r/weights_step$s.npz"
-  kidney segment -i "$R13/real_val_texture" -o "$R16/cand/${r}_$s.valt" --weights "$R16/cand/${r}_$s" --overwrite --quiet
-  kidney evaluate "$R16/cand/${r}_$s.valt" "$R13/real_val_texture" --overwrite
-  python scripts/fov_check.py "$R6/real_val" --weights "$R16/cand/${r}_$s"
+  rule_scores "$R16/cand/${r}_$s" "$R16/s2_$r/weights_step$s.npz"
 done
 # the rule's best: (b) at step 3,000 (0.7019 against round 15's 0.7008; the deeper (a)'s best 0.7004,
 # at step 2,000), the `varied` set's stage 2. Its test runs (after the choice) were worse than round
