@@ -14,9 +14,10 @@ first step only those zeroed layers receive gradients; once ``ups[L-1]`` has mov
 coarse levels do too, and the wider context they see reaches the heads (the zero-initialised residual
 branch of Goyal et al., "Accurate, large minibatch SGD", 2017, and of ReZero).
 
-Why deeper: each level halves the grid, so each added level doubles the distance a block can see. At
-1.56 mm, 4 levels see about 2.5 cm of context per coarse voxel; 6 levels about 10 cm — the size of a
-large renal mass, whose outline (not its texture) tells it from the kidney around it.
+Why deeper: each level halves the grid, so each added level doubles the distance a block can see. On
+stage 2's 1.56 mm grid, the coarsest voxel of 4 levels spans 12.5 mm and a 3×3×3 depthwise
+convolution there reaches 37.5 mm; with 6 levels, 50 mm and 150 mm — the size of a large renal mass,
+whose outline (not its texture) tells it from the kidney around it.
 """
 from __future__ import annotations
 

@@ -703,8 +703,8 @@ test_varied "$R15"
 
 # 21. round 16: more levels. Round 11 found the masses error to be fit, not generalisation (the network
 #     does as badly on its training scans), and 9 in 10 false masses lie on normal kidney: at 4 levels a
-#     coarse voxel of stage 2 sees about 2.5 cm, less than a large mass, whose outline tells it from the
-#     kidney. (a) round 15's stage 2 deepened to 6 levels (deep-stem-bias: two coarser levels at 128
+#     block of stage 2's coarsest level reaches 37.5 mm (3 voxels of 12.5 mm), less than a large mass,
+#     whose outline tells it from the kidney. (a) round 15's stage 2 deepened to 6 levels (deep-stem-bias: two coarser levels at 128
 #     channels, added by kidney train --deepen so that training starts from round 15's function); (b) the
 #     same schedule on round 15's stage 2 as it is (the control: what the steps alone give). Both on
 #     round 14's textured mix with --edge-cuts 0.3, lr 1e-4, 100 warm-up steps, 3,000 steps, no
