@@ -270,10 +270,11 @@ def main(argv=None):
     p.add_argument("--out", default=str(HERE / "results" / "bench_train.json"))
     args = p.parse_args(argv)
     twins = args.twin.split(",")
-    if not twins or set(twins) - set(TWINS):
+    if set(twins) - set(TWINS):
         p.error(f"--twin takes a comma list of {', '.join(TWINS)}, got {args.twin!r}")
     if args.quick:
         args.configs, args.inputs, args.repeats = "tiny", "stage1,stage2-median", 1
+    twin_repeats = args.twin_repeats or args.repeats
 
     import numba
     import sparseconv
@@ -294,7 +295,7 @@ def main(argv=None):
     inputs = make_inputs(args.inputs.split(","), quick=args.quick, stats_path=args.stats)
     results = dict(machine=machine, torch_note=torch_note, memory_budget_gb=budget_gb,
                    memory_budget_asked=args.memory_gb is not None, repeats=args.repeats,
-                   twin_repeats=args.twin_repeats or args.repeats, rows=[])
+                   twin_repeats=twin_repeats, rows=[])
     with tempfile.TemporaryDirectory() as tmp:
         for name, (coords, feats, shape) in inputs.items():
             targets = make_targets(len(coords))
@@ -309,8 +310,7 @@ def main(argv=None):
                                        budget_gb=budget_gb)
                 for twin in twins if torch_note is None else ():
                     key = TWINS[twin]
-                    row[key] = _child("torch_row", npz, config, repeats=args.twin_repeats or args.repeats,
-                                      budget_gb=budget_gb,
+                    row[key] = _child("torch_row", npz, config, repeats=twin_repeats, budget_gb=budget_gb,
                                       checkpoint=twin == "checkpointed")
                     if "step_s" in row[key] and "step_s" in row["sparse"]:
                         row[key + "_over_sparse"] = row[key]["step_s"] / row["sparse"]["step_s"]

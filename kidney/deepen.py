@@ -50,13 +50,11 @@ def deepen(shallow: KidneyNet, config, seed: int = 0) -> KidneyNet:
         config: the deeper :class:`~kidney.model.ModelConfig` or its name.
         seed: initialises the new levels (same seed, same weights).
     """
-    deep = KidneyNet(get_config(config), seed=seed)
-    _check_configs(shallow.config, deep.config)
+    config = get_config(config)
+    _check_configs(shallow.config, config)  # before building: a refused config costs nothing
+    deep = KidneyNet(config, seed=seed)
     state = dict(deep.state_dict())
-    for key, value in shallow.state_dict().items():
-        if state[key].shape != value.shape:  # cannot happen with matching configs; say so if it does
-            raise ValueError(f"cannot deepen: {key} has shape {value.shape}, the deep network's {state[key].shape}")
-        state[key] = value
+    state.update(shallow.state_dict())  # load_state_dict below checks every name and shape
     joint = len(shallow.config.dims) - 1  # the level where the new ones join the old
     for key in state:
         # the transposed convolution, not the LayerNorm before it (a zero LayerNorm would block its gradient)

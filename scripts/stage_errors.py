@@ -34,7 +34,6 @@ from kidney.roi import crop_roi, find_rois, paste_probabilities, scan_box
 from kidney.slabs import fov_slabs
 
 
-
 def coverage(image, labels, spacing, rois):
     """Share of the truth's kidney+masses and masses voxels inside the ROI masks, on the scan grid.
 

@@ -1,6 +1,7 @@
 """kidney.pipeline and the segment/demo CLI: output grid, labels, no-kidney input, weights errors."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -303,7 +304,6 @@ def test_fov_check_script_cuts_slabs_with_and_without_kidney(tiny_weights, tmp_p
     assert fc.main([str(data), "--weights", str(tiny_weights)]) == 0
     out = capsys.readouterr().out
     assert "slab kind" in out and "tight" in out
-    import re
     slabs = re.findall(r" (\d+) ROI\(s\)(?: \(stage-1 components of ([\d. ]+) ml\))?", out)
     assert len(slabs) >= 2 and any(int(n) for n, _ in slabs)
     for n, sizes in slabs:
