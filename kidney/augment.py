@@ -26,9 +26,16 @@ on top, each off in the paper's set (probability 0), applied in this order aroun
    scale 0.7–1.4, flips p 0.5;
 3b. contrast: HU about 40 HU × U(0.75, 1.25) (p 0.15);
 3c. gamma on the [−160, 300] HU range, γ ∈ U(0.7, 1.5), half the time inverted (p 0.3);
-4b. extra Gaussian noise σ ∈ U(0, 20) HU (p 0.15);
+4b. extra Gaussian noise σ ∈ U(0, 20) HU (p 0.15; white — the ``scanner`` set below also draws its
+    in-plane point spread, ``extra_noise_corr``);
 5b. low-resolution simulation: nearest-neighbour downsampling by U(0.5, 1) per axis and linear
     upsampling back (p 0.25).
+
+:data:`SCANNER_AUGMENT` (``kidney train --augment scanner``) keeps only what a scanner changes:
+blur σ ∈ [0.25, 1] voxel (p 0.25), extra noise of sd U(0, 15) HU whose in-plane point spread is
+drawn from σ ∈ [0, 1] voxel (white to smooth, as reconstruction kernels make it; p 0.35), and the
+low-resolution simulation (p 0.25) — no affine, flips or HU changes, so it varies a scan's fine
+texture and nothing else.
 
 Stage 2 may also get, before everything else and even when the rest is switched off
 (``p_edge_cut``, 0 in the named sets; ``kidney train --edge-cuts``):
@@ -77,6 +84,7 @@ class AugmentConfig:
     gamma_window_hu: Tuple[float, float] = (-160.0, 300.0)
     p_extra_noise: float = 0.0
     extra_noise_hu: float = 20.0
+    extra_noise_corr: Tuple[float, float] = (0.0, 0.0)  # σ (voxels) of the noise's point spread; 0: white
     p_lowres: float = 0.0
     lowres_zoom: Tuple[float, float] = (0.5, 1.0)
     p_edge_cut: float = 0.0
@@ -88,7 +96,13 @@ PAPER_AUGMENT = AugmentConfig()
 NNUNET_AUGMENT = AugmentConfig(p_affine=0.3, rotate_deg=(30.0, 15.0, 15.0), scale=0.3, p_flip=0.5,
                                p_blur=0.2, p_fov_crop=0.5, p_contrast=0.15, p_gamma=0.3,
                                p_extra_noise=0.15, p_lowres=0.25)
-AUGMENTATIONS = {"paper": PAPER_AUGMENT, "nnunet": NNUNET_AUGMENT, "none": NO_AUGMENT}
+# The scanner only: how the scan was reconstructed and how noisy it is, nothing of the anatomy's
+# geometry or of its HU (module docstring, steps 4b, 5, 5b; every other step off).
+SCANNER_AUGMENT = AugmentConfig(p_affine=0.0, p_flip=0.0, intensity_scale=0.0, intensity_shift_hu=0.0,
+                                noise_hu=0.0, p_blur=0.25, blur_sigma=(0.25, 1.0), p_extra_noise=0.35,
+                                extra_noise_hu=15.0, extra_noise_corr=(0.0, 1.0), p_lowres=0.25)
+AUGMENTATIONS = {"paper": PAPER_AUGMENT, "nnunet": NNUNET_AUGMENT, "scanner": SCANNER_AUGMENT,
+                 "none": NO_AUGMENT}
 
 
 def augmentation(name: str, stage: int) -> AugmentConfig:
@@ -156,7 +170,10 @@ def augment(hu: np.ndarray, labels: Optional[np.ndarray], rng: np.random.Generat
         hu = hu + rng.standard_normal(hu.shape, dtype=np.float32) * np.float32(config.noise_hu)
     if config.p_extra_noise > 0 and rng.random() < config.p_extra_noise:
         sd = np.float32(rng.uniform(0.0, config.extra_noise_hu))
-        hu = hu + rng.standard_normal(hu.shape, dtype=np.float32) * sd
+        noise = rng.standard_normal(hu.shape, dtype=np.float32)
+        if config.extra_noise_corr[1] > 0:  # drawn only when asked: the other sets keep their draws
+            noise = _correlated(noise, rng.uniform(*config.extra_noise_corr))
+        hu = hu + noise * sd
     if rng.random() < config.p_blur:
         hu = ndimage.gaussian_filter(hu, sigma=rng.uniform(*config.blur_sigma), mode="nearest")
     if config.p_lowres > 0 and rng.random() < config.p_lowres:
@@ -165,6 +182,15 @@ def augment(hu: np.ndarray, labels: Optional[np.ndarray], rng: np.random.Generat
     labels = None if labels is None else np.ascontiguousarray(labels)
     mask = None if mask is None else np.ascontiguousarray(mask)
     return hu, labels, mask
+
+
+def _correlated(noise: np.ndarray, sigma: float) -> np.ndarray:
+    """Unit-sd noise with a Gaussian point spread of ``sigma`` voxels in plane (axes 1, 2), as a
+    reconstruction kernel shapes a scan's noise: 0 keeps it white, 1 makes neighbours alike."""
+    if sigma <= 0:
+        return noise
+    noise = ndimage.gaussian_filter(noise, sigma=(0.0, sigma, sigma), mode="wrap")
+    return noise / np.float32(max(float(noise.std()), 1e-6))
 
 
 def _fov_box(shape, rng, config: AugmentConfig):

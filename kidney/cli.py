@@ -258,10 +258,11 @@ def add_train(sub) -> None:
                         "crop's mask outlines the true kidney, a cue absent at inference)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-augment", action="store_true", help="switch augmentation off")
-    p.add_argument("--augment", default="paper", choices=("paper", "nnunet", "none"),
+    p.add_argument("--augment", default="paper", choices=("paper", "nnunet", "scanner", "none"),
                    help="augmentation set: the paper's (default), nnU-Net's on top of it (intensity, "
                         "gamma, noise, blur, low resolution, rotation and scaling, mirroring, and "
-                        "field-of-view crops in stage 1), or none")
+                        "field-of-view crops in stage 1), the scanner's alone (blur, noise of a drawn "
+                        "texture, low resolution), or none")
     p.add_argument("--checkpoint-every", type=int, default=50, help="optimiser steps (default 50)")
     p.add_argument("--keep-weights-at", type=_step_list, default=(), metavar="N,N,...",
                    help="also write OUT/weights_stepN.npz at each of these optimiser steps, to compare "

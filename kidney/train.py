@@ -78,7 +78,7 @@ class TrainConfig:
     ds_weights: Tuple[float, ...] = (1.0, 0.5, 0.25)
     seed: int = 0
     augment: bool = True
-    augmentation: str = "paper"            # paper, nnunet or none (kidney.augment.AUGMENTATIONS)
+    augmentation: str = "paper"            # paper, nnunet, scanner or none (kidney.augment.AUGMENTATIONS)
     checkpoint_every: int = 50
     keep_weights_at: Tuple[int, ...] = ()   # also write weights_step<N>.npz at these steps (kept, not overwritten)
     max_cases: Optional[int] = None

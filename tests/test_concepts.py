@@ -31,7 +31,8 @@ def test_numba_weight_grad_puts_the_wider_operand_in_the_tile_lanes(cin, cout, v
     chunks = nc.weight_grad_chunks(len(x), 27, cin, cout, 4)
     # the other orientation (operands padded with rows, as weight_grad would)
     vec, bcast = (g, x.feats) if vec_is_input else (x.feats, g)
-    vec, bcast = nc._with_zero_rows(vec, 16), nc._with_zero_rows(bcast, 6)
+    vec = nc._with_zero_rows(vec, np.empty((len(vec) + 16, vec.shape[1]), vec.dtype))
+    bcast = nc._with_zero_rows(bcast, np.empty((len(bcast) + 6, bcast.shape[1]), bcast.dtype))
     args = (vec, bcast, kmap.neighbors, not vec_is_input, chunks)
     assert np.array_equal(got, nc._compiled(nc._weight_grad_tiles, args)(*args))
 

@@ -157,10 +157,10 @@ def _compiled(kernel, args):
 # --------------------------------------------------------------------------------------------
 
 @nb.njit(parallel=True, cache=True)
-def _with_zero_rows(x, extra):
-    """``x`` with ``extra`` rows of zeros appended (a fresh array; ``x`` is left alone)."""
+def _with_zero_rows(x, out):
+    """``out`` ``(n + extra, c)``: ``x`` ``(n, c)`` with ``extra`` rows of zeros appended."""
     n, c = x.shape
-    out = np.empty((n + extra, c), dtype=x.dtype)
+    extra = out.shape[0] - n
     src, dst = x.reshape(-1), out.reshape(-1)
     n_chunks = 64  # contiguous runs: the copy vectorises like memcpy
     total = n * c
@@ -173,8 +173,8 @@ def _with_zero_rows(x, extra):
 
 
 @nb.njit(parallel=True, cache=True, fastmath={"contract"})
-def _forward_tiles(x, zeros, w_tiles, nbr, cout):
-    """``out[o] = Σ_k x[nbr[o, k]] @ W[k]``.
+def _forward_tiles(x, zeros, w_tiles, nbr, out):
+    """``out[o] = Σ_k x[nbr[o, k]] @ W[k]``; ``out`` ``(n_out, Cout)``, allocated by the caller.
 
     zeros: ``(Cin,)`` zeros, the row a tile row reads where its neighbour is absent (an argument,
     so that it outlives the kernel: a local array would be freed after its last use by name).
@@ -183,7 +183,7 @@ def _forward_tiles(x, zeros, w_tiles, nbr, cout):
     n_out, K = nbr.shape
     n_tiles, cin = w_tiles.shape[0], w_tiles.shape[2]
     lanes = _lanes(x)
-    out = np.empty((n_out, cout), dtype=x.dtype)
+    cout = out.shape[1]
     # A tile row whose neighbour is absent reads a row of zeros instead. Rows are addressed by
     # pointer, so that row need not be part of x (no padded copy of the input).
     x_first, zero_row = _address(x), _address(zeros)
@@ -311,7 +311,8 @@ def forward(feats, weight, nbr):
     if weight.shape[1] == 0 or cout == 0:
         return np.zeros((nbr.shape[0], cout), dtype=feats.dtype)
     zeros = np.zeros(weight.shape[1], dtype=feats.dtype)
-    args = (feats, zeros, weight_tiles(weight, tile_lanes(feats.dtype)), nbr, cout)
+    out = np.empty((nbr.shape[0], cout), dtype=feats.dtype)  # NumPy's: huge pages (numba_cpu docstring)
+    args = (feats, zeros, weight_tiles(weight, tile_lanes(feats.dtype)), nbr, out)
     return _compiled(_forward_tiles, args)(*args)
 
 
@@ -353,8 +354,8 @@ def weight_grad(feats, grad_out, nbr):
     vec_is_input, vec_rows, bcast_rows = weight_grad_plan(cin, cout, feats.dtype)
     vec, bcast = (feats, grad_out) if vec_is_input else (grad_out, feats)
     if vec_rows:
-        vec = _with_zero_rows(vec, vec_rows)
+        vec = _with_zero_rows(vec, np.empty((len(vec) + vec_rows, vec.shape[1]), dtype=vec.dtype))
     if bcast_rows:
-        bcast = _with_zero_rows(bcast, bcast_rows)
+        bcast = _with_zero_rows(bcast, np.empty((len(bcast) + bcast_rows, bcast.shape[1]), dtype=bcast.dtype))
     args = (vec, bcast, nbr, vec_is_input, weight_grad_chunks(n_out, K, cin, cout, feats.itemsize))
     return _compiled(_weight_grad_tiles, args)(*args)

@@ -16,6 +16,12 @@
   and input channels, each weight strip feeding 6 rows. The weight gradient tiles one ``dW[k]``
   block the same way over the pairs of fixed row chunks, then sums the chunk partials in order.
   No atomics; the same bits for any thread count.
+* Outputs: every kernel whose output grows with the rows writes into an array the host side
+  allocated with NumPy and passed in. NumPy asks Linux for huge pages for large arrays
+  (``madvise``); an array a Numba kernel allocates comes from ``malloc`` in 4 KiB pages, and
+  first-touching those page by page cost more than the work in the cheap kernels (a (1.1 M, 64)
+  float32 output: 0.14 s to allocate and fill inside Numba on one thread, 0.04 s into a NumPy
+  array), and the page faults serialise the threads on the kernel's memory lock.
 """
 from __future__ import annotations
 
@@ -87,8 +93,7 @@ def _probe(slot_keys, slot_rows, key):
 
 
 @nb.njit(parallel=True, cache=True)
-def _lookup(slot_keys, slot_rows, queries):
-    out = np.empty(len(queries), dtype=np.int32)
+def _lookup(slot_keys, slot_rows, queries, out):
     for i in nb.prange(len(queries)):
         out[i] = _probe(slot_keys, slot_rows, queries[i])
     return out
@@ -99,9 +104,8 @@ def _lookup(slot_keys, slot_rows, queries):
 # --------------------------------------------------------------------------------------------
 
 @nb.njit(parallel=True, cache=True)
-def _neighbor_table(slot_keys, slot_rows, coords, shape, offsets):
+def _neighbor_table(slot_keys, slot_rows, coords, shape, offsets, table):
     n, J = len(coords), len(offsets)
-    table = np.empty((n, J), dtype=np.int32)
     for i in nb.prange(n):
         b = np.int64(coords[i, 0])
         for j in range(J):
@@ -117,9 +121,9 @@ def _neighbor_table(slot_keys, slot_rows, coords, shape, offsets):
 
 
 @nb.njit(parallel=True, cache=True)
-def _mirror_table(lower, K):
+def _mirror_table(lower, table):
     n, half = lower.shape
-    table = np.empty((n, K), dtype=np.int32)
+    K = table.shape[1]
     for i in nb.prange(n):
         for j in range(half):
             table[i, j] = lower[i, j]
@@ -229,9 +233,9 @@ def _submanifold_table(keys, row_keys, row_ptr, shape, dz, dy, dx, n_tasks, tabl
 
 
 @nb.njit(parallel=True, cache=True)
-def _transpose_table(neighbors, n_in):
+def _transpose_table(neighbors, table):
+    """``table`` ``(n_in, K)``, all -1 on entry: ``table[i, k] = o`` where ``neighbors[o, k] = i``."""
     n_out, K = neighbors.shape
-    table = np.full((n_in, K), -1, dtype=np.int32)
     for o in nb.prange(n_out):
         for k in range(K):
             i = neighbors[o, k]
@@ -241,10 +245,9 @@ def _transpose_table(neighbors, n_in):
 
 
 @nb.njit(parallel=True, cache=True)
-def _down_candidates(coords, offsets, stride, padding, out_shape):
+def _down_candidates(coords, offsets, stride, padding, out_shape, cand):
     """``cand[i·K + k]``: packed key of the output row i feeds through offset k, or EMPTY."""
     n, K = len(coords), len(offsets)
-    cand = np.empty(n * K, dtype=np.int64)
     for i in nb.prange(n):
         b = np.int64(coords[i, 0])
         for k in range(K):
@@ -264,9 +267,8 @@ def _down_candidates(coords, offsets, stride, padding, out_shape):
 
 
 @nb.njit(parallel=True, cache=True)
-def _down_fill(slot_keys, slot_rows, n_out, cand, n, K):
-    """The table of a down map: ``table[row of cand[i·K + k], k] = i``, -1 elsewhere."""
-    table = np.full((n_out, K), -1, dtype=np.int32)
+def _down_fill(slot_keys, slot_rows, cand, n, K, table):
+    """The table of a down map: ``table[row of cand[i·K + k], k] = i``; ``table`` all -1 on entry."""
     # Each (output, k) is fed by at most one input (coords are unique), so the scatter is race-free.
     for i in nb.prange(n):
         for k in range(K):
@@ -281,11 +283,12 @@ def _down_fill(slot_keys, slot_rows, n_out, cand, n, K):
 # --------------------------------------------------------------------------------------------
 
 @nb.njit(parallel=True, cache=True)
-def _depthwise_forward(feats, weight, nbr):
+def _depthwise_forward(feats, weight, nbr, out):
     n_out, K = nbr.shape
     c = feats.shape[1]
-    out = np.zeros((n_out, c), dtype=feats.dtype)
     for o in nb.prange(n_out):
+        for ch in range(c):
+            out[o, ch] = 0
         for k in range(K):
             i = nbr[o, k]
             if i >= 0:
@@ -370,10 +373,9 @@ def _sum_chunks(partial, n_seg, n_chunks):
 
 
 @nb.njit(parallel=True, cache=True)
-def _grn_rows(a, p, b, q, shift, seg_ptr, n_chunks):
+def _grn_rows(a, p, b, q, shift, seg_ptr, n_chunks, out):
     """``out[r] = a[r]·p[s] + b[r]·q[s] + shift`` for each row r of segment s (GRN forward: a = b = x,
     p = scale, q = 0, shift = β; backward: a = grad, b = x, p = scale, q = coef, shift = 0)."""
-    out = np.empty_like(a)
     c = a.shape[1]
     for task in nb.prange((len(seg_ptr) - 1) * n_chunks):
         s, r0, r1 = _chunk_rows(seg_ptr, n_chunks, task)
@@ -428,8 +430,7 @@ def _normal_pdf_impl(v):
 
 
 @nb.njit(parallel=True, cache=True)
-def _gelu(x):
-    out = np.empty_like(x)
+def _gelu(x, out):
     for i in nb.prange(x.shape[0]):
         for c in range(x.shape[1]):
             v = x[i, c]
@@ -438,8 +439,7 @@ def _gelu(x):
 
 
 @nb.njit(parallel=True, cache=True)
-def _gelu_grad(x, grad):
-    out = np.empty_like(x)
+def _gelu_grad(x, grad, out):
     for i in nb.prange(x.shape[0]):
         for c in range(x.shape[1]):
             v = x[i, c]
@@ -448,10 +448,8 @@ def _gelu_grad(x, grad):
 
 
 @nb.njit(parallel=True, cache=True)
-def _layer_norm(x, weight, bias, eps):
+def _layer_norm(x, weight, bias, eps, y, xhat, rstd):
     n, c = x.shape
-    y, xhat = np.empty_like(x), np.empty_like(x)
-    rstd = np.empty((n, 1), dtype=x.dtype)
     for i in nb.prange(n):
         mu = 0.0
         for j in range(c):
@@ -471,9 +469,8 @@ def _layer_norm(x, weight, bias, eps):
 
 
 @nb.njit(parallel=True, cache=True)
-def _layer_norm_grad(grad, xhat, rstd, weight):
+def _layer_norm_grad(grad, xhat, rstd, weight, gx):
     n, c = grad.shape
-    gx = np.empty_like(grad)
     n_chunks = min(WGRAD_CHUNKS, max(n, 1))
     partial = np.empty((n_chunks, 2 * c), dtype=grad.dtype)  # per chunk: Σ grad·xhat, then Σ grad
     for chunk in nb.prange(n_chunks):
@@ -527,11 +524,13 @@ class NumbaBackend:
         return slot_keys, slot_rows
 
     def lookup(self, index, queries):
-        return self._launch(_lookup, 16 * len(queries), *index, np.ascontiguousarray(queries, dtype=np.int64))
+        return self._launch(_lookup, 16 * len(queries), *index, np.ascontiguousarray(queries, dtype=np.int64),
+                            np.empty(len(queries), dtype=np.int32))
 
     def neighbor_table(self, index, coords, spatial_shape, offsets):
         return self._launch(_neighbor_table, 16 * len(coords) * len(offsets), *index, coords,
-                            np.array(spatial_shape, dtype=np.int64), np.ascontiguousarray(offsets, dtype=np.int64))
+                            np.array(spatial_shape, dtype=np.int64), np.ascontiguousarray(offsets, dtype=np.int64),
+                            np.empty((len(coords), len(offsets)), dtype=np.int32))
 
     def submanifold_table(self, keys, spatial_shape, offsets):
         """Optional member: the whole ``(N, K) int32`` table of a centred kernel in one pass.
@@ -552,8 +551,6 @@ class NumbaBackend:
         # Tasks: enough blocks of grid rows to balance uneven rows over the threads; the table does
         # not depend on their number.
         n_tasks = min(len(row_keys), 16 * nb.get_num_threads())
-        # Allocated by NumPy, which asks Linux for huge pages: first-touching 4 KiB pages of a
-        # Numba-allocated table costs more than filling it.
         table = np.empty((len(keys), len(offsets)), dtype=np.int32)
         self._launch(_submanifold_table, 4 * len(keys) * len(offsets), keys, row_keys, row_ptr,
                      np.array(spatial_shape, dtype=np.int64), axes[0], axes[1], tuple(int(d) for d in axes[2]),
@@ -561,21 +558,24 @@ class NumbaBackend:
         return table
 
     def mirror_table(self, lower, K):
-        return self._launch(_mirror_table, lower.size, np.ascontiguousarray(lower), K)
+        return self._launch(_mirror_table, lower.size, np.ascontiguousarray(lower),
+                            np.empty((len(lower), K), dtype=np.int32))
 
     def transpose_table(self, neighbors, n_in):
-        return self._launch(_transpose_table, neighbors.size, np.ascontiguousarray(neighbors), n_in)
+        return self._launch(_transpose_table, neighbors.size, np.ascontiguousarray(neighbors),
+                            np.full((n_in, neighbors.shape[1]), -1, dtype=np.int32))
 
     def down_table(self, coords, offsets, stride, padding, out_shape):
         coords = np.ascontiguousarray(coords, dtype=np.int32)
         offsets = np.ascontiguousarray(offsets, dtype=np.int64).reshape(-1, 3)
         n, K = len(coords), len(offsets)
         s, p, shape = (np.array(v, dtype=np.int64) for v in (stride, padding, out_shape))
-        cand = self._launch(_down_candidates, 16 * n * K, coords, offsets, s, p, shape)
+        cand = self._launch(_down_candidates, 16 * n * K, coords, offsets, s, p, shape, np.empty(n * K, np.int64))
         out_keys = np.sort(cand[cand != EMPTY])  # canonical order; np.unique is ~20x slower (NumPy 2.4)
         if len(out_keys) > 1:  # drop repeats (outputs fed by several inputs)
             out_keys = out_keys[np.concatenate(([True], out_keys[1:] != out_keys[:-1]))]
-        table = self._launch(_down_fill, 16 * n * K, *self.build_index(out_keys), len(out_keys), cand, n, K)
+        table = self._launch(_down_fill, 16 * n * K, *self.build_index(out_keys), cand, n, K,
+                             np.full((len(out_keys), K), -1, dtype=np.int32))
         return C.unpack_keys(out_keys), table
 
     def conv_forward(self, feats, weight, kmap):
@@ -590,7 +590,8 @@ class NumbaBackend:
 
     def depthwise_forward(self, feats, weight, kmap):
         return self._launch(_depthwise_forward, kmap.neighbors.size * feats.shape[1],
-                            np.ascontiguousarray(feats), np.ascontiguousarray(weight), kmap.neighbors)
+                            np.ascontiguousarray(feats), np.ascontiguousarray(weight), kmap.neighbors,
+                            np.empty((len(kmap.neighbors), feats.shape[1]), dtype=feats.dtype))
 
     def depthwise_weight_grad(self, feats, grad_out, kmap):
         return self._launch(_depthwise_weight_grad, kmap.neighbors.size * feats.shape[1],
@@ -603,21 +604,23 @@ class NumbaBackend:
 
 
     def gelu(self, x):
-        return self._launch(_gelu, 8 * x.size, np.ascontiguousarray(x))
+        return self._launch(_gelu, 8 * x.size, np.ascontiguousarray(x), np.empty_like(x))
 
     def gelu_grad(self, x, grad):
-        return self._launch(_gelu_grad, 8 * x.size, np.ascontiguousarray(x), np.ascontiguousarray(grad))
+        return self._launch(_gelu_grad, 8 * x.size, np.ascontiguousarray(x), np.ascontiguousarray(grad),
+                            np.empty_like(x))
 
     def layer_norm(self, x, weight, bias, eps):
         c = x.shape[1]
         weight = np.ones(c, x.dtype) if weight is None else np.asarray(weight, dtype=x.dtype)
         bias = np.zeros(c, x.dtype) if bias is None else np.asarray(bias, dtype=x.dtype)
-        return self._launch(_layer_norm, 4 * x.size, np.ascontiguousarray(x), weight, bias, x.dtype.type(eps))
+        return self._launch(_layer_norm, 4 * x.size, np.ascontiguousarray(x), weight, bias, x.dtype.type(eps),
+                            np.empty_like(x), np.empty_like(x), np.empty((len(x), 1), dtype=x.dtype))
 
     def layer_norm_grad(self, grad, xhat, rstd, weight):
         weight = np.ones(grad.shape[1], grad.dtype) if weight is None else np.asarray(weight, dtype=grad.dtype)
         return self._launch(_layer_norm_grad, 6 * grad.size, np.ascontiguousarray(grad),
-                            np.ascontiguousarray(xhat), np.ascontiguousarray(rstd), weight)
+                            np.ascontiguousarray(xhat), np.ascontiguousarray(rstd), weight, np.empty_like(grad))
 
     def grn(self, x, gamma, beta, seg_ptr, eps):
         x, seg_ptr = np.ascontiguousarray(x), np.asarray(seg_ptr, dtype=np.int64)
@@ -625,7 +628,7 @@ class NumbaBackend:
         G = np.sqrt(self._launch(_segment_dot_sum, 2 * x.size, x, x, seg_ptr, n_chunks)[0])
         _, _, scale = pointwise.grn_scale(np, G, gamma, eps)
         return self._launch(_grn_rows, 2 * x.size, x, scale, x, np.zeros_like(scale),
-                            np.asarray(beta, dtype=x.dtype), seg_ptr, n_chunks), G
+                            np.asarray(beta, dtype=x.dtype), seg_ptr, n_chunks, np.empty_like(x)), G
 
     def grn_grad(self, grad, x, gamma, G, seg_ptr, eps):
         grad, x = np.ascontiguousarray(grad), np.ascontiguousarray(x)
@@ -634,7 +637,7 @@ class NumbaBackend:
         gx_sum, g_sum = self._launch(_segment_dot_sum, 2 * x.size, grad, x, seg_ptr, n_chunks)
         d_gamma, scale, coef = pointwise.grn_grad_coefs(np, gx_sum, G, gamma, eps)
         dx = self._launch(_grn_rows, 2 * x.size, grad, scale, x, coef, np.zeros(x.shape[1], x.dtype),
-                          seg_ptr, n_chunks)
+                          seg_ptr, n_chunks, np.empty_like(grad))
         return dx, d_gamma, g_sum.sum(axis=0)
 
 

@@ -158,6 +158,31 @@ def test_nnunet_augmentation_is_seeded_and_crops_stage1_only(tiny_phantom):
     assert len(shapes) > 1 and hu.shape in shapes      # some draws crop the field of view
 
 
+def test_scanner_augmentation_changes_texture_only_and_is_seeded(tiny_phantom):
+    """``--augment scanner``: blur, noise and low resolution only — the labels and the shape stay,
+    the HU move by the noise alone (no intensity scale or shift), same seed same bits; and the
+    extra noise's in-plane point spread makes neighbours alike as drawn (white at σ 0)."""
+    hu, lab = tiny_phantom.image, tiny_phantom.labels
+    cfg = A.augmentation("scanner", 2)
+    changed = 0
+    for i in range(16):
+        a = A.augment(hu, lab, np.random.default_rng([9, i]), cfg, mask=lab > 0)
+        b = A.augment(hu, lab, np.random.default_rng([9, i]), cfg, mask=lab > 0)
+        assert np.array_equal(a[0], b[0])                                   # same seed, same bits
+        assert np.array_equal(a[1], lab) and np.array_equal(a[2], lab > 0)  # geometry untouched
+        changed += not np.array_equal(a[0], hu.astype(np.float32))
+        assert abs(float(a[0].mean()) - float(hu.mean())) < 20.0            # no HU shift or scale
+    assert 0 < changed < 16                                                 # each step drawn, some none
+    noise = np.random.default_rng(0).standard_normal((4, 64, 64)).astype(np.float32)
+
+    def lag1(v):
+        return float(np.mean(v[:, :, 1:] * v[:, :, :-1]) / np.mean(v * v))
+    assert abs(lag1(A._correlated(noise, 0.0))) < 0.05                     # white
+    smooth = A._correlated(noise, 1.0)
+    assert lag1(smooth) > 0.6 and abs(float(smooth.std()) - 1.0) < 1e-3    # alike, unit sd
+    assert lag1(A._correlated(noise, 0.5)) < lag1(smooth)
+
+
 def test_augmentation_pieces():
     rng = np.random.default_rng(0)
     hu = rng.uniform(-300, 500, size=(6, 7, 8)).astype(np.float32)
