@@ -21,6 +21,18 @@ def wrap(sparse, feats):
     return feats if sparse is None else sparse.replace_feats(feats)
 
 
+def plus_bias(out, bias):
+    """``out + bias`` (``bias`` broadcast over the rows), for ``out`` a kernel's fresh output: added
+    in place where the dtypes agree (a second ``(N, C)`` array would cost an allocation and a
+    pass; the sums are the same bits), else as a new array in NumPy's promoted dtype."""
+    if bias is None:
+        return out
+    if getattr(bias, "dtype", None) == out.dtype:
+        out += bias
+        return out
+    return out + bias
+
+
 def batch_ptr(x: SparseTensor):
     """``(B+1,) int64`` row boundaries of each sample (rows are sorted by batch first), cached."""
     if "batch_ptr" not in x.cache:

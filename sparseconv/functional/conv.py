@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from ..backends import get_backend
 from ..device import check_backend_device
+from ._util import plus_bias
 
 
 def _check(feats, weight, kmap, depthwise: bool):
@@ -33,8 +34,7 @@ def _check(feats, weight, kmap, depthwise: bool):
 def conv_forward(feats, weight, kmap, bias=None):
     """``out[o] = Σ_k feats[nbr[o, k]] @ weight[k] (+ bias)`` → ``(n_out, Cout)``."""
     _check(feats, weight, kmap, depthwise=False)
-    out = get_backend().conv_forward(feats, weight, kmap)
-    return out if bias is None else out + bias
+    return plus_bias(get_backend().conv_forward(feats, weight, kmap), bias)
 
 
 def conv_backward(grad_out, feats, weight, kmap, bias=True, input_grad=True):
@@ -51,8 +51,7 @@ def conv_backward(grad_out, feats, weight, kmap, bias=True, input_grad=True):
 def depthwise_forward(feats, weight, kmap, bias=None):
     """``out[o, c] = Σ_k weight[k, c] · feats[nbr[o, k], c] (+ bias)`` → ``(n_out, C)``."""
     _check(feats, weight, kmap, depthwise=True)
-    out = get_backend().depthwise_forward(feats, weight, kmap)
-    return out if bias is None else out + bias
+    return plus_bias(get_backend().depthwise_forward(feats, weight, kmap), bias)
 
 
 def depthwise_backward(grad_out, feats, weight, kmap, bias=True, input_grad=True):
