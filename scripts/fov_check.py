@@ -7,8 +7,9 @@ For each case of DATA (KiTS layout, with segmentations) three slabs of slices ar
 labelled voxel, if 40 mm or more), ``half`` (the scan cut through the middle of its kidneys: the
 cranial half) and ``tight`` (the kidneys' slices plus 15 mm either side, as a kidney-level scan).
 Prints each slab's ROIs (the volume of the stage-1 component each was grown from, before its
-dilation), then, per slab kind, how many slabs got at least one ROI, and the kidney+masses Dice on
-the slabs that hold kidney. A slab with no kidney should get no ROI.
+dilation) and, on a slab without kidney, the volume labelled there all the same (false positives,
+ml); then, per slab kind, how many slabs got at least one ROI, and the kidney+masses Dice on the
+slabs that hold kidney. A slab with no kidney should get no ROI, and nothing labelled.
 """
 from __future__ import annotations
 
@@ -43,19 +44,27 @@ def main(argv=None) -> int:
                 res = seg.segment(np.ascontiguousarray(img[sl]), sp, details=True)
             truth = lab[sl] > 0
             d = metrics.dice(res.labels > 0, truth) if truth.any() else None
-            s = stats.setdefault(kind, {"slabs": 0, "with_roi": 0, "dice": []})
+            s = stats.setdefault(kind, {"slabs": 0, "with_roi": 0, "dice": [], "false_ml": []})
             s["slabs"] += 1
             s["with_roi"] += bool(res.rois)
+            false_ml = None if truth.any() else float((res.labels > 0).sum()) * float(np.prod(sp)) / 1000
             if d is not None:
                 s["dice"].append(d)
+            else:
+                s["false_ml"].append(false_ml)
             sizes = " ".join(f"{r.voxels1 * r.spacing1 ** 3 / 1000:.1f}" for r in res.rois)
             print(f"{case_dir.name} {kind:9s} {sl.stop - sl.start:4d} slices  {len(res.rois)} ROI(s)"
                   + (f" (stage-1 components of {sizes} ml)" if res.rois else "")
-                  + (f"  kidney+masses Dice {d:.3f}" if d is not None else ""), flush=True)
+                  + (f"  kidney+masses Dice {d:.3f}" if d is not None else f"  labelled {false_ml:.1f} ml"),
+                  flush=True)
     print("slab kind   slabs  with an ROI  mean kidney+masses Dice")
     for kind, s in stats.items():
         dice = f"{np.mean(s['dice']):.3f}" if s["dice"] else "—"
         print(f"{kind:10s} {s['slabs']:6d} {s['with_roi']:12d}  {dice}")
+    false_ml = [v for s in stats.values() for v in s["false_ml"]]
+    if false_ml:
+        print(f"labelled on the slabs without kidney: {sum(v > 0 for v in false_ml)} of {len(false_ml)}, "
+              f"{sum(false_ml):.1f} ml in all")
     return 0
 
 
