@@ -193,3 +193,20 @@ def test_the_tiles_become_vector_fma_code(monkeypatch):
     for name, asm in (("forward", forward), ("weight gradient", grad)):
         slow = [line.strip() for line in asm.splitlines() if "gather" in line or "scatter" in line]
         assert not slow, (name, slow[:4])
+
+
+def test_numba_pointwise_kernels_take_strided_inputs_and_return_row_major_arrays():
+    """The kernels write into arrays the backend allocates (NumPy's, for huge pages); a strided
+    input (a transposed view) still gives a C-ordered result equal to the reference's."""
+    from sparseconv.backends import numba_cpu, reference
+    ref, be = reference.backend, numba_cpu.backend
+    x = np.random.default_rng(3).standard_normal((12, 40)).astype(np.float32).T  # (40, 12), strided
+    g = np.random.default_rng(4).standard_normal((12, 40)).astype(np.float32).T
+    w, b = np.linspace(0.5, 1.5, 12, dtype=np.float32), np.linspace(-1, 1, 12, dtype=np.float32)
+    pairs = [(be.gelu(x), ref.gelu(x)), (be.gelu_grad(x, g), ref.gelu_grad(x, g))]
+    y, xhat, rstd = be.layer_norm(x, w, b, 1e-6)
+    pairs += list(zip((y, xhat, rstd), ref.layer_norm(x, w, b, 1e-6)))
+    pairs += list(zip(be.layer_norm_grad(g, xhat, rstd, w), ref.layer_norm_grad(g, xhat, rstd, w)))
+    for got, want in pairs:
+        assert got.flags.c_contiguous and got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-6)

@@ -604,23 +604,24 @@ class NumbaBackend:
 
 
     def gelu(self, x):
-        return self._launch(_gelu, 8 * x.size, np.ascontiguousarray(x), np.empty_like(x))
+        return self._launch(_gelu, 8 * x.size, np.ascontiguousarray(x), np.empty(x.shape, x.dtype))
 
     def gelu_grad(self, x, grad):
         return self._launch(_gelu_grad, 8 * x.size, np.ascontiguousarray(x), np.ascontiguousarray(grad),
-                            np.empty_like(x))
+                            np.empty(x.shape, x.dtype))
 
     def layer_norm(self, x, weight, bias, eps):
         c = x.shape[1]
         weight = np.ones(c, x.dtype) if weight is None else np.asarray(weight, dtype=x.dtype)
         bias = np.zeros(c, x.dtype) if bias is None else np.asarray(bias, dtype=x.dtype)
         return self._launch(_layer_norm, 4 * x.size, np.ascontiguousarray(x), weight, bias, x.dtype.type(eps),
-                            np.empty_like(x), np.empty_like(x), np.empty((len(x), 1), dtype=x.dtype))
+                            np.empty(x.shape, x.dtype), np.empty(x.shape, x.dtype), np.empty((len(x), 1), x.dtype))
 
     def layer_norm_grad(self, grad, xhat, rstd, weight):
         weight = np.ones(grad.shape[1], grad.dtype) if weight is None else np.asarray(weight, dtype=grad.dtype)
         return self._launch(_layer_norm_grad, 6 * grad.size, np.ascontiguousarray(grad),
-                            np.ascontiguousarray(xhat), np.ascontiguousarray(rstd), weight, np.empty_like(grad))
+                            np.ascontiguousarray(xhat), np.ascontiguousarray(rstd), weight,
+                            np.empty(grad.shape, grad.dtype))
 
     def grn(self, x, gamma, beta, seg_ptr, eps):
         x, seg_ptr = np.ascontiguousarray(x), np.asarray(seg_ptr, dtype=np.int64)
