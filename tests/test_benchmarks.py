@@ -20,6 +20,17 @@ def test_bench_conv_quick(tmp_path):
     assert out.with_suffix(".md").read_text().count("|") > 20
 
 
+def test_bench_alloc_small(tmp_path):
+    out = tmp_path / "alloc.json"
+    subprocess.run([sys.executable, str(BENCH / "bench_alloc.py"), "--rows", "5000", "--channels", "8",
+                    "--threads", "1", "--repeats", "1", "--out", str(out)], check=True, capture_output=True, text=True)
+    result = json.loads(out.read_text())
+    ways = result["seconds"]["1"]
+    assert set(ways) == {"allocated inside Numba", "allocated by NumPy", "written again (no allocation)"}
+    assert all(v > 0 for v in ways.values()) and result["rows"] == 5000
+    assert out.with_suffix(".md").read_text().count("| 1 |") == 1
+
+
 def test_bench_network_quick(tmp_path):
     out = tmp_path / "net.json"
     subprocess.run([sys.executable, str(BENCH / "bench_network.py"), "--quick", "--methods", "sparse,dense",
