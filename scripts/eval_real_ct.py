@@ -149,8 +149,10 @@ def false_positive_table(false_pos, pred_labels, ref, hu, names, top=6) -> str:
 
 def probes(hu, ref, truth):
     """``(name, HU volume)``: the CT changed one way at a time — the HU of liver and spleen (labels
-    5 and 1) or of the kidneys shifted, seeded Gaussian noise added, a Gaussian blur (σ in voxels),
-    and each organ's coarse component (:func:`coarse_component`) removed or kept alone."""
+    5 and 1) or of the kidneys shifted, seeded Gaussian noise added, a Gaussian blur (σ in voxels;
+    σ 0.7 also on the liver and spleen only, on the kidneys only, and with what it took away put
+    back as seeded white noise of the same sd over the body), and each organ's coarse component
+    (:func:`coarse_component`) removed or kept alone."""
     from scipy import ndimage
     organs = np.isin(ref, (1, 5))
     yield "as is", hu
@@ -162,6 +164,13 @@ def probes(hu, ref, truth):
         yield f"noise sd {sd} HU", hu + np.random.default_rng(sd).normal(0, sd, hu.shape).astype(np.float32)
     for sigma in (0.5, 0.7, 1.0):
         yield f"blur sigma {sigma} voxel", ndimage.gaussian_filter(hu, sigma)
+    # whose fine detail the blur's gain comes from: the organs', the kidneys', or any of that size
+    smooth = ndimage.gaussian_filter(hu, 0.7)
+    yield "blur 0.7: liver+spleen only", np.where(organs, smooth, hu)
+    yield "blur 0.7: kidneys only", np.where(truth, smooth, hu)
+    body = ndimage.binary_erosion(hu > -500, iterations=2)
+    fine_sd = float((hu - smooth)[body].std())  # what the blur takes away, as white noise of its sd
+    yield "blur 0.7 + white noise", smooth + np.random.default_rng(7).normal(0, fine_sd, hu.shape).astype(np.float32)
     for name, value in (("liver", 5), ("spleen", 1)):
         organ = ref == value
         coarse = coarse_component(hu, organ)
