@@ -150,8 +150,9 @@ def false_positive_table(false_pos, pred_labels, ref, hu, names, top=6) -> str:
 def probes(hu, ref, truth):
     """``(name, HU volume)``: the CT changed one way at a time — the HU of liver and spleen (labels
     5 and 1) or of the kidneys shifted, seeded Gaussian noise added, a Gaussian blur (σ in voxels;
-    σ 0.7 also on the liver and spleen only, on the kidneys only, and with what it took away put
-    back as seeded white noise of the same sd over the body), and each organ's coarse component
+    σ 0.7 also on the liver and spleen only, on the kidneys only, on all but those three, on the
+    voxels with no reference label outside fat's HU range, and with what it took away put back as
+    seeded white noise of the same sd over the body), and each organ's coarse component
     (:func:`coarse_component`) removed or kept alone."""
     from scipy import ndimage
     organs = np.isin(ref, (1, 5))
@@ -168,6 +169,9 @@ def probes(hu, ref, truth):
     smooth = ndimage.gaussian_filter(hu, 0.7)
     yield "blur 0.7: liver+spleen only", np.where(organs, smooth, hu)
     yield "blur 0.7: kidneys only", np.where(truth, smooth, hu)
+    yield "blur 0.7: all but those", np.where(organs | truth, hu, smooth)
+    between = (ref == 0) & ((hu < -200) | (hu > -30))  # no reference label, not fat: rims, fascia, ...
+    yield "blur 0.7: unlabelled non-fat", np.where(between, smooth, hu)
     body = ndimage.binary_erosion(hu > -500, iterations=2)
     fine_sd = float((hu - smooth)[body].std())  # what the blur takes away, as white noise of its sd
     yield "blur 0.7 + white noise", smooth + np.random.default_rng(7).normal(0, fine_sd, hu.shape).astype(np.float32)
