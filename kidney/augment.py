@@ -45,6 +45,15 @@ E. edge cut: the crop cut through its kidney along the cranio-caudal axis (axis 
    the scan ended there. A field of view that ends inside a kidney is common (a real scan may stop
    at a kidney's lower pole); stage 2 otherwise only ever sees whole kidneys.
 
+and, after it, also when the rest is off (``p_fat_strands``, 0 in the named sets; ``kidney train
+--fat-strands``):
+
+F. fat strands: thin soft-tissue sheets and strands painted into the crop's fat (HU −200 to −30)
+   — the fascia, vessels and fibrous septa a real scan shows between its organs and the generator
+   does not draw: the band ``|f| < w`` of a smooth unit random field ``f`` (correlation length
+   3–8 voxels, ``w`` 0.05–0.2), blended in by ``1 − |f| / w`` (a partial-volume rim) towards one
+   HU per crop in [−30, 40]. The labels are left alone (fat is never kidney, mass or cyst).
+
 Every draw comes from the one generator passed in: same generator state, same bits.
 """
 from __future__ import annotations
@@ -88,6 +97,10 @@ class AugmentConfig:
     p_lowres: float = 0.0
     lowres_zoom: Tuple[float, float] = (0.5, 1.0)
     p_edge_cut: float = 0.0
+    p_fat_strands: float = 0.0
+    fat_strand_hu: Tuple[float, float] = (-30.0, 40.0)
+    fat_strand_voxels: Tuple[float, float] = (3.0, 8.0)  # correlation length of the field
+    fat_strand_width: Tuple[float, float] = (0.05, 0.2)  # the band |f| < w of the unit field
 
 
 NO_AUGMENT = AugmentConfig(enabled=False)
@@ -131,6 +144,8 @@ def augment(hu: np.ndarray, labels: Optional[np.ndarray], rng: np.random.Generat
     hu = np.asarray(hu, np.float32)
     if config.p_edge_cut > 0 and labels is not None and rng.random() < config.p_edge_cut:
         hu, labels, mask = _edge_cut(hu, labels, mask, rng)
+    if config.p_fat_strands > 0 and rng.random() < config.p_fat_strands:
+        hu = _fat_strands(hu, rng, config)
     if not config.enabled:
         return hu, labels, mask
     if config.p_fov_crop > 0 and rng.random() < config.p_fov_crop:
@@ -230,6 +245,19 @@ def _edge_cut(hu: np.ndarray, labels: np.ndarray, mask: Optional[np.ndarray], rn
     cut = int(rng.integers(int(z[0]) + 1, int(z[-1]) + 1))  # slices [0, cut) and [cut, n) both hold kidney
     keep = slice(cut, None) if rng.random() < 0.5 else slice(0, cut)
     return hu[keep], labels[keep], None if mask is None else mask[keep]
+
+
+def _fat_strands(hu: np.ndarray, rng, config: AugmentConfig) -> np.ndarray:
+    """Step F (module docstring): thin soft tissue in the fat, from a smooth field's zero set."""
+    from .phantom.render import _smooth_noise  # white noise on a coarse grid, linearly upsampled
+    fat = (hu > -200) & (hu < -30)
+    if not fat.any():
+        return hu
+    field = _smooth_noise(rng, hu.shape, (1.0, 1.0, 1.0), rng.uniform(*config.fat_strand_voxels))
+    width = np.float32(rng.uniform(*config.fat_strand_width))
+    target = np.float32(rng.uniform(*config.fat_strand_hu))
+    alpha = np.clip(1 - np.abs(field) / width, 0, 1) * fat
+    return (hu + alpha * (target - hu)).astype(np.float32)
 
 
 def _gamma(hu: np.ndarray, gamma: float, invert: bool, window) -> np.ndarray:

@@ -290,6 +290,10 @@ def add_train(sub) -> None:
                    help="stage 2: share P of the crops cut through the kidney along the cranio-caudal "
                         "axis, one side dropped, as a scan that ends inside a kidney (default 0; "
                         "applies with any --augment, none included)")
+    p.add_argument("--fat-strands", type=float, default=0.0, metavar="P",
+                   help="share P of the crops with thin soft-tissue sheets and strands painted into "
+                        "their fat, as the fascia and vessels between a real scan's organs (default 0; "
+                        "applies with any --augment, none included)")
     p.add_argument("--stop-at", type=int, default=None,
                    help="stop (with a checkpoint) after this many steps of the --steps schedule; "
                         "run again to continue")
@@ -352,7 +356,7 @@ def run_train(args) -> int:
                       loss=args.loss, init_weights=str(args.init_weights) if args.init_weights else None,
                       stage1_weights=str(args.stage1_weights) if args.stage1_weights else None,
                       gt_crops=not args.no_gt_crops, kidney_free_crops=args.kidney_free_crops,
-                      edge_cuts=args.edge_cuts, widen=args.widen, deepen=args.deepen,
+                      edge_cuts=args.edge_cuts, fat_strands=args.fat_strands, widen=args.widen, deepen=args.deepen,
                       keep_weights_at=args.keep_weights_at)
     out = args.out or Path("runs") / f"stage{args.stage}"
     comm = _communicator(args)

@@ -92,6 +92,7 @@ class TrainConfig:
     deepen: bool = False                     # init_weights have fewer levels: add levels (kidney.deepen)
     kidney_free_crops: float = 0.0           # stage 1: share of field-of-view crops cut with no kidney
     edge_cuts: float = 0.0                   # stage 2: share of crops cut through the kidney (volume edge)
+    fat_strands: float = 0.0                 # share of crops with thin soft tissue painted into their fat
 
     def resolved(self) -> "TrainConfig":
         c = replace(self)
@@ -124,6 +125,8 @@ class TrainConfig:
                              "crops (augmentation='nnunet')")
         if not 0.0 <= c.edge_cuts <= 1.0:
             raise ValueError(f"edge_cuts must lie in [0, 1], got {c.edge_cuts}")
+        if not 0.0 <= c.fat_strands <= 1.0:
+            raise ValueError(f"fat_strands must lie in [0, 1], got {c.fat_strands}")
         if c.edge_cuts and c.stage != 2:
             raise ValueError("edge_cuts is for stage 2 (stage 1 gets field-of-view crops: augmentation='nnunet')")
         if c.widen and not c.init_weights:
@@ -270,6 +273,8 @@ class Trainer:
             self.aug = replace(self.aug, p_fov_kidney_free=self.cfg.kidney_free_crops)
         if self.cfg.edge_cuts:  # applies even with augmentation off (augment.py, step E)
             self.aug = replace(self.aug, p_edge_cut=self.cfg.edge_cuts)
+        if self.cfg.fat_strands:  # applies even with augmentation off (augment.py, step F)
+            self.aug = replace(self.aug, p_fat_strands=self.cfg.fat_strands)
         self.data_description = data_description
         self.progress = progress
         c = self.cfg

@@ -183,6 +183,31 @@ def test_scanner_augmentation_changes_texture_only_and_is_seeded(tiny_phantom):
     assert lag1(A._correlated(noise, 0.5)) < lag1(smooth)
 
 
+def test_fat_strands_paint_thin_soft_tissue_into_fat_only_and_are_seeded():
+    """Step F: only fat voxels change, towards one soft-tissue HU per crop, in a thin band (a small
+    share of the fat, not all of it); labels untouched; same seed, same bits; off by default."""
+    from dataclasses import replace as _replace
+    from kidney.augment import NO_AUGMENT
+    rng0 = np.random.default_rng(0)
+    hu = np.where(rng0.random((24, 48, 48)) < 0.5, -100.0, 50.0).astype(np.float32)
+    hu[:, :24] = -100.0                                   # a block of fat
+    labels = (hu > 0).astype(np.uint8)
+    cfg = _replace(NO_AUGMENT, p_fat_strands=1.0)
+    a = A.augment(hu, labels, np.random.default_rng(5), cfg)
+    b = A.augment(hu, labels, np.random.default_rng(5), cfg)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], labels)
+    changed = a[0] != hu
+    fat = (hu > -200) & (hu < -30)
+    assert changed.any() and not (changed & ~fat).any()               # fat only
+    share = changed[fat].mean()
+    assert 0.01 < share < 0.5                                          # thin: a band, not the fat
+    moved = a[0][changed]
+    assert (moved > -100.0).all() and (moved <= 40.0 + 1e-3).all()     # towards soft tissue, no further
+    assert np.array_equal(A.augment(hu, labels, np.random.default_rng(5), NO_AUGMENT)[0], hu)
+    with pytest.raises(ValueError, match="fat_strands"):
+        TrainConfig(stage=2, fat_strands=1.5).resolved()
+
+
 def test_augmentation_pieces():
     rng = np.random.default_rng(0)
     hu = rng.uniform(-300, 500, size=(6, 7, 8)).astype(np.float32)
