@@ -770,3 +770,5 @@ S18=(--lr 5e-5 --warmup 100 --steps 2000 --stop-at 1000 --data "$R14/train" --ed
 for run in a:500 a:1000 b:500 b:1000; do r=${run%:*} s=${run#*:}
   rule_scores "$R18/cand/${r}_$s" "$R18/s2_$r/weights_step$s.npz"
 done
+# the rule's best: none of the four beats round 17 (0.7125; control 0.6994 / 0.7026, fat strands
+# 0.6893 / 0.6933): the `varied` set stays round 17's
