@@ -697,6 +697,12 @@ rule_scores() {
 for run in a:1000 a:1500 a:2000 b:1000 b:1500 b:2000; do r=${run%:*} s=${run#*:}
   rule_scores "$R15/cand/${r}_$s" "$R15/snaps_$r/w$s.npz"
 done
+# rule_runs ROUND_DIR RUN:STEP...: rule_scores for the weights kidney train --keep-weights-at kept
+# (ROUND_DIR/s2_RUN/weights_stepSTEP.npz), each into ROUND_DIR/cand/RUN_STEP
+rule_runs() {
+  local dir=$1 run; shift
+  for run in "$@"; do rule_scores "$dir/cand/${run%:*}_${run#*:}" "$dir/s2_${run%:*}/weights_step${run#*:}.npz"; done
+}
 # the rule's best: (a) at step 1,000 (0.7008 against round 13's 0.6658), the `varied` set's stage 2
 cp "$R15/snaps_a/w1000.npz" kidney/weights/varied/stage2_wide_stem_bias.npz
 test_varied "$R15"
@@ -717,9 +723,7 @@ S16=(--lr 1e-4 --warmup 100 --steps 3000 --data "$R14/train" --augment none --ed
      --keep-weights-at 1000,2000,3000 --checkpoint-every 250)
 "${STAGE2[@]}" --out "$R16/s2_a" --model deep-stem-bias --deepen --init-weights "$R15W" --seed 211 "${S16[@]}"
 "${STAGE2[@]}" --out "$R16/s2_b" --init-weights "$R15W" --seed 212 "${S16[@]}"
-for run in a:1000 a:2000 a:3000 b:1000 b:2000 b:3000; do r=${run%:*} s=${run#*:}
-  rule_scores "$R16/cand/${r}_$s" "$R16/s2_$r/weights_step$s.npz"
-done
+rule_runs "$R16" a:1000 a:2000 a:3000 b:1000 b:2000 b:3000
 # the rule's best: (b) at step 3,000 (0.7019 against round 15's 0.7008; the deeper (a)'s best 0.7004,
 # at step 2,000), the `varied` set's stage 2. Its test runs (after the choice) were worse than round
 # 15's on the lesion channels: from round 17 on, a candidate must lead the shipped stage 2 by 0.005.
@@ -743,9 +747,7 @@ S17=(--lr 5e-5 --warmup 100 --steps 2000 --data "$R14/train" --edge-cuts 0.3 --i
      --keep-weights-at 1000,2000 --checkpoint-every 250)
 "${STAGE2[@]}" --out "$R17/s2_a" --augment none --seed 221 "${S17[@]}"
 "${STAGE2[@]}" --out "$R17/s2_b" --augment scanner --seed 222 "${S17[@]}"
-for run in a:1000 a:2000 b:1000 b:2000; do r=${run%:*} s=${run#*:}
-  rule_scores "$R17/cand/${r}_$s" "$R17/s2_$r/weights_step$s.npz"
-done
+rule_runs "$R17" a:1000 a:2000 b:1000 b:2000
 # the rule's best: (b) at step 1,000 (0.7125 against round 16's 0.7019, a lead of 0.011; the control's
 # best 0.6985), the `varied` set's stage 2
 cp "$R17/s2_b/weights_step1000.npz" kidney/weights/varied/stage2_wide_stem_bias.npz
@@ -767,8 +769,6 @@ S18=(--lr 5e-5 --warmup 100 --steps 2000 --stop-at 1000 --data "$R14/train" --ed
      --init-weights "$R17W" --keep-weights-at 500,1000 --checkpoint-every 250)
 "${STAGE2[@]}" --out "$R18/s2_a" --seed 231 "${S18[@]}"
 "${STAGE2[@]}" --out "$R18/s2_b" --seed 232 --fat-strands 0.5 "${S18[@]}"
-for run in a:500 a:1000 b:500 b:1000; do r=${run%:*} s=${run#*:}
-  rule_scores "$R18/cand/${r}_$s" "$R18/s2_$r/weights_step$s.npz"
-done
+rule_runs "$R18" a:500 a:1000 b:500 b:1000
 # the rule's best: none of the four beats round 17 (0.7125; control 0.6994 / 0.7026, fat strands
 # 0.6893 / 0.6933): the `varied` set stays round 17's
