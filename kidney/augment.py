@@ -249,11 +249,13 @@ def _edge_cut(hu: np.ndarray, labels: np.ndarray, mask: Optional[np.ndarray], rn
 
 def _fat_strands(hu: np.ndarray, rng, config: AugmentConfig) -> np.ndarray:
     """Step F (module docstring): thin soft tissue in the fat, from a smooth field's zero set."""
-    from .phantom.render import _smooth_noise  # white noise on a coarse grid, linearly upsampled
+    # Imported here, not at the top: kidney.phantom loads the whole generator, which training
+    # without this step never needs.
+    from .phantom.render import smooth_noise  # white noise on a coarse grid, linearly upsampled
     fat = (hu > -200) & (hu < -30)
     if not fat.any():
         return hu
-    field = _smooth_noise(rng, hu.shape, (1.0, 1.0, 1.0), rng.uniform(*config.fat_strand_voxels))
+    field = smooth_noise(rng, hu.shape, (1.0, 1.0, 1.0), rng.uniform(*config.fat_strand_voxels))
     width = np.float32(rng.uniform(*config.fat_strand_width))
     target = np.float32(rng.uniform(*config.fat_strand_hu))
     alpha = np.clip(1 - np.abs(field) / width, 0, 1) * fat

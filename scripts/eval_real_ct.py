@@ -24,6 +24,7 @@ import numpy as np
 
 from kidney import io, metrics
 from kidney.overlay import render_overlay, write_png
+from kidney.phantom import real_ct_masks
 from kidney.pipeline import Segmenter, default_weights
 from kidney.roi import scan_box
 
@@ -151,7 +152,7 @@ def probes(hu, ref, truth):
     """``(name, HU volume)``: the CT changed one way at a time — the HU of liver and spleen (labels
     5 and 1) or of the kidneys shifted, seeded Gaussian noise added, a Gaussian blur (σ in voxels;
     σ 0.7 also on the liver and spleen only, on the kidneys only, on all but those three, on the
-    voxels with no reference label outside fat's HU range, and with what it took away put back as
+    body's voxels with no reference label, on those of them that are not fat, and with what it took away put back as
     seeded white noise of the same sd over the body), and each organ's coarse component
     (:func:`coarse_component`) removed or kept alone."""
     from scipy import ndimage
@@ -170,8 +171,12 @@ def probes(hu, ref, truth):
     yield "blur 0.7: liver+spleen only", np.where(organs, smooth, hu)
     yield "blur 0.7: kidneys only", np.where(truth, smooth, hu)
     yield "blur 0.7: all but those", np.where(organs | truth, hu, smooth)
-    between = (ref == 0) & ((hu < -200) | (hu > -30))  # no reference label, not fat: rims, fascia, ...
-    yield "blur 0.7: unlabelled non-fat", np.where(between, smooth, hu)
+    # the body's voxels no reference label claims (not the air around it; real_ct_masks' own air and
+    # fat): the tissue between the organs — fat, and the rims, fascia and vessels in it
+    masks = real_ct_masks(hu, ref)
+    unlabelled = (ref == 0) & ~masks["air"]
+    yield "blur 0.7: unlabelled", np.where(unlabelled, smooth, hu)
+    yield "blur 0.7: unlabelled non-fat", np.where(unlabelled & ~masks["fat"], smooth, hu)
     body = ndimage.binary_erosion(hu > -500, iterations=2)
     fine_sd = float((hu - smooth)[body].std())  # what the blur takes away, as white noise of its sd
     yield "blur 0.7 + white noise", smooth + np.random.default_rng(7).normal(0, fine_sd, hu.shape).astype(np.float32)

@@ -47,10 +47,10 @@ def main(argv=None) -> int:
             s = stats.setdefault(kind, {"slabs": 0, "with_roi": 0, "dice": [], "false_ml": []})
             s["slabs"] += 1
             s["with_roi"] += bool(res.rois)
-            false_ml = None if truth.any() else float((res.labels > 0).sum()) * float(np.prod(sp)) / 1000
             if d is not None:
                 s["dice"].append(d)
-            else:
+            else:  # nothing here is kidney: whatever is labelled is a false positive
+                false_ml = float((res.labels > 0).sum()) * float(np.prod(sp)) / 1000
                 s["false_ml"].append(false_ml)
             sizes = " ".join(f"{r.voxels1 * r.spacing1 ** 3 / 1000:.1f}" for r in res.rois)
             print(f"{case_dir.name} {kind:9s} {sl.stop - sl.start:4d} slices  {len(res.rois)} ROI(s)"

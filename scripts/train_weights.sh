@@ -755,7 +755,8 @@ test_varied "$R17"
 
 # 23. round 18: the thin tissue between the organs. Round 17's probes (eval_real_ct.py --probe) found
 #     the real CT's liver and spleen false positives caused by the fine detail of the voxels no
-#     reference label claims outside fat's HU range (blurring only those: 0.470 -> 0.863), the fascia,
+#     reference label claims outside fat's HU range (blurring only those, and the air around the body:
+#     0.470 -> 0.863; restricted to the body later, 0.718, and with the fat 0.841), the fascia,
 #     vessels and rims the generator does not draw. (b) trains round 17's stage 2 with
 #     --fat-strands 0.5 (thin soft-tissue sheets and strands painted into half the crops' fat) on top
 #     of round 17's --augment scanner; (a) the same without it (the control). Both on round 14's mix

@@ -10,7 +10,7 @@ from scipy import ndimage
 from .. import io
 from .anatomy import Anatomy, _draw_anatomy
 from .canvas import _Canvas, _paint_tube
-from .render import _smooth_noise
+from .render import smooth_noise
 from .appearance import Look, make_look
 from .synthetic import Phantom, _finish, _paint_background, _sub_slices
 from .tissues import T, TUMOUR_TYPES, _CAVITY
@@ -68,7 +68,7 @@ def _label_tissues(cv: _Canvas, labels: np.ndarray, spacing, rng, look: Look) ->
     depth_k = ndimage.distance_transform_edt(lab > 0, sampling=spacing)
     tissue = np.full(lab.shape, 255, np.uint8)
     tissue[(outside > 0) & (outside <= look.fat_rim_mm)] = T["visceral_fat"]  # perirenal fat
-    mottled = _smooth_noise(rng, lab.shape, spacing, 8.0) > 0.2
+    mottled = smooth_noise(rng, lab.shape, spacing, 8.0) > 0.2
     tissue[lab == 1] = np.where((depth_k[lab == 1] > 6.0) & mottled[lab == 1],
                                 T["renal_medulla"], T["renal_cortex"])
     _cyst_tissue(tissue, lab, look)

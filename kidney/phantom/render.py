@@ -20,7 +20,7 @@ def default_noise_hu(spacing: Sequence[float]) -> float:
     return float(np.clip(11.0 * (27.0 / volume) ** 0.25, 8.0, 25.0))
 
 
-def _smooth_noise(rng, shape, spacing, corr_mm: float) -> np.ndarray:
+def smooth_noise(rng, shape, spacing, corr_mm: float) -> np.ndarray:
     """Unit-sd correlated noise (float32): white noise on a ``corr_mm`` grid, linearly upsampled
     (separably, axis by axis)."""
     coarse = tuple(max(2, int(math.ceil(n * s / corr_mm)) + 1) for n, s in zip(shape, spacing))
@@ -42,11 +42,11 @@ def _render_hu(tissue_fine: np.ndarray, n_sub: int, spacing, look: Look, noise_h
     sd ``noise_hu``."""
     mean, sd = look.mean, look.sd
     fine_spacing = (spacing[0] / n_sub, spacing[1], spacing[2])
-    tex = _smooth_noise(rng, tissue_fine.shape, fine_spacing, 3.0)
+    tex = smooth_noise(rng, tissue_fine.shape, fine_spacing, 3.0)
     hu = mean[tissue_fine] + sd[tissue_fine] * tex
     del tex
     if look.coarse_sd is not None:  # varied-texture: from its own stream, the rest keeps its draws
-        coarse = _smooth_noise(np.random.default_rng(look.coarse_seed), tissue_fine.shape, fine_spacing,
+        coarse = smooth_noise(np.random.default_rng(look.coarse_seed), tissue_fine.shape, fine_spacing,
                                look.coarse_mm)
         hu += look.coarse_sd[tissue_fine] * coarse
         del coarse
