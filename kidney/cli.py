@@ -45,11 +45,12 @@ def add_phantom(sub) -> None:
                    help="contrast phase (random: drawn per case; cycle: case i gets phase i %% 3 "
                         "of non-contrast, corticomedullary, nephrographic)")
     p.add_argument("--appearance", default="classic",  # kidney.phantom.APPEARANCES (not imported here: startup)
-                   choices=("classic", "varied", "varied-organs", "varied-texture"),
+                   choices=("classic", "varied", "varied-organs", "varied-texture", "varied-fascia"),
                    help="classic: the fixed HU table (default, reproduces earlier phantoms); varied: "
                         "drawn phase, contrast dose, kidney and per-lesion HU, noise and blur; "
                         "varied-organs: varied, and the liver and the spleen beside the kidneys drawn too; "
-                        "varied-texture: varied-organs, and the soft organs uneven at a coarse scale")
+                        "varied-texture: varied-organs, and the soft organs uneven at a coarse scale; "
+                        "varied-fascia: varied-texture, and septa, renal fascia and small vessels in the fat")
     p.add_argument("--from-labels", type=Path, default=None, metavar="DATA_DIR",
                    help="synthesise CT around DATA_DIR/case_*/segmentation.nii.gz instead")
     p.add_argument("--split", default=None, choices=("train", "validation", "test"),

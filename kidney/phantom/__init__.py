@@ -24,13 +24,13 @@ The HU table was calibrated on the real non-contrast CT in ``data/totalseg_examp
 One job per module: :mod:`.tissues` (the HU table), :mod:`.grid` (grid presets), :mod:`.anatomy`
 (geometry drawn from the seed), :mod:`.canvas`, :mod:`.body` and :mod:`.kidneys` (painting tissue
 ids), :mod:`.render` (HU), :mod:`.synthetic` (:func:`make_phantom`), :mod:`.around_labels`
-(:func:`from_labels`), :mod:`.dataset` (KiTS23 layout on disk), :mod:`.calibration`.
+(:func:`from_labels`), :mod:`.fascia` (the thin tissue in the fat, ``varied-fascia``), :mod:`.dataset` (KiTS23 layout on disk), :mod:`.calibration`.
 """
 from __future__ import annotations
 
 from .anatomy import Anatomy
 from .around_labels import from_labels
-from .calibration import CALIBRATION_MAP, phantom_masks, real_ct_masks, texture_correlation, tissue_statistics
+from .calibration import CALIBRATION_MAP, fat_detail, phantom_masks, real_ct_masks, texture_correlation, tissue_statistics
 from .dataset import write_case, write_dataset
 from .appearance import APPEARANCES, Look
 from .grid import GRID_PRESETS, GridPreset, training_grid
@@ -40,6 +40,6 @@ from .tissues import PHASES, TISSUE_ID, TISSUES, TUMOUR_TYPES, Tissue
 
 __all__ = ["Tissue", "TISSUES", "TISSUE_ID", "PHASES", "GRID_PRESETS", "Phantom", "Anatomy",
            "make_phantom", "from_labels", "write_case", "write_dataset", "tissue_statistics",
-           "texture_correlation",
+           "texture_correlation", "fat_detail",
            "default_noise_hu", "CALIBRATION_MAP", "real_ct_masks", "phantom_masks", "GridPreset",
            "TUMOUR_TYPES", "APPEARANCES", "Look", "training_grid"]

@@ -10,6 +10,7 @@ from .. import io
 from .anatomy import Anatomy, _draw_anatomy
 from .body import _paint_back_muscles, _paint_body, _paint_bowel, _paint_organs, _paint_ribs, _paint_spine
 from .canvas import _Canvas
+from .fascia import paint_fascia
 from .grid import GRID_PRESETS, _draw_grid
 from .kidneys import _paint_kidney, _paint_lesion
 from .render import _render_hu, default_noise_hu
@@ -61,6 +62,7 @@ def _finish(cv: _Canvas, an: Anatomy, spacing, look: Look, seed: int, noise_hu, 
     if noise_hu is None:
         noise_hu = default_noise_hu(spacing) * look.noise_factor
     noise_hu = float(noise_hu)
+    paint_fascia(cv, an, look)
     image = _render_hu(cv.tissue, cv.n_sub, spacing, look, noise_hu, rng)
     tissue = cv.tissue[cv.n_sub // 2::cv.n_sub]
     if labels is None:

@@ -275,6 +275,70 @@ def test_varied_texture_keeps_the_liver_alike_over_centimetres():
     assert np.mean(r["varied-texture"]) > 0.08, r
 
 
+# --- varied-fascia: septa, renal fascia and small vessels in the fat -------------------------------
+
+_FATS = (T["visceral_fat"], T["subcutaneous_fat"])
+
+
+def _fascia_twin_check(texture, fascia):
+    """``fascia`` (varied-fascia) differs from its ``varied-texture`` twin only in the fat: same
+    labels and phase, and every changed tissue voxel was fat and is now septa or a vessel."""
+    assert fascia.appearance == "varied-fascia" and fascia.phase == texture.phase
+    assert np.array_equal(fascia.labels, texture.labels)
+    septa = phantom.appearance.varied_look(fascia.seed, fascia.phase, fascia=True).fascia.tissue
+    lesion = texture.tissue >= phantom.appearance.LESION_ID0  # ids shift by one: septa take the first
+    changed = (fascia.tissue != texture.tissue) & ~lesion
+    assert changed.any()
+    assert np.isin(texture.tissue[changed], _FATS).all()
+    assert np.isin(fascia.tissue[changed], [septa, T["vein"]]).all()
+    return changed
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_varied_fascia_paints_only_the_fat_and_is_seeded(seed):
+    texture = phantom.make_phantom(seed, preset="tiny", appearance="varied-texture", phase="noncontrast")
+    a = phantom.make_phantom(seed, preset="tiny", appearance="varied-fascia", phase="noncontrast")
+    b = phantom.make_phantom(seed, preset="tiny", appearance="varied-fascia", phase="noncontrast")
+    assert np.array_equal(a.image, b.image) and np.array_equal(a.tissue, b.tissue)
+    _fascia_twin_check(texture, a)
+
+
+def test_varied_fascia_from_labels_draws_the_renal_fascia_outside_the_kidney(cropped_kits_labels):
+    lab, sp = cropped_kits_labels
+    lab, sp = lab[:, ::2, ::2], (sp[0], 2 * sp[1], 2 * sp[2])
+    seed = next(s for s in range(20)       # a scan that draws the renal fascia (80 % do)
+                if phantom.appearance.varied_look(s, "noncontrast", fascia=True).fascia.gerota_mm)
+    fascia = phantom.appearance.varied_look(seed, "noncontrast", fascia=True).fascia
+    texture = phantom.from_labels(lab, sp, seed, phase="noncontrast", appearance="varied-texture")
+    ph = phantom.from_labels(lab, sp, seed, phase="noncontrast", appearance="varied-fascia")
+    assert np.array_equal(ph.labels, lab)
+    _fascia_twin_check(texture, ph)
+    dist = ndimage.distance_transform_edt(lab == 0, sampling=sp)
+    septa = ph.tissue == fascia.tissue
+    shell = (dist > fascia.gerota_mm) & (dist <= fascia.gerota_mm + fascia.gerota_thick_mm)
+    away = (dist > fascia.gerota_mm + fascia.gerota_thick_mm + 3) & (dist < 40)
+    fat_or_septa = np.isin(texture.tissue, _FATS)
+    # the shell is mostly drawn (50-100 % kept), the fat away from it only holds the septa (4-16 %)
+    assert septa[shell & fat_or_septa].mean() > septa[away & fat_or_septa].mean() + 0.2
+
+
+def test_fat_detail_counts_soft_tissue_in_the_fat():
+    hu = np.full((6, 40, 40), -100.0, np.float32)
+    kidney = np.zeros(hu.shape, bool)
+    kidney[:, 18:22, 18:22] = True
+    hu[kidney] = 30
+    hu[:, 5, :] = 10            # a septum, one voxel thick, in [-30, 20)
+    hu[:, 30, 3:10] = 50        # a short vessel, in [20, 100)
+    r = phantom.fat_detail(hu, kidney, (3.0, 1.0, 1.0), reach_mm=100)
+    fat = ~kidney & ~np.isin(np.arange(40), [18, 19, 20, 21])[None, :, None].repeat(40, 2)
+    n = r["n"]
+    assert n > 0.8 * fat.sum()                      # the 5 x 5 median leaves the fat around the kidney
+    assert r["[-30, 20)"] == pytest.approx(6 * 40 / n)
+    assert r["[20, 100)"] == pytest.approx(6 * 7 / n)
+    assert r["[-30, inf)"] == pytest.approx(6 * 47 / n)
+    assert r["[-60, -30)"] == 0
+
+
 def test_unknown_appearance_is_refused():
     with pytest.raises(ValueError, match="appearance"):
         phantom.make_phantom(0, preset="tiny", appearance="glossy")
