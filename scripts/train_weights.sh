@@ -805,3 +805,8 @@ S19=(--lr 5e-5 --warmup 100 --steps 2000 --edge-cuts 0.3 --augment scanner --ini
 RULE_MAPS="$R19/real_val_fascia" RULE_SLABS="$R19/real_val_fascia"
 rule_scores "$R19/cand/r17" "$R17W"
 rule_runs "$R19" a:1000 a:2000 b:1000 b:2000
+# the rule's best: none of the four beats round 17 (0.7083 on this rule; control 0.6999 / 0.6960,
+# fascia mix 0.6961 / 0.6955): the `varied` set stays round 17's
+for n in a_1000 a_2000 b_1000 b_2000; do  # after the choice, for the record
+  python scripts/eval_real_ct.py --weights "$R19/cand/$n" || true
+done
