@@ -56,9 +56,10 @@ def add_phantom(sub) -> None:
     p.add_argument("--split", default=None, choices=("train", "validation", "test"),
                    help="with --from-labels: only the cases of this part of the fixed KiTS23 split "
                         "(kidney/data/kits23_split.json); each must be in DATA_DIR")
-    p.add_argument("--grid", default="native", choices=("native", "coarse"),
-                   help="with --from-labels: the label map's own grid (default), or a drawn coarser "
-                        "grid (in-plane 1.1-1.6 mm, slices 2-5 mm, never finer than the source)")
+    p.add_argument("--grid", default="native", type=_grid_arg, metavar="native|coarse|SZ,SY,SX",
+                   help="with --from-labels: the label map's own grid (default), a drawn coarser "
+                        "grid (coarse: in-plane 1.1-1.6 mm, slices 2-5 mm, never finer than the "
+                        "source), or one given spacing in mm for every case (e.g. 3,3,3)")
     p.add_argument("--copies", type=int, default=1,
                    help="with --from-labels: CTs per label map, other seeds (case_XXXXX_cK; default 1)")
     p.add_argument("--workers", type=int, default=1,
@@ -66,6 +67,20 @@ def add_phantom(sub) -> None:
     p.add_argument("--start", type=int, default=0, help="first case number (synthetic only)")
     p.add_argument("--overwrite", action="store_true", help="replace existing files")
     p.set_defaults(func=run_phantom)
+
+
+def _grid_arg(text: str):
+    """``--grid``: ``'native'``, ``'coarse'`` or a spacing ``'SZ,SY,SX'`` (mm, each > 0)."""
+    if text in ("native", "coarse"):
+        return text
+    try:
+        spacing = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        spacing = ()
+    if len(spacing) != 3 or not all(0 < v < 100 for v in spacing):
+        raise argparse.ArgumentTypeError(f"--grid must be native, coarse or three spacings in mm "
+                                         f"'SZ,SY,SX' (each in (0, 100)), got {text!r}")
+    return spacing
 
 
 def run_phantom(args) -> int:
@@ -145,8 +160,8 @@ def _one_from_labels(job):
 
     case, out, seed, phase, grid, appearance, overwrite = job
     seg = io.load_case(case, image=False, label=True).label
-    if grid == "coarse":
-        spacing = phantom.training_grid(seed, seg.spacing)
+    if grid != "native":
+        spacing = phantom.training_grid(seed, seg.spacing) if grid == "coarse" else grid
         shape = io.resampled_shape(seg.shape, seg.spacing, spacing)
         labels = io.resample(seg.array, seg.spacing, spacing, order=0, out_shape=shape)
         ph = phantom.from_labels(labels, spacing, seed, phase=phase, appearance=appearance)

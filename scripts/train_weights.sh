@@ -810,3 +810,9 @@ rule_runs "$R19" a:1000 a:2000 b:1000 b:2000
 for n in a_1000 a_2000 b_1000 b_2000; do  # after the choice, for the record
   python scripts/eval_real_ct.py --weights "$R19/cand/$n" || true
 done
+# after the round: the validation maps drawn on the real CT's 3 mm grid, scored with the shipped set
+kidney phantom --from-labels "$L" --split validation --grid 3,3,3 --appearance varied-texture \
+    --phase cycle --seed 7000 --out "$R19/val_texture_3mm"
+kidney segment -i "$R19/val_texture_3mm" -o "$R19/pred_3mm" --weights varied --overwrite --quiet
+kidney evaluate "$R19/pred_3mm" "$R19/val_texture_3mm" --overwrite
+kidney evaluate "$R17/cand/b_1000.valt" "$R13/real_val_texture" --overwrite  # the same maps on their own grids

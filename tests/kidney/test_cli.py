@@ -53,6 +53,25 @@ def test_phantom_from_labels_keeps_grid_and_labels(cropped_kits_labels, tmp_path
     assert np.array_equal(np.asarray(back.dataobj), np.asarray(seg.dataobj))
 
 
+def test_phantom_from_labels_on_a_given_grid(cropped_kits_labels, tmp_path, capsys):
+    labels, spacing = cropped_kits_labels
+    src = tmp_path / "data" / "case_00479"
+    src.mkdir(parents=True)
+    io.save_array(np.ascontiguousarray(labels), io.kits_affine(spacing), src / "segmentation.nii.gz")
+    out = tmp_path / "synth"
+    assert cli.main(["phantom", "--out", str(out), "--from-labels", str(tmp_path / "data"),
+                     "--grid", "4,3.5,3.5"]) == 0
+    img = io.load_nifti(out / "case_00479" / "imaging.nii.gz")
+    seg = io.load_nifti(out / "case_00479" / "segmentation.nii.gz", label=True)
+    assert img.spacing == pytest.approx((4.0, 3.5, 3.5)) and seg.shape == img.shape
+    assert img.shape == io.resampled_shape(labels.shape, spacing, (4.0, 3.5, 3.5))
+    assert np.array_equal(seg.array, io.resample(labels, spacing, (4.0, 3.5, 3.5), order=0))
+    for bad in ("3,3", "fine", "0,1,1", "1,a,1"):
+        with pytest.raises(SystemExit):
+            cli.main(["phantom", "--out", str(out), "--from-labels", str(tmp_path / "data"), "--grid", bad])
+        assert "--grid must be native, coarse or three spacings" in capsys.readouterr().err
+
+
 def _labels(shape=(6, 8, 8)):
     lab = np.zeros(shape, np.uint8)
     lab[1:5, 2:6, 1:5] = 1
