@@ -70,7 +70,7 @@ def add_phantom(sub) -> None:
 
 
 def _grid_arg(text: str):
-    """``--grid``: ``'native'``, ``'coarse'`` or a spacing ``'SZ,SY,SX'`` (mm, each > 0)."""
+    """``--grid``: ``'native'``, ``'coarse'`` or a spacing ``'SZ,SY,SX'`` (mm, each in (0, 100))."""
     if text in ("native", "coarse"):
         return text
     try:

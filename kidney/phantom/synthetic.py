@@ -30,7 +30,8 @@ class Phantom:
         seed: the seed it was made from.
         anatomy: the drawn geometry (kidney and lesion positions in mm).
         noise_hu: quantum-noise sd used.
-        appearance: ``'classic'``, ``'varied'`` or ``'varied-organs'`` (:mod:`kidney.phantom.appearance`).
+        appearance: one of :data:`~kidney.phantom.appearance.APPEARANCES` (``'classic'``, ``'varied'``,
+            ``'varied-organs'``, ``'varied-texture'``, ``'varied-fascia'``; :mod:`kidney.phantom.appearance`).
     """
 
     image: np.ndarray
