@@ -1,7 +1,6 @@
 """CT synthesised around a real KiTS23 label map (:func:`from_labels`): the labels are kept exactly."""
 from __future__ import annotations
 
-import math
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -9,7 +8,7 @@ from scipy import ndimage
 
 from .. import io
 from .anatomy import Anatomy, _draw_anatomy
-from .canvas import _Canvas, _paint_tube
+from .canvas import _Canvas, _paint_tube, grown_box
 from .render import smooth_noise
 from .appearance import Look, make_look
 from .synthetic import Phantom, _finish, _paint_background, _sub_slices
@@ -56,13 +55,9 @@ def _anatomy_from_labels(rng, labels: np.ndarray, spacing) -> Anatomy:
 
 def _label_tissues(cv: _Canvas, labels: np.ndarray, spacing, rng, look: Look) -> None:
     """Paint kidney/tumour/cyst tissue exactly on the labelled voxels (all sub-slices)."""
-    fg = labels > 0
-    if not fg.any():
+    box = grown_box(labels > 0, 15.0, spacing)
+    if box is None:
         return
-    box = ndimage.find_objects(fg.astype(np.uint8))[0]
-    margin = tuple(int(math.ceil(15.0 / s)) + 1 for s in spacing)
-    box = tuple(slice(max(0, b.start - m), min(n, b.stop + m))
-                for b, m, n in zip(box, margin, labels.shape))
     lab = labels[box]
     outside = ndimage.distance_transform_edt(lab == 0, sampling=spacing)
     depth_k = ndimage.distance_transform_edt(lab > 0, sampling=spacing)

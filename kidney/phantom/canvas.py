@@ -1,7 +1,10 @@
 """The painting canvas (tissue ids on a mm grid) and the shapes painted on it: ellipsoids and tubes."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
+from scipy import ndimage
 
 
 class _Canvas:
@@ -15,6 +18,11 @@ class _Canvas:
         self.y = ((np.arange(shape[1]) + 0.5) * spacing[1]).astype(np.float32)
         self.x = ((np.arange(shape[2]) + 0.5) * spacing[2]).astype(np.float32)
         self.tissue = np.zeros((nz, shape[1], shape[2]), dtype=np.uint8)
+
+    @property
+    def fine_spacing(self):
+        """``(sz / n_sub, sy, sx)`` mm: the spacing of :attr:`tissue`'s own (sub-slice) grid."""
+        return (self.spacing[0] / self.n_sub, self.spacing[1], self.spacing[2])
 
     def box(self, lo, hi):
         sl = []
@@ -41,6 +49,16 @@ class _Canvas:
             allowed[list(over)] = True
             mask = mask & allowed[view]
         view[mask] = tissue
+
+
+def grown_box(mask: np.ndarray, margin_mm: float, spacing):
+    """The bounding box (slices) of ``mask`` (bool) grown by ``ceil(margin_mm / s) + 1`` voxels
+    per axis of spacing ``s``, clipped to the array; None when ``mask`` is empty."""
+    if not mask.any():
+        return None
+    box = ndimage.find_objects(mask.astype(np.uint8))[0]
+    margin = [int(math.ceil(margin_mm / s)) + 1 for s in spacing]
+    return tuple(slice(max(0, b.start - m), min(n, b.stop + m)) for b, m, n in zip(box, margin, mask.shape))
 
 
 def _ellipsoid_rho(z, y, x, centre, radii, rotation=None, lumps=None):

@@ -15,7 +15,7 @@ from scipy import ndimage
 from .anatomy import Anatomy
 from .appearance import Fascia, Look
 from .body import _kidney_centre
-from .canvas import _Canvas, _paint_tube
+from .canvas import _Canvas, _paint_tube, grown_box
 from .render import smooth_noise
 from .tissues import T
 
@@ -23,31 +23,22 @@ _FAT = T["visceral_fat"]
 
 
 def _paint_septa(cv: _Canvas, fascia: Fascia, rng) -> None:
-    """Septa in the visceral and the subcutaneous fat: the band ``|f| < w`` of a smooth unit field, ``w`` chosen so the band holds
-    ``septa_share`` of a Gaussian field's values (``P(|f| < w) ≈ 2 w / sqrt(2 pi)`` for small w)."""
-    fine_spacing = (cv.spacing[0] / cv.n_sub, cv.spacing[1], cv.spacing[2])
-    field = smooth_noise(rng, cv.tissue.shape, fine_spacing, fascia.septa_mm)
+    """Septa in the visceral and the subcutaneous fat: the band ``|f| < w`` of a smooth unit field,
+    ``w`` chosen so the band holds ``septa_share`` of a Gaussian field's values
+    (``P(|f| < w) ≈ 2 w / sqrt(2 pi)`` for small w)."""
+    field = smooth_noise(rng, cv.tissue.shape, cv.fine_spacing, fascia.septa_mm)
     w = fascia.septa_share * math.sqrt(2.0 * math.pi) / 2.0
     fat = (cv.tissue == _FAT) | (cv.tissue == T["subcutaneous_fat"])
     cv.tissue[(np.abs(field) < w) & fat] = fascia.tissue
 
 
-def _kidney_box(kidney: np.ndarray, margin):
-    """The bounding box of ``kidney`` (bool) grown by ``margin`` voxels per axis; None if empty."""
-    if not kidney.any():
-        return None
-    box = ndimage.find_objects(kidney.astype(np.uint8))[0]
-    return tuple(slice(max(0, b.start - m), min(n, b.stop + m))
-                 for b, m, n in zip(box, margin, kidney.shape))
-
-
 def _paint_renal_fascia(cv: _Canvas, look: Look, fascia: Fascia, rng) -> None:
     """A shell ``gerota_thick_mm`` thick at ``gerota_mm`` outside the labelled kidney (every label
     counts: a tumour bulging out is inside the fascia too), in the fat, broken into patches."""
-    fine_spacing = (cv.spacing[0] / cv.n_sub, cv.spacing[1], cv.spacing[2])
+    fine_spacing = cv.fine_spacing
     outer = fascia.gerota_mm + fascia.gerota_thick_mm
     kidney = look.label[cv.tissue] > 0
-    box = _kidney_box(kidney, [int(math.ceil(outer / s)) + 1 for s in fine_spacing])
+    box = grown_box(kidney, outer, fine_spacing)
     if box is None:
         return
     dist = ndimage.distance_transform_edt(~kidney[box], sampling=fine_spacing)
