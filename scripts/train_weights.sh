@@ -816,3 +816,40 @@ kidney phantom --from-labels "$L" --split validation --grid 3,3,3 --appearance v
 kidney segment -i "$R19/val_texture_3mm" -o "$R19/pred_3mm" --weights varied --overwrite --quiet
 kidney evaluate "$R19/pred_3mm" "$R19/val_texture_3mm" --overwrite
 kidney evaluate "$R17/cand/b_1000.valt" "$R13/real_val_texture" --overwrite  # the same maps on their own grids
+
+# 25. round 20: scans on the real CT's 3 mm grid. Round 19 found that the validation maps drawn on 3 mm
+#     voxels cost round 17 0.04 of kidney+masses and 0.10 of masses (the same anatomy, appearance and
+#     seeds), and that no figure of the rule sees such a scan. Round 14's 100 training maps are drawn
+#     again on 3 mm voxels (varied-texture, two copies each, seed 5200): (b) adds these 200 CTs to round
+#     14's mix (716 cases), (c) puts them in place of round 14's 200 coarse-grid CTs drawn from the same
+#     maps (516 cases). Both train round 17's stage 2 with round 17's recipe (round 19's S19), seeds
+#     251 / 252; round 19's (a), the same recipe on round 14's mix, is the control. The rule, fixed
+#     before any result: the mean of four validation figures, round 6's validation set, the
+#     varied-texture validation maps on their own grids (round 13's), the same maps on 3 mm voxels
+#     (round 19's val_texture_3mm) and fov_check's half slabs of those 3 mm CTs, over (b) and (c) at
+#     1,000 / 2,000 steps, round 19's (a) at 1,000 / 2,000 and round 17's stage 2 scored the same way;
+#     a candidate replaces round 17's only if it leads by 0.005 or more.
+R20="$WORK/round20"
+kidney phantom --from-labels "$L" --split train --grid 3,3,3 --appearance varied-texture --copies 2 \
+    --workers 2 --seed 5200 --out "$R20/real_train_3mm"
+mix "$R20/train_add" "$R20/real_train_3mm" "$R14/real_train_tex" "$R14/ph_train_tex" "$R13/real_train_texture" \
+    "$R13/ph_train_texture"
+mix "$R20/train_rep" "$R20/real_train_3mm" "$R14/ph_train_tex" "$R13/real_train_texture" "$R13/ph_train_texture"
+for c in "$R6"/train/classic*; do
+  ln -sfn "$(readlink -f "$c")" "$R20/train_add/$(basename "$c")"
+  ln -sfn "$(readlink -f "$c")" "$R20/train_rep/$(basename "$c")"
+done
+"${STAGE2[@]}" --out "$R20/s2_b" --seed 251 --data "$R20/train_add" "${S19[@]}"
+"${STAGE2[@]}" --out "$R20/s2_c" --seed 252 --data "$R20/train_rep" "${S19[@]}"
+# rule_scores_grid DIR STAGE2.npz: rule_scores on the 3 mm maps and their slabs, and the same maps on
+# their own grids
+rule_scores_grid() {
+  RULE_MAPS="$R19/val_texture_3mm" RULE_SLABS="$R19/val_texture_3mm" rule_scores "$1" "$2"
+  kidney segment -i "$R13/real_val_texture" -o "$1.valn" --weights "$1" --overwrite --quiet
+  kidney evaluate "$1.valn" "$R13/real_val_texture" --overwrite
+}
+rule_scores_grid "$R20/cand/r17" "$R17W"
+for run in "$R19":a:1000 "$R19":a:2000 "$R20":b:1000 "$R20":b:2000 "$R20":c:1000 "$R20":c:2000; do
+  IFS=: read -r dir r s <<< "$run"
+  rule_scores_grid "$R20/cand/${r}_$s" "$dir/s2_$r/weights_step$s.npz"
+done
