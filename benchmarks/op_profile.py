@@ -10,7 +10,8 @@
             opt.zero_grad()
     prof.seconds                                 # {op category: seconds}
 
-* **Backend kernels** (the 17 of ``sparseconv.backends`` and the optional ``submanifold_table``) go
+* **Backend kernels** (the 17 of ``sparseconv.backends`` and the optional ``submanifold_table``,
+  ``add`` and ``column_sum``) go
   through a wrapper backend, selected with ``sparseconv.use_backend`` for the block — the library is
   not touched. ``conv_forward`` and ``depthwise_forward`` count as *forward* in the forward phase and
   as *dX* in the ``backward`` phase (an input gradient is a forward pass over the transposed map).
@@ -41,7 +42,7 @@ KERNEL_CATEGORY = {
     "depthwise_forward": ("depthwise forward", "depthwise dX"), "depthwise_weight_grad": "depthwise dW",
     "layer_norm": "LayerNorm forward", "layer_norm_grad": "LayerNorm backward",
     "grn": "GRN forward", "grn_grad": "GRN backward", "gelu": "GELU forward", "gelu_grad": "GELU backward",
-    "segment_sum": "other kernels",
+    "segment_sum": "other kernels", "add": "other kernels", "column_sum": "other kernels",
 }
 
 

@@ -37,6 +37,12 @@ Shapes and dtypes (N = rows, K = kernel offsets, C = channels):
 * ``grn_grad(grad, x, gamma, G, seg_ptr, eps)``: its backward → ``(dx (N, C), dγ (C,), dβ (C,))``.
 
 Input gradients need no kernel of their own: ``dX = conv_forward(dY, Wᵀ, kmap.transposed())``.
+
+Optional members, used where a backend has them (the array module's expression otherwise):
+``submanifold_table`` (the whole table of a centred kernel in one call, see
+:func:`sparseconv.kmap.submanifold_map`); ``add(a, b)``: two ``(N, C)`` arrays of one dtype →
+``a + b``; ``column_sum(x)``: ``(N, C)`` → ``x.sum(axis=0)`` (bias gradients). The last two must
+give NumPy's bits; a backend defines them to thread work NumPy runs on one core.
 """
 from __future__ import annotations
 

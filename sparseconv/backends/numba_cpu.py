@@ -47,6 +47,7 @@ from . import numba_conv, pointwise
 SQRT_HALF = 1.0 / math.sqrt(2.0)
 INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 EMPTY = np.int64(-1)  # packed keys are non-negative, so -1 marks a free slot
+COLUMN_BLOCK = 8  # columns per task of column_sum (a C = 16 bias gradient: two tasks)
 WGRAD_CHUNKS = 64  # fixed split of rows for the weight gradient (determinism across thread counts)
 
 
@@ -430,6 +431,31 @@ def _normal_pdf_impl(v):
 
 
 @nb.njit(parallel=True, cache=True)
+def _add(a, b, out):
+    """``out = a + b`` for ``(N, C)`` arrays, rows split over the threads (elementwise: the same bits)."""
+    for i in nb.prange(a.shape[0]):
+        for c in range(a.shape[1]):
+            out[i, c] = a[i, c] + b[i, c]
+    return out
+
+
+@nb.njit(parallel=True, cache=True)
+def _column_sum(x, block, out):
+    """``out[c] = x[0, c] + x[1, c] + ...``, added in row order — the order NumPy's ``x.sum(axis=0)``
+    adds a C-ordered ``(N, C)`` array with C > 1 in, so the bits are NumPy's. A task owns ``block``
+    columns: splitting the rows instead would add partial sums in another order."""
+    n, c = x.shape
+    for t in nb.prange((c + block - 1) // block):
+        lo, hi = t * block, min(c, (t + 1) * block)
+        acc = x[0, lo:hi].copy()  # starting from row 0, not from 0.0, keeps a column of -0.0 at -0.0
+        for i in range(1, n):
+            for j in range(lo, hi):
+                acc[j - lo] += x[i, j]
+        out[lo:hi] = acc
+    return out
+
+
+@nb.njit(parallel=True, cache=True)
 def _gelu(x, out):
     for i in nb.prange(x.shape[0]):
         for c in range(x.shape[1]):
@@ -602,6 +628,20 @@ class NumbaBackend:
         return self._launch(_segment_sum, values.size, np.ascontiguousarray(values), seg_ptr,
                             _segment_chunks(len(seg_ptr) - 1))
 
+
+    def add(self, a, b):
+        """Optional member: ``a + b`` of two ``(N, C)`` arrays of one dtype, the same bits as NumPy's."""
+        a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
+        if a.shape != b.shape or a.dtype != b.dtype or a.ndim != 2:
+            raise ValueError(f"add: two (N, C) arrays of one dtype expected, got {a.shape} {a.dtype} "
+                             f"and {b.shape} {b.dtype}")
+        return self._launch(_add, a.size, a, b, np.empty(a.shape, a.dtype))
+
+    def column_sum(self, x):
+        """Optional member: ``x.sum(axis=0)`` of an ``(N, C)`` array, the same bits as NumPy's."""
+        if x.ndim != 2 or x.shape[1] < 2 or len(x) == 0 or not x.flags.c_contiguous:
+            return x.sum(axis=0)  # NumPy adds these (a single column, F-ordered views) pairwise
+        return self._launch(_column_sum, x.size, x, COLUMN_BLOCK, np.empty(x.shape[1], x.dtype))
 
     def gelu(self, x):
         return self._launch(_gelu, 8 * x.size, np.ascontiguousarray(x), np.empty(x.shape, x.dtype))

@@ -33,6 +33,22 @@ def plus_bias(out, bias):
     return out + bias
 
 
+def column_sum(x):
+    """``x.sum(axis=0)`` of ``(N, C)`` rows (a bias gradient): the backend's optional ``column_sum``
+    kernel where it has one (threaded, NumPy's bits), else NumPy's own (single-threaded) sum."""
+    be = get_backend()
+    return be.column_sum(x) if hasattr(be, "column_sum") else x.sum(axis=0)
+
+
+def add_rows(a, b):
+    """``a + b`` of two ``(N, C)`` arrays of one dtype (a residual or skip sum): the backend's
+    optional ``add`` kernel where it has one (threaded, the same bits), else the array module's."""
+    be = get_backend()
+    if hasattr(be, "add") and a.shape == b.shape and a.dtype == b.dtype and a.ndim == 2:
+        return be.add(a, b)
+    return a + b
+
+
 def batch_ptr(x: SparseTensor):
     """``(B+1,) int64`` row boundaries of each sample (rows are sorted by batch first), cached."""
     if "batch_ptr" not in x.cache:

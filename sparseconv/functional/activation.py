@@ -11,7 +11,7 @@ import numpy as np
 from ..autograd import Function, Mul, data_of
 from ..backends import get_backend
 from ..kmap import KernelMap
-from ._util import plus_bias, split, wrap
+from ._util import column_sum, plus_bias, split, wrap
 
 
 class GELUFn(Function):
@@ -102,7 +102,7 @@ class LinearFn(Function):
         b = get_backend()
         gx = b.conv_forward(grad, weight[None], ctx.kmap) if ctx.needs_input_grad[0] else None
         gw = b.xp.ascontiguousarray(b.conv_weight_grad(x, grad, ctx.kmap)[0].T)
-        gb = grad.sum(axis=0) if ctx.has_bias else None
+        gb = column_sum(grad) if ctx.has_bias else None
         return gx, gw, gb
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from ..backends import get_backend
 from ..device import check_backend_device
-from ._util import plus_bias
+from ._util import column_sum, plus_bias
 
 
 def _check(feats, weight, kmap, depthwise: bool):
@@ -45,7 +45,7 @@ def conv_backward(grad_out, feats, weight, kmap, bias=True, input_grad=True):
     grad_in = (be.conv_forward(grad_out, weight.transpose(0, 2, 1).copy(), kmap.transposed())
                if input_grad else None)
     grad_w = be.conv_weight_grad(feats, grad_out, kmap)
-    return grad_in, grad_w, grad_out.sum(axis=0) if bias else None
+    return grad_in, grad_w, column_sum(grad_out) if bias else None
 
 
 def depthwise_forward(feats, weight, kmap, bias=None):
@@ -60,7 +60,7 @@ def depthwise_backward(grad_out, feats, weight, kmap, bias=True, input_grad=True
     be = get_backend()
     grad_in = be.depthwise_forward(grad_out, weight, kmap.transposed()) if input_grad else None
     grad_w = be.depthwise_weight_grad(feats, grad_out, kmap)
-    return grad_in, grad_w, grad_out.sum(axis=0) if bias else None
+    return grad_in, grad_w, column_sum(grad_out) if bias else None
 
 
 # --------------------------------------------------------------------------------------------

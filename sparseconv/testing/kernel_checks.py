@@ -18,7 +18,7 @@ from .. import kmap as KM
 from ..backends import use_backend
 from ..backends.reference import backend as REF
 from ..tensor import SparseTensor
-from .compare import assert_bitwise, assert_close, assert_same_ints
+from .compare import assert_bitwise, assert_close, assert_same_ints, bitwise_equal
 
 DTYPES = (np.float32, np.float64)
 
@@ -273,6 +273,19 @@ def check_pointwise(be, n_rows: int, channels: int, dtype, seed: int = 0):
     assert_bitwise(be.layer_norm_grad(gd, xp_.asarray(ln[1]), xp_.asarray(ln[2]), None)[1],
                    be.layer_norm_grad(gd, xp_.asarray(ln[1]), xp_.asarray(ln[2]), None)[1], "layer_norm_grad")
     _check_grn(be, x, g, w, b, what)
+    _check_optional_rows(be, x, g, what)
+
+
+def _check_optional_rows(be, x, g, what):
+    """The optional ``add`` and ``column_sum`` (where the backend has them) give NumPy's bits: ``x + g``
+    and ``x.sum(axis=0)`` (a bias gradient), also of a strided view and of one column."""
+    xp_ = be.xp
+    if hasattr(be, "add"):
+        assert bitwise_equal(be.add(xp_.asarray(strided(x)), xp_.asarray(g)), x + g), f"add {what}: not NumPy's bits"
+    if hasattr(be, "column_sum"):
+        for rows, kind in ((x, ""), (strided(x), " strided"), (x[:, :1], " one column")):
+            assert bitwise_equal(be.column_sum(xp_.asarray(rows)), rows.sum(axis=0)), \
+                f"column_sum{kind} {what}: not NumPy's bits (x.sum(axis=0))"
 
 
 def _check_grn(be, x, g, gamma, beta, what):
@@ -314,6 +327,10 @@ def check_zero_rows(be, dtype):
                      "depthwise 0 rows")
         assert_close(be.depthwise_weight_grad(f, np.ones((kmap.n_out, 3), dtype), kmap), np.zeros((27, 3), dtype),
                      "depthwise weight grad 0 rows")
+    if hasattr(be, "add"):
+        assert_close(be.add(np.zeros((0, 3), dtype), np.zeros((0, 3), dtype)), np.zeros((0, 3), dtype), "add of 0 rows")
+    if hasattr(be, "column_sum"):
+        assert_close(be.column_sum(np.zeros((0, 3), dtype)), np.zeros(3, dtype), "column_sum of 0 rows")
     assert_close(be.segment_sum(np.zeros((0, 3), dtype), np.array([0], np.int64)), np.zeros((0, 3), dtype),
                  "segment_sum of 0 segments")
     assert_close(be.segment_sum(np.zeros((0, 3), dtype), np.array([0, 0, 0], np.int64)), np.zeros((2, 3), dtype),
