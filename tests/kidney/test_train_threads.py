@@ -6,7 +6,9 @@ call at 1 and N threads; this one runs the network as the trainer does — forwa
 loss, backward, AdamW — and compares the outputs, the loss, every parameter's gradient and the
 updated weights. It runs in a subprocess with ``NUMBA_NUM_THREADS=2`` and ``OPENBLAS_NUM_THREADS=1``,
 whatever this run has (OpenBLAS is raised to 2 at run time), and with every kernel forced parallel
-(``parallel_min_work = 0``), so small inputs reach the threaded code.
+(``parallel_min_work = 0``), so small inputs reach the threaded code. A third step runs without the
+backend's optional ``add`` and ``column_sum`` kernels (NumPy's expressions instead): they promise
+NumPy's bits, so it must equal the others.
 """
 from __future__ import annotations
 
@@ -63,18 +65,30 @@ def step():
     return record
 
 
+class WithoutOptional:  # the Numba backend without its optional add / column_sum (NumPy's then)
+
+    def __getattr__(self, name):
+        if name in ("add", "column_sum"):
+            raise AttributeError(name)
+        return getattr(nb, name)
+
+
 for n, path in ((1, sys.argv[1]), (2, sys.argv[2])):
     with pools.threads(n):  # Numba's and OpenBLAS's thread counts together
         np.savez(path, **step())
+from sparseconv import use_backend
+assert hasattr(nb, "add") and hasattr(nb, "column_sum") and not hasattr(WithoutOptional(), "add")
+with pools.threads(2), use_backend(WithoutOptional()):
+    np.savez(sys.argv[3], **step())
 """
 
 
 def test_training_step_same_bits_on_1_and_2_threads(tmp_path):
     pytest.importorskip("numba")
-    one, two = tmp_path / "one.npz", tmp_path / "two.npz"
+    one, two, plain = tmp_path / "one.npz", tmp_path / "two.npz", tmp_path / "plain.npz"
     env = dict(os.environ, NUMBA_NUM_THREADS="2", OPENBLAS_NUM_THREADS="1",
                PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, "-c", _CHILD, str(one), str(two)], cwd=ROOT, env=env,
+    proc = subprocess.run([sys.executable, "-c", _CHILD, str(one), str(two), str(plain)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     a, b = np.load(one), np.load(two)
@@ -85,4 +99,7 @@ def test_training_step_same_bits_on_1_and_2_threads(tmp_path):
     differ = [n for n in names if a[n].dtype != b[n].dtype or a[n].tobytes() != b[n].tobytes()]
     assert not differ, f"{len(differ)} of {len(names)} arrays differ between 1 and 2 threads: {differ[:8]}"
     assert all(np.isfinite(a[n]).all() for n in names) and a["loss"] > 0
+    c = np.load(plain)
+    differ = [n for n in names if a[n].tobytes() != c[n].tobytes()]
+    assert c.files == names and not differ, f"without the optional add / column_sum: {differ[:8]} differ"
 
