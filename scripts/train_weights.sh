@@ -853,3 +853,9 @@ for run in "$R19":a:1000 "$R19":a:2000 "$R20":b:1000 "$R20":b:2000 "$R20":c:1000
   IFS=: read -r dir r s <<< "$run"
   rule_scores_grid "$R20/cand/${r}_$s" "$dir/s2_$r/weights_step$s.npz"
 done
+# the rule's best: none of the six beats round 17 (0.6888 on this rule; 3 mm CTs added 0.6849 / 0.6873,
+# in place of the coarse-grid CTs 0.6860 / 0.6847, control 0.6769 / 0.6810): the `varied` set stays
+# round 17's
+for n in b_1000 b_2000 c_1000 c_2000; do  # after the choice, for the record
+  python scripts/eval_real_ct.py --weights "$R20/cand/$n" || true
+done
