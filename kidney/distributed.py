@@ -55,6 +55,7 @@ __all__ = ["Communicator", "SingleProcess", "MPICommunicator", "NCCLCommunicator
 
 DEFAULT_TIMEOUT = 600.0  # seconds a rank waits for a peer in any collective call
 STARTUP_TIMEOUT = 600.0  # before the first step at least this long: ranks load their data at their own pace
+ABORT_GRACE = 1.0  # seconds between printing a fatal error and MPI_Abort (see MPICommunicator.abort)
 
 _TAG_GRAD, _TAG_LEN, _TAG_OBJ = 71, 72, 73
 
@@ -264,6 +265,10 @@ class MPICommunicator(Communicator):
 
         sys.stdout.flush()
         sys.stderr.flush()
+        # MPI_Abort has the launcher kill every rank at once, and what a rank printed just before can
+        # still sit in the pipe to the launcher and be lost with it (seen with MPICH's mpiexec): give
+        # the launcher a moment to pass the error message on first.
+        time.sleep(ABORT_GRACE)
         self.world.Abort(int(code))
         os._exit(int(code))  # MPI_Abort may return when another rank's abort is already under way
 
