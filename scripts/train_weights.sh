@@ -859,3 +859,26 @@ done
 for n in b_1000 b_2000 c_1000 c_2000; do  # after the choice, for the record
   python scripts/eval_real_ct.py --weights "$R20/cand/$n" || true
 done
+
+# 26. round 21: larger batches. Every stage-2 run since round 8 takes one optimiser step per crop
+#     (--accumulate 1); the paper accumulates 8 crops a step. Rounds 18-20 continued round 17 at
+#     lr 5e-5 one crop a step and all lost 0.009-0.014 on round 6's validation set, data changes or
+#     not: the steps' noise, not the data, may be what moves the weights away. Both runs continue
+#     round 17's stage 2 on round 20's (b) mix (716 cases: round 14's and the 3 mm CTs) with round
+#     17's augmentation and edge cuts, 3,000 crops each: (a) 4 crops a step, lr 1e-4, 750 steps,
+#     25 warm-up steps, seed 261, the weights at 375 / 750 kept; (b) 8 crops a step, lr 1.4e-4, 375
+#     steps, 12 warm-up steps, seed 262, the weights at 188 / 375 kept (the rate scaled with the
+#     square root of the batch). The rule, fixed before any result: round 20's (§25: the mean of
+#     round 6's validation set, the varied-texture validation maps on their own grids and on 3 mm
+#     voxels, and fov_check's half slabs of the 3 mm CTs); a candidate replaces round 17's stage 2
+#     (0.6888 on this rule) only if it leads by 0.005 or more.
+R21="$WORK/round21"
+S21=(--edge-cuts 0.3 --augment scanner --init-weights "$R17W" --data "$R20/train_add" --checkpoint-every 50)
+# (STAGE2 says --accumulate 1; the later --accumulate wins)
+"${STAGE2[@]}" --out "$R21/s2_a" --seed 261 --accumulate 4 --lr 1e-4 --steps 750 --warmup 25 \
+    --keep-weights-at 375,750 "${S21[@]}"
+"${STAGE2[@]}" --out "$R21/s2_b" --seed 262 --accumulate 8 --lr 1.4e-4 --steps 375 --warmup 12 \
+    --keep-weights-at 188,375 "${S21[@]}"
+for run in a:375 a:750 b:188 b:375; do IFS=: read -r r s <<< "$run"
+  rule_scores_grid "$R21/cand/${r}_$s" "$R21/s2_$r/weights_step$s.npz"
+done
