@@ -882,3 +882,8 @@ S21=(--edge-cuts 0.3 --augment scanner --init-weights "$R17W" --data "$R20/train
 for run in a:375 a:750 b:188 b:375; do IFS=: read -r r s <<< "$run"
   rule_scores_grid "$R21/cand/${r}_$s" "$R21/s2_$r/weights_step$s.npz"
 done
+# the rule's best: none of the four leads round 17 (0.6888 on this rule) by 0.005: 4 crops a step
+# 0.6926 / 0.6877 at 375 / 750 steps, 8 crops a step 0.6607 / 0.6793: the `varied` set stays round 17's
+for n in a_375 a_750 b_188 b_375; do  # after the choice, for the record
+  python scripts/eval_real_ct.py --weights "$R21/cand/$n" || true
+done
