@@ -887,3 +887,15 @@ done
 for n in a_375 a_750 b_188 b_375; do  # after the choice, for the record
   python scripts/eval_real_ct.py --weights "$R21/cand/$n" || true
 done
+
+# 27. round 22: four crops a step at round 17's rate. Round 21's (a), 4 crops a step at lr 1e-4, was
+#     best halfway (0.6926, held round 6's validation set) and gave it back by its end. Here the same
+#     run at round 17's lr 5e-5: round 17's stage 2 on round 20's (b) mix, --augment scanner,
+#     --edge-cuts 0.3, 4 crops a step, 750 steps, 25 warm-up steps, seed 271, the weights at 375 /
+#     750 kept; one run on two threads (the results do not depend on the thread count). The rule,
+#     fixed before any result: round 20's, over these two and round 17's stage 2 (0.6888); a
+#     candidate replaces it only if it leads by 0.005 or more.
+R22="$WORK/round22"
+"${STAGE2[@]}" --out "$R22/s2_a" --seed 271 --accumulate 4 --lr 5e-5 --steps 750 --warmup 25 \
+    --keep-weights-at 375,750 "${S21[@]}"
+for s in 375 750; do rule_scores_grid "$R22/cand/a_$s" "$R22/s2_a/weights_step$s.npz"; done
