@@ -37,6 +37,9 @@ that runs costs 1 + 2 × repeats steps; its compact rows took 62 s and 100 s).
 * **Per op** (``op_profile.OpProfile``): the backend's kernels timed through a wrapper backend, plus
   the Linear layers, the kernel-map builders above the backend, the loss and the optimiser;
   the remainder is autograd bookkeeping and array code between the ops.
+* **Memory pages**: NumPy advises Linux to back its large arrays with huge pages, and the Numba
+  backend allocates its outputs with NumPy for that reason; ``--no-numpy-huge-pages`` measures the
+  sparse step with that advice off (README: where it helps and where it costs).
 * **Threads**: each thread count is set on every thread pool of the process, Numba's
   (``numba.set_num_threads``; counts above ``NUMBA_NUM_THREADS`` are dropped) and the OpenBLAS that
   NumPy runs on (``sparseconv.testing.threads``), whatever ``OPENBLAS_NUM_THREADS`` said at the start
@@ -144,7 +147,19 @@ def limit_memory(budget_gb):
     resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
 
 
-def sparse_row(config, coords, feats, shape, targets, counts, repeats, budget_gb):
+def set_numpy_huge_pages(enabled):
+    """Turn NumPy's huge-page advice for large arrays (``madvise``, Linux; on by default) on or off
+    for this process — NumPy's own switch, named in its global-state documentation. It decides where
+    memory comes from, never a value. Returns whether it was on (False where NumPy has no switch)."""
+    try:
+        from numpy._core import multiarray as ma  # NumPy 2
+    except ImportError:  # NumPy 1.x
+        from numpy.core import multiarray as ma
+    switch = getattr(ma, "_set_madvise_hugepage", None)
+    return bool(switch(bool(enabled))) if switch is not None else False
+
+
+def sparse_row(config, coords, feats, shape, targets, counts, repeats, budget_gb, huge_pages=True):
     """The sparse columns of one row, measured in this (fresh) process.
 
     The config's kernels are compiled on the first 512 voxels; then, with the model, AdamW and the
@@ -157,6 +172,7 @@ def sparse_row(config, coords, feats, shape, targets, counts, repeats, budget_gb
 
     from sparseconv import SparseTensor
     from measure import peak_rss_mb, reset_peak, rss_mb
+    set_numpy_huge_pages(huge_pages)  # this process is the row's own
     warm, warm_opt = build_sparse(config)
     sparse_step(warm, warm_opt, SparseTensor(coords[:512], feats[:512], shape), targets[:512])
     del warm, warm_opt
@@ -266,6 +282,9 @@ def main(argv=None):
     p.add_argument("--memory-gb", type=float, default=None,
                    help="how much one step may grow a subprocess's address space (default: half of MemAvailable)")
     p.add_argument("--stats", default=str(STATS), help="KiTS23 statistics CSV (stage-2 crop boxes)")
+    p.add_argument("--no-numpy-huge-pages", action="store_true",
+                   help="the sparse step with NumPy's huge-page advice for large arrays off (it is on in "
+                        "NumPy and in kidney train)")
     p.add_argument("--quick", action="store_true", help="tiny inputs, tiny config, 1 repeat (smoke test)")
     p.add_argument("--out", default=str(HERE / "results" / "bench_train.json"))
     args = p.parse_args(argv)
@@ -295,7 +314,7 @@ def main(argv=None):
     inputs = make_inputs(args.inputs.split(","), quick=args.quick, stats_path=args.stats)
     results = dict(machine=machine, torch_note=torch_note, memory_budget_gb=budget_gb,
                    memory_budget_asked=args.memory_gb is not None, repeats=args.repeats,
-                   twin_repeats=twin_repeats, rows=[])
+                   twin_repeats=twin_repeats, numpy_huge_pages=not args.no_numpy_huge_pages, rows=[])
     with tempfile.TemporaryDirectory() as tmp:
         for name, (coords, feats, shape) in inputs.items():
             targets = make_targets(len(coords))
@@ -307,7 +326,7 @@ def main(argv=None):
                 row = dict(input=name, config=config, grid=list(shape), grid_voxels=int(np.prod(shape)),
                            active=len(coords))
                 row["sparse"] = _child("sparse_row", npz, config, counts=counts, repeats=args.repeats,
-                                       budget_gb=budget_gb)
+                                       budget_gb=budget_gb, huge_pages=not args.no_numpy_huge_pages)
                 for twin in twins if torch_note is None else ():
                     key = TWINS[twin]
                     row[key] = _child("torch_row", npz, config, repeats=twin_repeats, budget_gb=budget_gb,
@@ -378,7 +397,8 @@ def markdown(results):
              f"{' (NUMBA_NUM_THREADS allows no more)' if m['thread_counts'] != m['threads_asked'] else ''}, "
              f"OpenBLAS threads at the start {m['blas_threads']}; "
              f"{results['repeats']} timed step(s) per thread count after a warm-up, the run with the median "
-             "step time shown"
+             "step time shown; NumPy's huge-page advice "
+             f"{'on' if results.get('numpy_huge_pages', True) else 'off'} in the sparse step"
              + (f"; the PyTorch twin: {results['twin_repeats']} timed step(s) after its first, the median shown"
                 if results.get("twin_repeats", results["repeats"]) != results["repeats"] else "") + ".", ""]
     budget = "as asked" if results.get("memory_budget_asked") else "half the memory available at the start"

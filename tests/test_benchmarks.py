@@ -133,6 +133,7 @@ def test_bench_train_quick(tmp_path):
             assert "torch" not in r
     table = out.with_suffix(".md").read_text()
     assert table.count("### Where the sparse step's time goes") == 2 and "| **step** |" in table
+    assert result["numpy_huge_pages"] is True and "NumPy's huge-page advice on" in table  # NumPy's default
 
 
 def test_the_checkpointed_twin_takes_the_same_training_step():
@@ -159,3 +160,21 @@ def test_the_checkpointed_twin_takes_the_same_training_step():
         torch.testing.assert_close(steps[1].net.p[key], value, rtol=1e-5, atol=1e-7)
         assert not torch.equal(value, torch.from_numpy(np.asarray(model.state_dict()[key], np.float32))) \
             or not value.grad.any()  # every weight with a gradient moved
+
+
+def test_bench_train_switches_numpy_huge_pages_and_answers_the_previous_setting():
+    import pytest
+    sys.path.insert(0, str(BENCH))
+    from bench_train import set_numpy_huge_pages
+    try:
+        from numpy._core import multiarray as ma
+    except ImportError:
+        from numpy.core import multiarray as ma
+    if not hasattr(ma, "_set_madvise_hugepage"):
+        pytest.skip("this NumPy has no huge-page switch")
+    before = set_numpy_huge_pages(False)
+    try:
+        assert set_numpy_huge_pages(True) is False and ma._get_madvise_hugepage()
+        assert set_numpy_huge_pages(False) is True and not ma._get_madvise_hugepage()
+    finally:
+        set_numpy_huge_pages(before)
