@@ -856,9 +856,12 @@ done
 # the rule's best: none of the six beats round 17 (0.6888 on this rule; 3 mm CTs added 0.6849 / 0.6873,
 # in place of the coarse-grid CTs 0.6860 / 0.6847, control 0.6769 / 0.6810): the `varied` set stays
 # round 17's
-for n in b_1000 b_2000 c_1000 c_2000; do  # after the choice, for the record
-  python scripts/eval_real_ct.py --weights "$R20/cand/$n" || true
-done
+# real_ct_record DIR NAME...: the real CT scored with the weights DIR/cand/NAME (after the choice)
+real_ct_record() {
+  local dir=$1 n; shift
+  for n in "$@"; do python scripts/eval_real_ct.py --weights "$dir/cand/$n" || true; done
+}
+real_ct_record "$R20" b_1000 b_2000 c_1000 c_2000  # after the choice, for the record
 
 # 26. round 21: larger batches. Every stage-2 run since round 8 takes one optimiser step per crop
 #     (--accumulate 1); the paper accumulates 8 crops a step. Rounds 18-20 continued round 17 at
@@ -884,9 +887,7 @@ for run in a:375 a:750 b:188 b:375; do IFS=: read -r r s <<< "$run"
 done
 # the rule's best: none of the four leads round 17 (0.6888 on this rule) by 0.005: 4 crops a step
 # 0.6926 / 0.6877 at 375 / 750 steps, 8 crops a step 0.6607 / 0.6793: the `varied` set stays round 17's
-for n in a_375 a_750 b_188 b_375; do  # after the choice, for the record
-  python scripts/eval_real_ct.py --weights "$R21/cand/$n" || true
-done
+real_ct_record "$R21" a_375 a_750 b_188 b_375  # after the choice, for the record
 
 # 27. round 22: four crops a step at round 17's rate. Round 21's (a), 4 crops a step at lr 1e-4, was
 #     best halfway (0.6926, held round 6's validation set) and gave it back by its end. Here the same
