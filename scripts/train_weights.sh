@@ -900,3 +900,6 @@ R22="$WORK/round22"
 "${STAGE2[@]}" --out "$R22/s2_a" --seed 271 --accumulate 4 --lr 5e-5 --steps 750 --warmup 25 \
     --keep-weights-at 375,750 "${S21[@]}"
 for s in 375 750; do rule_scores_grid "$R22/cand/a_$s" "$R22/s2_a/weights_step$s.npz"; done
+# the rule's best: neither leads round 17 (0.6888 on this rule): 0.6862 / 0.6841 at 375 / 750 steps;
+# the `varied` set stays round 17's
+real_ct_record "$R22" a_375 a_750  # after the choice, for the record
