@@ -147,15 +147,26 @@ def limit_memory(budget_gb):
     resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
 
 
-def set_numpy_huge_pages(enabled):
-    """Turn NumPy's huge-page advice for large arrays (``madvise``, Linux; on by default) on or off
-    for this process — NumPy's own switch, named in its global-state documentation. It decides where
-    memory comes from, never a value. Returns whether it was on (False where NumPy has no switch)."""
+def _madvise_switch():
+    """NumPy's getter and setter of its huge-page advice for large arrays (``madvise``, Linux; on by
+    default; named in NumPy's global-state documentation), or ``(None, None)`` where it has none."""
     try:
         from numpy._core import multiarray as ma  # NumPy 2
     except ImportError:  # NumPy 1.x
         from numpy.core import multiarray as ma
-    switch = getattr(ma, "_set_madvise_hugepage", None)
+    return getattr(ma, "_get_madvise_hugepage", None), getattr(ma, "_set_madvise_hugepage", None)
+
+
+def numpy_huge_pages():
+    """Whether NumPy advises huge pages for the arrays it allocates now (None: no such switch)."""
+    get, _ = _madvise_switch()
+    return None if get is None else bool(get())
+
+
+def set_numpy_huge_pages(enabled):
+    """Turn NumPy's huge-page advice on or off for this process; it decides where memory comes from,
+    never a value. Returns whether it was on (False where NumPy has no switch)."""
+    _, switch = _madvise_switch()
     return bool(switch(bool(enabled))) if switch is not None else False
 
 

@@ -165,16 +165,12 @@ def test_the_checkpointed_twin_takes_the_same_training_step():
 def test_bench_train_switches_numpy_huge_pages_and_answers_the_previous_setting():
     import pytest
     sys.path.insert(0, str(BENCH))
-    from bench_train import set_numpy_huge_pages
-    try:
-        from numpy._core import multiarray as ma
-    except ImportError:
-        from numpy.core import multiarray as ma
-    if not hasattr(ma, "_set_madvise_hugepage"):
+    from bench_train import numpy_huge_pages, set_numpy_huge_pages
+    if numpy_huge_pages() is None:
         pytest.skip("this NumPy has no huge-page switch")
     before = set_numpy_huge_pages(False)
     try:
-        assert set_numpy_huge_pages(True) is False and ma._get_madvise_hugepage()
-        assert set_numpy_huge_pages(False) is True and not ma._get_madvise_hugepage()
+        assert set_numpy_huge_pages(True) is False and numpy_huge_pages() is True
+        assert set_numpy_huge_pages(False) is True and numpy_huge_pages() is False
     finally:
         set_numpy_huge_pages(before)
