@@ -103,16 +103,23 @@ def sparse_step(model, opt, x, targets, prof=None):
     return float(loss.item())
 
 
+def minor_faults():
+    """Page faults this process has taken so far that needed no disk read: a first touch of a fresh
+    page, the cost that freed-and-allocated-again memory brings (``sparseconv.allocator``)."""
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def timed_sparse_step(model, opt, coords, feats, shape, targets):
-    """``(step seconds, {op: seconds})`` of one profiled step on a fresh SparseTensor."""
+    """``(step seconds, {op: seconds}, page faults)`` of one profiled step on a fresh SparseTensor."""
     from sparseconv import SparseTensor
     x = SparseTensor(coords, feats, shape)
     prof = OpProfile()
     with prof:
-        t0 = time.perf_counter()
+        f0, t0 = minor_faults(), time.perf_counter()
         sparse_step(model, opt, x, targets, prof)
-        step_s = time.perf_counter() - t0
-    return step_s, prof.table()
+        step_s, faults = time.perf_counter() - t0, minor_faults() - f0
+    return step_s, prof.table(), faults
 
 
 def thread_counts(wanted):
@@ -170,7 +177,8 @@ def set_numpy_huge_pages(enabled):
     return bool(switch(bool(enabled))) if switch is not None else False
 
 
-def sparse_row(config, coords, feats, shape, targets, counts, repeats, budget_gb, huge_pages=True):
+def sparse_row(config, coords, feats, shape, targets, counts, repeats, budget_gb, huge_pages=True,
+               keep_memory=True):
     """The sparse columns of one row, measured in this (fresh) process.
 
     The config's kernels are compiled on the first 512 voxels; then, with the model, AdamW and the
@@ -182,8 +190,10 @@ def sparse_row(config, coords, feats, shape, targets, counts, repeats, budget_gb
     import gc
 
     from sparseconv import SparseTensor
+    from sparseconv.allocator import keep_freed_memory
     from measure import peak_rss_mb, reset_peak, rss_mb
     set_numpy_huge_pages(huge_pages)  # this process is the row's own
+    kept = keep_freed_memory() if keep_memory else False  # as kidney train does
     warm, warm_opt = build_sparse(config)
     sparse_step(warm, warm_opt, SparseTensor(coords[:512], feats[:512], shape), targets[:512])
     del warm, warm_opt
@@ -206,11 +216,11 @@ def sparse_row(config, coords, feats, shape, targets, counts, repeats, budget_gb
         return dict(skipped=f"needs more than {budget_gb:.1f} GB", parameters=model.num_parameters())
     threads = {}
     for n, rs in runs.items():
-        step_s, ops = sorted(rs, key=lambda r: r[0])[(len(rs) - 1) // 2]
+        step_s, ops, faults = sorted(rs, key=lambda r: r[0])[(len(rs) - 1) // 2]
         threads[str(n)] = dict(step_s=step_s, ops=ops, remainder_s=step_s - sum(ops.values()),
-                               runs_s=[r[0] for r in rs])
+                               runs_s=[r[0] for r in rs], faults=faults, runs_faults=[r[2] for r in rs])
     return dict(threads=threads, step_s=threads[str(max(counts))]["step_s"], peak_mb=peak_mb,
-                parameters=model.num_parameters())
+                parameters=model.num_parameters(), kept_freed_memory=kept)
 
 
 def torch_row(config, coords, feats, shape, targets, repeats, budget_gb, checkpoint=False):
@@ -296,6 +306,10 @@ def main(argv=None):
     p.add_argument("--no-numpy-huge-pages", action="store_true",
                    help="the sparse step with NumPy's huge-page advice for large arrays off (it is on in "
                         "NumPy and in kidney train)")
+    p.add_argument("--return-freed-memory", action="store_true",
+                   help="the sparse step with the C library's allocator as it starts (large freed blocks go "
+                        "back to the system); by default it keeps freed memory for the next steps, as kidney "
+                        "train does (sparseconv.allocator)")
     p.add_argument("--quick", action="store_true", help="tiny inputs, tiny config, 1 repeat (smoke test)")
     p.add_argument("--out", default=str(HERE / "results" / "bench_train.json"))
     args = p.parse_args(argv)
@@ -325,7 +339,8 @@ def main(argv=None):
     inputs = make_inputs(args.inputs.split(","), quick=args.quick, stats_path=args.stats)
     results = dict(machine=machine, torch_note=torch_note, memory_budget_gb=budget_gb,
                    memory_budget_asked=args.memory_gb is not None, repeats=args.repeats,
-                   twin_repeats=twin_repeats, numpy_huge_pages=not args.no_numpy_huge_pages, rows=[])
+                   twin_repeats=twin_repeats, numpy_huge_pages=not args.no_numpy_huge_pages,
+                   keep_freed_memory=not args.return_freed_memory, rows=[])
     with tempfile.TemporaryDirectory() as tmp:
         for name, (coords, feats, shape) in inputs.items():
             targets = make_targets(len(coords))
@@ -337,7 +352,8 @@ def main(argv=None):
                 row = dict(input=name, config=config, grid=list(shape), grid_voxels=int(np.prod(shape)),
                            active=len(coords))
                 row["sparse"] = _child("sparse_row", npz, config, counts=counts, repeats=args.repeats,
-                                       budget_gb=budget_gb, huge_pages=not args.no_numpy_huge_pages)
+                                       budget_gb=budget_gb, huge_pages=not args.no_numpy_huge_pages,
+                                       keep_memory=not args.return_freed_memory)
                 for twin in twins if torch_note is None else ():
                     key = TWINS[twin]
                     row[key] = _child("torch_row", npz, config, repeats=twin_repeats, budget_gb=budget_gb,
@@ -401,6 +417,27 @@ def ops_table(row):
     return "\n".join(lines)
 
 
+def runs_line(row):
+    """Every timed step of a row in the order run, with its page faults (reports without them: times only)."""
+    th = row["sparse"]["threads"]
+    per = []
+    for n in sorted(th, key=int):
+        faults = th[n].get("runs_faults") or [None] * len(th[n]["runs_s"])
+        per.append(f"{n} thread{'s' * (n != '1')}: " + ", ".join(
+            f"{t:.2f}" + ("" if f is None else f" ({f:,})") for t, f in zip(th[n]["runs_s"], faults)))
+    return "Every timed step (s), with the page faults it took: " + "; ".join(per) + "."
+
+
+def _freed_memory_note(results):
+    """How the sparse step's process treated freed memory (reports written before the switch: returned)."""
+    if not results.get("keep_freed_memory", False):
+        return "freed memory returned to the system (the C library's default)"
+    kept = [r["sparse"].get("kept_freed_memory") for r in results["rows"] if "threads" in r["sparse"]]
+    if kept and not all(kept):
+        return "freed memory kept for the next steps asked, but this C library has no such setting"
+    return "freed memory kept in the process for the next steps (sparseconv.allocator)"
+
+
 def markdown(results):
     m = results["machine"]
     parts = [f"Machine: {m['cpus']} CPUs ({m['processor']}), load average at start {m['load_avg_at_start']}, "
@@ -409,7 +446,8 @@ def markdown(results):
              f"OpenBLAS threads at the start {m['blas_threads']}; "
              f"{results['repeats']} timed step(s) per thread count after a warm-up, the run with the median "
              "step time shown; NumPy's huge-page advice "
-             f"{'on' if results.get('numpy_huge_pages', True) else 'off'} in the sparse step"
+             f"{'on' if results.get('numpy_huge_pages', True) else 'off'} in the sparse step; "
+             + _freed_memory_note(results)
              + (f"; the PyTorch twin: {results['twin_repeats']} timed step(s) after its first, the median shown"
                 if results.get("twin_repeats", results["repeats"]) != results["repeats"] else "") + ".", ""]
     budget = "as asked" if results.get("memory_budget_asked") else "half the memory available at the start"
@@ -421,7 +459,8 @@ def markdown(results):
     for r in results["rows"]:
         if "threads" in r["sparse"]:
             parts += ["", f"### Where the sparse step's time goes: {r['config']} on {r['input']} "
-                          f"({r['active']:,} active of {r['grid_voxels']:,})", "", ops_table(r)]
+                          f"({r['active']:,} active of {r['grid_voxels']:,})", "", ops_table(r), "",
+                      runs_line(r)]
     return "\n".join(parts) + "\n"
 
 

@@ -122,6 +122,7 @@ def test_bench_train_quick(tmp_path):
         for t in threads.values():
             ops = t["ops"]
             assert all(v >= 0 for v in ops.values()) and len(t["runs_s"]) == 1
+            assert t["faults"] >= 0 and t["runs_faults"] == [t["faults"]]
             assert 0 < sum(ops.values()) <= t["step_s"] and t["remainder_s"] >= 0
             for op in ("kernel-map build", "conv forward", "depthwise dW", "pointwise/linear", "LayerNorm backward",
                        "GRN forward", "GELU backward", "loss", "optimiser"):
@@ -133,7 +134,13 @@ def test_bench_train_quick(tmp_path):
             assert "torch" not in r
     table = out.with_suffix(".md").read_text()
     assert table.count("### Where the sparse step's time goes") == 2 and "| **step** |" in table
+    assert table.count("Every timed step (s), with the page faults it took: 1 thread: ") == 2
     assert result["numpy_huge_pages"] is True and "NumPy's huge-page advice on" in table  # NumPy's default
+    # freed memory kept in the step's process, as kidney train does (glibc, where CI runs)
+    from sparseconv.allocator import _mallopt
+    if _mallopt() is not None:
+        assert result["keep_freed_memory"] is True and all(r["sparse"]["kept_freed_memory"] for r in rows)
+        assert "freed memory kept in the process" in table
 
 
 def test_the_checkpointed_twin_takes_the_same_training_step():
