@@ -256,7 +256,7 @@ def add_train(sub) -> None:
     p.add_argument("--out", type=Path, default=None, help="output folder (default runs/stage<N>)")
     p.add_argument("--model", default="compact",  # the names of kidney.model.CONFIGS (not imported here: startup)
                    help="model config: paper, compact, wide, compact-stem-bias, wide-stem-bias, "
-                        "deep-stem-bias, tiny (default compact)")
+                        "wider-stem-bias, deep-stem-bias, tiny (default compact)")
     p.add_argument("--steps", type=int, default=1000, help="optimiser steps (default 1000)")
     p.add_argument("--accumulate", type=int, default=8, help="micro-batches per step (default 8)")
     p.add_argument("--lr", type=float, default=5e-4)

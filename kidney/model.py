@@ -118,6 +118,10 @@ CONFIGS: Dict[str, ModelConfig] = {
     # wide with a bias in the stem (kidney train --widen starts it from wide or compact weights, bias 0)
     "wide-stem-bias": ModelConfig("wide-stem-bias", (16, 32, 64, 128), (1, 1, 2, 2), decoder_depth=1,
                                   stem_bias=True),
+    # wide-stem-bias at twice the width again (4x its pointwise parameters): the lesion channels underfit
+    # the real-geometry training scans; ``kidney train --widen`` starts it from wide-stem-bias weights.
+    "wider-stem-bias": ModelConfig("wider-stem-bias", (32, 64, 128, 256), (1, 1, 2, 2), decoder_depth=1,
+                                   stem_bias=True),
     # wide-stem-bias with two coarser levels (1/16 and 1/32 of the grid, as many levels as the paper's):
     # four times the context per coarse voxel; ``kidney train --deepen`` starts it from wide-stem-bias
     # weights, computing the same function (kidney.deepen). The new levels stay at 128 channels.

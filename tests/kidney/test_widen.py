@@ -55,7 +55,8 @@ def test_a_stem_bias_can_be_added_and_starts_at_zero():
 
 
 @pytest.mark.parametrize("narrow, grown", [("compact", "wide"), ("compact", "compact-stem-bias"),
-                                           ("wide", "wide-stem-bias"), ("compact", "wide-stem-bias")])
+                                           ("wide", "wide-stem-bias"), ("compact", "wide-stem-bias"),
+                                           ("wide-stem-bias", "wider-stem-bias")])
 def test_the_shipped_configs_widen_into_each_other(narrow, grown):
     net = widen(KidneyNet(narrow, seed=0), grown, seed=0)
     assert net.config.name == grown
