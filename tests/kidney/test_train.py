@@ -289,3 +289,29 @@ def test_kidney_free_crops_need_stage1_fov_crops():
     with pytest.raises(ValueError, match="kidney_free_crops"):
         TrainConfig(stage=1, augmentation="nnunet", kidney_free_crops=1.5).resolved()
     assert TrainConfig(stage=1, augmentation="nnunet", kidney_free_crops=0.3).resolved().kidney_free_crops == 0.3
+
+
+def test_kept_freed_memory_gives_the_same_weights_as_the_allocators_default(tiny_data, tmp_path):
+    """``kidney train`` keeps freed memory in the process (sparseconv.allocator), so an array it
+    allocates may hold an earlier array's bytes where a fresh page would read zeros; a kernel that read
+    an output before writing it would give other bits. Both ways must give the same weights."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from kidney.model import read_weights
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, NUMBA_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([str(root)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    weights = []
+    for extra in ([], ["--return-freed-memory"]):
+        out = tmp_path / ("returned" if extra else "kept")
+        subprocess.run([sys.executable, "-m", "kidney", "train", "--data", str(tiny_data), "--out", str(out),
+                        "--stage", "1", "--model", "compact", "--spacing", "4", "--steps", "3", "--accumulate", "2",
+                        "--lr", "1e-3", "--warmup", "1", "--seed", "5", "--quiet", *extra],
+                       cwd=root, env=env, check=True, capture_output=True, text=True, timeout=300)
+        weights.append(read_weights(out / "weights.npz")[0])
+    kept, returned = weights
+    assert kept.keys() == returned.keys() and len(kept) > 100
+    assert all(kept[k].tobytes() == returned[k].tobytes() for k in kept)
