@@ -8,8 +8,9 @@ sparse vs its PyTorch dense twin, where the sparse step's time goes, and how it 
     python benchmarks/bench_train.py --twin plain,checkpointed      # the twin also with checkpointing
 
 The default run took 6 minutes on a busy 2-core machine (README), where the paper config's stage-2
-step and every dense-twin step on these inputs exceeded the memory budget and stopped early (a step
-that runs costs 1 + 2 × repeats steps; its compact rows took 62 s and 100 s).
+step and every dense-twin step on these inputs exceeded the memory budget and stopped early (a row
+then cost 1 + 2 × repeats steps; its compact rows took 62 s and 100 s); a row now also runs the
+warm-up below.
 
 * **Inputs** are those of ``bench_network.py`` (``make_inputs``: a phantom scan sparsified on the
   stage-1 grid, and a kidney crop zoomed to the KiTS23 median stage-2 box); the HEC targets are drawn
@@ -29,7 +30,15 @@ that runs costs 1 + 2 × repeats steps; its compact rows took 62 s and 100 s).
   at the start) — a step that needs more is reported as such instead of pushing the machine, and
   whatever else runs on it, out of memory.
 * **Peak memory**: the peak RSS during the first step (so it includes creating AdamW's moment
-  buffers) minus the RSS just before it (``kidney.peak_memory``). That step is also the warm-up.
+  buffers) minus the RSS just before it (``kidney.peak_memory``).
+* **Warm-up**: that step, and with freed memory kept (the default, as in ``kidney train``) more
+  untimed ones, a round of one step per thread count at a time, until a round's steps each take
+  fewer than ``SETTLED_FAULTS`` page faults (at most ``--warmup-steps`` steps in all). The C
+  library's heap grows over the first steps until the step's arrays fit in what it already holds
+  (10-20 steps of the stage-2 median crop here); until then each step faults in fresh pages, a cost
+  a long training run pays at its start only. With freed memory returned every step faults its
+  arrays in again, so one step is the warm-up. ``held MB`` is the RSS after the warm-up minus the
+  RSS before the first step: what the process keeps between steps.
 * **Times** are wall-clock seconds of ``--repeats`` further steps at each thread count, the thread
   counts interleaved (a change in the machine's load hits each alike); the figures are those of the
   run with the median step time (the lower middle one for an even count), so its per-op times add
@@ -122,6 +131,27 @@ def timed_sparse_step(model, opt, coords, feats, shape, targets):
     return step_s, prof.table(), faults
 
 
+SETTLED_FAULTS = 100  # page faults of a step below which the heap counts as settled (a settled step takes ~10)
+
+
+def warm_up(step, counts, max_steps):
+    """Untimed steps after the first (which the caller ran), a round of one per thread count at a time,
+    until every step of a round took fewer than ``SETTLED_FAULTS`` page faults or ``max_steps`` steps
+    ran in all; returns the steps run, the first included."""
+    done = 1
+    while done + len(counts) <= max_steps:
+        faults = []
+        for n in counts:
+            with compute_threads(n):
+                f0 = minor_faults()
+                step()
+                faults.append(minor_faults() - f0)
+        done += len(counts)
+        if max(faults) < SETTLED_FAULTS:
+            break
+    return done
+
+
 def thread_counts(wanted):
     import numba
     return sorted({min(int(n), numba.config.NUMBA_NUM_THREADS) for n in wanted})
@@ -178,12 +208,13 @@ def set_numpy_huge_pages(enabled):
 
 
 def sparse_row(config, coords, feats, shape, targets, counts, repeats, budget_gb, huge_pages=True,
-               keep_memory=True):
+               keep_memory=True, warmup_steps=1):
     """The sparse columns of one row, measured in this (fresh) process.
 
     The config's kernels are compiled on the first 512 voxels; then, with the model, AdamW and the
     input built and the memory budget set, the first step (at the most threads) gives the peak
-    memory and is the warm-up; then ``repeats`` profiled steps per thread count, interleaved so that
+    memory and begins the warm-up (``warm_up``), after which the RSS gives the memory held between
+    steps; then ``repeats`` profiled steps per thread count, interleaved so that
     a change in the machine's load hits every count alike. Per count: the run with the median step
     time (its per-op table and remainder) and every run's step time.
     """
@@ -208,6 +239,9 @@ def sparse_row(config, coords, feats, shape, targets, counts, repeats, budget_gb
             base = rss_mb()
             sparse_step(model, opt, x, targets)
             peak_mb = peak_rss_mb() - base
+        warmed = warm_up(lambda: sparse_step(model, opt, SparseTensor(coords, feats, shape), targets),
+                         counts, warmup_steps if kept else 1)
+        held_mb = rss_mb() - base
         for _ in range(repeats):
             for n in counts:
                 with compute_threads(n):
@@ -219,7 +253,8 @@ def sparse_row(config, coords, feats, shape, targets, counts, repeats, budget_gb
         step_s, ops, faults = sorted(rs, key=lambda r: r[0])[(len(rs) - 1) // 2]
         threads[str(n)] = dict(step_s=step_s, ops=ops, remainder_s=step_s - sum(ops.values()),
                                runs_s=[r[0] for r in rs], faults=faults, runs_faults=[r[2] for r in rs])
-    return dict(threads=threads, step_s=threads[str(max(counts))]["step_s"], peak_mb=peak_mb,
+    return dict(threads=threads, step_s=threads[str(max(counts))]["step_s"], peak_mb=peak_mb, held_mb=held_mb,
+                warmup_steps=warmed,
                 parameters=model.num_parameters(), kept_freed_memory=kept)
 
 
@@ -291,6 +326,9 @@ def main(argv=None):
     p.add_argument("--inputs", default="stage1,stage2-median",
                    help="comma list of stage1, stage1@MM (the scan on an MM mm grid), stage2-median, stage2-p95")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--warmup-steps", type=int, default=41,
+                   help="at most this many untimed sparse steps before the timed ones (default 41): with freed "
+                        "memory kept they run until the heap has settled (see Warm-up above), else one")
     p.add_argument("--twin-repeats", type=int, default=None,
                    help="timed steps of the PyTorch twin (default: --repeats; a dense step on a large grid "
                         "takes minutes)")
@@ -318,6 +356,9 @@ def main(argv=None):
         p.error(f"--twin takes a comma list of {', '.join(TWINS)}, got {args.twin!r}")
     if args.quick:
         args.configs, args.inputs, args.repeats = "tiny", "stage1,stage2-median", 1
+        args.warmup_steps = min(args.warmup_steps, 3)  # the first step and at most one round
+    if args.warmup_steps < 1:
+        p.error(f"--warmup-steps must be at least 1 (the step that measures peak memory), got {args.warmup_steps}")
     twin_repeats = args.twin_repeats or args.repeats
 
     import numba
@@ -339,6 +380,7 @@ def main(argv=None):
     inputs = make_inputs(args.inputs.split(","), quick=args.quick, stats_path=args.stats)
     results = dict(machine=machine, torch_note=torch_note, memory_budget_gb=budget_gb,
                    memory_budget_asked=args.memory_gb is not None, repeats=args.repeats,
+                   warmup_steps=args.warmup_steps,
                    twin_repeats=twin_repeats, numpy_huge_pages=not args.no_numpy_huge_pages,
                    keep_freed_memory=not args.return_freed_memory, rows=[])
     with tempfile.TemporaryDirectory() as tmp:
@@ -353,7 +395,8 @@ def main(argv=None):
                            active=len(coords))
                 row["sparse"] = _child("sparse_row", npz, config, counts=counts, repeats=args.repeats,
                                        budget_gb=budget_gb, huge_pages=not args.no_numpy_huge_pages,
-                                       keep_memory=not args.return_freed_memory)
+                                       keep_memory=not args.return_freed_memory,
+                                       warmup_steps=args.warmup_steps)
                 for twin in twins if torch_note is None else ():
                     key = TWINS[twin]
                     row[key] = _child("torch_row", npz, config, repeats=twin_repeats, budget_gb=budget_gb,
@@ -380,10 +423,11 @@ def step_table(results):
     # the plain twin's columns always (empty without PyTorch), the checkpointed twin's where it ran
     keys = ["torch"] + (["torch_checkpointed"] if any("torch_checkpointed" in r for r in results["rows"]) else [])
     names = {"torch": ("PyTorch twin", "twin"), "torch_checkpointed": ("checkpointed twin",) * 2}
+    held = any("held_mb" in r["sparse"] for r in results["rows"])  # reports written before it: no column
     head = (f"| input | config | active | sparse step (s), {hi} thread{'s' * (hi > 1)} | "
             + "".join(f"{names[k][0]} step (s) | {names[k][1]} / sparse | " for k in keys)
-            + "sparse peak MB | " + "".join(f"{names[k][1]} peak MB | " for k in keys))
-    lines = [head.rstrip(), "|" + "---|" * (5 + 3 * len(keys))]
+            + "sparse peak MB | " + "sparse held MB | " * held + "".join(f"{names[k][1]} peak MB | " for k in keys))
+    lines = [head.rstrip(), "|" + "---|" * (5 + held + 3 * len(keys))]
     for r in results["rows"]:
         sp = r["sparse"]
         cells, peaks = "", ""
@@ -393,7 +437,8 @@ def step_table(results):
             cells += f"{twin} | {_fmt(r.get(k + '_over_sparse'))} | "
             peaks += f"{_fmt(t.get('peak_mb'), '.0f')} | "
         lines.append(f"| {r['input']} | {r['config']} | {r['active']:,} | {sp.get('skipped') or _fmt(sp['step_s'])} | "
-                     f"{cells}{_fmt(sp.get('peak_mb'), '.0f')} | {peaks}".rstrip())
+                     f"{cells}{_fmt(sp.get('peak_mb'), '.0f')} | "
+                     + f"{_fmt(sp.get('held_mb'), '.0f')} | " * held + peaks.rstrip())
     return "\n".join(lines)
 
 
@@ -428,6 +473,16 @@ def runs_line(row):
     return "Every timed step (s), with the page faults it took: " + "; ".join(per) + "."
 
 
+def _warmup(results):
+    """The warm-up as run: the steps each row took (reports written before the option: one step)."""
+    if "warmup_steps" not in results:
+        return "a warm-up step"
+    steps = [str(r["sparse"]["warmup_steps"]) for r in results["rows"] if "warmup_steps" in r["sparse"]]
+    settle = (f"until a step at each thread count took fewer than {SETTLED_FAULTS} page faults, at most "
+              f"{results['warmup_steps']} steps" if results.get("keep_freed_memory") else "one step")
+    return f"a warm-up ({settle}; the rows took {', '.join(steps) or 'none'})"
+
+
 def _freed_memory_note(results):
     """How the sparse step's process treated freed memory (reports written before the switch: returned)."""
     if not results.get("keep_freed_memory", False):
@@ -444,7 +499,7 @@ def markdown(results):
              f"backend {m['backend']}, thread counts {m['thread_counts']} (Numba and OpenBLAS)"
              f"{' (NUMBA_NUM_THREADS allows no more)' if m['thread_counts'] != m['threads_asked'] else ''}, "
              f"OpenBLAS threads at the start {m['blas_threads']}; "
-             f"{results['repeats']} timed step(s) per thread count after a warm-up, the run with the median "
+             f"{results['repeats']} timed step(s) per thread count after {_warmup(results)}, the run with the median "
              "step time shown; NumPy's huge-page advice "
              f"{'on' if results.get('numpy_huge_pages', True) else 'off'} in the sparse step; "
              + _freed_memory_note(results)

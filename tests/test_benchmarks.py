@@ -119,6 +119,7 @@ def test_bench_train_quick(tmp_path):
     for r in rows:
         threads = r["sparse"]["threads"]
         assert sorted(threads, key=int) == [str(n) for n in counts] and r["sparse"]["peak_mb"] > 0
+        assert r["sparse"]["held_mb"] > 0  # the model, its optimiser state and the input at least
         for t in threads.values():
             ops = t["ops"]
             assert all(v >= 0 for v in ops.values()) and len(t["runs_s"]) == 1
@@ -135,12 +136,17 @@ def test_bench_train_quick(tmp_path):
     table = out.with_suffix(".md").read_text()
     assert table.count("### Where the sparse step's time goes") == 2 and "| **step** |" in table
     assert table.count("Every timed step (s), with the page faults it took: 1 thread: ") == 2
+    assert result["warmup_steps"] == 3 and "| sparse held MB |" in table
     assert result["numpy_huge_pages"] is True and "NumPy's huge-page advice on" in table  # NumPy's default
     # freed memory kept in the step's process, as kidney train does (glibc, where CI runs)
     from sparseconv.allocator import _mallopt
     if _mallopt() is not None:
         assert result["keep_freed_memory"] is True and all(r["sparse"]["kept_freed_memory"] for r in rows)
         assert "freed memory kept in the process" in table
+        # the warm-up: the first step, then one round of a step per thread count (--quick allows 3 steps)
+        expect = 1 + len(counts) if 1 + len(counts) <= 3 else 1
+        assert [r["sparse"]["warmup_steps"] for r in rows] == [expect] * 2
+        assert f"the rows took {expect}, {expect})" in table
 
 
 def test_the_checkpointed_twin_takes_the_same_training_step():
