@@ -152,6 +152,28 @@ def warm_up(step, counts, max_steps):
     return done
 
 
+def stream_rate(counts, rows=1 << 21, repeats=5):
+    """``{threads: GB/s}`` of the Numba backend's elementwise add (``out = a + b``, ``(rows, 32)``
+    float32: 3 × 256 MB of traffic by default, far beyond the caches), the best of ``repeats`` at each
+    thread count: how fast a pass that only streams memory can go, and what a second core adds to it."""
+    from sparseconv.backends.numba_cpu import _add
+    a = np.ones((rows, 32), np.float32)
+    b, out = a.copy(), np.zeros_like(a)  # every page written before the clock starts
+    rates = {}
+    for n in counts:
+        with compute_threads(n):
+            _add(a, b, out)
+            best = min(_timed(lambda: _add(a, b, out)) for _ in range(repeats))
+        rates[n] = 3 * a.nbytes / best / 1e9
+    return rates
+
+
+def _timed(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
 def thread_counts(wanted):
     import numba
     return sorted({min(int(n), numba.config.NUMBA_NUM_THREADS) for n in wanted})
@@ -376,6 +398,9 @@ def main(argv=None):
                    backend=sparseconv.get_backend().name, numpy=np.__version__, numba=numba.__version__,
                    load_avg_at_start=[round(v, 2) for v in os.getloadavg()],
                    mem_available_gb_at_start=round(available_gb(), 1))
+    stream_rows = 1 << 12 if args.quick else 1 << 21
+    machine["stream_gb_s"] = {str(n): round(r, 1) for n, r in stream_rate(counts, stream_rows).items()}
+    machine["stream_array_mb"] = stream_rows * 32 * 4 / 2**20
     print(f"machine: {machine}\nmemory budget of a step: {budget_gb} GB\n{torch_note or ''}", flush=True)
     inputs = make_inputs(args.inputs.split(","), quick=args.quick, stats_path=args.stats)
     results = dict(machine=machine, torch_note=torch_note, memory_budget_gb=budget_gb,
@@ -505,6 +530,10 @@ def markdown(results):
              + _freed_memory_note(results)
              + (f"; the PyTorch twin: {results['twin_repeats']} timed step(s) after its first, the median shown"
                 if results.get("twin_repeats", results["repeats"]) != results["repeats"] else "") + ".", ""]
+    if "stream_gb_s" in m:  # reports written before it: no line
+        rates = m["stream_gb_s"]
+        parts += [f"Memory streaming rate of the backend's elementwise add (out = a + b, 3 × {m['stream_array_mb']:g} MB): "
+                  + ", ".join(f"{r} GB/s on {n} thread{'s' * (n != '1')}" for n, r in rates.items()) + ".", ""]
     budget = "as asked" if results.get("memory_budget_asked") else "half the memory available at the start"
     parts += [f"Each step ran in a fresh process whose address space it could grow by {results['memory_budget_gb']} GB "
               f"({budget}); a step that needed more is marked so.", ""]
