@@ -318,8 +318,9 @@ def add_train(sub) -> None:
     p.add_argument("--return-freed-memory", action="store_true",
                    help="leave the C library's allocator as it starts: large freed blocks go back to the "
                         "system, and every step faults in fresh pages. By default the run keeps freed "
-                        "memory for its next steps (faster steps; the process stays at its peak resident "
-                        "size; the same results bit for bit; sparseconv.allocator)")
+                        "memory for its next steps (faster steps, the same results bit for bit; the "
+                        "process keeps what its heap grew to, which can be above one step's peak: use "
+                        "this where memory is short; sparseconv.allocator)")
     p.add_argument("--distributed", action="store_true",
                    help="data-parallel over the MPI ranks this command was started on (mpiexec -n P kidney "
                         "train ... --distributed): each rank takes a share of every step's --accumulate "

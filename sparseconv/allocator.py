@@ -10,13 +10,17 @@ are a large part of a step's time on a small machine, and they scatter it from o
 (``benchmarks/bench_train.py`` reports every timed step with its page faults).
 
 :func:`keep_freed_memory` asks glibc to serve every block from its heap (``M_MMAP_MAX = 0``) and
-never to trim it (``M_TRIM_THRESHOLD`` -1): once the first steps have grown the
-heap to the step's peak, later steps reuse pages that are already mapped. The price is that the
-process keeps its peak resident size until it exits, so it is meant for a process that runs one
-workload for long — a training run (``kidney train`` calls it) or a benchmark — not for a
-long-lived server whose memory use rises and falls. It changes where memory comes from, never a
-value: every result is bit for bit the same (README: 150 stage-2 training crops on two threads took
-18 % less time kept than returned, at the same peak memory and with the same weights).
+never to trim it (``M_TRIM_THRESHOLD`` -1): the heap grows over the first steps until a step's
+arrays fit in the free space it already holds, and from then on steps reuse pages that are mapped.
+The price is memory: the process keeps all it has grown to until it exits, and because the heap
+fragments that can be well above one step's peak — ``benchmarks/bench_train.py`` repeating the
+stage-2 median step held 7.5 GB after 23 steps whose peak was 3.4 GB (0.6 GB returned); in the
+README's 150 training crops of varied sizes the maximum resident size was the same either way. So
+it is meant for a process that runs one workload for long — a training run (``kidney train`` calls
+it) or a benchmark — on a machine with room to spare, not for a long-lived server whose memory use
+rises and falls. It changes where memory comes from, never a value: every result is bit for bit the
+same (README: the 150 crops on two threads took 18 % less time kept than returned, with the same
+weights).
 
 Only glibc (Linux) has these settings; elsewhere the function does nothing and says so.
 """
