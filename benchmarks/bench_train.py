@@ -532,7 +532,8 @@ def markdown(results):
                 if results.get("twin_repeats", results["repeats"]) != results["repeats"] else "") + ".", ""]
     if "stream_gb_s" in m:  # reports written before it: no line
         rates = m["stream_gb_s"]
-        parts += [f"Memory streaming rate of the backend's elementwise add (out = a + b, 3 × {m['stream_array_mb']:g} MB): "
+        parts += ["Memory streaming rate of the Numba backend's elementwise add "
+                  f"(out = a + b, 3 × {m['stream_array_mb']:g} MB): "
                   + ", ".join(f"{r} GB/s on {n} thread{'s' * (n != '1')}" for n, r in rates.items()) + ".", ""]
     budget = "as asked" if results.get("memory_budget_asked") else "half the memory available at the start"
     parts += [f"Each step ran in a fresh process whose address space it could grow by {results['memory_budget_gb']} GB "
