@@ -35,7 +35,7 @@ warm-up below.
   untimed ones, a round of one step per thread count at a time, until a round's steps each take
   fewer than ``SETTLED_FAULTS`` page faults (at most ``--warmup-steps`` steps in all). The C
   library's heap grows over the first steps until the step's arrays fit in what it already holds
-  (10-20 steps of the stage-2 median crop here); until then each step faults in fresh pages, a cost
+  (about 20 steps of either input here); until then each step faults in fresh pages, a cost
   a long training run pays at its start only. With freed memory returned every step faults its
   arrays in again, so one step is the warm-up. ``held MB`` is the RSS after the warm-up minus the
   RSS before the first step: what the process keeps between steps.
@@ -131,7 +131,7 @@ def timed_sparse_step(model, opt, coords, feats, shape, targets):
     return step_s, prof.table(), faults
 
 
-SETTLED_FAULTS = 100  # page faults of a step below which the heap counts as settled (a settled step takes ~10)
+SETTLED_FAULTS = 100  # page faults of a step below which the heap counts as settled (a settled one takes a few)
 
 
 def warm_up(step, counts, max_steps):
@@ -153,25 +153,19 @@ def warm_up(step, counts, max_steps):
 
 
 def stream_rate(counts, rows=1 << 21, repeats=5):
-    """``{threads: GB/s}`` of the Numba backend's elementwise add (``out = a + b``, ``(rows, 32)``
-    float32: 3 × 256 MB of traffic by default, far beyond the caches), the best of ``repeats`` at each
-    thread count: how fast a pass that only streams memory can go, and what a second core adds to it."""
+    """``({threads: GB/s}, MB of one array)`` of the Numba backend's elementwise add (``out = a + b``
+    on ``(rows, 32)`` float32: 3 × 256 MB of traffic by default, far beyond the caches), the median
+    of ``repeats`` at each thread count: how fast a pass that only streams memory goes, and what a
+    second core adds to it."""
+    from measure import median_time
     from sparseconv.backends.numba_cpu import _add
     a = np.ones((rows, 32), np.float32)
     b, out = a.copy(), np.zeros_like(a)  # every page written before the clock starts
     rates = {}
     for n in counts:
         with compute_threads(n):
-            _add(a, b, out)
-            best = min(_timed(lambda: _add(a, b, out)) for _ in range(repeats))
-        rates[n] = 3 * a.nbytes / best / 1e9
-    return rates
-
-
-def _timed(fn):
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
+            rates[n] = 3 * a.nbytes / median_time(lambda: _add(a, b, out), repeats) / 1e9
+    return rates, a.nbytes / 2**20
 
 
 def thread_counts(wanted):
@@ -398,9 +392,8 @@ def main(argv=None):
                    backend=sparseconv.get_backend().name, numpy=np.__version__, numba=numba.__version__,
                    load_avg_at_start=[round(v, 2) for v in os.getloadavg()],
                    mem_available_gb_at_start=round(available_gb(), 1))
-    stream_rows = 1 << 12 if args.quick else 1 << 21
-    machine["stream_gb_s"] = {str(n): round(r, 1) for n, r in stream_rate(counts, stream_rows).items()}
-    machine["stream_array_mb"] = stream_rows * 32 * 4 / 2**20
+    rates, machine["stream_array_mb"] = stream_rate(counts, 1 << 12 if args.quick else 1 << 21)
+    machine["stream_gb_s"] = {str(n): round(r, 1) for n, r in rates.items()}
     print(f"machine: {machine}\nmemory budget of a step: {budget_gb} GB\n{torch_note or ''}", flush=True)
     inputs = make_inputs(args.inputs.split(","), quick=args.quick, stats_path=args.stats)
     results = dict(machine=machine, torch_note=torch_note, memory_budget_gb=budget_gb,
@@ -498,7 +491,7 @@ def runs_line(row):
     return "Every timed step (s), with the page faults it took: " + "; ".join(per) + "."
 
 
-def _warmup(results):
+def _warmup_note(results):
     """The warm-up as run: the steps each row took (reports written before the option: one step)."""
     if "warmup_steps" not in results:
         return "a warm-up step"
@@ -524,17 +517,19 @@ def markdown(results):
              f"backend {m['backend']}, thread counts {m['thread_counts']} (Numba and OpenBLAS)"
              f"{' (NUMBA_NUM_THREADS allows no more)' if m['thread_counts'] != m['threads_asked'] else ''}, "
              f"OpenBLAS threads at the start {m['blas_threads']}; "
-             f"{results['repeats']} timed step(s) per thread count after {_warmup(results)}, the run with the median "
-             "step time shown; NumPy's huge-page advice "
+             f"{results['repeats']} timed step(s) per thread count after {_warmup_note(results)}, "
+             "the run with the median step time shown; NumPy's huge-page advice "
              f"{'on' if results.get('numpy_huge_pages', True) else 'off'} in the sparse step; "
              + _freed_memory_note(results)
              + (f"; the PyTorch twin: {results['twin_repeats']} timed step(s) after its first, the median shown"
                 if results.get("twin_repeats", results["repeats"]) != results["repeats"] else "") + ".", ""]
     if "stream_gb_s" in m:  # reports written before it: no line
         rates = m["stream_gb_s"]
+        lo, hi = min(rates, key=int), max(rates, key=int)
         parts += ["Memory streaming rate of the Numba backend's elementwise add "
                   f"(out = a + b, 3 × {m['stream_array_mb']:g} MB): "
-                  + ", ".join(f"{r} GB/s on {n} thread{'s' * (n != '1')}" for n, r in rates.items()) + ".", ""]
+                  + ", ".join(f"{r} GB/s on {n} thread{'s' * (n != '1')}" for n, r in rates.items())
+                  + (f" ({rates[hi] / rates[lo]:.2f}× on {hi} threads)" if len(rates) > 1 else "") + ".", ""]
     budget = "as asked" if results.get("memory_budget_asked") else "half the memory available at the start"
     parts += [f"Each step ran in a fresh process whose address space it could grow by {results['memory_budget_gb']} GB "
               f"({budget}); a step that needed more is marked so.", ""]

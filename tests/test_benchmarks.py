@@ -140,6 +140,9 @@ def test_bench_train_quick(tmp_path):
     rates = result["machine"]["stream_gb_s"]
     assert sorted(rates, key=int) == [str(n) for n in counts] and all(r > 0 for r in rates.values())
     assert "Memory streaming rate of the Numba backend's elementwise add (out = a + b, 3 × 0.5 MB): " in table
+    if len(counts) > 1:  # the second core's gain, as the per-op tables give it
+        ratio = rates[str(max(counts))] / rates[str(min(counts))]
+        assert f"({ratio:.2f}× on {max(counts)} threads)." in table
     assert result["numpy_huge_pages"] is True and "NumPy's huge-page advice on" in table  # NumPy's default
     # freed memory kept in the step's process, as kidney train does (glibc, where CI runs)
     from sparseconv.allocator import _mallopt

@@ -312,8 +312,8 @@ def _depthwise_weight_grad(feats, grad_out, nbr):
                     for ch in range(c):
                         partial[chunk, k, ch] += feats[i, ch] * grad_out[o, ch]
     # The chunk partials are added in order by a serial kernel, as in _layer_norm_grad: written
-    # here, `grad_w += partial[chunk]` would be a parallel region per chunk (64 launches: ~5 ms on
-    # 2 threads, more than the whole kernel takes on one at the coarse levels).
+    # here, `grad_w += partial[chunk]` would be a parallel region per chunk: 64 thread launches per
+    # call, which at the coarse levels cost more than the call's work.
     return _sum_chunks(partial.reshape(n_chunks, K * c), 1, n_chunks)[0].reshape(K, c)
 
 
