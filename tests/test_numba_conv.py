@@ -182,7 +182,7 @@ def test_the_tiles_become_vector_fma_code(monkeypatch):
     monkeypatch.setenv("NUMBA_DEBUG_CACHE", "0")
     x = np.ones((10, 16), np.float32)
     args = (x, np.zeros(16, np.float32), nc.weight_tiles(np.ones((27, 16, 16), np.float32), 16),
-            np.zeros((10, 27), np.int32), np.empty((10, 16), np.float32))
+            np.zeros((10, 27), np.int32), np.zeros(0, np.float32), np.empty((10, 16), np.float32))
     out, forward = _fresh_asm(nc._forward_tiles, args)
     assert np.all(out == 27 * 16)
     fmas = [line for line in forward.splitlines() if "vfmadd" in line]

@@ -173,17 +173,20 @@ def _with_zero_rows(x, out):
 
 
 @nb.njit(parallel=True, cache=True, fastmath={"contract"})
-def _forward_tiles(x, zeros, w_tiles, nbr, out):
-    """``out[o] = Σ_k x[nbr[o, k]] @ W[k]``; ``out`` ``(n_out, Cout)``, allocated by the caller.
+def _forward_tiles(x, zeros, w_tiles, nbr, bias, out):
+    """``out[o] = Σ_k x[nbr[o, k]] @ W[k] (+ bias)``; ``out`` ``(n_out, Cout)``, allocated by the caller.
 
     zeros: ``(Cin,)`` zeros, the row a tile row reads where its neighbour is absent (an argument,
     so that it outlives the kernel: a local array would be freed after its last use by name).
     w_tiles: ``(n_tiles, K, Cin, lanes)``, ``w_tiles[t, k, ci, c] = W[k, ci, t·lanes + c]`` (0 past Cout).
+    bias: ``(Cout,)``, added to each finished sum as it is stored (the one rounding of ``out += bias``
+    after the kernel, without that second pass over the output), or ``(0,)``: no bias.
     """
     n_out, K = nbr.shape
     n_tiles, cin = w_tiles.shape[0], w_tiles.shape[2]
     lanes = _lanes(x)
     cout = out.shape[1]
+    has_bias = len(bias) > 0
     # A tile row whose neighbour is absent reads a row of zeros instead. Rows are addressed by
     # pointer, so that row need not be part of x (no padded copy of the input).
     x_first, zero_row = _address(x), _address(zeros)
@@ -214,7 +217,10 @@ def _forward_tiles(x, zeros, w_tiles, nbr, out):
             for r in range(ROWS):
                 if o0 + r < n_out:
                     for c in range(min(lanes, cout - t * lanes)):
-                        out[o0 + r, t * lanes + c] = acc[r, c]
+                        if has_bias:
+                            out[o0 + r, t * lanes + c] = acc[r, c] + bias[t * lanes + c]
+                        else:  # not + 0: that would turn a sum of -0.0 into +0.0
+                            out[o0 + r, t * lanes + c] = acc[r, c]
     return out
 
 
@@ -305,14 +311,16 @@ def weight_tiles(weight, lanes: int):
     return np.ascontiguousarray(padded.reshape(K, cin, n_tiles, lanes).transpose(2, 0, 1, 3))
 
 
-def forward(feats, weight, nbr):
-    """``(n_in, Cin)``, ``(K, Cin, Cout)``, ``(n_out, K) int32`` → ``(n_out, Cout)``."""
+def forward(feats, weight, nbr, bias=None):
+    """``(n_in, Cin)``, ``(K, Cin, Cout)``, ``(n_out, K) int32``, bias ``(Cout,)`` or None → ``(n_out, Cout)``."""
     cout = weight.shape[2]
     if weight.shape[1] == 0 or cout == 0:
-        return np.zeros((nbr.shape[0], cout), dtype=feats.dtype)
+        out = np.zeros((nbr.shape[0], cout), dtype=feats.dtype)
+        return out if bias is None else out + bias
+    bias = np.zeros(0, feats.dtype) if bias is None else np.ascontiguousarray(bias)
     zeros = np.zeros(weight.shape[1], dtype=feats.dtype)
     out = np.empty((nbr.shape[0], cout), dtype=feats.dtype)  # NumPy's: huge pages (numba_cpu docstring)
-    args = (feats, zeros, weight_tiles(weight, tile_lanes(feats.dtype)), nbr, out)
+    args = (feats, zeros, weight_tiles(weight, tile_lanes(feats.dtype)), nbr, bias, out)
     return _compiled(_forward_tiles, args)(*args)
 
 

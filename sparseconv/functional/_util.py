@@ -33,6 +33,18 @@ def plus_bias(out, bias):
     return out + bias
 
 
+def forward_plus_bias(kernel, feats, weight, kmap, bias):
+    """``plus_bias(be.<kernel>(feats, weight, kmap), bias)`` for ``kernel`` ``'conv_forward'`` or
+    ``'depthwise_forward'``: through the backend's optional ``<kernel>_bias``, which adds the bias as
+    each output row is stored (the same bits, one pass over the output fewer), where it has one and
+    the dtypes agree."""
+    be = get_backend()
+    fused = getattr(be, kernel + "_bias", None)
+    if bias is not None and fused is not None and getattr(bias, "dtype", None) == feats.dtype:
+        return fused(feats, weight, kmap, bias)
+    return plus_bias(getattr(be, kernel)(feats, weight, kmap), bias)
+
+
 def column_sum(x):
     """``x.sum(axis=0)`` of ``(N, C)`` rows (a bias gradient): the backend's optional ``column_sum``
     kernel where it has one (threaded, NumPy's bits), else NumPy's own (single-threaded) sum."""
