@@ -43,11 +43,14 @@ import numpy as np  # noqa: E402
 
 from .. import coords as C
 from . import numba_conv, pointwise
+from .numba_conv import _stack_array
+from .numba_math import expf, expf_reduce, expf_scale
 
 SQRT_HALF = 1.0 / math.sqrt(2.0)
 INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 EMPTY = np.int64(-1)  # packed keys are non-negative, so -1 marks a free slot
 COLUMN_BLOCK = 8  # columns per task of column_sum (a C = 16 bias gradient: two tasks)
+EXP_BLOCK = 128  # values of the GELU gradient per block: its φ is computed in two loops over a block
 WGRAD_CHUNKS = 64  # fixed split of rows for the weight gradient (determinism across thread counts)
 
 
@@ -432,7 +435,7 @@ def _normal_cdf_impl(v):
 def _normal_pdf_impl(v):
     if v == nb.types.float32:
         m_half, k = np.float32(-0.5), np.float32(INV_SQRT_2PI)
-        return lambda v: math.exp(m_half * v * v) * k
+        return lambda v: expf(m_half * v * v) * k  # the C library's expf, bit for bit (numba_math)
     return _normal_pdf
 
 
@@ -476,6 +479,33 @@ def _gelu_grad(x, grad, out):
         for c in range(x.shape[1]):
             v = x[i, c]
             out[i, c] = grad[i, c] * (_normal_cdf(v) + v * _normal_pdf(v))
+    return out
+
+
+@nb.njit(parallel=True, cache=True)
+def _gelu_grad_f32(x, grad, out):
+    """``_gelu_grad`` of float32 ``(N, C)`` C-contiguous arrays, the same bits, with φ's exponential
+    vectorised. ``math.exp`` of a float32 is a call of the C library's ``expf`` per value; here it is
+    that function's own algorithm (``numba_math``), split in two loops over each block of
+    ``EXP_BLOCK`` values: the range reduction and polynomial (vector code), then the table lookup
+    (one value at a time), whose result waits in ``out`` for the last loop, vector code again. The
+    blocks are slices, so that the loops index from 0 (an index Numba cannot prove non-negative gets
+    a wraparound test, and then no loop vectorises)."""
+    xf, gf, of = x.reshape(-1), grad.reshape(-1), out.reshape(-1)
+    m_half, k_pdf = np.float32(-0.5), np.float32(INV_SQRT_2PI)
+    for block in nb.prange((xf.size + EXP_BLOCK - 1) // EXP_BLOCK):
+        lo = block * EXP_BLOCK
+        xb, gb, ob = xf[lo:lo + EXP_BLOCK], gf[lo:lo + EXP_BLOCK], of[lo:lo + EXP_BLOCK]
+        ks = nb.carray(_stack_array(EXP_BLOCK, np.uint64(0)), EXP_BLOCK)
+        ys = nb.carray(_stack_array(EXP_BLOCK, np.float64(0)), EXP_BLOCK)
+        for j in range(len(xb)):
+            v = xb[j]
+            ks[j], ys[j] = expf_reduce(m_half * v * v)
+        for j in range(len(xb)):
+            ob[j] = expf_scale(ks[j], ys[j])
+        for j in range(len(xb)):
+            v = xb[j]
+            ob[j] = gb[j] * (_normal_cdf(v) + v * (ob[j] * k_pdf))
     return out
 
 
@@ -662,7 +692,8 @@ class NumbaBackend:
         return self._launch(_gelu, 8 * x.size, np.ascontiguousarray(x), np.empty(x.shape, x.dtype))
 
     def gelu_grad(self, x, grad):
-        return self._launch(_gelu_grad, 8 * x.size, np.ascontiguousarray(x), np.ascontiguousarray(grad),
+        kernel = _gelu_grad_f32 if x.dtype == np.float32 and grad.dtype == np.float32 else _gelu_grad
+        return self._launch(kernel, 8 * x.size, np.ascontiguousarray(x), np.ascontiguousarray(grad),
                             np.empty(x.shape, x.dtype))
 
     def layer_norm(self, x, weight, bias, eps):
