@@ -43,9 +43,9 @@ Optional members, used where a backend has them (the array module's expression o
 :func:`sparseconv.kmap.submanifold_map`); ``add(a, b)``: two ``(N, C)`` arrays of one dtype →
 ``a + b``; ``column_sum(x)``: ``(N, C)`` → ``x.sum(axis=0)`` (bias gradients). The last two must
 give NumPy's bits; a backend defines them to thread work NumPy runs on one core.
-``conv_forward_bias(feats, weight, kmap, bias)`` and ``depthwise_forward_bias(...)``: the forward
-kernels with ``bias (Cout,)`` (or None) added to each output row as it is stored — the bits of
-``conv_forward(...) + bias``, without a second pass over the output.
+``conv_forward_bias(feats, weight, kmap, bias)``: ``conv_forward`` with ``bias (Cout,)`` (or None)
+added to each output row before it is stored — the bits of ``conv_forward(...) + bias``, without a
+second pass over the output.
 """
 from __future__ import annotations
 

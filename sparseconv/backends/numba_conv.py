@@ -179,8 +179,9 @@ def _forward_tiles(x, zeros, w_tiles, nbr, bias, out):
     zeros: ``(Cin,)`` zeros, the row a tile row reads where its neighbour is absent (an argument,
     so that it outlives the kernel: a local array would be freed after its last use by name).
     w_tiles: ``(n_tiles, K, Cin, lanes)``, ``w_tiles[t, k, ci, c] = W[k, ci, t·lanes + c]`` (0 past Cout).
-    bias: ``(Cout,)``, added to each finished sum as it is stored (the one rounding of ``out += bias``
-    after the kernel, without that second pass over the output), or ``(0,)``: no bias.
+    bias: ``(n_tiles·lanes,)``, the bias zero-padded like the tiles, added to each finished sum before
+    it is stored (the one rounding of ``out += bias`` after the kernel, without that second pass over
+    the output), or ``(0,)``: no bias.
     """
     n_out, K = nbr.shape
     n_tiles, cin = w_tiles.shape[0], w_tiles.shape[2]
@@ -214,13 +215,14 @@ def _forward_tiles(x, zeros, w_tiles, nbr, bias, out):
                         v = _load(rows[r], ci, x)
                         for c in range(lanes):  # ... and one weight strip, feeding ROWS rows
                             acc[r, c] += v * w[ci, c]
+            if has_bias:  # not + 0 without one: that would turn a sum of -0.0 into +0.0
+                for r in range(ROWS):
+                    for c in range(lanes):
+                        acc[r, c] += bias[t * lanes + c]
             for r in range(ROWS):
                 if o0 + r < n_out:
                     for c in range(min(lanes, cout - t * lanes)):
-                        if has_bias:
-                            out[o0 + r, t * lanes + c] = acc[r, c] + bias[t * lanes + c]
-                        else:  # not + 0: that would turn a sum of -0.0 into +0.0
-                            out[o0 + r, t * lanes + c] = acc[r, c]
+                        out[o0 + r, t * lanes + c] = acc[r, c]
     return out
 
 
@@ -317,10 +319,13 @@ def forward(feats, weight, nbr, bias=None):
     if weight.shape[1] == 0 or cout == 0:
         out = np.zeros((nbr.shape[0], cout), dtype=feats.dtype)
         return out if bias is None else out + bias
-    bias = np.zeros(0, feats.dtype) if bias is None else np.ascontiguousarray(bias)
+    lanes = tile_lanes(feats.dtype)
+    padded = np.zeros(0 if bias is None else -(-cout // lanes) * lanes, dtype=feats.dtype)  # (0,): none
+    if bias is not None:
+        padded[:cout] = bias
     zeros = np.zeros(weight.shape[1], dtype=feats.dtype)
     out = np.empty((nbr.shape[0], cout), dtype=feats.dtype)  # NumPy's: huge pages (numba_cpu docstring)
-    args = (feats, zeros, weight_tiles(weight, tile_lanes(feats.dtype)), nbr, bias, out)
+    args = (feats, zeros, weight_tiles(weight, lanes), nbr, padded, out)
     return _compiled(_forward_tiles, args)(*args)
 
 

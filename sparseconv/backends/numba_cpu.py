@@ -287,12 +287,9 @@ def _down_fill(slot_keys, slot_rows, cand, n, K, table):
 # --------------------------------------------------------------------------------------------
 
 @nb.njit(parallel=True, cache=True)
-def _depthwise_forward(feats, weight, nbr, bias, out):
-    """``out[o, c] = Σ_k weight[k, c] · feats[nbr[o, k], c]``, then ``+ bias[c]`` when ``bias`` is
-    ``(C,)`` rather than ``(0,)``: added to the finished row, the bits of ``out += bias`` after it."""
+def _depthwise_forward(feats, weight, nbr, out):
     n_out, K = nbr.shape
     c = feats.shape[1]
-    has_bias = len(bias) > 0
     for o in nb.prange(n_out):
         for ch in range(c):
             out[o, ch] = 0
@@ -301,9 +298,6 @@ def _depthwise_forward(feats, weight, nbr, bias, out):
             if i >= 0:
                 for ch in range(c):
                     out[o, ch] += feats[i, ch] * weight[k, ch]
-        if has_bias:
-            for ch in range(c):
-                out[o, ch] += bias[ch]
     return out
 
 
@@ -655,13 +649,8 @@ class NumbaBackend:
                             feats, grad_out, np.ascontiguousarray(kmap.neighbors))
 
     def depthwise_forward(self, feats, weight, kmap):
-        return self.depthwise_forward_bias(feats, weight, kmap, None)
-
-    def depthwise_forward_bias(self, feats, weight, kmap, bias):
-        """Optional member: ``depthwise_forward`` with ``bias`` added to each finished output row."""
-        bias = np.zeros(0, feats.dtype) if bias is None else np.ascontiguousarray(bias)
         return self._launch(_depthwise_forward, kmap.neighbors.size * feats.shape[1],
-                            np.ascontiguousarray(feats), np.ascontiguousarray(weight), kmap.neighbors, bias,
+                            np.ascontiguousarray(feats), np.ascontiguousarray(weight), kmap.neighbors,
                             np.empty((len(kmap.neighbors), feats.shape[1]), dtype=feats.dtype))
 
     def depthwise_weight_grad(self, feats, grad_out, kmap):
