@@ -7,8 +7,9 @@ loss, backward, AdamW — and compares the outputs, the loss, every parameter's 
 updated weights. It runs in a subprocess with ``NUMBA_NUM_THREADS=2`` and ``OPENBLAS_NUM_THREADS=1``,
 whatever this run has (OpenBLAS is raised to 2 at run time), and with every kernel forced parallel
 (``parallel_min_work = 0``), so small inputs reach the threaded code. A third step runs without the
-backend's optional ``add`` and ``column_sum`` kernels (NumPy's expressions instead): they promise
-NumPy's bits, so it must equal the others.
+backend's optional ``add``, ``column_sum`` and ``conv_forward_bias`` kernels (NumPy's expressions
+instead: ``a + b``, ``x.sum(axis=0)``, ``out += bias``): they promise NumPy's bits, so it must equal
+the others.
 """
 from __future__ import annotations
 
@@ -65,10 +66,13 @@ def step():
     return record
 
 
-class WithoutOptional:  # the Numba backend without its optional add / column_sum (NumPy's then)
+OPTIONAL = ("add", "column_sum", "conv_forward_bias")
+
+
+class WithoutOptional:  # the Numba backend without those optional kernels (NumPy's expressions then)
 
     def __getattr__(self, name):
-        if name in ("add", "column_sum"):
+        if name in OPTIONAL:
             raise AttributeError(name)
         return getattr(nb, name)
 
@@ -77,7 +81,7 @@ for n, path in ((1, sys.argv[1]), (2, sys.argv[2])):
     with pools.threads(n):  # Numba's and OpenBLAS's thread counts together
         np.savez(path, **step())
 from sparseconv import use_backend
-assert hasattr(nb, "add") and hasattr(nb, "column_sum") and not hasattr(WithoutOptional(), "add")
+assert all(hasattr(nb, k) and not hasattr(WithoutOptional(), k) for k in OPTIONAL)
 with pools.threads(2), use_backend(WithoutOptional()):
     np.savez(sys.argv[3], **step())
 """
@@ -101,5 +105,5 @@ def test_training_step_same_bits_on_1_and_2_threads(tmp_path):
     assert all(np.isfinite(a[n]).all() for n in names) and a["loss"] > 0
     c = np.load(plain)
     differ = [n for n in names if a[n].tobytes() != c[n].tobytes()]
-    assert c.files == names and not differ, f"without the optional add / column_sum: {differ[:8]} differ"
+    assert c.files == names and not differ, f"without the optional kernels: {differ[:8]} differ"
 
