@@ -17,6 +17,10 @@ log 2¹²⁸]`` it gives the C library's bits on glibc 2.36 (``tests/test_numba_
 over every exponent always, all of them, about 2.2·10⁹ values, with ``SPARSECONV_SLOW=1``); below that range the result is 0, above it inf, and NaN stays NaN, as in
 the library. Elsewhere (another C library) the two may differ in the last bit; :func:`expf` stays
 within one unit in the last place of the exact value, and is the same on every machine.
+
+Nothing here is compiled on its own: the kernels of ``numba_cpu`` inline these functions, and
+Numba's on-disk cache checks only the file of the cached kernel. After an edit here, remove the
+cached kernels (``__pycache__/numba_cpu*.nbi`` / ``.nbc``) or the old code keeps running.
 """
 from __future__ import annotations
 
