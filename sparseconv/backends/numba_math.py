@@ -14,8 +14,8 @@ is a different double on the way; matching it needs ``x·32/ln2`` fused into the
 follow (an FMA, as glibc's FMA build of the function has it): :func:`expf` does that (``_fma``;
 with a separate product a few values differ). Over every float32 in ``[LO, HI] = [log 2⁻¹⁵⁰,
 log 2¹²⁸]`` it gives the C library's bits on glibc 2.36 (``tests/test_numba_math.py``: a sample
-over every exponent always, all of them, about 2.2·10⁹ values, with ``SPARSECONV_SLOW=1``); below that range the result is 0, above it inf, and NaN stays NaN, as in
-the library. Elsewhere (another C library) the two may differ in the last bit; :func:`expf` stays
+over every exponent always; all of them, about 2.2·10⁹ values, with ``SPARSECONV_SLOW=1``). Below
+that range the result is 0, above it inf, and NaN stays NaN, as in the library. Elsewhere (another C library) the two may differ in the last bit; :func:`expf` stays
 within one unit in the last place of the exact value, and is the same on every machine.
 
 Nothing here is compiled on its own: the kernels of ``numba_cpu`` inline these functions, and
@@ -105,7 +105,8 @@ def expf_reduce(x):
 def expf_scale(k, y):
     """``exp(x)`` as float32 from :func:`expf_reduce`'s ``(k, y)``: ``y · 2^(k/32)``, the power read
     from :data:`TABLE` — a lookup by a computed index, which keeps a loop around it from being
-    vectorised (AVX2 has gathers, but LLVM finds them too slow to use on CPUs such as AMD Zen 3)."""
+    vectorised (AVX2 has gathers, but LLVM's cost model did not use them on the AMD Zen 3 this was
+    written on)."""
     return np.float32(y * _double(TABLE[k % np.uint64(N)] + (k << np.uint64(52 - TABLE_BITS))))
 
 
