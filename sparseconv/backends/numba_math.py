@@ -15,8 +15,9 @@ follow (an FMA, as glibc's FMA build of the function has it): :func:`expf` does 
 with a separate product a few values differ). Over every float32 in ``[LO, HI] = [log 2⁻¹⁵⁰,
 log 2¹²⁸]`` it gives the C library's bits on glibc 2.36 (``tests/test_numba_math.py``: a sample
 over every exponent always; all of them, about 2.2·10⁹ values, with ``SPARSECONV_SLOW=1``). Below
-that range the result is 0, above it inf, and NaN stays NaN, as in the library. Elsewhere (another C library) the two may differ in the last bit; :func:`expf` stays
-within one unit in the last place of the exact value, and is the same on every machine.
+that range the result is 0, above it inf, and NaN stays NaN, as in the library. Elsewhere (another
+C library) the two may differ in the last bit; :func:`expf` stays within one unit in the last place
+of the exact value, and is the same on every machine.
 
 Nothing here is compiled on its own: the kernels of ``numba_cpu`` inline these functions, and
 Numba's on-disk cache checks only the file of the cached kernel. After an edit here, remove the
