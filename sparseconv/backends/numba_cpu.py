@@ -49,7 +49,7 @@ from .numba_math import expf, expf_reduce, expf_scale
 SQRT_HALF = 1.0 / math.sqrt(2.0)
 INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 EMPTY = np.int64(-1)  # packed keys are non-negative, so -1 marks a free slot
-COLUMN_BLOCK = 8  # columns per task of column_sum (a C = 16 bias gradient: two tasks)
+LINE_BYTES = 64  # a cache line: column_sum gives each task whole lines of every row
 EXP_BLOCK = 128  # values of the GELU gradient per block: its φ is computed in two loops over a block
 WGRAD_CHUNKS = 64  # fixed split of rows for the weight gradient (determinism across thread counts)
 
@@ -675,7 +675,17 @@ class NumbaBackend:
         """Optional member: ``x.sum(axis=0)`` of an ``(N, C)`` array, the same bits as NumPy's."""
         if x.ndim != 2 or x.shape[1] < 2 or len(x) == 0 or not x.flags.c_contiguous:
             return x.sum(axis=0)  # NumPy adds these (a single column, F-ordered views) pairwise
-        return self._launch(_column_sum, x.size, x, COLUMN_BLOCK, np.empty(x.shape[1], x.dtype))
+        return self._launch(_column_sum, x.size, x, self._column_block(x.shape[1], x.itemsize),
+                            np.empty(x.shape[1], x.dtype))
+
+    @staticmethod
+    def _column_block(c, itemsize):
+        """Columns per task of ``column_sum``: whole cache lines, about one band per thread. Each
+        column is one task's chain in row order whatever the band, so the bits do not depend on it,
+        and the band can follow the thread count: narrower bands (8 columns of a 32-wide array) made
+        every task stream all of the array's lines, twice the traffic on one thread and more."""
+        line = LINE_BYTES // itemsize
+        return max(line, -(-c // (nb.get_num_threads() * line)) * line)
 
     def gelu(self, x):
         return self._launch(_gelu, 8 * x.size, np.ascontiguousarray(x), np.empty(x.shape, x.dtype))
