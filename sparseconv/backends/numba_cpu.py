@@ -429,7 +429,9 @@ def _normal_cdf_impl(v):
 def _normal_pdf_impl(v):
     if v == nb.types.float32:
         m_half, k = np.float32(-0.5), np.float32(INV_SQRT_2PI)
-        return lambda v: expf(m_half * v * v) * k  # the C library's expf, bit for bit (numba_math)
+        # the C library's expf, bit for bit (numba_math); _gelu_grad_f32 splits the same expression
+        # over two loops, this scalar form serves _gelu_grad's float32 values (a float64 gradient)
+        return lambda v: expf(m_half * v * v) * k
     return _normal_pdf
 
 
