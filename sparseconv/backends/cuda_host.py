@@ -368,20 +368,30 @@ class CudaHostBackend:
         return out
 
     # --- pointwise: CuPy elementwise ops (NumPy in the emulation), not raw kernels ------------------
+    # Host arrays are copied to the device first, as every other kernel does (CuPy's functions
+    # refuse NumPy arguments).
+    def _opt_floats(self, a, what: str):
+        return None if a is None else self._floats(a, what)
+
     def gelu(self, x):
-        return pointwise.gelu(self.xp, x)
+        return pointwise.gelu(self.xp, self._floats(x, "x"))
 
     def gelu_grad(self, x, grad):
-        return pointwise.gelu_grad(self.xp, x, grad)
+        return pointwise.gelu_grad(self.xp, self._floats(x, "x"), self._floats(grad, "grad"))
 
     def layer_norm(self, x, weight, bias, eps):
-        return pointwise.layer_norm(self.xp, x, weight, bias, eps)
+        return pointwise.layer_norm(self.xp, self._floats(x, "x"), self._opt_floats(weight, "weight"),
+                                    self._opt_floats(bias, "bias"), eps)
 
     def layer_norm_grad(self, grad, xhat, rstd, weight):
-        return pointwise.layer_norm_grad(self.xp, grad, xhat, rstd, weight)
+        return pointwise.layer_norm_grad(self.xp, self._floats(grad, "grad"), self._floats(xhat, "xhat"),
+                                         self._floats(rstd, "rstd"), self._opt_floats(weight, "weight"))
 
     def grn(self, x, gamma, beta, seg_ptr, eps):
-        return pointwise.grn(self.xp, self.segment_sum, x, gamma, beta, seg_ptr, eps)
+        return pointwise.grn(self.xp, self.segment_sum, self._floats(x, "x"), self._floats(gamma, "gamma"),
+                             self._floats(beta, "beta"), self._ints(seg_ptr, np.int64, 1, "seg_ptr"), eps)
 
     def grn_grad(self, grad, x, gamma, G, seg_ptr, eps):
-        return pointwise.grn_grad(self.xp, self.segment_sum, grad, x, gamma, G, seg_ptr, eps)
+        return pointwise.grn_grad(self.xp, self.segment_sum, self._floats(grad, "grad"), self._floats(x, "x"),
+                                  self._floats(gamma, "gamma"), self._floats(G, "G"),
+                                  self._ints(seg_ptr, np.int64, 1, "seg_ptr"), eps)

@@ -66,8 +66,11 @@ class SigmoidFn(Function):
 
 
 def sigmoid_array(x):
-    """Numerically safe logistic function of a raw array (no overflow warnings)."""
-    xp = get_backend().xp
+    """Numerically safe logistic function of a raw array (no overflow warnings).
+
+    ``x`` may live on the host or on the backend's device; the result lives where ``x`` does (a
+    NumPy array gets NumPy's functions even while the CuPy backend is selected)."""
+    xp = np if isinstance(x, np.ndarray) else get_backend().xp
     e = xp.exp(-xp.abs(x))
     return xp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(x.dtype)
 
