@@ -10,6 +10,7 @@ the sources). What these tests prove and what they cannot is in docs/gpu.md.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -114,16 +115,15 @@ def test_registry_matches_sources(kernels):
 
 def test_host_constants_come_from_the_header():
     assert CONST["SC_BLOCK"] == 256
-    assert CONST["SC_CONV_BM"] % CONST["SC_CONV_TY"] == 0 and CONST["SC_CONV_BN"] % CONST["SC_CONV_TX"] == 0
-    assert CONST["SC_CONV_NARROW_BM"] % CONST["SC_CONV_NARROW_TY"] == 0
-    assert CONST["SC_CONV_NARROW_BN"] % CONST["SC_CONV_NARROW_TX"] == 0
-    assert CONST["SC_CONV_NARROW_TX"] * CONST["SC_CONV_NARROW_TY"] == CONST["SC_CONV_TX"] * CONST["SC_CONV_TY"]
-    for bci, bco in (("SC_WGRAD_BCI", "SC_WGRAD_BCO"), ("SC_WGRAD_NARROW_BCI", "SC_WGRAD_NARROW_BCO")):
-        assert CONST[bci] % CONST["SC_CONV_TY"] == 0 and CONST[bco] % CONST["SC_CONV_TX"] == 0
+    for tile in ("SC_CONV_NARROW", "SC_CONV", "SC_CONV_WIDE"):
+        assert CONST[f"{tile}_BM"] % CONST[f"{tile}_TY"] == 0 and CONST[f"{tile}_BN"] % CONST[f"{tile}_TX"] == 0
+        assert CONST[f"{tile}_BM"] <= CONST[f"{tile}_TX"] * CONST[f"{tile}_TY"]  # one thread loads each row index
+    for tile in ("SC_WGRAD_NARROW", "SC_WGRAD", "SC_WGRAD_WIDE"):
+        assert CONST[f"{tile}_BCI"] % CONST[f"{tile}_TY"] == 0 and CONST[f"{tile}_BCO"] % CONST[f"{tile}_TX"] == 0
 
 
-# (Cin, Cout) reaching both tile shapes of the forward and of the weight gradient, partial tiles too
-TILE_WIDTHS = [(3, 5), (16, 16), (32, 16), (16, 32), (17, 33)]
+# (Cin, Cout) reaching the three tile shapes of the forward and of the weight gradient, partial tiles too
+TILE_WIDTHS = [(3, 5), (16, 16), (32, 16), (16, 32), (17, 33), (33, 40)]
 
 
 @pytest.mark.parametrize("cin, cout", TILE_WIDTHS)
@@ -143,20 +143,27 @@ def test_tile_widths_reach_every_conv_kernel():
     for cin, cout in TILE_WIDTHS:
         (fwd, *_), (wgrad, *_) = EmulatedCudaBackend.conv_tiles(cin, cout)
         kernels |= {fwd, wgrad}
-    assert kernels == {"sc_conv_forward", "sc_conv_forward_narrow", "sc_conv_wgrad", "sc_conv_wgrad_narrow"}
+    assert kernels == {f"sc_conv_{op}{size}" for op in ("forward", "wgrad") for size in ("_narrow", "", "_wide")}
 
 
-def test_forward_tile_shape_changes_no_bit(emu, monkeypatch):
-    """At Cout <= 16 either forward tile applies: each output is the same chain of operations."""
-    from sparseconv.backends import cuda_host
+@pytest.mark.parametrize("cin, cout", [(21, 13), (40, 36)])
+def test_conv_tile_shape_changes_no_bit(emu, monkeypatch, cin, cout):
+    """Any forward tile and any weight-gradient tile give the same bits at any width: each output
+    is the same chain of operations, and the weight gradient's row chunks do not depend on the tile."""
     kmap = checks.sites_and_maps(3, "b2_odd")[1]["subm_k3_d1"]
     rng = np.random.default_rng(4)
-    f = rng.standard_normal((kmap.n_in, 21)).astype(np.float32)
-    w = rng.standard_normal((kmap.K, 21, 13)).astype(np.float32)
-    narrow = emu.conv_forward(f, w, kmap)
-    monkeypatch.setitem(cuda_host.CONST, "SC_CONV_NARROW_BN", 0)  # the wide tile for every width
-    assert emu.conv_tiles(21, 13)[0][0] == "sc_conv_forward"
-    assert_bitwise(narrow, emu.conv_forward(f, w, kmap), "narrow vs wide forward tile")
+    f = rng.standard_normal((kmap.n_in, cin)).astype(np.float32)
+    w = rng.standard_normal((kmap.K, cin, cout)).astype(np.float32)
+    g = rng.standard_normal((kmap.n_out, cout)).astype(np.float32)
+    monkeypatch.setattr(emu, "WGRAD_TARGET_BLOCKS", 64)  # several row chunks
+    monkeypatch.setattr(emu, "WGRAD_MIN_CHUNK_ROWS", 16)
+    want_out, want_dw = emu.conv_forward(f, w, kmap), emu.conv_weight_grad(f, g, kmap)
+    tiles = [EmulatedCudaBackend.conv_tiles(c, c) for c in (8, 24, 40)]  # narrow, default, wide
+    assert len({fwd[0] for fwd, _ in tiles}) == len({wg[0] for _, wg in tiles}) == 3
+    for (fwd, _), (_, wgrad) in itertools.product(tiles, tiles):
+        monkeypatch.setattr(emu, "conv_tiles", lambda ci, co, fwd=fwd, wgrad=wgrad: (fwd, wgrad))
+        assert_bitwise(emu.conv_forward(f, w, kmap), want_out, f"forward, {fwd[0]} tile")
+        assert_bitwise(emu.conv_weight_grad(f, g, kmap), want_dw, f"weight gradient, {wgrad[0]} tile")
 
 
 SMALL_CHUNK_CASES = [c for c in suite.cases() if c.name.startswith((

@@ -252,20 +252,25 @@ class CudaHostBackend:
     @staticmethod
     def conv_tiles(cin: int, cout: int) -> tuple:
         """The tile shapes of the convolution kernels for these widths, chosen here only:
-        ``(forward kernel, rows, channels, block)`` and ``(weight-gradient kernel, ci, co)``, kernel
-        names without the dtype suffix. The narrow tiles serve widths of 16 or less, where the wide
-        ones leave half (forward) or three quarters (weight gradient) of their threads idle; every
-        output is the same chain of operations in either, so the choice changes no bit of the forward."""
+        ``(forward kernel, rows, channels, block)`` and ``(weight-gradient kernel, ci, co, block)``,
+        kernel names without the dtype suffix. Narrow tiles serve widths of 16 or less and wide ones
+        widths above 32, so that few threads work on channels past the width; every output is the
+        same chain of operations in any of them, so the choice changes no bit."""
+        def tile(kernel, prefix, dims):
+            return (kernel, *(CONST[f"{prefix}_{d}"] for d in dims), (CONST[f"{prefix}_TX"], CONST[f"{prefix}_TY"], 1))
+
         if cout <= CONST["SC_CONV_NARROW_BN"]:
-            fwd = ("sc_conv_forward_narrow", CONST["SC_CONV_NARROW_BM"], CONST["SC_CONV_NARROW_BN"],
-                   (CONST["SC_CONV_NARROW_TX"], CONST["SC_CONV_NARROW_TY"], 1))
+            fwd = tile("sc_conv_forward_narrow", "SC_CONV_NARROW", ("BM", "BN"))
+        elif cout <= CONST["SC_CONV_BN"]:
+            fwd = tile("sc_conv_forward", "SC_CONV", ("BM", "BN"))
         else:
-            fwd = ("sc_conv_forward", CONST["SC_CONV_BM"], CONST["SC_CONV_BN"],
-                   (CONST["SC_CONV_TX"], CONST["SC_CONV_TY"], 1))
+            fwd = tile("sc_conv_forward_wide", "SC_CONV_WIDE", ("BM", "BN"))
         if cin <= CONST["SC_WGRAD_NARROW_BCI"] and cout <= CONST["SC_WGRAD_NARROW_BCO"]:
-            wgrad = ("sc_conv_wgrad_narrow", CONST["SC_WGRAD_NARROW_BCI"], CONST["SC_WGRAD_NARROW_BCO"])
+            wgrad = tile("sc_conv_wgrad_narrow", "SC_WGRAD_NARROW", ("BCI", "BCO"))
+        elif cin > CONST["SC_WGRAD_BCI"] and cout > CONST["SC_WGRAD_BCO"]:
+            wgrad = tile("sc_conv_wgrad_wide", "SC_WGRAD_WIDE", ("BCI", "BCO"))
         else:
-            wgrad = ("sc_conv_wgrad", CONST["SC_WGRAD_BCI"], CONST["SC_WGRAD_BCO"])
+            wgrad = tile("sc_conv_wgrad", "SC_WGRAD", ("BCI", "BCO"))
         return fwd, wgrad
 
     def conv_forward(self, feats, weight, kmap):
@@ -289,13 +294,15 @@ class CudaHostBackend:
         cin, cout = int(feats.shape[1]), int(grad_out.shape[1])
         if n_out == 0 or K == 0 or cin == 0 or cout == 0:
             return self.xp.zeros((K, cin, cout), dtype=feats.dtype)
-        _, (kernel, bci, bco) = self.conv_tiles(cin, cout)
-        tiles = _cdiv(cin, bci) * _cdiv(cout, bco)
-        chunk_rows, n_chunks = self._chunking(n_out, K * tiles, self.WGRAD_TARGET_BLOCKS,
+        _, (kernel, bci, bco, block) = self.conv_tiles(cin, cout)
+        # Row chunks counted in default tiles whatever tile runs: the summation order, hence every
+        # bit, depends on the shapes alone.
+        default_tiles = _cdiv(cin, CONST["SC_WGRAD_BCI"]) * _cdiv(cout, CONST["SC_WGRAD_BCO"])
+        chunk_rows, n_chunks = self._chunking(n_out, K * default_tiles, self.WGRAD_TARGET_BLOCKS,
                                               self.WGRAD_MIN_CHUNK_ROWS, CONST["SC_WGRAD_BR"])
         grad_w = self._empty((K, cin, cout), feats.dtype)
         partial = grad_w if n_chunks == 1 else self._empty((n_chunks, K, cin, cout), feats.dtype)
-        block = (CONST["SC_CONV_TX"], CONST["SC_CONV_TY"], 1)
+        tiles = _cdiv(cin, bci) * _cdiv(cout, bco)
         self._launch(f"{kernel}_{_sfx(feats.dtype)}", (K * tiles, n_chunks, 1), block,
                      (feats, grad_out, nbr, partial, np.int64(n_out), np.int32(K), np.int32(cin), np.int32(cout),
                       np.int64(chunk_rows)))

@@ -19,11 +19,13 @@
 // memory once per BK channels and feeds all BM rows. Thread (tx, ty) owns rows ty + i*TY, columns
 // tx + j*TX: an RM x RN register tile, each shared value loaded feeding RN or RM FMAs.
 //
-// Two tile shapes, the same RM x RN = 4 x 2 per thread (cuda_host.py picks one by Cout):
-//   wide   64 rows x 32 channels, 16 x 16 threads;
-//   narrow 128 rows x 16 channels, 8 x 32 threads, for Cout <= 16 (the wide tile would leave half
-//          its threads on channels past Cout).
-// Every output is the same chain of FMAs in both (k, then ci ascending), so the shape changes no bit.
+// Three tile shapes (sc_common.h; cuda_host.py picks one by Cout, so that few threads work on
+// channels past Cout):
+//   narrow  128 rows x 16 channels,  8 x 32 threads, 4 x 2 outputs each, Cout <= 16;
+//   default 128 rows x 32 channels,  8 x 32 threads, 4 x 4 outputs each, Cout <= 32;
+//   wide    128 rows x 64 channels, 16 x 16 threads, 8 x 4 outputs each.
+// Every output is the same chain of FMAs in all three (k, then ci ascending), so the shape changes
+// no bit.
 template <typename T, int BM, int BN, int TX, int TY>
 __device__ __forceinline__ void sc_conv_forward_tile(const T* __restrict__ feats,
                                                      const T* __restrict__ weight,
@@ -91,18 +93,17 @@ __device__ __forceinline__ void sc_conv_forward_tile(const T* __restrict__ feats
 // partial[y, k, ci0:ci0+BCI, co0:co0+BCO]. The host sums the chunks in order (sc_sum_chunks), or
 // points `partial` at dW itself when there is one chunk.
 //
-// Two tile shapes (cuda_host.py picks one): 32 x 32 channels, 2 x 2 per thread; and 16 x 16, one per
-// thread, when Cin and Cout are both <= 16 (the 32 x 32 tile would leave 3/4 of its threads idle).
-// Every entry sums its rows in the same order in both; the host's chunking (which depends on the
-// number of tiles) is a function of the shapes only.
-template <typename T, int BCI, int BCO>
+// Three tile shapes (sc_common.h; cuda_host.py picks one): 16 x 16 channels on 8 x 8 threads when Cin
+// and Cout are both <= 16; 64 x 64 on 16 x 16 threads when both are > 32; 32 x 32 on 8 x 16 threads
+// otherwise. Every entry sums its rows in the same order in all three; the host's chunking is a
+// function of the shapes only (counted in default tiles), so the tile changes no bit.
+template <typename T, int BCI, int BCO, int BR, int TX, int TY>
 __device__ __forceinline__ void sc_conv_wgrad_tile(const T* __restrict__ feats,
                                                    const T* __restrict__ grad_out,
                                                    const int* __restrict__ neighbors,
                                                    T* __restrict__ partial, long long n_out, int K,
                                                    int Cin, int Cout, long long chunk_rows) {
-  constexpr int BR = SC_WGRAD_BR;
-  constexpr int TX = SC_CONV_TX, TY = SC_CONV_TY, NT = TX * TY;
+  constexpr int NT = TX * TY;
   constexpr int RI = BCI / TY, RJ = BCO / TX;
   static_assert(BCI % TY == 0 && BCO % TX == 0, "tile shape");
   __shared__ T f_tile[BR][BCI];
@@ -159,24 +160,7 @@ __device__ __forceinline__ void sc_conv_wgrad_tile(const T* __restrict__ feats,
 }
 
 // ---- entry points --------------------------------------------------------------------------------
-// forward: block = SC_CONV_TX x SC_CONV_TY (wide) or SC_CONV_NARROW_TX x SC_CONV_NARROW_TY (narrow);
-// weight gradient: block = SC_CONV_TX x SC_CONV_TY.
-
-extern "C" __global__ void __launch_bounds__(SC_CONV_TX * SC_CONV_TY)
-sc_conv_forward_f32(const float* __restrict__ feats, const float* __restrict__ weight,
-                    const int* __restrict__ neighbors, float* __restrict__ out, long long n_out,
-                    int K, int Cin, int Cout) {
-  sc_conv_forward_tile<float, SC_CONV_BM, SC_CONV_BN, SC_CONV_TX, SC_CONV_TY>(
-      feats, weight, neighbors, out, n_out, K, Cin, Cout);
-}
-
-extern "C" __global__ void __launch_bounds__(SC_CONV_TX * SC_CONV_TY)
-sc_conv_forward_f64(const double* __restrict__ feats, const double* __restrict__ weight,
-                    const int* __restrict__ neighbors, double* __restrict__ out, long long n_out,
-                    int K, int Cin, int Cout) {
-  sc_conv_forward_tile<double, SC_CONV_BM, SC_CONV_BN, SC_CONV_TX, SC_CONV_TY>(
-      feats, weight, neighbors, out, n_out, K, Cin, Cout);
-}
+// One per tile shape and dtype; block = that tile's TX x TY threads.
 
 extern "C" __global__ void __launch_bounds__(SC_CONV_NARROW_TX * SC_CONV_NARROW_TY)
 sc_conv_forward_narrow_f32(const float* __restrict__ feats, const float* __restrict__ weight,
@@ -195,33 +179,85 @@ sc_conv_forward_narrow_f64(const double* __restrict__ feats, const double* __res
 }
 
 extern "C" __global__ void __launch_bounds__(SC_CONV_TX * SC_CONV_TY)
-sc_conv_wgrad_f32(const float* __restrict__ feats, const float* __restrict__ grad_out,
-                  const int* __restrict__ neighbors, float* __restrict__ partial, long long n_out,
-                  int K, int Cin, int Cout, long long chunk_rows) {
-  sc_conv_wgrad_tile<float, SC_WGRAD_BCI, SC_WGRAD_BCO>(feats, grad_out, neighbors, partial, n_out, K, Cin,
-                                                        Cout, chunk_rows);
+sc_conv_forward_f32(const float* __restrict__ feats, const float* __restrict__ weight,
+                    const int* __restrict__ neighbors, float* __restrict__ out, long long n_out,
+                    int K, int Cin, int Cout) {
+  sc_conv_forward_tile<float, SC_CONV_BM, SC_CONV_BN, SC_CONV_TX, SC_CONV_TY>(
+      feats, weight, neighbors, out, n_out, K, Cin, Cout);
 }
 
 extern "C" __global__ void __launch_bounds__(SC_CONV_TX * SC_CONV_TY)
-sc_conv_wgrad_f64(const double* __restrict__ feats, const double* __restrict__ grad_out,
-                  const int* __restrict__ neighbors, double* __restrict__ partial, long long n_out,
-                  int K, int Cin, int Cout, long long chunk_rows) {
-  sc_conv_wgrad_tile<double, SC_WGRAD_BCI, SC_WGRAD_BCO>(feats, grad_out, neighbors, partial, n_out, K, Cin,
-                                                         Cout, chunk_rows);
+sc_conv_forward_f64(const double* __restrict__ feats, const double* __restrict__ weight,
+                    const int* __restrict__ neighbors, double* __restrict__ out, long long n_out,
+                    int K, int Cin, int Cout) {
+  sc_conv_forward_tile<double, SC_CONV_BM, SC_CONV_BN, SC_CONV_TX, SC_CONV_TY>(
+      feats, weight, neighbors, out, n_out, K, Cin, Cout);
 }
 
-extern "C" __global__ void __launch_bounds__(SC_CONV_TX * SC_CONV_TY)
+extern "C" __global__ void __launch_bounds__(SC_CONV_WIDE_TX * SC_CONV_WIDE_TY)
+sc_conv_forward_wide_f32(const float* __restrict__ feats, const float* __restrict__ weight,
+                         const int* __restrict__ neighbors, float* __restrict__ out, long long n_out,
+                         int K, int Cin, int Cout) {
+  sc_conv_forward_tile<float, SC_CONV_WIDE_BM, SC_CONV_WIDE_BN, SC_CONV_WIDE_TX, SC_CONV_WIDE_TY>(
+      feats, weight, neighbors, out, n_out, K, Cin, Cout);
+}
+
+extern "C" __global__ void __launch_bounds__(SC_CONV_WIDE_TX * SC_CONV_WIDE_TY)
+sc_conv_forward_wide_f64(const double* __restrict__ feats, const double* __restrict__ weight,
+                         const int* __restrict__ neighbors, double* __restrict__ out, long long n_out,
+                         int K, int Cin, int Cout) {
+  sc_conv_forward_tile<double, SC_CONV_WIDE_BM, SC_CONV_WIDE_BN, SC_CONV_WIDE_TX, SC_CONV_WIDE_TY>(
+      feats, weight, neighbors, out, n_out, K, Cin, Cout);
+}
+
+extern "C" __global__ void __launch_bounds__(SC_WGRAD_NARROW_TX * SC_WGRAD_NARROW_TY)
 sc_conv_wgrad_narrow_f32(const float* __restrict__ feats, const float* __restrict__ grad_out,
                          const int* __restrict__ neighbors, float* __restrict__ partial, long long n_out,
                          int K, int Cin, int Cout, long long chunk_rows) {
-  sc_conv_wgrad_tile<float, SC_WGRAD_NARROW_BCI, SC_WGRAD_NARROW_BCO>(feats, grad_out, neighbors, partial, n_out,
-                                                                      K, Cin, Cout, chunk_rows);
+  sc_conv_wgrad_tile<float, SC_WGRAD_NARROW_BCI, SC_WGRAD_NARROW_BCO, SC_WGRAD_NARROW_BR, SC_WGRAD_NARROW_TX,
+                     SC_WGRAD_NARROW_TY>(
+      feats, grad_out, neighbors, partial, n_out, K, Cin, Cout, chunk_rows);
 }
 
-extern "C" __global__ void __launch_bounds__(SC_CONV_TX * SC_CONV_TY)
+extern "C" __global__ void __launch_bounds__(SC_WGRAD_NARROW_TX * SC_WGRAD_NARROW_TY)
 sc_conv_wgrad_narrow_f64(const double* __restrict__ feats, const double* __restrict__ grad_out,
                          const int* __restrict__ neighbors, double* __restrict__ partial, long long n_out,
                          int K, int Cin, int Cout, long long chunk_rows) {
-  sc_conv_wgrad_tile<double, SC_WGRAD_NARROW_BCI, SC_WGRAD_NARROW_BCO>(feats, grad_out, neighbors, partial,
-                                                                       n_out, K, Cin, Cout, chunk_rows);
+  sc_conv_wgrad_tile<double, SC_WGRAD_NARROW_BCI, SC_WGRAD_NARROW_BCO, SC_WGRAD_NARROW_BR, SC_WGRAD_NARROW_TX,
+                     SC_WGRAD_NARROW_TY>(
+      feats, grad_out, neighbors, partial, n_out, K, Cin, Cout, chunk_rows);
+}
+
+extern "C" __global__ void __launch_bounds__(SC_WGRAD_TX * SC_WGRAD_TY)
+sc_conv_wgrad_f32(const float* __restrict__ feats, const float* __restrict__ grad_out,
+                  const int* __restrict__ neighbors, float* __restrict__ partial, long long n_out,
+                  int K, int Cin, int Cout, long long chunk_rows) {
+  sc_conv_wgrad_tile<float, SC_WGRAD_BCI, SC_WGRAD_BCO, SC_WGRAD_BR, SC_WGRAD_TX, SC_WGRAD_TY>(
+      feats, grad_out, neighbors, partial, n_out, K, Cin, Cout, chunk_rows);
+}
+
+extern "C" __global__ void __launch_bounds__(SC_WGRAD_TX * SC_WGRAD_TY)
+sc_conv_wgrad_f64(const double* __restrict__ feats, const double* __restrict__ grad_out,
+                  const int* __restrict__ neighbors, double* __restrict__ partial, long long n_out,
+                  int K, int Cin, int Cout, long long chunk_rows) {
+  sc_conv_wgrad_tile<double, SC_WGRAD_BCI, SC_WGRAD_BCO, SC_WGRAD_BR, SC_WGRAD_TX, SC_WGRAD_TY>(
+      feats, grad_out, neighbors, partial, n_out, K, Cin, Cout, chunk_rows);
+}
+
+extern "C" __global__ void __launch_bounds__(SC_WGRAD_WIDE_TX * SC_WGRAD_WIDE_TY)
+sc_conv_wgrad_wide_f32(const float* __restrict__ feats, const float* __restrict__ grad_out,
+                       const int* __restrict__ neighbors, float* __restrict__ partial, long long n_out,
+                       int K, int Cin, int Cout, long long chunk_rows) {
+  sc_conv_wgrad_tile<float, SC_WGRAD_WIDE_BCI, SC_WGRAD_WIDE_BCO, SC_WGRAD_WIDE_BR, SC_WGRAD_WIDE_TX,
+                     SC_WGRAD_WIDE_TY>(
+      feats, grad_out, neighbors, partial, n_out, K, Cin, Cout, chunk_rows);
+}
+
+extern "C" __global__ void __launch_bounds__(SC_WGRAD_WIDE_TX * SC_WGRAD_WIDE_TY)
+sc_conv_wgrad_wide_f64(const double* __restrict__ feats, const double* __restrict__ grad_out,
+                       const int* __restrict__ neighbors, double* __restrict__ partial, long long n_out,
+                       int K, int Cin, int Cout, long long chunk_rows) {
+  sc_conv_wgrad_tile<double, SC_WGRAD_WIDE_BCI, SC_WGRAD_WIDE_BCO, SC_WGRAD_WIDE_BR, SC_WGRAD_WIDE_TX,
+                     SC_WGRAD_WIDE_TY>(
+      feats, grad_out, neighbors, partial, n_out, K, Cin, Cout, chunk_rows);
 }

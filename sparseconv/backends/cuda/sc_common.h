@@ -17,29 +17,44 @@
 // Threads per block of every one-dimensional (grid-stride) kernel.
 #define SC_BLOCK 256
 
-// Output-stationary convolution tile: SC_CONV_BM output rows x SC_CONV_BN output channels per block,
-// input channels consumed SC_CONV_BK at a time; block = SC_CONV_TX x SC_CONV_TY threads.
-#define SC_CONV_BM 64
-#define SC_CONV_BN 32
+// Output-stationary convolution forward tiles: BM output rows x BN output channels per block, input
+// channels consumed SC_CONV_BK at a time, block = TX x TY threads, (BM/TY) x (BN/TX) outputs per
+// thread. cuda_host.py picks one by Cout: narrow for Cout <= 16, the default for Cout <= 32, wide
+// above. Sizes chosen by timing variants on an H200 (docs/gpu.md); every tile computes each output
+// as the same chain of FMAs, so the choice changes no bit.
 #define SC_CONV_BK 16
-#define SC_CONV_TX 16
-#define SC_CONV_TY 16
-
-// The narrow forward tile, for Cout <= SC_CONV_NARROW_BN: the same 4 x 2 outputs per thread on
-// SC_CONV_NARROW_TX x SC_CONV_NARROW_TY threads, none of them on channels past Cout = 16.
 #define SC_CONV_NARROW_BM 128
 #define SC_CONV_NARROW_BN 16
 #define SC_CONV_NARROW_TX 8
 #define SC_CONV_NARROW_TY 32
+#define SC_CONV_BM 128
+#define SC_CONV_BN 32
+#define SC_CONV_TX 8
+#define SC_CONV_TY 32
+#define SC_CONV_WIDE_BM 128
+#define SC_CONV_WIDE_BN 64
+#define SC_CONV_WIDE_TX 16
+#define SC_CONV_WIDE_TY 16
 
-// Weight-gradient tile: SC_WGRAD_BCI input x SC_WGRAD_BCO output channels per block, rows consumed
-// SC_WGRAD_BR at a time; block = SC_CONV_TX x SC_CONV_TY threads. The narrow tile (one output per
-// thread) serves Cin, Cout <= 16.
-#define SC_WGRAD_BCI 32
-#define SC_WGRAD_BCO 32
+// Weight-gradient tiles: BCI input x BCO output channels per block, rows consumed BR at a time,
+// block = TX x TY threads. narrow: Cin, Cout <= 16; wide: Cin, Cout > 32; the default otherwise.
+// The host's row chunks are counted in default tiles and SC_WGRAD_BR rows whatever tile runs, so
+// the tile changes no bit of the weight gradient either.
 #define SC_WGRAD_NARROW_BCI 16
 #define SC_WGRAD_NARROW_BCO 16
+#define SC_WGRAD_NARROW_BR 64
+#define SC_WGRAD_NARROW_TX 8
+#define SC_WGRAD_NARROW_TY 8
+#define SC_WGRAD_BCI 32
+#define SC_WGRAD_BCO 32
 #define SC_WGRAD_BR 16
+#define SC_WGRAD_TX 8
+#define SC_WGRAD_TY 16
+#define SC_WGRAD_WIDE_BCI 64
+#define SC_WGRAD_WIDE_BCO 64
+#define SC_WGRAD_WIDE_BR 32
+#define SC_WGRAD_WIDE_TX 16
+#define SC_WGRAD_WIDE_TY 16
 
 // Empty slot of the coordinate hash table. Packed keys are non-negative int64, so never all ones.
 #define SC_EMPTY_KEY 0xFFFFFFFFFFFFFFFFull
