@@ -35,8 +35,8 @@ optimiser step, and ``kidney train`` prints it and calls ``MPI_Abort``, which en
 normally seen by the launcher first (``mpiexec`` ends the others and says so); one that hangs, or
 leaves without a word, is caught by the deadline.
 
-GPUs: :class:`NCCLCommunicator` is the same interface over NCCL for CuPy arrays — written, not run
-(see its docstring); training itself runs on the CPU today.
+GPUs: :class:`NCCLCommunicator` is the same interface over NCCL for CuPy arrays — run on one GPU
+as a single rank only (see its docstring); training itself runs on the CPU today.
 """
 from __future__ import annotations
 
@@ -293,8 +293,10 @@ def nccl_unavailable() -> Optional[str]:
 class NCCLCommunicator(Communicator):
     """:class:`Communicator` over NCCL for CuPy device arrays (one GPU per rank), ranks started by MPI.
 
-    UNTESTED: written without a GPU and never run — no test covers it, and ``kidney train`` does not
-    train on the GPU yet (it refuses ``--device cuda``). It is here so that a GPU trainer plugs into
+    Checked on one GPU as a single rank only (``benchmarks/gpu_check.py``'s NCCL check passed on an
+    H200: unique id, all-reduce and broadcast); the two-or-more-rank path (``ncclSend`` /
+    ``ncclRecv``) has not run, no CI test covers it, and ``kidney train`` does not train on the GPU
+    yet (it refuses ``--device cuda``). It is here so that a GPU trainer plugs into
     the same interface. The plan it implements: rank 0 makes the NCCL unique id and broadcasts it
     over MPI; gradients stay on the device — each rank's are packed into one device buffer, rank 0
     receives the others' (``ncclSend`` / ``ncclRecv``), adds them in rank order (:func:`ordered_sum`,
