@@ -214,3 +214,28 @@ def test_numba_reductions_same_bits_for_any_thread_count():
     for one, many in zip(results[:half], results[half:]):
         for a, b_ in zip(one, many):
             assert np.array_equal(a, b_)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_numba_column_sum_is_numpys_at_every_width_and_thread_count(dtype):
+    """column_sum (bias gradients) against ``x.sum(axis=0)``, bit for bit: widths inside one cache
+    line, several lines split between threads, and more than one pass over the rows (over
+    COLSUM_LANES columns); a column of -0.0 stays -0.0."""
+    import numba
+    from sparseconv.backends import numba_cpu
+    nb = numba_cpu.backend
+    rng = np.random.default_rng(8)
+    saved = nb.parallel_min_work, numba.get_num_threads()
+    try:
+        nb.parallel_min_work = 0
+        for threads in sorted({1, numba.config.NUMBA_NUM_THREADS}):
+            numba.set_num_threads(threads)
+            for c in (2, 7, 16, 33, 64, numba_cpu.COLSUM_LANES + 5, 3 * numba_cpu.COLSUM_LANES):
+                x = (rng.standard_normal((1_000, c)) * 10.0 ** rng.integers(-3, 4, c)).astype(dtype)
+                x[:, 1] = -0.0
+                got = nb.column_sum(x)
+                assert got.dtype == dtype and np.array_equal(got, x.sum(axis=0)), (threads, c)
+                assert np.signbit(got[1]), "a column of -0.0 must sum to -0.0"
+    finally:
+        nb.parallel_min_work = saved[0]
+        numba.set_num_threads(saved[1])

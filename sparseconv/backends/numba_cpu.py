@@ -50,6 +50,7 @@ SQRT_HALF = 1.0 / math.sqrt(2.0)
 INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 EMPTY = np.int64(-1)  # packed keys are non-negative, so -1 marks a free slot
 LINE_BYTES = 64  # a cache line: column_sum gives each task whole lines of every row
+COLSUM_LANES = 256  # columns column_sum adds in one pass over the rows (their sums on the stack)
 EXP_BLOCK = 128  # values of the GELU gradient per block: its φ is computed in two loops over a block
 WGRAD_CHUNKS = 64  # fixed split of rows for the weight gradient (determinism across thread counts)
 
@@ -448,15 +449,27 @@ def _add(a, b, out):
 def _column_sum(x, block, out):
     """``out[c] = x[0, c] + x[1, c] + ...``, added in row order — the order NumPy's ``x.sum(axis=0)``
     adds a C-ordered ``(N, C)`` array with C > 1 in, so the bits are NumPy's. A task owns ``block``
-    columns: splitting the rows instead would add partial sums in another order."""
+    columns: splitting the rows instead would add partial sums in another order.
+
+    The running sums of up to ``COLSUM_LANES`` columns live in a stack array, private to the
+    thread: heap arrays of two tasks can share a cache line, and every row's add then moved that
+    line between the cores (two threads were slower than one). Loops index from 0, so Numba adds
+    no negative-index test and LLVM vectorises them."""
     n, c = x.shape
     for t in nb.prange((c + block - 1) // block):
-        lo, hi = t * block, min(c, (t + 1) * block)
-        acc = x[0, lo:hi].copy()  # starting from row 0, not from 0.0, keeps a column of -0.0 at -0.0
-        for i in range(1, n):
-            for j in range(lo, hi):
-                acc[j - lo] += x[i, j]
-        out[lo:hi] = acc
+        acc = nb.carray(_stack_array(COLSUM_LANES, x), COLSUM_LANES)
+        hi = min(c, (t + 1) * block)
+        for c0 in range(t * block, hi, COLSUM_LANES):
+            w = min(COLSUM_LANES, hi - c0)
+            first = x[0, c0:c0 + w]  # starting from row 0, not from 0.0, keeps a column of -0.0 at -0.0
+            for j in range(w):
+                acc[j] = first[j]
+            for i in range(1, n):
+                row = x[i, c0:c0 + w]
+                for j in range(w):
+                    acc[j] += row[j]
+            for j in range(w):
+                out[c0 + j] = acc[j]
     return out
 
 
