@@ -10,8 +10,8 @@
                  [--distributed [--collective-timeout S]]   (under mpiexec -n P / srun: data-parallel)
     kidney --version                                (also: python -m kidney ...)
 
-demo, segment and train also take --device cpu|cuda (cuda: sparseconv's CuPy backend; segment and
-demo only, training runs on the CPU) and --threads N (Numba's CPU threads).
+demo, segment and train also take --device cpu|cuda (cuda: sparseconv's CuPy backend; training on
+one GPU, --distributed runs on the CPU) and --threads N (Numba's CPU threads).
 
 Each subcommand is a pair of functions, ``add_<name>(subparsers)`` (declares its arguments and sets
 ``func``) and ``run_<name>(args) -> int`` (exit status); :data:`SUBCOMMANDS` lists the ``add_``
@@ -388,7 +388,7 @@ def run_train(args) -> int:
     t0 = time.perf_counter()
     try:
         trainer = train(args.data, out, cfg, resume=not args.fresh, progress=not args.quiet, stop_at=args.stop_at,
-                        comm=comm)
+                        comm=comm, device=args.device)
     except Exception as exc:  # several ranks: say which failed, and end them all (no rank left waiting)
         if comm is None or comm.size == 1:
             raise
@@ -648,15 +648,9 @@ def _setup_compute(args) -> None:
                              f"NUMBA_NUM_THREADS), got {args.threads}")
         numba.set_num_threads(args.threads)
     if args.device == "cuda":
-        if args.command == "train":
-            if args.distributed:  # the NCCL communicator exists; say first when it cannot run here
-                from .distributed import nccl_unavailable
-                reason = nccl_unavailable()
-                if reason:
-                    raise ValueError("--distributed --device cuda needs CuPy with NCCL and a CUDA GPU: pip "
-                                     f"install 'sparseconv[gpu,mpi]' ({reason})")
-            raise ValueError("--device cuda: training does not run on the GPU yet (the trainer keeps "
-                             "its model and batches in host memory); use --device cpu")
+        if args.command == "train" and getattr(args, "distributed", False):
+            raise ValueError("--distributed --device cuda: training on several processes runs on the CPU "
+                             "only; train on one GPU without --distributed, or use --device cpu")
         try:
             sparseconv.set_backend("cupy")
         except ImportError as err:

@@ -295,8 +295,8 @@ class NCCLCommunicator(Communicator):
 
     Checked on one GPU as a single rank only (``benchmarks/gpu_check.py``'s NCCL check passed on an
     H200: unique id, all-reduce and broadcast); the two-or-more-rank path (``ncclSend`` /
-    ``ncclRecv``) has not run, no CI test covers it, and ``kidney train`` does not train on the GPU
-    yet (it refuses ``--device cuda``). It is here so that a GPU trainer plugs into
+    ``ncclRecv``) has not run, no CI test covers it, and ``kidney train --distributed`` does not train
+    on GPUs yet (it refuses ``--device cuda``). It is here so that a GPU trainer plugs into
     the same interface. The plan it implements: rank 0 makes the NCCL unique id and broadcasts it
     over MPI; gradients stay on the device — each rank's are packed into one device buffer, rank 0
     receives the others' (``ncclSend`` / ``ncclRecv``), adds them in rank order (:func:`ordered_sum`,

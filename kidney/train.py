@@ -43,7 +43,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from sparseconv import functional as F
-from sparseconv.device import to_host
+from sparseconv.device import normalize_device, to_device, to_host
 from sparseconv.nn import load_checkpoint, save_checkpoint
 from sparseconv.optim import AdamW, GradientAccumulator, WarmupCosine, param_groups
 
@@ -252,7 +252,7 @@ def loss_and_dice(model: KidneyNet, x, targets, ds_weights: Sequence[float], los
             term = term + F.bce_with_logits(out, target.feats) * float(out.num_channels)
         term = term * w
         loss = term if loss is None else loss + term
-    dice = F.dice_score(to_host(outs[0].feats) > 0, targets > 0.5)
+    dice = F.dice_score(to_host(outs[0].feats) > 0, to_host(targets) > 0.5)
     return loss, dice
 
 
@@ -260,8 +260,17 @@ class Trainer:
     """Holds model, optimiser, schedule, data; :meth:`run` trains to ``cfg.steps`` optimiser steps."""
 
     def __init__(self, cfg: TrainConfig, samples: List[Sample], out_dir, augment_config: AugmentConfig = None,
-                 data_description: str = "", progress: bool = True, comm=None):
+                 data_description: str = "", progress: bool = True, comm=None, device: str = "cpu"):
         self.cfg = cfg.resolved()
+        # "cuda": the model, its optimiser state and each step's batch live on the GPU (sparseconv's
+        # CuPy backend); samples are drawn and augmented on the host, as on the CPU.
+        self.device = normalize_device(device)
+        if self.device == "cuda" and comm is not None:
+            raise ValueError("training on several processes runs on the CPU only (device 'cpu')")
+        if self.device == "cuda":
+            import sparseconv
+            if sparseconv.get_backend().xp is np:
+                sparseconv.set_backend("cupy")  # ImportError naming the reason without CuPy or a GPU
         self.comm = comm  # a kidney.distributed.Communicator: data-parallel over its ranks (None: one process)
         self.is_root = comm is None or comm.rank == 0
         self.samples = samples
@@ -291,6 +300,7 @@ class Trainer:
                 self.model = deepen(load_weights(c.init_weights)[0], get_config(c.model), seed=c.seed)
             else:
                 load_weights(c.init_weights, self.model)
+        self.model.to(self.device)  # before the optimiser, whose state follows the parameters
         self.model.train()
         self.opt = AdamW(param_groups(self.model, c.weight_decay), lr=c.lr, betas=c.betas, eps=c.eps)
         self.sched = WarmupCosine(self.opt, c.warmup_steps, c.steps, c.decay_steps)
@@ -342,7 +352,7 @@ class Trainer:
                 "window": list(stage_preset(c.stage).window),
                 "train": train, "optimizer_steps": self.opt_step, "micro_steps": self.micro_step,
                 "train_seconds": round(self.elapsed, 1), "data": self.data_description,
-                "n_samples": len(self.samples)}
+                "n_samples": len(self.samples), "device": self.device}
         if self.comm is not None:
             meta["ranks"] = self.comm.size
         if self.history:
@@ -384,6 +394,8 @@ class Trainer:
                 stepped = True
             else:
                 sample, x, t = self.draw(self.micro_step)
+                if self.device != "cpu":
+                    x, t = x.to(self.device), to_device(t, self.device)
                 loss, dice = loss_and_dice(self.model, x, t, self.cfg.ds_weights, self.cfg.loss)
                 self.acc.backward(loss)
                 self.micro_step += 1
@@ -447,10 +459,12 @@ class _progress:
 
 
 def train(data_dir, out_dir, cfg: TrainConfig, resume: bool = True, progress: bool = True,
-          augment_config: Optional[AugmentConfig] = None, stop_at: Optional[int] = None, comm=None) -> Trainer:
+          augment_config: Optional[AugmentConfig] = None, stop_at: Optional[int] = None, comm=None,
+          device: str = "cpu") -> Trainer:
     """Load the data, build the trainer, resume from ``out_dir/checkpoint.npz`` if present, train.
 
-    ``comm`` (a :class:`kidney.distributed.Communicator`): train data-parallel over its ranks."""
+    ``comm`` (a :class:`kidney.distributed.Communicator`): train data-parallel over its ranks.
+    ``device="cuda"``: one process trains on the GPU (CuPy backend)."""
     cfg = cfg.resolved()
     root = comm is None or comm.rank == 0
     samples = load_samples(data_dir, cfg, progress=progress and root)
@@ -464,7 +478,7 @@ def train(data_dir, out_dir, cfg: TrainConfig, resume: bool = True, progress: bo
             link = val / c.name
             if not link.exists():
                 link.symlink_to(c.resolve(), target_is_directory=True)
-    trainer = Trainer(cfg, samples, out_dir, augment_config, desc, progress, comm=comm)
+    trainer = Trainer(cfg, samples, out_dir, augment_config, desc, progress, comm=comm, device=device)
     if comm is not None:  # every rank resumes from the same checkpoint, or none; all states checked equal
         from .distributed import start
         start(trainer, resume, progress)

@@ -188,18 +188,15 @@ def test_device_cuda_without_cupy_or_gpu_is_one_clear_line(tmp_path, capsys):
         pytest.skip("CuPy and a GPU are usable here")
     import sparseconv
     before = sparseconv.get_backend()
-    assert cli.main(["segment", str(tmp_path / "x.nii.gz"), "--device", "cuda"]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "Traceback" not in err
-    assert err.startswith("kidney segment: error: --device cuda needs CuPy and a CUDA GPU: "
-                          "pip install sparseconv[gpu] (")
-    assert sparseconv.get_backend() is before
+    for command, *args in (("segment", str(tmp_path / "x.nii.gz")), ("train", "--data", str(tmp_path), "--stage", "1")):
+        assert cli.main([command, *args, "--device", "cuda"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err
+        assert err.startswith(f"kidney {command}: error: --device cuda needs CuPy and a CUDA GPU: "
+                              "pip install sparseconv[gpu] (")
+        assert sparseconv.get_backend() is before
 
 
-def test_train_on_cuda_is_refused_clearly(tmp_path, capsys):
-    assert cli.main(["train", "--data", str(tmp_path), "--stage", "1", "--device", "cuda"]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "training does not run on the GPU" in err
 
 
 def test_threads_sets_numba_and_refuses_out_of_range(tmp_path, capsys):

@@ -147,14 +147,15 @@ def test_start_up_waits_longer_than_the_steps(tiny_data, tmp_path):
     assert comm.timeout == 4.0
 
 
-def test_distributed_options_need_distributed_and_cuda_needs_nccl(tiny_data, tmp_path, capsys):
+def test_distributed_options_need_distributed_and_cuda_is_refused(tiny_data, tmp_path, capsys):
     from kidney.cli import main
     assert main(["train", "--data", str(tiny_data), "--stage", "1", "--collective-timeout", "5"]) == 2
     assert "--collective-timeout goes with --distributed" in capsys.readouterr().err
     assert main(["train", "--data", str(tiny_data), "--stage", "1", "--distributed", "--device", "cuda"]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("kidney train: error: --")
-    assert ("NCCL" in err) or ("does not run on the GPU" in err)  # no CuPy/NCCL here, or no GPU trainer
+    assert len(err.splitlines()) == 1
+    assert err.startswith("kidney train: error: --distributed --device cuda: training on several processes "
+                          "runs on the CPU only")
 
 
 def test_one_process_never_imports_mpi4py(tiny_data, tmp_path):
