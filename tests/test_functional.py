@@ -244,6 +244,22 @@ def test_dice_score():
     np.testing.assert_allclose(F.dice_score(pred, true), [2 / 3, 1.0])
 
 
+def test_dice_score_counts_like_the_plain_sums(rng):
+    """The per-channel counting of (N, C) rows gives what the column sums give, bit for bit, on
+    strided views and with no rows; other shapes keep the sums over the first axis."""
+    pred, true = rng.random((5000, 4)) > 0.3, rng.random((5000, 4)) > 0.6
+
+    def plain(p, t):
+        p, t = np.asarray(p, bool), np.asarray(t, bool)
+        total = p.sum(axis=0) + t.sum(axis=0)
+        return np.where(total > 0, 2.0 * (p & t).sum(axis=0) / np.maximum(total, 1), 1.0)
+
+    for p, t in ((pred, true), (pred[::3, ::2], true[::3, ::2]), (pred[:0], true[:0]), (pred[:, 0], true[:, 0]),
+                 (pred.astype(np.float32), true)):
+        got, want = F.dice_score(p, t), plain(p, t)
+        assert np.shape(got) == np.shape(want) and np.array_equal(got, want)
+
+
 def test_functional_runs_under_the_reference_backend_too(x, rng):
     w = rng.standard_normal((27, 3, 2))
     with sparseconv.use_backend("reference"):
