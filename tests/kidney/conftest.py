@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,35 @@ import pytest
 # tests/kidney/conftest.py -> parents[2] is the repo root.
 REPO = Path(__file__).resolve().parents[2]
 REPO_DATA = REPO / "data"
+
+
+# A `kidney` command on the CuPy stand-in (sparseconv's fake_cupy: NumPy arrays, the CUDA kernels
+# compiled for the CPU emulation), in a process of its own so the stand-in never leaks into others;
+# it also asserts that the command ran on the cupy backend.
+_ON_CUPY_STAND_IN = ("import sys\n"
+                     "from sparseconv.backends.cuda_emulation import fake_cupy\n"
+                     "fake_cupy.install()\n"
+                     "import sparseconv\n"
+                     "from kidney import cli\n"
+                     "rc = cli.main(sys.argv[1:])\n"
+                     "assert sparseconv.get_backend().name == 'cupy', sparseconv.get_backend().name\n"
+                     "sys.exit(rc)\n")
+
+
+def _kidney_on_cupy_stand_in(*args, timeout=600):
+    done = subprocess.run([sys.executable, "-c", _ON_CUPY_STAND_IN, *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.fixture
+def kidney_on_cupy_stand_in():
+    """``kidney_on_cupy_stand_in(*ARGS)`` runs ``kidney ARGS`` on the CuPy stand-in and asserts exit
+    status 0 (its output in the message); skips without a C++ compiler for the CUDA emulation."""
+    from sparseconv.backends.cuda_emulation import find_compiler
+    if find_compiler() is None:
+        pytest.skip("no C++ compiler for the CUDA emulation")
+    return _kidney_on_cupy_stand_in
 
 
 def _require(path: Path, what: str) -> Path:
