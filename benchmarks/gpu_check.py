@@ -4,6 +4,7 @@
     python benchmarks/gpu_check.py --full          # also the 5 % set of 96×512×512
     python benchmarks/gpu_check.py --sanitize      # also compute-sanitizer memcheck + racecheck on a small case
     python benchmarks/gpu_check.py --small-case    # (what --sanitize runs under the sanitizer)
+    python benchmarks/gpu_check.py --checks none --no-bench --train   # training steps only
     SPARSECONV_FAKE_CUPY=1 python benchmarks/gpu_check.py --tiny --checks quick   # dry run on a CPU
 
 1. **Conformance**: every case of ``sparseconv.testing.suite`` (the list the tests run on every
@@ -18,7 +19,12 @@
    backend (CPU, the baseline), a cuBLAS gather-GEMM-scatter forward (CuPy matmul per offset: the
    alternative design, measured for the record) and, where PyTorch with CUDA is importable, dense
    ``torch.nn.functional.conv3d`` on the full grid. GPU results are compared with the CPU backend's.
-3. Prints one table and writes JSON to ``benchmarks/results/gpu_check_<card>_<date>.json``.
+3. **Training step** (``--train``): one step of ``kidney train`` (forward, deep-supervised soft
+   Dice, backward, AdamW) of the configs in ``--train-configs`` on the inputs of
+   ``benchmarks/bench_train.py`` (stage 1 and the stage-2 median crop), model and batch on the GPU,
+   median of 5 after a warm-up step; the same step of the PyTorch dense twin on the GPU where
+   PyTorch with CUDA is importable, and of the sparse network on the CPU backend for one config.
+4. Prints one table and writes JSON to ``benchmarks/results/gpu_check_<card>_<date>.json``.
 
 Without CuPy or a GPU it says so and exits with status 2.
 """
@@ -265,6 +271,71 @@ def torch_rows(set_name, shape, c):
     return rows
 
 
+# --- 2b. training step -----------------------------------------------------------------------------
+
+def time_train_steps(configs, inputs, cpu, quick=False, repeat=5):
+    """Rows of the training-step table: per input and config, the sparse step on the GPU (and on
+    ``cpu`` for the first config), and the PyTorch dense twin's step on the GPU where it runs."""
+    import cupy
+    from bench_network import make_inputs
+    from bench_train import DS_WEIGHTS, build_sparse, make_targets, sparse_step
+    from sparseconv import SparseTensor
+
+    rows = []
+    data = make_inputs(inputs, quick=quick)
+    for name in inputs:
+        coords, feats, shape = data[name]
+        targets = make_targets(len(coords))
+        for i, config in enumerate(configs):
+            with sparseconv.use_backend("cupy"):
+                model, opt = build_sparse(config)  # parameters made on the device
+                targets_d = cupy.asarray(targets)
+                cupy.get_default_memory_pool().free_all_blocks()
+                t = gpu_time(lambda: sparse_step(model, opt, SparseTensor(coords, feats, shape).to("cuda"),
+                                                 targets_d), repeat)
+                pool_mib = cupy.get_default_memory_pool().total_bytes() / 2**20
+            rows.append(dict(set=name, op=f"training step, {config}", backend="cupy", n=len(coords), ms=t * 1e3,
+                             pool_mib=pool_mib))
+            if i == 0:
+                with sparseconv.use_backend(cpu.name):
+                    model_c, opt_c = build_sparse(config)
+                    t_c = cpu_time(lambda: sparse_step(model_c, opt_c, SparseTensor(coords, feats, shape), targets))
+                rows.append(dict(set=name, op=f"training step, {config}", backend=cpu.name, n=len(coords),
+                                 ms=t_c * 1e3))
+            if torch_available():
+                rows.append(torch_train_row(model, name, config, coords, feats, shape, targets, DS_WEIGHTS, repeat))
+            del model, opt
+            cupy.get_default_memory_pool().free_all_blocks()
+    return rows
+
+
+def torch_train_row(model, name, config, coords, feats, shape, targets, ds_weights, repeat):
+    """The PyTorch dense twin's training step on the GPU (``benchmarks/torch_twin.py``)."""
+    import torch
+    from torch_twin import TorchTrainStep
+
+    row = dict(set=name, op=f"training step, {config}", backend="torch dense twin (cuda)")
+    try:
+        step = TorchTrainStep(model, coords, feats, shape, targets, ds_weights, device="cuda")
+
+        def run():
+            step.step()
+            torch.cuda.synchronize()
+
+        run()
+        times = []
+        for _ in range(repeat):
+            t = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - t)
+        row.update(ms=statistics.median(times) * 1e3, tf32=torch.backends.cudnn.allow_tf32)
+        del step
+        torch.cuda.empty_cache()
+    except Exception as err:  # noqa: BLE001 - e.g. out of memory: say so in the row
+        row["error"] = str(err)[:200]
+    return row
+
+
 # --- 3. sanitizer ----------------------------------------------------------------------------------
 
 # Every kernel once, on small inputs: the cases of the suite that the sanitizer runs.
@@ -333,9 +404,8 @@ def check_nccl():
     return {"ok": ok, "ranks": comm.size, "seconds": round(time.perf_counter() - t, 3)}
 
 
-def fmt_table(rows):
-    cols = ["set", "op", "backend", "C", "ms", "gflops", "mvox_s", "equal_to_cpu", "rel_err_vs_cpu", "rel_err_dW_vs_cpu",
-            "deterministic"]
+def fmt_table(rows, cols=("set", "op", "backend", "C", "ms", "gflops", "mvox_s", "equal_to_cpu", "rel_err_vs_cpu",
+                           "rel_err_dW_vs_cpu", "deterministic")):
     lines = [" | ".join(cols), " | ".join("---" for _ in cols)]
     for r in rows:
         cells = []
@@ -354,6 +424,9 @@ def main(argv=None):
     ap.add_argument("--checks", choices=("full", "quick", "none"), default="full", help="conformance cases to run")
     ap.add_argument("--no-bench", action="store_true")
     ap.add_argument("--nccl-only", action="store_true", help="only the NCCL communicator check")
+    ap.add_argument("--train", action="store_true", help="also time kidney training steps (section 3)")
+    ap.add_argument("--train-configs", default="compact,paper")
+    ap.add_argument("--train-inputs", default="stage1,stage2-median")
     ap.add_argument("--sanitize", action="store_true", help="run compute-sanitizer tools on --small-case")
     ap.add_argument("--small-case", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--tiny", action="store_true",
@@ -413,8 +486,17 @@ def main(argv=None):
                 rows.append(dict(set=set_name, error=traceback.format_exc()[-800:]))
         print(fmt_table(rows))
     report["timings"] = rows
+    if args.train:
+        configs = ["tiny"] if args.tiny else args.train_configs.split(",")
+        print(f"3. training steps ({', '.join(configs)}) ...", flush=True)
+        try:
+            report["train_steps"] = train_rows = time_train_steps(configs, args.train_inputs.split(","),
+                                                                  cpu_backend(), quick=args.tiny)
+        except Exception:  # noqa: BLE001 - keep what was measured
+            report["train_steps"] = train_rows = [dict(error=traceback.format_exc()[-800:])]
+        print(fmt_table(train_rows, ["set", "op", "backend", "n", "ms", "pool_mib", "error"]))
     if args.sanitize:
-        print("3. compute-sanitizer ...", flush=True)
+        print("4. compute-sanitizer ...", flush=True)
         report["sanitizer"] = run_sanitizer()
 
     out_dir = Path(args.out)

@@ -378,10 +378,15 @@ def _gpu_check(args, fake=True, timeout=300):
 
 def test_gpu_check_dry_run(kernels, tmp_path):  # noqa: ARG001 - needs the compiler
     """benchmarks/gpu_check.py end to end through CupyBackend, with the GPU replaced by the emulation."""
-    proc = _gpu_check(["--tiny", "--checks", "none", "--channels", "16", "--cpu-channels", "16", "--out", str(tmp_path)])
+    proc = _gpu_check(["--tiny", "--checks", "none", "--channels", "16", "--cpu-channels", "16", "--train",
+                       "--out", str(tmp_path)])
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (result,) = tmp_path.glob("gpu_check_*.json")
-    rows = json.loads(result.read_text())["timings"]
+    report = json.loads(result.read_text())
+    steps = {(r["set"], r["backend"]): r for r in report["train_steps"]}
+    assert {(s, b) for s in ("stage1", "stage2-median") for b in ("cupy", "numba")} <= set(steps), steps
+    assert all(r["ms"] > 0 and "error" not in r for r in steps.values() if r["backend"] in ("cupy", "numba"))
+    rows = report["timings"]
     by = {(r["op"], r["backend"]): r for r in rows}
     assert by[("kernel map k3", "cupy")]["equal_to_cpu"] is True
     assert by[("subm conv fwd", "cupy")]["rel_err_vs_cpu"] < 1e-5
