@@ -42,7 +42,7 @@ import nibabel as nib
 import numpy as np
 
 from sparseconv import no_grad
-from sparseconv.device import normalize_device, to_host
+from sparseconv.device import normalize_device, to_host, use_device_backend
 from sparseconv.functional.activation import sigmoid_array
 
 from . import io
@@ -179,9 +179,7 @@ class Segmenter:
         #: components kept by the post-processing (None: all)
         self.keep_components = check_keep_components(keep_components, where)
         if self.device == "cuda":
-            import sparseconv
-            if sparseconv.get_backend().xp is np:
-                sparseconv.set_backend("cupy")  # ImportError naming the reason without CuPy or a GPU
+            use_device_backend(self.device)
             for stage in (self.stage1, self.stage2):
                 if stage is not None:
                     stage.to("cuda")

@@ -43,7 +43,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from sparseconv import functional as F
-from sparseconv.device import normalize_device, to_device, to_host
+from sparseconv.device import normalize_device, to_device, to_host, use_device_backend
 from sparseconv.nn import load_checkpoint, save_checkpoint
 from sparseconv.optim import AdamW, GradientAccumulator, WarmupCosine, param_groups
 
@@ -267,10 +267,7 @@ class Trainer:
         self.device = normalize_device(device)
         if self.device == "cuda" and comm is not None:
             raise ValueError("training on several processes runs on the CPU only (device 'cpu')")
-        if self.device == "cuda":
-            import sparseconv
-            if sparseconv.get_backend().xp is np:
-                sparseconv.set_backend("cupy")  # ImportError naming the reason without CuPy or a GPU
+        use_device_backend(self.device)
         self.comm = comm  # a kidney.distributed.Communicator: data-parallel over its ranks (None: one process)
         self.is_root = comm is None or comm.rank == 0
         self.samples = samples

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["DEVICES", "normalize_device", "device_of", "to_host", "to_device", "check_backend_device"]
+__all__ = ["DEVICES", "normalize_device", "device_of", "to_host", "to_device", "check_backend_device",
+           "use_device_backend"]
 
 DEVICES = ("cpu", "cuda")
 
@@ -61,6 +62,19 @@ def to_device(array, device):
     if device == "cpu":
         return to_host(array)
     return _cupy().asarray(array)
+
+
+def use_device_backend(device) -> str:
+    """Make the selected backend one that runs on ``device``; returns the normalised device.
+
+    ``"cuda"``: the CuPy backend, unless a device backend is selected already (``ImportError``
+    naming the reason without CuPy or a GPU). ``"cpu"``: the selection is left as it is."""
+    device = normalize_device(device)
+    if device == "cuda":
+        from .backends import get_backend, set_backend
+        if get_backend().xp is np:
+            set_backend("cupy")
+    return device
 
 
 def check_backend_device(array, backend, what: str = "features") -> None:

@@ -8,7 +8,8 @@ import pytest
 import sparseconv
 from sparseconv import SparseTensor, Tensor, nn
 from sparseconv.backends import load_backend
-from sparseconv.device import check_backend_device, device_of, normalize_device, to_device, to_host
+from sparseconv.device import (check_backend_device, device_of, normalize_device, to_device, to_host,
+                               use_device_backend)
 
 
 def _has_gpu() -> bool:
@@ -79,6 +80,23 @@ def test_to_cuda_without_gpu_says_why():
         _tensor().to("cuda")
     with pytest.raises(RuntimeError, match="cannot move data to 'cuda'"):
         nn.SubMConv3d(2, 2, 3).to("cuda")
+
+
+def test_use_device_backend_selects_a_backend_that_runs_there():
+    before = sparseconv.get_backend()
+    assert use_device_backend("CPU") == "cpu" and sparseconv.get_backend() is before
+    with pytest.raises(ValueError, match="unknown device"):
+        use_device_backend("tpu")
+    if not _has_gpu():
+        with pytest.raises(ImportError, match="CuPy|GPU"):
+            use_device_backend("cuda")
+        assert sparseconv.get_backend() is before
+        return
+    try:
+        assert use_device_backend("gpu") == "cuda" and sparseconv.get_backend().name == "cupy"
+        assert use_device_backend("cuda") == "cuda" and sparseconv.get_backend().name == "cupy"
+    finally:
+        sparseconv.set_backend(before.name)
 
 
 def test_module_to_cpu_keeps_values_and_drops_grads():
