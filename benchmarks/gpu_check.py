@@ -37,7 +37,6 @@ import os
 import platform
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -55,6 +54,7 @@ from sparseconv import kmap as KM  # noqa: E402
 from sparseconv.device import to_device  # noqa: E402
 from sparseconv.testing import suite  # noqa: E402
 from sparseconv.testing.compare import relative_norm_error  # noqa: E402
+from measure import median_time  # noqa: E402  (benchmarks/measure.py)
 
 
 def load_gpu():
@@ -105,29 +105,24 @@ def run_conformance(gpu_mod, quick=False):
 
 # --- 2. timings ------------------------------------------------------------------------------------
 
-def gpu_time(fn, repeat=5):
-    """Median wall time (s) of ``fn()`` with the device synchronised around each call."""
-    import cupy
+def synced(fn, synchronize):
+    """``fn`` followed by ``synchronize()``: a timing of it includes the device work it queued."""
+    def run():
+        out = fn()
+        synchronize()
+        return out
+    return run
 
-    fn()
-    cupy.cuda.Device().synchronize()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        cupy.cuda.Device().synchronize()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+
+def gpu_time(fn, repeat=5):
+    """Median wall time (s) of ``fn()`` with the device synchronised after each call (one warm-up)."""
+    import cupy
+    return median_time(synced(fn, cupy.cuda.Device().synchronize), repeat)
 
 
 def cpu_time(fn, repeat=1):
-    fn()  # warm-up (Numba compile)
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    """Median wall time (s) of ``fn()`` after one warm-up call (the Numba compile)."""
+    return median_time(fn, repeat)
 
 
 def build_map(be, keys, coords, shape):
@@ -244,15 +239,7 @@ def torch_rows(set_name, shape, c):
         dense_flops = 2.0 * np.prod(shape) * 27 * c * c
 
         def tt(fn, repeat=5):
-            fn()
-            torch.cuda.synchronize()
-            ts = []
-            for _ in range(repeat):
-                t = time.perf_counter()
-                fn()
-                torch.cuda.synchronize()
-                ts.append(time.perf_counter() - t)
-            return statistics.median(ts)
+            return median_time(synced(fn, torch.cuda.synchronize), repeat)
 
         with torch.no_grad():
             t_f = tt(lambda: torch.nn.functional.conv3d(x, w, padding=1))
@@ -317,18 +304,8 @@ def torch_train_row(model, name, config, coords, feats, shape, targets, ds_weigh
     row = dict(set=name, op=f"training step, {config}", backend="torch dense twin (cuda)")
     try:
         step = TorchTrainStep(model, coords, feats, shape, targets, ds_weights, device="cuda")
-
-        def run():
-            step.step()
-            torch.cuda.synchronize()
-
-        run()
-        times = []
-        for _ in range(repeat):
-            t = time.perf_counter()
-            run()
-            times.append(time.perf_counter() - t)
-        row.update(ms=statistics.median(times) * 1e3, tf32=torch.backends.cudnn.allow_tf32)
+        t = median_time(synced(step.step, torch.cuda.synchronize), repeat)
+        row.update(ms=t * 1e3, tf32=torch.backends.cudnn.allow_tf32)
         del step
         torch.cuda.empty_cache()
     except Exception as err:  # noqa: BLE001 - e.g. out of memory: say so in the row
@@ -452,7 +429,9 @@ def main(argv=None):
     print(f"gpu_check on {device} (CuPy {cupy.__version__})", flush=True)
 
     t = time.perf_counter()
-    gpu_mod.backend.module  # compile once, timed separately
+    # Compile once, timed separately: CuPy compiles a RawModule at its first get_function, not in
+    # the constructor.
+    gpu_mod.backend.module.get_function("sc_hash_insert")
     report["nvrtc_compile_s"] = round(time.perf_counter() - t, 2)
     conf = {"passed": 0, "failed": [], "skipped": True}
     if args.checks != "none":
