@@ -283,6 +283,76 @@ def _down_fill(slot_keys, slot_rows, cand, n, K, table):
     return table
 
 
+@nb.njit(parallel=True, cache=True)
+def _pack_keys(coords, keys):
+    """``coords.pack_keys`` in parallel: ``(N, 4) int32`` → ``keys (N,) int64``."""
+    for i in nb.prange(len(coords)):
+        keys[i] = ((np.int64(coords[i, 0]) << 48) | (np.int64(coords[i, 1]) << 32)
+                   | (np.int64(coords[i, 2]) << 16) | np.int64(coords[i, 3]))
+    return keys
+
+
+@nb.njit(parallel=True, cache=True)
+def _tiling_down(keys, row_ptr, groups, group_ptr, out_ptr, stride, width, table, out_keys, count_only):
+    """The map of a *tiling* down conv (kernel = stride, no padding) from the sorted grid rows.
+
+    Every input voxel ``c`` feeds exactly one output, ``c // s``, at window position ``c % s``
+    (row-major: column ``k = ((cz % sz)·sy + cy % sy)·sx + cx % sx``). An output grid row
+    ``(b, Z, Y)`` gathers the ``sz·sy`` input grid rows ``(b, Z·sz + i, Y·sy + j)``, each sorted by
+    x, so its outputs are the distinct ``x // sx`` of those runs: a task marks them in a line (one
+    entry per output x, ``width`` of them), numbers them in ascending x and writes their keys and
+    table rows. No hashing, no sort; a task owns whole output grid rows, so nothing depends on the
+    thread count.
+
+    keys ``(N,) int64`` strictly ascending; ``row_ptr`` ``(R+1,)`` their grid rows (:func:`_grid_rows`);
+    ``groups`` the input grid rows listed by output grid row, ``groups[group_ptr[g]:group_ptr[g+1]]``
+    for output grid row g (ascending); ``out_ptr`` ``(G+1,)`` the first output row of each (when
+    ``count_only``: ignored, and the counts are returned in ``out_ptr[1:]``); ``stride`` ``(3,) int64``.
+    """
+    G = len(group_ptr) - 1
+    sz, sy, sx = stride[0], stride[1], stride[2]
+    n_tasks = min(G, 64)
+    for task in nb.prange(n_tasks):
+        line = np.full(width, -1, dtype=np.int64)
+        for g in range(G * task // n_tasks, G * (task + 1) // n_tasks):
+            lo, hi = width, -1
+            for q in range(group_ptr[g], group_ptr[g + 1]):
+                r = groups[q]
+                for m in range(row_ptr[r], row_ptr[r + 1]):
+                    X = (keys[m] & 0xFFFF) // sx
+                    line[_u(X)] = 0
+                    lo, hi = min(lo, X), max(hi, X)
+            o = out_ptr[g]
+            n = 0
+            for X in range(lo, hi + 1):  # number the outputs in ascending x, and clear the line
+                if line[_u(X)] == 0:
+                    if count_only:
+                        line[_u(X)] = -1
+                    else:
+                        line[_u(X)] = o + n
+                    n += 1
+            if count_only:
+                out_ptr[g + 1] = n
+                continue
+            first = groups[group_ptr[g]]
+            k0 = keys[row_ptr[first]]
+            b, Z, Y = k0 >> 48, ((k0 >> 32) & 0xFFFF) // sz, ((k0 >> 16) & 0xFFFF) // sy
+            for X in range(lo, hi + 1):
+                j = line[_u(X)]
+                if j >= 0:
+                    out_keys[j] = (b << 48) | (Z << 32) | (Y << 16) | X
+            for q in range(group_ptr[g], group_ptr[g + 1]):
+                r = groups[q]
+                for m in range(row_ptr[r], row_ptr[r + 1]):
+                    key = keys[m]
+                    z, y, x = (key >> 32) & 0xFFFF, (key >> 16) & 0xFFFF, key & 0xFFFF
+                    k = ((z % sz) * sy + y % sy) * sx + x % sx
+                    table[line[_u(x // sx)], k] = m
+            for X in range(lo, hi + 1):
+                line[_u(X)] = -1
+    return out_ptr
+
+
 # --------------------------------------------------------------------------------------------
 # Convolution: the dense-weight kernels are in numba_conv.py; the depthwise ones here
 # --------------------------------------------------------------------------------------------
@@ -641,12 +711,45 @@ class NumbaBackend:
         offsets = np.ascontiguousarray(offsets, dtype=np.int64).reshape(-1, 3)
         n, K = len(coords), len(offsets)
         s, p, shape = (np.array(v, dtype=np.int64) for v in (stride, padding, out_shape))
+        tiled = self._tiling_down_table(coords, offsets, s, p, shape)
+        if tiled is not None:
+            return tiled
         cand = self._launch(_down_candidates, 16 * n * K, coords, offsets, s, p, shape, np.empty(n * K, np.int64))
         out_keys = np.sort(cand[cand != EMPTY])  # canonical order; np.unique is ~20x slower (NumPy 2.4)
         if len(out_keys) > 1:  # drop repeats (outputs fed by several inputs)
             out_keys = out_keys[np.concatenate(([True], out_keys[1:] != out_keys[:-1]))]
         table = self._launch(_down_fill, 16 * n * K, *self.build_index(out_keys), cand, n, K,
                              np.full((len(out_keys), K), -1, dtype=np.int32))
+        return C.unpack_keys(out_keys), table
+
+    def _tiling_down_table(self, coords, offsets, s, p, shape):
+        """``down_table`` of the U-Net's downsampler (window = stride, no padding) on coordinates in
+        canonical order, in parallel (:func:`_tiling_down`); None where that does not apply (then
+        the general path below, which hashes and sorts, gives the same result)."""
+        window = np.stack(np.meshgrid(*[np.arange(v) for v in s], indexing="ij"), axis=-1).reshape(-1, 3)
+        if p.any() or len(coords) == 0 or not np.array_equal(offsets, window):
+            return None
+        keys = _pack_keys(coords, np.empty(len(coords), dtype=np.int64))
+        _, row_ptr, bad = _grid_rows(keys)
+        if bad >= 0:
+            return None  # not in canonical order
+        first, last = keys[row_ptr[:-1]], keys[row_ptr[1:] - 1]  # each grid row's first and last voxel
+        top = [((first >> 32) & 0xFFFF).max(), ((first >> 16) & 0xFFFF).max(), (last & 0xFFFF).max()]
+        if np.any(np.array(top) // s >= shape):
+            return None  # an output outside the given grid: the general path drops it
+        parent = ((first >> 48) << 32) | ((((first >> 32) & 0xFFFF) // s[0]) << 16) | (((first >> 16) & 0xFFFF) // s[1])
+        groups = np.argsort(parent, kind="stable")  # ... grouped by its output grid row, (z, y) ascending
+        cut = np.flatnonzero(np.diff(parent[groups])) + 1
+        group_ptr = np.concatenate(([0], cut, [len(groups)])).astype(np.int64)
+        width = int(shape[2])
+        counts = np.zeros(len(group_ptr), dtype=np.int64)
+        args = (keys, row_ptr, groups.astype(np.int64), group_ptr)
+        self._launch(_tiling_down, 4 * len(keys), *args, counts, s, width, np.empty((0, 0), np.int32),
+                     np.empty(0, np.int64), True)
+        out_ptr = np.cumsum(counts)
+        table = np.full((int(out_ptr[-1]), len(offsets)), -1, dtype=np.int32)
+        out_keys = np.empty(int(out_ptr[-1]), dtype=np.int64)
+        self._launch(_tiling_down, 4 * len(keys), *args, out_ptr, s, width, table, out_keys, False)
         return C.unpack_keys(out_keys), table
 
     def conv_forward(self, feats, weight, kmap):

@@ -145,6 +145,7 @@ DOWN_GEOMETRIES = {  # name -> (kernel_size, stride, padding, dilation) of check
     "k3s1": (3, 1, 0, 1),
     "k3s2d2": (3, 2, 0, 2),
     "k123_s213_p011": ((1, 2, 3), (2, 1, 3), (0, 1, 1), 1),
+    "k213s213": ((2, 1, 3), (2, 1, 3), 0, 1),  # a tiling window again, anisotropic
 }
 
 
