@@ -9,8 +9,10 @@ HU of its interior (eroded by one voxel when that leaves enough), the mean HU of
 contrast ``(lesion - kidney) / pooled SD`` of the two regions' voxels. A lesion with ``|contrast|``
 under 0.5 differs from its kidney by less than half the voxel-to-voxel spread (noise plus texture):
 it can be found only by averaging over many voxels or by its shape. With ``--pred`` (a folder of
-``CASE.nii.gz`` predictions, as ``kidney segment`` writes) each lesion's share labelled a mass is
-printed too. Ends with a count per phase.
+``CASE.nii.gz`` predictions, as ``kidney segment`` writes) each lesion's share labelled a mass,
+kidney and background is printed too, and a last table sums them by visibility (|contrast| under 1,
+1 to 2, 2 or more): whether the lesions a network misses are the ones it cannot see, and what it
+calls them. Ends with a count per phase.
 """
 from __future__ import annotations
 
@@ -69,14 +71,20 @@ def main(argv=None) -> int:
     with open(args.data / "phantoms.csv") as f:
         phases = {row["case"]: row["phase"] for row in csv.DictReader(f)}
     summary = defaultdict(lambda: [0, 0, 0])  # phase -> lesions, |c| < 0.5, |c| < 1
+    by_visibility = defaultdict(lambda: np.zeros(4))  # (kind, band) -> lesions, mass / kidney / background shares
     print(f"{'case':11s} {'phase':17s} {'lesion':7s} {'ml':>8s} {'HU':>7s} {'kidney':>7s} {'contrast':>8s}"
-          + ("  found" if args.pred else ""))
+          + ("   mass kidney     bg" if args.pred else ""))
     for case in sorted(phases):
         img = io.load_nifti(args.data / case / "imaging.nii.gz")
         labels = io.load_nifti(args.data / case / "segmentation.nii.gz").array.astype(np.int16)
         pred = io.load_nifti(args.pred / f"{case}.nii.gz").array if args.pred else None
         for kind, ml, hu, kid, contrast, (pad, lesion) in lesions_of(img.array, labels, img.spacing, args.min_ml):
-            found = f"  {np.mean(pred[pad][lesion] >= 2):5.2f}" if pred is not None else ""
+            found = ""
+            if pred is not None:
+                got = pred[pad][lesion]
+                shares = np.array([1.0, np.mean(got >= 2), np.mean(got == 1), np.mean(got == 0)])
+                by_visibility[kind, visibility_band(contrast)] += shares
+                found = "  " + " ".join(f"{v:6.2f}" for v in shares[1:])
             print(f"{case:11s} {phases[case]:17s} {kind:7s} {ml:8.2f} {hu:7.1f} {kid:7.1f} {contrast:8.2f}{found}")
             s = summary[phases[case]]
             s[0] += 1
@@ -85,7 +93,21 @@ def main(argv=None) -> int:
     print(f"\n{'phase':17s} lesions  |contrast| < 0.5  < 1")
     for phase, (n, half, one) in summary.items():
         print(f"{phase:17s} {n:7d} {half:17d} {one:4d}")
+    if by_visibility:
+        print("\nmean share of a lesion labelled mass / kidney / background, by |contrast|")
+        print(f"{'lesion':7s} {'|contrast|':10s} {'lesions':>7s}   mass kidney     bg")
+        for (kind, band), (n, *shares) in sorted(by_visibility.items(), key=lambda kv: (kv[0][0], BANDS.index(kv[0][1]))):
+            print(f"{kind:7s} {band:10s} {int(n):7d}  " + " ".join(f"{v / n:6.2f}" for v in shares))
     return 0
+
+
+BANDS = ("< 1", "1 to 2", ">= 2")
+
+
+def visibility_band(contrast: float) -> str:
+    """``|contrast|`` under 1, 1 to 2, or 2 and more (in voxel spreads)."""
+    c = abs(contrast)
+    return BANDS[0] if c < 1 else BANDS[1] if c < 2 else BANDS[2]
 
 
 if __name__ == "__main__":

@@ -333,3 +333,40 @@ def test_lesion_contrast_script_measures_a_lesion_against_its_kidney(tmp_path, c
     assert lc.main([str(data)]) == 0
     out = capsys.readouterr().out
     assert "case_00000" in out and out.strip().splitlines()[-1].startswith("nephrographic")
+    # --pred: where each lesion went, and the shares summed by visibility
+    from kidney import io
+    case = data / "case_00000"
+    (case / "imaging.nii.gz").unlink()
+    (case / "segmentation.nii.gz").unlink()
+    affine = io.kits_affine((1.0, 1.0, 1.0))
+    io.save_array(image.astype(np.float32), affine, case / "imaging.nii.gz", dtype=np.float32)
+    io.save_array(labels, affine, case / "segmentation.nii.gz")
+    like = io.load_nifti(case / "imaging.nii.gz")
+    pred = labels.copy()
+    pred[15:25, 15:25, 15:19] = 1                                     # 0.4 of the tumour called kidney
+    pred[15:25, 15:25, 19:20] = 0                                     # 0.1 background, 0.5 still a mass
+    (tmp_path / "pred").mkdir()
+    io.save_nifti(pred, like, tmp_path / "pred" / "case_00000.nii.gz")
+    assert lc.main([str(data), "--pred", str(tmp_path / "pred")]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[1].split()[-3:] == ["0.50", "0.40", "0.10"]            # the lesion's row
+    assert out[-1].split() == ["tumour", ">=", "2", "1", "0.50", "0.40", "0.10"]  # |contrast| 2.0
+    assert lc.visibility_band(-0.99) == "< 1" and lc.visibility_band(1.5) == "1 to 2"
+
+
+def test_threshold_sweep_scores_as_the_segmenter_labels(tmp_path):
+    """The sweep's Dice at every threshold equals kidney.metrics' Dice of the labels the segmenter's
+    rule makes from the same probabilities, with reference voxels outside the scored box counted."""
+    from kidney import metrics
+    from kidney.model import labels_from_hecs
+    ts = _script("threshold_sweep")
+    rng = np.random.default_rng(1)
+    probs = np.zeros((12, 14, 16, 3), np.float32)
+    probs[2:10, 3:12, 4:14] = rng.random((8, 9, 10, 3))
+    ref = rng.integers(0, 4, size=(12, 14, 16)).astype(np.uint8)   # some of it outside the box
+    swept = ts.sweep_case(probs, ref)
+    assert len(swept) == len(ts.KIDNEY) * len(ts.LESION) ** 2
+    for key in [(0.5, 0.5, 0.5), (0.3, 0.9, 0.4), (0.7, 0.3, 0.8)]:
+        tk, tm, tt = key
+        labels = labels_from_hecs(probs[..., 0] >= tk, probs[..., 1] >= tm, probs[..., 2] >= tt)
+        np.testing.assert_allclose(swept[key], metrics.hec_dice(labels, ref), rtol=1e-12)
