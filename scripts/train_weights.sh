@@ -925,3 +925,11 @@ rule_scores_grid "$R23/cand/a_375" "$R23/s2_a/weights_step375.npz"
 # the rule's best: the wider stage 2 does not beat round 17 (0.6888 on this rule): 0.6859 at step 375,
 # below its control, round 21 (a) at the same step (0.6926): the `varied` set stays round 17's
 real_ct_record "$R23" a_375  # after the choice, for the record
+
+# 29. round 24 (analysis; nothing trained): are the shipped stage 2's lesion errors near the decision
+#     boundary, and are the lesions it misses the ones it cannot see? On round 6's validation set.
+R24="$WORK/round24"
+mkdir -p "$R24"
+python scripts/threshold_sweep.py "$R6/real_val" "$R5/classic_val" --weights varied | tee "$R24/threshold_sweep.txt"
+kidney segment -i "$R6/real_val" -o "$R24/pred_real_val" --weights varied --overwrite --quiet
+python scripts/lesion_contrast.py "$R6/real_val" --pred "$R24/pred_real_val" | tee "$R24/lesion_contrast.txt"
