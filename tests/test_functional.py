@@ -268,3 +268,22 @@ def test_functional_runs_under_the_reference_backend_too(x, rng):
     np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)
     with no_grad():
         assert not F.gelu(x.replace_feats(leaf(x.feats))).feats_tensor.requires_grad
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sigmoid_array_is_the_two_branch_stable_form_bit_for_bit(dtype):
+    """1 / (1 + e) above 0 and e / (1 + e) below (e = exp(-|x|)), value for value, in the input's
+    dtype, without overflow warnings at the extremes."""
+    import warnings
+    from sparseconv.functional.activation import sigmoid_array
+    rng = np.random.default_rng(3)
+    x = np.concatenate([rng.standard_normal(20000) * s for s in (1, 10, 100)]
+                       + [np.array([0.0, -0.0, 1e-45, -1e-45, 88.7, -88.7, 1e30, -1e30])]).astype(dtype)
+    e = np.exp(-np.abs(x))
+    want = np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = sigmoid_array(x)
+    assert got.dtype == dtype
+    assert np.array_equal(got.view(np.uint8), want.view(np.uint8))
+    assert got[-2] == 1.0 and got[-1] == 0.0
