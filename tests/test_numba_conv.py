@@ -168,6 +168,49 @@ def _fresh_asm(kernel, args):
     return result, "\n".join(fresh.inspect_asm().values())
 
 
+def test_float64_tiles_are_fma_chains_in_the_compiling_process():
+    """Each float64 output of the forward and each dW entry is exactly one chain of FMAs (checked
+    with exact rational arithmetic) in a fresh compilation by ``_compiled`` — what the compiling
+    process runs, where the kernels loaded from Numba's cache by later processes always were.
+    SLP-vectorised, some float64 sums were not one FMA chain in the compiling process only."""
+    from fractions import Fraction
+
+    def fma(a, b, c):
+        return float(Fraction(float(a)) * Fraction(float(b)) + Fraction(float(c)))
+
+    rng = np.random.default_rng(6)
+    n, cin, cout, K = 60, 3, 8, 2
+    x = rng.standard_normal((n, cin))
+    w = rng.standard_normal((K, cin, cout))
+    dy = rng.standard_normal((n, cout))
+    nbr = rng.integers(-1, n, size=(n, K)).astype(np.int32)
+    lanes = nc.tile_lanes(np.float64)
+    args = (x, np.zeros(cin), nc.weight_tiles(w, lanes), nbr, np.zeros(0), np.empty((n, cout)))
+    out, _ = _fresh_asm(nc._forward_tiles, args)
+    want = np.zeros((n, cout))
+    for o in range(n):
+        for c in range(cout):
+            acc = 0.0
+            for k in range(K):
+                for ci in range(cin):
+                    acc = fma(x[nbr[o, k], ci] if nbr[o, k] >= 0 else 0.0, w[k, ci, c], acc)
+            want[o, c] = acc
+    assert np.array_equal(out, want), f"{int((out != want).sum())} of {out.size} forward outputs"
+    vec_is_input, _, _ = nc.weight_grad_plan(cin, cout, np.float64)
+    pair = (x, dy) if vec_is_input else (dy, x)
+    dw, _ = _fresh_asm(nc._weight_grad_tiles, (*pair, nbr, vec_is_input, 1))
+    want = np.zeros((K, cin, cout))
+    for k in range(K):
+        for ci in range(cin):
+            for co in range(cout):
+                acc = 0.0
+                for o in range(n):
+                    if nbr[o, k] >= 0:
+                        acc = fma(x[nbr[o, k], ci], dy[o, co], acc)
+                want[k, ci, co] = acc
+    assert np.array_equal(dw, want), f"{int((dw != want).sum())} of {dw.size} dW entries"
+
+
 def test_the_tiles_become_vector_fma_code(monkeypatch):
     """The point of the kernels: on an x86-64 CPU with AVX2 and FMA the register tile compiles to
     vector FMAs (two 256-bit ones per tile row, or one 512-bit one with AVX-512), with LLVM's SLP

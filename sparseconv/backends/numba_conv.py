@@ -133,18 +133,24 @@ def _compiled(kernel, args):
     measured with it on). With it off, AVX-512 turns each tile row into one 512-bit FMA. Neither
     switch changes what is computed: each accumulator is the same chain of FMAs in the same order.
     Both are set for the compilation of these kernels only, under Numba's compiler lock, and their
-    results are checked against the NumPy reference by the test suite. Numba's on-disk cache does
+    results are checked against the NumPy reference by the test suite. float64 kernels are compiled
+    without the SLP vectoriser (the comment in the body says why; a test checks every output of a
+    fresh compilation against exact FMA chains). Numba's on-disk cache does
     not record the settings, so these kernels are always compiled through this function.
     The compiler rereads Numba's configuration from the environment when a ``NUMBA_*`` variable
     has changed since it last looked, which would reset the switches: that reread happens first.
     """
     sig = tuple(nb.typeof(a) for a in args)
     if sig not in kernel.overloads:
+        # float64 tiles stay scalar: SLP-vectorised, some float64 sums were not one FMA chain in
+        # the compiling process (not in later ones, which load the kernel from Numba's cache), so
+        # their bits depended on whether the kernel had been cached (docs/design.md, Determinism)
+        slp = int(not any(isinstance(t, types.Array) and t.dtype == types.float64 for t in sig))
         with global_compiler_lock:
             if sig not in kernel.overloads:
                 nb.core.config.reload_config()
                 saved = nb.config.SLP_VECTORIZE, nb.config.LOOP_VECTORIZE
-                nb.config.SLP_VECTORIZE, nb.config.LOOP_VECTORIZE = 1, 0
+                nb.config.SLP_VECTORIZE, nb.config.LOOP_VECTORIZE = slp, 0
                 try:
                     kernel.compile(sig)
                 finally:
