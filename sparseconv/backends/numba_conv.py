@@ -33,8 +33,8 @@ micro-kernel of a GEMM:
 Numba has no vector types. The tile is a small array on the stack (``_stack_array``) indexed only
 by counters of compile-time trip counts, which LLVM keeps in registers, and LLVM's SLP vectoriser,
 which Numba leaves off by default, turns each tile row into vector FMAs: ``_compiled`` compiles
-these kernels with it on, and with the loop vectoriser off (on AVX-512 it turned the tile into
-gathers and scatters). ``fastmath={"contract"}`` lets ``a·b + c`` become one FMA (one rounding
+the float32 kernels with it on (float64 ones stay scalar: see ``_compiled``), and every kernel with
+the loop vectoriser off (on AVX-512 it turned the tile into gathers and scatters). ``fastmath={"contract"}`` lets ``a·b + c`` become one FMA (one rounding
 instead of two) and nothing else: no reassociation, every sum runs in a fixed order.
 
 Determinism: each output row belongs to one tile, each tile to one parallel task, and a tile adds
@@ -122,7 +122,8 @@ def _lanes_impl(a):
 
 
 def _compiled(kernel, args):
-    """``kernel``, compiled for ``args`` with LLVM's SLP vectoriser on and its loop vectoriser off.
+    """``kernel``, compiled for ``args`` with its loop vectoriser off and, for float32, LLVM's SLP
+    vectoriser on.
 
     The register tiles become vector code only through the SLP vectoriser, which Numba leaves off
     by default (``NUMBA_SLP_VECTORIZE=0``, after miscompilations it met in older LLVM releases).
@@ -130,21 +131,21 @@ def _compiled(kernel, args):
     it vectorises a loop around the tile instead, reading and writing the accumulators with masked
     gathers and scatters — ``benchmarks/bench_conv.py --quick`` took 161 ms for the forward with
     it, 5 ms without — while on AVX2-only CPUs it left the tiles alone (README's tables were
-    measured with it on). With it off, AVX-512 turns each tile row into one 512-bit FMA. Neither
-    switch changes what is computed: each accumulator is the same chain of FMAs in the same order.
-    Both are set for the compilation of these kernels only, under Numba's compiler lock, and their
-    results are checked against the NumPy reference by the test suite. float64 kernels are compiled
-    without the SLP vectoriser (the comment in the body says why; a test checks every output of a
-    fresh compilation against exact FMA chains). Numba's on-disk cache does
-    not record the settings, so these kernels are always compiled through this function.
+    measured with it on). With it off, AVX-512 turns each tile row into one 512-bit FMA. In float32
+    neither switch changes what is computed: each accumulator is the same chain of FMAs in the same
+    order. In float64 some sums of the SLP-vectorised tiles were not one FMA chain in the process that
+    compiled them (later processes, loading the kernel from Numba's cache, got the FMA chains), so
+    float64 kernels are compiled without it: scalar code, one FMA chain per sum in every process
+    (``tests/test_numba_conv.py`` checks a fresh compilation against exact arithmetic).
+    Both switches are set for the compilation of these kernels only, under Numba's compiler lock,
+    and their results are checked against the NumPy reference by the test suite. Numba's on-disk
+    cache does not record the settings, so these kernels are always compiled through this function.
     The compiler rereads Numba's configuration from the environment when a ``NUMBA_*`` variable
     has changed since it last looked, which would reset the switches: that reread happens first.
     """
     sig = tuple(nb.typeof(a) for a in args)
     if sig not in kernel.overloads:
-        # float64 tiles stay scalar: SLP-vectorised, some float64 sums were not one FMA chain in
-        # the compiling process (not in later ones, which load the kernel from Numba's cache), so
-        # their bits depended on whether the kernel had been cached (docs/design.md, Determinism)
+        # float64 tiles stay scalar (docstring; docs/design.md, Determinism)
         slp = int(not any(isinstance(t, types.Array) and t.dtype == types.float64 for t in sig))
         with global_compiler_lock:
             if sig not in kernel.overloads:
