@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
+import sparseconv
 from sparseconv import SparseTensor, coords as C, use_backend
 from sparseconv.backends.reference import backend as REF
 from sparseconv.device import to_device
@@ -125,6 +126,28 @@ def test_down_table_equals_the_reference_hypothesis(backend, sites, geometry):
         want = REF.down_table(coords[rows], offsets, s, p, out_shape)
         assert_same_ints(got[0], want[0], f"output sites ({order} rows)")
         assert_same_ints(got[1], want[1], f"table ({order} rows)")
+
+
+def test_numba_tiling_down_table_takes_the_sorted_rows_path():
+    """The Numba backend's tiling path (window = stride, no padding, canonical order) is taken where
+    it applies — not only equal to the reference because the general path ran — and declines
+    shuffled rows, padding and non-tiling windows."""
+    be = sparseconv.backends.load_backend("numba")
+    x = checks.random_sites(5, **checks.SITES["b2_odd"])
+    for stride in [(2, 2, 2), (2, 1, 3)]:
+        s, p = np.array(stride, np.int64), np.zeros(3, np.int64)
+        shape = np.array(down_output_shape(x.spatial_shape, stride, stride, 0, 1), np.int64)
+        offsets = np.asarray(window_offsets(stride), np.int64)
+        got = be._tiling_down_table(x.coords, offsets, s, p, shape)
+        assert got is not None, stride
+        want = REF.down_table(x.coords, window_offsets(stride), stride, 0, tuple(shape))
+        assert_same_ints(got[0], want[0], f"tiling {stride}: output sites")
+        assert_same_ints(got[1], want[1], f"tiling {stride}: table")
+        shuffled = x.coords[np.random.default_rng(0).permutation(len(x))]
+        assert be._tiling_down_table(shuffled, offsets, s, p, shape) is None
+        assert be._tiling_down_table(x.coords, offsets, s, np.ones(3, np.int64), shape) is None
+    k3 = np.asarray(window_offsets(3), np.int64)
+    assert be._tiling_down_table(x.coords, k3, np.full(3, 2, np.int64), np.zeros(3, np.int64), shape) is None
 
 
 def test_down_table_of_no_inputs(backend):

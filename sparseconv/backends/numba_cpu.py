@@ -726,8 +726,8 @@ class NumbaBackend:
         """``down_table`` of the U-Net's downsampler (window = stride, no padding) on coordinates in
         canonical order, in parallel (:func:`_tiling_down`); None where that does not apply (then
         the general path below, which hashes and sorts, gives the same result)."""
-        window = np.stack(np.meshgrid(*[np.arange(v) for v in s], indexing="ij"), axis=-1).reshape(-1, 3)
-        if p.any() or len(coords) == 0 or not np.array_equal(offsets, window):
+        from ..kmap import window_offsets  # kmap imports the backends: import at the call
+        if p.any() or len(coords) == 0 or not np.array_equal(offsets, window_offsets(tuple(s.tolist()))):
             return None
         keys = _pack_keys(coords, np.empty(len(coords), dtype=np.int64))
         _, row_ptr, bad = _grid_rows(keys)
@@ -743,7 +743,7 @@ class NumbaBackend:
         group_ptr = np.concatenate(([0], cut, [len(groups)])).astype(np.int64)
         width = int(shape[2])
         counts = np.zeros(len(group_ptr), dtype=np.int64)
-        args = (keys, row_ptr, groups.astype(np.int64), group_ptr)
+        args = (keys, row_ptr, groups.astype(np.int64, copy=False), group_ptr)
         self._launch(_tiling_down, 4 * len(keys), *args, counts, s, width, np.empty((0, 0), np.int32),
                      np.empty(0, np.int64), True)
         out_ptr = np.cumsum(counts)
