@@ -62,6 +62,15 @@ def lesions_of(image, labels, spacing, min_ml):
         yield kind, ml, a.mean(), b.mean(), (a.mean() - b.mean()) / max(spread, 1e-6), (pad, lesion)
 
 
+BANDS = ("< 1", "1 to 2", ">= 2")
+
+
+def visibility_band(contrast: float) -> str:
+    """``|contrast|`` under 1, 1 to 2, or 2 and more (in voxel spreads)."""
+    c = abs(contrast)
+    return BANDS[0] if c < 1 else BANDS[1] if c < 2 else BANDS[2]
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("data", type=Path)
@@ -100,14 +109,6 @@ def main(argv=None) -> int:
             print(f"{kind:7s} {band:10s} {int(n):7d}  " + " ".join(f"{v / n:6.2f}" for v in shares))
     return 0
 
-
-BANDS = ("< 1", "1 to 2", ">= 2")
-
-
-def visibility_band(contrast: float) -> str:
-    """``|contrast|`` under 1, 1 to 2, or 2 and more (in voxel spreads)."""
-    c = abs(contrast)
-    return BANDS[0] if c < 1 else BANDS[1] if c < 2 else BANDS[2]
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ taken from it would have to be chosen on validation data, never on a test set.
 from __future__ import annotations
 
 import argparse
-import itertools
 from pathlib import Path
 
 import numpy as np
@@ -30,37 +29,37 @@ LESION = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 FLOOR = 0.3  # the probabilities below this are not kept (the segmenter skips them when merging)
 
 
-def hec_dice_at(probs: np.ndarray, ref: np.ndarray, tk: float, tm: float, tt: float,
-                missed=(0, 0, 0)) -> np.ndarray:
-    """KiTS Dice of kidney+masses, masses, tumour for the labels that thresholds ``tk, tm, tt`` give.
-
-    probs: ``(Z, Y, X, 3) float`` HEC probabilities; ref: ``(Z, Y, X)`` labels 0..3. As in
-    ``labels_from_hecs``: kidney where p0 >= tk, tumour where also p2 >= tt, cyst where also p1 >= tm
-    and not tumour; so the masses HEC is kidney & (p1 >= tm or p2 >= tt). ``missed``: reference
-    voxels of each HEC outside these arrays (every threshold misses them).
-    """
-    kidney = probs[..., 0] >= tk
-    tumour = kidney & (probs[..., 2] >= tt)
-    masses = kidney & ((probs[..., 1] >= tm) | tumour)
-    out = []
-    for pred, want, extra in ((kidney, ref > 0, missed[0]), (masses, ref >= 2, missed[1]),
-                              (tumour, ref == 2, missed[2])):
-        total = pred.sum() + want.sum() + extra
-        out.append(1.0 if total == 0 else 2.0 * (pred & want).sum() / total)
-    return np.array(out)
-
-
 def sweep_case(probs: np.ndarray, ref: np.ndarray) -> dict:
-    """``{(tk, tm, tt): (3,) Dice}`` over the sweep's grid for one case, scored on the box of the
-    voxels with a kidney+masses probability of at least ``FLOOR`` (no threshold labels any other)."""
+    """``{(tk, tm, tt): (3,) Dice}`` of kidney+masses, masses, tumour over the sweep's grid for one case.
+
+    probs: ``(Z, Y, X, 3) float`` HEC probabilities; ref: ``(Z, Y, X)`` labels 0..3. Labels as
+    ``labels_from_hecs`` makes them: kidney where p0 >= tk, tumour where also p2 >= tt, cyst where
+    also p1 >= tm and not tumour; so the masses HEC is kidney & (p1 >= tm or p2 >= tt). Scored on the
+    box of the voxels with p0 >= ``FLOOR`` (no threshold labels any other); the reference is counted
+    over the whole volume. Each mask is made once per threshold it depends on.
+    """
     inside = np.argwhere(probs[..., 0] >= FLOOR)
     lo = inside.min(axis=0) if len(inside) else np.zeros(3, int)
     hi = inside.max(axis=0) + 1 if len(inside) else np.zeros(3, int)
     box = tuple(slice(a, b) for a, b in zip(lo, hi))
     p, r = probs[box], ref[box]
-    missed = [(ref > 0).sum() - (r > 0).sum(), (ref >= 2).sum() - (r >= 2).sum(), (ref == 2).sum() - (r == 2).sum()]
-    return {(tk, tm, tt): hec_dice_at(p, r, tk, tm, tt, missed)
-            for tk, tm, tt in itertools.product(KIDNEY, LESION, LESION)}
+    wants = (r > 0, r >= 2, r == 2)
+    ref_counts = ((ref > 0).sum(), (ref >= 2).sum(), (ref == 2).sum())
+    cyst_at = {tm: p[..., 1] >= tm for tm in LESION}
+    tumour_at = {tt: p[..., 2] >= tt for tt in LESION}
+    out = {}
+    for tk in KIDNEY:
+        kidney = p[..., 0] >= tk
+        for tt in LESION:
+            tumour = kidney & tumour_at[tt]
+            for tm in LESION:
+                masses = tumour | (kidney & cyst_at[tm])
+                dice = []
+                for pred, want, n_ref in zip((kidney, masses, tumour), wants, ref_counts):
+                    total = pred.sum() + n_ref
+                    dice.append(1.0 if total == 0 else 2.0 * (pred & want).sum() / total)
+                out[tk, tm, tt] = np.array(dice)
+    return out
 
 
 def main(argv=None) -> int:

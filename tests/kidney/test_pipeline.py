@@ -354,7 +354,7 @@ def test_lesion_contrast_script_measures_a_lesion_against_its_kidney(tmp_path, c
     assert lc.visibility_band(-0.99) == "< 1" and lc.visibility_band(1.5) == "1 to 2"
 
 
-def test_threshold_sweep_scores_as_the_segmenter_labels(tmp_path):
+def test_threshold_sweep_scores_as_the_segmenter_labels():
     """The sweep's Dice at every threshold equals kidney.metrics' Dice of the labels the segmenter's
     rule makes from the same probabilities, with reference voxels outside the scored box counted."""
     from kidney import metrics
