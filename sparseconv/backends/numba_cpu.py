@@ -726,8 +726,10 @@ class NumbaBackend:
         """``down_table`` of the U-Net's downsampler (window = stride, no padding) on coordinates in
         canonical order, in parallel (:func:`_tiling_down`); None where that does not apply (then
         the general path below, which hashes and sorts, gives the same result)."""
-        from ..kmap import window_offsets  # kmap imports the backends: import at the call
-        if p.any() or len(coords) == 0 or not np.array_equal(offsets, window_offsets(tuple(s.tolist()))):
+        # the window positions [0, s)³, row-major (kmap.window_offsets; the kernel layer imports
+        # nothing above it, so the grid is built here)
+        window = np.stack(np.meshgrid(*[np.arange(v) for v in s], indexing="ij"), axis=-1).reshape(-1, 3)
+        if p.any() or len(coords) == 0 or not np.array_equal(offsets, window):
             return None
         keys = _pack_keys(coords, np.empty(len(coords), dtype=np.int64))
         _, row_ptr, bad = _grid_rows(keys)
