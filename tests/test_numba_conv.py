@@ -253,3 +253,37 @@ def test_numba_pointwise_kernels_take_strided_inputs_and_return_row_major_arrays
     for got, want in pairs:
         assert got.flags.c_contiguous and got.shape == want.shape
         np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-6)
+
+
+@pytest.mark.parametrize("channels", [8, 16, 24])
+def test_depthwise_tiles_give_the_plain_loops_bits(numba_be, channels):
+    """The register-tile depthwise kernel against the plain loop it stands in for, bit for bit: rows
+    and whole tiles without a neighbour, an offset without a pair, a last tile of fewer rows
+    (n_out = 29), a negative weight (0·w = -0 added where a neighbour is absent); and the backend
+    takes it for narrow float32 rows only."""
+    from sparseconv.backends import numba_cpu
+    rng = np.random.default_rng(channels)
+    n_out, K = 29, 5
+    nbr = _table(rng, n_out, n_out + 13, K, 0.7)
+    feats = rng.standard_normal((n_out + 13, channels)).astype(np.float32)
+    weight = rng.standard_normal((K, channels)).astype(np.float32)
+    weight[0, 0] = -1.0
+    plain = numba_cpu._depthwise_forward(feats, weight, nbr, np.empty((n_out, channels), np.float32))
+    tiled = nc.depthwise_forward(feats, weight, nbr)
+    assert tiled.tobytes() == plain.tobytes()
+    assert not tiled[:7].any() and not tiled[10].any()
+    kmap = KernelMap(nbr, n_out + 13, np.zeros((K, 3), np.int32), "down")
+    calls = []
+    original = nc.depthwise_forward
+    try:
+        nc.depthwise_forward = lambda *a: calls.append(a) or original(*a)
+        assert numba_be.depthwise_forward(feats, weight, kmap).tobytes() == plain.tobytes()
+        numba_be.depthwise_forward(feats.astype(np.float64), weight.astype(np.float64), kmap)
+    finally:
+        nc.depthwise_forward = original
+    assert len(calls) == (channels <= nc.DW_MAX_CHANNELS)  # float64 and wide rows: the plain loop
+
+
+def test_depthwise_tiles_refuse_a_partial_tile():
+    with pytest.raises(ValueError, match="multiple of 8 channels, got 5"):
+        nc.depthwise_forward(np.zeros((3, 5), np.float32), np.zeros((1, 5), np.float32), np.zeros((3, 1), np.int32))

@@ -69,6 +69,10 @@ WGRAD_MAX_CHUNKS = 64  # row chunks of the weight gradient (a function of the sh
 WGRAD_MIN_CHUNK_ROWS = 2048  # ... but no chunk smaller than this (its partial would cost more than its rows)
 WGRAD_PARTIAL_BYTES = 64 << 20  # ... and the partial dW's of all chunks together at most about this
 WGRAD_BLOCK = 64  # rows of a chunk whose pairs are listed at a time (their dY rows stay in L1)
+DW_LANES = 8  # channels of a depthwise tile: one 256-bit register of float32
+DW_ROWS = 8  # rows of a depthwise tile: eight independent chains per offset
+DW_TILE = 64  # DW_ROWS * DW_LANES, spelt out: _stack_array takes a literal
+DW_MAX_CHANNELS = 16  # widest input the depthwise tiles are used for (numba_cpu.depthwise_forward)
 
 
 # --------------------------------------------------------------------------------------------
@@ -233,6 +237,52 @@ def _forward_tiles(x, zeros, w_tiles, nbr, bias, out):
     return out
 
 
+@nb.njit(parallel=True, cache=True)
+def _depthwise_tiles(x, zeros, weight, nbr, out):
+    """``out[o, c] = Σ_k x[nbr[o, k], c]·w[k, c]``, ``C`` a multiple of ``DW_LANES``; ``out`` ``(n_out, C)``.
+
+    The depthwise convolution in register tiles of ``DW_ROWS`` rows × ``DW_LANES`` channels. The
+    plain loop (``numba_cpu._depthwise_forward``) keeps one row's accumulators in memory, so at
+    narrow widths each offset waits for the one before it (a store, a load, an add: one short chain
+    per row); here the tile's rows are eight independent chains in registers. Each output is the
+    plain loop's sum, term for term: the products added one at a time (no FMA: this kernel is not
+    compiled with ``contract``), offsets ascending from 0. A row whose neighbour is absent reads
+    ``zeros`` instead and adds ``0·w``, which leaves a sum started at +0 unchanged (it never becomes
+    -0), so the bits are the plain loop's, which skips it — for finite weights (as in
+    ``_forward_tiles``, a non-finite one would reach the rows that lack its neighbour).
+    """
+    n_out, K = nbr.shape
+    n_tiles = x.shape[1] // DW_LANES
+    x_first, zero_row = _address(x), _address(zeros)
+    row_bytes = np.uint64(x.shape[1] * x.itemsize)
+    for block in nb.prange((n_out + DW_ROWS - 1) // DW_ROWS):
+        o0 = block * DW_ROWS
+        acc = nb.carray(_stack_array(DW_TILE, x), (DW_ROWS, DW_LANES))  # the register tile
+        rows = nb.carray(_stack_array(DW_ROWS, x_first), DW_ROWS)  # address of each tile row's input
+        for t in range(n_tiles):
+            c0 = t * DW_LANES
+            for r in range(DW_ROWS):
+                for c in range(DW_LANES):
+                    acc[r, c] = 0
+            for k in range(K):
+                any_pair = False
+                for r in range(DW_ROWS):
+                    i = nbr[o0 + r, k] if o0 + r < n_out else -1
+                    any_pair |= i >= 0
+                    row = x_first + np.uint64(max(i, 0)) * row_bytes
+                    rows[r] = row if i >= 0 else zero_row  # a select, not a branch (_forward_tiles)
+                if not any_pair:
+                    continue
+                for r in range(DW_ROWS):
+                    for c in range(DW_LANES):
+                        acc[r, c] += _load(rows[r], c0 + c, x) * weight[k, c0 + c]
+            for r in range(DW_ROWS):
+                if o0 + r < n_out:
+                    for c in range(DW_LANES):
+                        out[o0 + r, c0 + c] = acc[r, c]
+    return out
+
+
 @nb.njit(parallel=True, cache=True, fastmath={"contract"})
 def _weight_grad_tiles(vec, bcast, nbr, vec_is_input, n_chunks):
     """``dW[k] = Σ_pairs x[i]ᵀ dY[o]`` → ``(K, Cin, Cout)``, one operand in vector strips.
@@ -334,6 +384,16 @@ def forward(feats, weight, nbr, bias=None):
     out = np.empty((nbr.shape[0], cout), dtype=feats.dtype)  # NumPy's: huge pages (numba_cpu docstring)
     args = (feats, zeros, weight_tiles(weight, lanes), nbr, padded, out)
     return _compiled(_forward_tiles, args)(*args)
+
+
+def depthwise_forward(feats, weight, nbr):
+    """``(n_in, C)``, ``(K, C)``, ``(n_out, K) int32`` → ``(n_out, C)``; ``C`` a multiple of ``DW_LANES``."""
+    if feats.shape[1] % DW_LANES:
+        raise ValueError(f"depthwise tiles need a multiple of {DW_LANES} channels, got {feats.shape[1]}")
+    zeros = np.zeros(feats.shape[1], dtype=feats.dtype)
+    out = np.empty((nbr.shape[0], feats.shape[1]), dtype=feats.dtype)
+    args = (feats, zeros, weight, nbr, out)
+    return _compiled(_depthwise_tiles, args)(*args)
 
 
 def weight_grad_chunks(n_out: int, K: int, cin: int, cout: int, itemsize: int) -> int:

@@ -769,9 +769,15 @@ class NumbaBackend:
                             feats, grad_out, np.ascontiguousarray(kmap.neighbors))
 
     def depthwise_forward(self, feats, weight, kmap):
-        return self._launch(_depthwise_forward, kmap.neighbors.size * feats.shape[1],
-                            np.ascontiguousarray(feats), np.ascontiguousarray(weight), kmap.neighbors,
-                            np.empty((len(kmap.neighbors), feats.shape[1]), dtype=feats.dtype))
+        feats, weight = np.ascontiguousarray(feats), np.ascontiguousarray(weight)
+        work, c = kmap.neighbors.size * feats.shape[1], feats.shape[1]
+        if feats.dtype == np.float32 and c % numba_conv.DW_LANES == 0 and c <= numba_conv.DW_MAX_CHANNELS:
+            # Narrow float32 rows in register tiles, the same bits (numba_conv._depthwise_tiles). From
+            # 32 channels on, a row of the plain loop holds four or more independent vector chains
+            # and was as fast.
+            return self._launch(numba_conv.depthwise_forward, work, feats, weight, kmap.neighbors)
+        return self._launch(_depthwise_forward, work, feats, weight, kmap.neighbors,
+                            np.empty((len(kmap.neighbors), c), dtype=feats.dtype))
 
     def depthwise_weight_grad(self, feats, grad_out, kmap):
         return self._launch(_depthwise_weight_grad, kmap.neighbors.size * feats.shape[1],
