@@ -7,7 +7,7 @@ CPU is how many multiply-adds each value loaded from memory feeds. The plain loo
 multiply-add, so it runs at the speed of the store port, a fraction of the two FMA units, and less
 again at narrow widths where the ``co`` loop is a few iterations long.
 
-Both kernels here keep a **register tile** of accumulators for the whole reduction, like the
+The kernels here keep a **register tile** of accumulators for the whole reduction, like the
 micro-kernel of a GEMM:
 
 * ``_forward_tiles`` (the forward, and dX: the forward on the transposed map with ``Wᵀ``): a tile
@@ -29,6 +29,11 @@ micro-kernel of a GEMM:
   operand × ``ROWS`` channels of the other (the wider one in the lanes, see ``weight_grad``)
   accumulates one ``dW[k]`` block over the pairs of a block of ``WGRAD_BLOCK`` rows, listed per
   offset first so absent neighbours cost nothing: per pair one strip load and ROWS broadcasts.
+
+* ``_depthwise_tiles`` (the depthwise forward and dX on float32 rows of 8 or 16 channels): a tile of
+  ``DW_ROWS`` rows × ``DW_LANES`` channels, each row's channels multiplied by the offset's weight
+  strip; not an FMA chain but the plain loop's products and sums (its bits), eight independent
+  chains per offset where the plain loop's row had one or two.
 
 Numba has no vector types. The tile is a small array on the stack (``_stack_array``) indexed only
 by counters of compile-time trip counts, which LLVM keeps in registers, and LLVM's SLP vectoriser,
