@@ -276,8 +276,6 @@ def _depthwise_tiles(x, zeros, weight, nbr, out):
                     any_pair |= i >= 0
                     row = x_first + np.uint64(max(i, 0)) * row_bytes
                     rows[r] = row if i >= 0 else zero_row  # a select, not a branch (_forward_tiles)
-                # (these lines repeat _forward_tiles'; moved into one inlined helper that takes the
-                # row count, they made _forward_tiles 1.8-5.9x slower on one thread, same bits)
                 if not any_pair:
                     continue
                 for r in range(DW_ROWS):
