@@ -172,6 +172,21 @@ def _compiled(kernel, args):
 # Kernels
 # --------------------------------------------------------------------------------------------
 
+@nb.njit(inline="always")
+def _point_rows(rows, n_rows, nbr, o0, k, x_first, row_bytes, zero_row):
+    """Point ``rows[r]`` (``r < n_rows``) at the input row of output row ``o0 + r``'s neighbour at
+    offset ``k`` — its address, or ``zero_row`` where it has none or lies past the last output row —
+    and say whether any of them has one (a tile skips an offset without pairs). Inlined into the
+    tile kernels, where ``n_rows`` is a constant: the code is the kernels' own loop."""
+    any_pair = False
+    for r in range(n_rows):
+        i = nbr[o0 + r, k] if o0 + r < nbr.shape[0] else -1
+        any_pair |= i >= 0
+        row = x_first + np.uint64(max(i, 0)) * row_bytes  # computed first: the choice is a
+        rows[r] = row if i >= 0 else zero_row  # select, not a branch to mispredict
+    return any_pair
+
+
 @nb.njit(parallel=True, cache=True)
 def _with_zero_rows(x, out):
     """``out`` ``(n + extra, c)``: ``x`` ``(n, c)`` with ``extra`` rows of zeros appended."""
@@ -217,13 +232,7 @@ def _forward_tiles(x, zeros, w_tiles, nbr, bias, out):
                 for c in range(lanes):
                     acc[r, c] = 0
             for k in range(K):
-                any_pair = False
-                for r in range(ROWS):
-                    i = nbr[o0 + r, k] if o0 + r < n_out else -1
-                    any_pair |= i >= 0
-                    row = x_first + np.uint64(max(i, 0)) * row_bytes  # computed first: the choice is a
-                    rows[r] = row if i >= 0 else zero_row  # select, not a branch to mispredict
-                if not any_pair:
+                if not _point_rows(rows, ROWS, nbr, o0, k, x_first, row_bytes, zero_row):
                     continue
                 w = w_tiles[t, k]
                 for ci in range(cin):
@@ -270,13 +279,7 @@ def _depthwise_tiles(x, zeros, weight, nbr, out):
                 for c in range(DW_LANES):
                     acc[r, c] = 0
             for k in range(K):
-                any_pair = False
-                for r in range(DW_ROWS):
-                    i = nbr[o0 + r, k] if o0 + r < n_out else -1
-                    any_pair |= i >= 0
-                    row = x_first + np.uint64(max(i, 0)) * row_bytes
-                    rows[r] = row if i >= 0 else zero_row  # a select, not a branch (_forward_tiles)
-                if not any_pair:
+                if not _point_rows(rows, DW_ROWS, nbr, o0, k, x_first, row_bytes, zero_row):
                     continue
                 for r in range(DW_ROWS):
                     for c in range(DW_LANES):
