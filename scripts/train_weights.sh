@@ -943,9 +943,10 @@ python scripts/lesion_contrast.py "$R6/real_val" --pred "$R24/pred_real_val" | t
 #     the stem; round 20's (b) mix (716 cases) drawn again with the commands and seeds above,
 #     --augment scanner, --edge-cuts 0.3, stage-1 crops of the shipped stage 1, 4 crops a step, lr
 #     1e-3, 100 warm-up steps, the default cosine decay over the last 4/5 of a 5,000-step schedule
-#     (20,000 crops), seed 301, the weights at 2,500 / 5,000 kept; run on one thread beside other
-#     work, resumed from its checkpoint as often as needed (a resumed run is bitwise the
-#     uninterrupted one, whatever the thread count). The rule, fixed before any result: round 20's
+#     (20,000 crops), seed 301, the weights at 2,500 / 5,000 kept; run on one or two threads beside
+#     other work, resumed from its checkpoint as often as needed (a resumed run is bitwise the
+#     uninterrupted one, whatever the thread count: stopped at step 402 on one thread and resumed
+#     on two, steps 401-403 logged the same losses). The rule, fixed before any result: round 20's
 #     (§25), over these two snapshots and round 17's stage 2 scored the same way on the same sets; a
 #     candidate replaces round 17's only if it leads by 0.005 or more.
 R25="$WORK/round25"
