@@ -256,7 +256,7 @@ def test_numba_pointwise_kernels_take_strided_inputs_and_return_row_major_arrays
 
 
 @pytest.mark.parametrize("channels", [8, 16, 24])
-def test_depthwise_tiles_give_the_plain_loops_bits(numba_be, channels):
+def test_depthwise_tiles_give_the_plain_loops_bits(numba_be, channels, monkeypatch):
     """The register-tile depthwise kernel against the plain loop it stands in for, bit for bit: rows
     and whole tiles without a neighbour, an offset without a pair, a last tile of fewer rows
     (n_out = 29), a negative weight (0·w = -0 added where a neighbour is absent); and the backend
@@ -275,12 +275,9 @@ def test_depthwise_tiles_give_the_plain_loops_bits(numba_be, channels):
     kmap = KernelMap(nbr, n_out + 13, np.zeros((K, 3), np.int32), "down")
     calls = []
     original = nc.depthwise_forward
-    try:
-        nc.depthwise_forward = lambda *a: calls.append(a) or original(*a)
-        assert numba_be.depthwise_forward(feats, weight, kmap).tobytes() == plain.tobytes()
-        numba_be.depthwise_forward(feats.astype(np.float64), weight.astype(np.float64), kmap)
-    finally:
-        nc.depthwise_forward = original
+    monkeypatch.setattr(nc, "depthwise_forward", lambda *a: calls.append(a) or original(*a))
+    assert numba_be.depthwise_forward(feats, weight, kmap).tobytes() == plain.tobytes()
+    numba_be.depthwise_forward(feats.astype(np.float64), weight.astype(np.float64), kmap)
     assert len(calls) == (channels <= nc.DW_MAX_CHANNELS)  # float64 and wide rows: the plain loop
 
 
