@@ -11,7 +11,7 @@
     prof.seconds                                 # {op category: seconds}
 
 * **Backend kernels** (the 17 of ``sparseconv.backends`` and the optional ``submanifold_table``,
-  ``add``, ``column_sum`` and ``conv_forward_bias``) go
+  ``add``, ``column_sum`` and the two ``*_forward_bias``) go
   through a wrapper backend, selected with ``sparseconv.use_backend`` for the block — the library is
   not touched. ``conv_forward`` and ``depthwise_forward`` count as *forward* in the forward phase and
   as *dX* in the ``backward`` phase (an input gradient is a forward pass over the transposed map).
@@ -40,7 +40,7 @@ KERNEL_CATEGORY = {
     "down_table": MAP, "submanifold_table": MAP,
     "conv_forward": ("conv forward", "conv dX"), "conv_weight_grad": "conv dW",
     "depthwise_forward": ("depthwise forward", "depthwise dX"), "depthwise_weight_grad": "depthwise dW",
-    "conv_forward_bias": ("conv forward", "conv dX"),
+    "conv_forward_bias": ("conv forward", "conv dX"), "depthwise_forward_bias": ("depthwise forward", "depthwise dX"),
     "layer_norm": "LayerNorm forward", "layer_norm_grad": "LayerNorm backward",
     "grn": "GRN forward", "grn_grad": "GRN backward", "gelu": "GELU forward", "gelu_grad": "GELU backward",
     "segment_sum": "other kernels", "add": "other kernels", "column_sum": "other kernels",

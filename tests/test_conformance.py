@@ -219,8 +219,8 @@ def test_numba_reductions_same_bits_for_any_thread_count():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_numba_column_sum_is_numpys_at_every_width_and_thread_count(dtype):
     """column_sum (bias gradients) against ``x.sum(axis=0)``, bit for bit: widths inside one cache
-    line, several lines split between threads, and more than one pass over the rows (over
-    COLSUM_LANES columns); a column of -0.0 stays -0.0."""
+    line, several lines, and more than one pass over the rows (over COLSUM_LANES columns), with
+    the kernels on one thread and on all; a column of -0.0 stays -0.0."""
     import numba
     from sparseconv.backends import numba_cpu
     nb = numba_cpu.backend

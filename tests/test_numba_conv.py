@@ -260,7 +260,8 @@ def test_depthwise_tiles_give_the_plain_loops_bits(numba_be, channels, monkeypat
     """The register-tile depthwise kernel against the plain loop it stands in for, bit for bit: rows
     and whole tiles without a neighbour, an offset without a pair, a last tile of fewer rows
     (n_out = 29), a negative weight (0·w = -0 added where a neighbour is absent); and the backend
-    takes it for narrow float32 rows only."""
+    takes it for narrow float32 rows only. With a bias, the tiles add it before the store: the bits
+    of the plain loop's output plus the bias."""
     from sparseconv.backends import numba_cpu
     rng = np.random.default_rng(channels)
     n_out, K = 29, 5
@@ -272,13 +273,19 @@ def test_depthwise_tiles_give_the_plain_loops_bits(numba_be, channels, monkeypat
     tiled = nc.depthwise_forward(feats, weight, nbr)
     assert tiled.tobytes() == plain.tobytes()
     assert not tiled[:7].any() and not tiled[10].any()
+    bias = rng.standard_normal(channels).astype(np.float32)
+    assert nc.depthwise_forward(feats, weight, nbr, bias).tobytes() == (plain + bias).tobytes()
     kmap = KernelMap(nbr, n_out + 13, np.zeros((K, 3), np.int32), "down")
     calls = []
     original = nc.depthwise_forward
     monkeypatch.setattr(nc, "depthwise_forward", lambda *a: calls.append(a) or original(*a))
     assert numba_be.depthwise_forward(feats, weight, kmap).tobytes() == plain.tobytes()
-    numba_be.depthwise_forward(feats.astype(np.float64), weight.astype(np.float64), kmap)
-    assert len(calls) == (channels <= nc.DW_MAX_CHANNELS)  # float64 and wide rows: the plain loop
+    assert numba_be.depthwise_forward_bias(feats, weight, kmap, bias).tobytes() == (plain + bias).tobytes()
+    f64 = feats.astype(np.float64), weight.astype(np.float64)
+    plain64 = numba_cpu._depthwise_forward(*f64, nbr, np.empty((n_out, channels)))
+    assert numba_be.depthwise_forward_bias(*f64, kmap, bias.astype(np.float64)).tobytes() == \
+        (plain64 + bias.astype(np.float64)).tobytes()
+    assert len(calls) == 2 * (channels <= nc.DW_MAX_CHANNELS)  # float64 and wide rows: the plain loop
 
 
 def test_depthwise_tiles_refuse_a_partial_tile():

@@ -42,10 +42,11 @@ Optional members, used where a backend has them (the array module's expression o
 ``submanifold_table`` (the whole table of a centred kernel in one call, see
 :func:`sparseconv.kmap.submanifold_map`); ``add(a, b)``: two ``(N, C)`` arrays of one dtype →
 ``a + b``; ``column_sum(x)``: ``(N, C)`` → ``x.sum(axis=0)`` (bias gradients). The last two must
-give NumPy's bits; a backend defines them to thread work NumPy runs on one core.
-``conv_forward_bias(feats, weight, kmap, bias)``: ``conv_forward`` with ``bias (Cout,)`` (or None)
-added to each output row before it is stored — the bits of ``conv_forward(...) + bias``, without a
-second pass over the output.
+give NumPy's bits; a backend defines them to run faster than NumPy's expressions (``add`` on all
+its threads, ``column_sum`` in one pass over the rows).
+``conv_forward_bias(feats, weight, kmap, bias)`` and ``depthwise_forward_bias(...)``: the forward
+kernels with ``bias (Cout,)`` (or None) added to each output row before it is stored — the bits of
+``conv_forward(...) + bias``, without a second pass over the output.
 """
 from __future__ import annotations
 

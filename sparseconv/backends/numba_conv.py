@@ -252,8 +252,9 @@ def _forward_tiles(x, zeros, w_tiles, nbr, bias, out):
 
 
 @nb.njit(parallel=True, cache=True)
-def _depthwise_tiles(x, zeros, weight, nbr, out):
-    """``out[o, c] = Σ_k x[nbr[o, k], c]·w[k, c]``, ``C`` a multiple of ``DW_LANES``; ``out`` ``(n_out, C)``.
+def _depthwise_tiles(x, zeros, weight, nbr, bias, out):
+    """``out[o, c] = Σ_k x[nbr[o, k], c]·w[k, c] (+ bias[c])``, ``C`` a multiple of ``DW_LANES``;
+    ``out`` ``(n_out, C)``; ``bias`` ``(C,)``, or ``(0,)``: none.
 
     The depthwise convolution in register tiles of ``DW_ROWS`` rows × ``DW_LANES`` channels. The
     plain loop (``numba_cpu._depthwise_forward``) keeps one row's accumulators in memory, so at
@@ -263,10 +264,13 @@ def _depthwise_tiles(x, zeros, weight, nbr, out):
     compiled with ``contract``), offsets ascending from 0. A row whose neighbour is absent reads
     ``zeros`` instead and adds ``0·w``, which leaves a sum started at +0 unchanged (it never becomes
     -0), so the bits are the plain loop's, which skips it — for finite weights (as in
-    ``_forward_tiles``, a non-finite one would reach the rows that lack its neighbour).
+    ``_forward_tiles``, a non-finite one would reach the rows that lack its neighbour). The bias is
+    added to the finished tile before the store: the one rounding of ``out += bias`` after the
+    kernel, without that second pass over the output.
     """
     n_out, K = nbr.shape
     n_tiles = x.shape[1] // DW_LANES
+    has_bias = len(bias) > 0
     x_first, zero_row = _address(x), _address(zeros)
     row_bytes = np.uint64(x.shape[1] * x.itemsize)
     for block in nb.prange((n_out + DW_ROWS - 1) // DW_ROWS):
@@ -284,6 +288,10 @@ def _depthwise_tiles(x, zeros, weight, nbr, out):
                 for r in range(DW_ROWS):
                     for c in range(DW_LANES):
                         acc[r, c] += _load(rows[r], c0 + c, x) * weight[k, c0 + c]
+            if has_bias:  # not + 0 without one: that would turn a sum of -0.0 into +0.0
+                for r in range(DW_ROWS):
+                    for c in range(DW_LANES):
+                        acc[r, c] += bias[c0 + c]
             for r in range(DW_ROWS):
                 if o0 + r < n_out:
                     for c in range(DW_LANES):
@@ -394,13 +402,15 @@ def forward(feats, weight, nbr, bias=None):
     return _compiled(_forward_tiles, args)(*args)
 
 
-def depthwise_forward(feats, weight, nbr):
-    """``(n_in, C)``, ``(K, C)``, ``(n_out, K) int32`` → ``(n_out, C)``; ``C`` a multiple of ``DW_LANES``."""
+def depthwise_forward(feats, weight, nbr, bias=None):
+    """``(n_in, C)``, ``(K, C)``, ``(n_out, K) int32``, bias ``(C,)`` or None → ``(n_out, C)``;
+    ``C`` a multiple of ``DW_LANES``."""
     if feats.shape[1] % DW_LANES:
         raise ValueError(f"depthwise tiles need a multiple of {DW_LANES} channels, got {feats.shape[1]}")
     zeros = np.zeros(feats.shape[1], dtype=feats.dtype)
+    bias = np.zeros(0, feats.dtype) if bias is None else np.ascontiguousarray(bias, dtype=feats.dtype)
     out = np.empty((nbr.shape[0], feats.shape[1]), dtype=feats.dtype)
-    args = (feats, zeros, weight, nbr, out)
+    args = (feats, zeros, weight, nbr, bias, out)
     return _compiled(_depthwise_tiles, args)(*args)
 
 

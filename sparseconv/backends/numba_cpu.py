@@ -49,7 +49,6 @@ from .numba_math import expf, expf_reduce, expf_scale
 SQRT_HALF = 1.0 / math.sqrt(2.0)
 INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 EMPTY = np.int64(-1)  # packed keys are non-negative, so -1 marks a free slot
-LINE_BYTES = 64  # a cache line: column_sum gives each task whole lines of every row
 COLSUM_LANES = 256  # columns column_sum adds in one pass over the rows (their sums on the stack)
 EXP_BLOCK = 128  # values of the GELU gradient per block: its φ is computed in two loops over a block
 WGRAD_CHUNKS = 64  # fixed split of rows for the weight gradient (determinism across thread counts)
@@ -515,31 +514,31 @@ def _add(a, b, out):
     return out
 
 
-@nb.njit(parallel=True, cache=True)
-def _column_sum(x, block, out):
+@nb.njit(cache=True)
+def _column_sum(x, out):
     """``out[c] = x[0, c] + x[1, c] + ...``, added in row order — the order NumPy's ``x.sum(axis=0)``
-    adds a C-ordered ``(N, C)`` array with C > 1 in, so the bits are NumPy's. A task owns ``block``
-    columns: splitting the rows instead would add partial sums in another order.
+    adds a C-ordered ``(N, C)`` array with C > 1 in, so the bits are NumPy's. Splitting the rows
+    between threads would add partial sums in another order; splitting the columns keeps the bits
+    but gained nothing on a two-core machine: the sum only streams the rows, each thread's band
+    leaves the other band's lines in every row it reads (the prefetchers fetch them anyway), and
+    two bands were up to 1.5× slower than one pass (32 or 256 float32 columns), never faster.
+    So one thread streams the rows once, ``COLSUM_LANES`` columns a pass.
 
-    The running sums of up to ``COLSUM_LANES`` columns live in a stack array, private to the
-    thread: heap arrays of two tasks can share a cache line, and every row's add then moved that
-    line between the cores (two threads were slower than one). Loops index from 0, so Numba adds
-    no negative-index test and LLVM vectorises them."""
+    The running sums live in a stack array and the loops index from 0, so Numba adds no
+    negative-index test and LLVM keeps the sums in vector registers."""
     n, c = x.shape
-    for t in nb.prange((c + block - 1) // block):
-        acc = nb.carray(_stack_array(COLSUM_LANES, x), COLSUM_LANES)
-        hi = min(c, (t + 1) * block)
-        for c0 in range(t * block, hi, COLSUM_LANES):
-            w = min(COLSUM_LANES, hi - c0)
-            first = x[0, c0:c0 + w]  # starting from row 0, not from 0.0, keeps a column of -0.0 at -0.0
+    acc = nb.carray(_stack_array(COLSUM_LANES, x), COLSUM_LANES)
+    for c0 in range(0, c, COLSUM_LANES):
+        w = min(COLSUM_LANES, c - c0)
+        first = x[0, c0:c0 + w]  # starting from row 0, not from 0.0, keeps a column of -0.0 at -0.0
+        for j in range(w):
+            acc[j] = first[j]
+        for i in range(1, n):
+            row = x[i, c0:c0 + w]
             for j in range(w):
-                acc[j] = first[j]
-            for i in range(1, n):
-                row = x[i, c0:c0 + w]
-                for j in range(w):
-                    acc[j] += row[j]
-            for j in range(w):
-                out[c0 + j] = acc[j]
+                acc[j] += row[j]
+        for j in range(w):
+            out[c0 + j] = acc[j]
     return out
 
 
@@ -769,15 +768,24 @@ class NumbaBackend:
                             feats, grad_out, np.ascontiguousarray(kmap.neighbors))
 
     def depthwise_forward(self, feats, weight, kmap):
+        return self.depthwise_forward_bias(feats, weight, kmap, None)
+
+    def depthwise_forward_bias(self, feats, weight, kmap, bias):
+        """Optional member: ``depthwise_forward`` with ``bias`` added to each output row before it is
+        stored, by the register tiles; the plain loop's output gets it in a second pass (a loop over
+        its finished row had made that kernel slower than the pass it saved)."""
         feats, weight = np.ascontiguousarray(feats), np.ascontiguousarray(weight)
         work, c = kmap.neighbors.size * feats.shape[1], feats.shape[1]
         if feats.dtype == np.float32 and c % numba_conv.DW_LANES == 0 and c <= numba_conv.DW_MAX_CHANNELS:
             # Narrow float32 rows in register tiles, the same bits (numba_conv._depthwise_tiles). From
             # 32 channels on, a row of the plain loop holds four or more independent vector chains
             # and was as fast.
-            return self._launch(numba_conv.depthwise_forward, work, feats, weight, kmap.neighbors)
-        return self._launch(_depthwise_forward, work, feats, weight, kmap.neighbors,
-                            np.empty((len(kmap.neighbors), c), dtype=feats.dtype))
+            return self._launch(numba_conv.depthwise_forward, work, feats, weight, kmap.neighbors, bias)
+        out = self._launch(_depthwise_forward, work, feats, weight, kmap.neighbors,
+                           np.empty((len(kmap.neighbors), c), dtype=feats.dtype))
+        if bias is not None:
+            out += bias
+        return out
 
     def depthwise_weight_grad(self, feats, grad_out, kmap):
         return self._launch(_depthwise_weight_grad, kmap.neighbors.size * feats.shape[1],
@@ -801,17 +809,7 @@ class NumbaBackend:
         """Optional member: ``x.sum(axis=0)`` of an ``(N, C)`` array, the same bits as NumPy's."""
         if x.ndim != 2 or x.shape[1] < 2 or len(x) == 0 or not x.flags.c_contiguous:
             return x.sum(axis=0)  # NumPy adds these (a single column, F-ordered views) pairwise
-        return self._launch(_column_sum, x.size, x, self._column_block(x.shape[1], x.itemsize),
-                            np.empty(x.shape[1], x.dtype))
-
-    @staticmethod
-    def _column_block(c, itemsize):
-        """Columns per task of ``column_sum``: whole cache lines, about one band per thread. Each
-        column is one task's chain in row order whatever the band, so the bits do not depend on it,
-        and the band can follow the thread count: narrower bands (8 columns of a 32-wide array) made
-        every task stream all of the array's lines, twice the traffic on one thread and more."""
-        line = LINE_BYTES // itemsize
-        return max(line, -(-c // (nb.get_num_threads() * line)) * line)
+        return _column_sum(x, np.empty(x.shape[1], x.dtype))
 
     def gelu(self, x):
         return self._launch(_gelu, 8 * x.size, np.ascontiguousarray(x), np.empty(x.shape, x.dtype))

@@ -33,14 +33,16 @@ def plus_bias(out, bias):
     return out + bias
 
 
-def conv_plus_bias(feats, weight, kmap, bias):
-    """``plus_bias(be.conv_forward(feats, weight, kmap), bias)``, through the backend's optional
-    ``conv_forward_bias`` where it has one and the dtypes agree: it adds the bias to each output row
-    before storing it (the same bits, without a second pass over the output)."""
+def forward_plus_bias(kernel, feats, weight, kmap, bias):
+    """``plus_bias(be.<kernel>(feats, weight, kmap), bias)`` for ``kernel`` ``"conv_forward"`` or
+    ``"depthwise_forward"``: through the backend's optional ``<kernel>_bias`` where it has one and
+    the dtypes agree, which adds the bias to each output row before storing it (the same bits,
+    without a second pass over the output)."""
     be = get_backend()
-    if bias is not None and hasattr(be, "conv_forward_bias") and getattr(bias, "dtype", None) == feats.dtype:
-        return be.conv_forward_bias(feats, weight, kmap, bias)
-    return plus_bias(be.conv_forward(feats, weight, kmap), bias)
+    fused = getattr(be, kernel + "_bias", None)
+    if bias is not None and fused is not None and getattr(bias, "dtype", None) == feats.dtype:
+        return fused(feats, weight, kmap, bias)
+    return plus_bias(getattr(be, kernel)(feats, weight, kmap), bias)
 
 
 def column_sum(x):

@@ -11,7 +11,7 @@ import numpy as np
 from ..autograd import Function, Mul, data_of
 from ..backends import get_backend
 from ..kmap import KernelMap
-from ._util import column_sum, conv_plus_bias, split, wrap
+from ._util import column_sum, forward_plus_bias, split, wrap
 
 
 class GELUFn(Function):
@@ -99,7 +99,7 @@ class LinearFn(Function):
         kmap = pointwise_map(x.shape[0])
         ctx.save(x, weight)
         ctx.kmap, ctx.has_bias = kmap, bias is not None
-        return conv_plus_bias(x, weight.T[None], kmap, bias)
+        return forward_plus_bias("conv_forward", x, weight.T[None], kmap, bias)
 
     @staticmethod
     def backward(ctx, grad):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from ..backends import get_backend
 from ..device import check_backend_device
-from ._util import column_sum, conv_plus_bias, plus_bias
+from ._util import column_sum, forward_plus_bias
 
 
 def _check(feats, weight, kmap, depthwise: bool):
@@ -34,7 +34,7 @@ def _check(feats, weight, kmap, depthwise: bool):
 def conv_forward(feats, weight, kmap, bias=None):
     """``out[o] = Σ_k feats[nbr[o, k]] @ weight[k] (+ bias)`` → ``(n_out, Cout)``."""
     _check(feats, weight, kmap, depthwise=False)
-    return conv_plus_bias(feats, weight, kmap, bias)
+    return forward_plus_bias("conv_forward", feats, weight, kmap, bias)
 
 
 def conv_backward(grad_out, feats, weight, kmap, bias=True, input_grad=True):
@@ -51,7 +51,7 @@ def conv_backward(grad_out, feats, weight, kmap, bias=True, input_grad=True):
 def depthwise_forward(feats, weight, kmap, bias=None):
     """``out[o, c] = Σ_k weight[k, c] · feats[nbr[o, k], c] (+ bias)`` → ``(n_out, C)``."""
     _check(feats, weight, kmap, depthwise=True)
-    return plus_bias(get_backend().depthwise_forward(feats, weight, kmap), bias)
+    return forward_plus_bias("depthwise_forward", feats, weight, kmap, bias)
 
 
 def depthwise_backward(grad_out, feats, weight, kmap, bias=True, input_grad=True):

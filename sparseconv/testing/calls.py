@@ -29,7 +29,7 @@ KERNELS = ("build_index", "lookup", "neighbor_table", "mirror_table", "transpose
            "conv_forward", "conv_weight_grad", "depthwise_forward", "depthwise_weight_grad", "segment_sum",
            "gelu", "gelu_grad", "layer_norm", "layer_norm_grad", "grn", "grn_grad")
 # used above the interface only where the backend has them
-OPTIONAL_KERNELS = ("submanifold_table", "add", "column_sum", "conv_forward_bias")
+OPTIONAL_KERNELS = ("submanifold_table", "add", "column_sum", "conv_forward_bias", "depthwise_forward_bias")
 # names of the parts of a kernel's result, where it returns several arrays
 OUTPUTS = {"down_table": ("out_coords", "table"), "layer_norm": ("y", "xhat", "rstd"),
            "layer_norm_grad": ("gx", "gw", "gb"), "grn": ("y", "G"), "grn_grad": ("dx", "dgamma", "dbeta")}

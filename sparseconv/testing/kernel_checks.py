@@ -210,7 +210,7 @@ def check_conv(be, sites: str, map_name: str, cin: int, cout: int, dtype, seed: 
     out = be.conv_forward(feats, weight, kmap)
     assert_close(out, REF.conv_forward(feats, weight, kmap), f"conv_forward {what}")
     assert_bitwise(out, be.conv_forward(feats, weight, kmap), f"conv_forward {what}")
-    _check_conv_forward_bias(be, feats, weight, kmap, out, rng, what)
+    _check_forward_bias(be, "conv_forward", (feats, weight, kmap), out, rng, what)
     wt = np.ascontiguousarray(weight.transpose(0, 2, 1))
     t = kmap.transposed()
     assert_close(be.conv_forward(grad_out, wt, t), REF.conv_forward(grad_out, wt, t), f"conv input grad {what}")
@@ -230,6 +230,7 @@ def check_depthwise(be, sites: str, map_name: str, channels: int, dtype, seed: i
     out = be.depthwise_forward(feats, weight, kmap)
     assert_close(out, REF.depthwise_forward(feats, weight, kmap), f"depthwise_forward {what}")
     assert_bitwise(out, be.depthwise_forward(feats, weight, kmap), f"depthwise_forward {what}")
+    _check_forward_bias(be, "depthwise_forward", (feats, weight, kmap), out, rng, what)
     t = kmap.transposed()
     assert_close(be.depthwise_forward(grad_out, weight, t), REF.depthwise_forward(grad_out, weight, t),
                  f"depthwise input grad {what}")
@@ -238,14 +239,15 @@ def check_depthwise(be, sites: str, map_name: str, channels: int, dtype, seed: i
     assert_bitwise(gw, be.depthwise_weight_grad(feats, grad_out, kmap), f"depthwise_weight_grad {what}")
 
 
-def _check_conv_forward_bias(be, feats, weight, kmap, out, rng, what):
-    """The optional ``conv_forward_bias`` (where the backend has it) gives the bits of ``out + bias``."""
-    if not hasattr(be, "conv_forward_bias"):
+def _check_forward_bias(be, kernel, args, out, rng, what):
+    """The optional ``<kernel>_bias`` (where the backend has it) gives the bits of ``out + bias``,
+    ``out`` the kernel's result on ``args`` ``(feats, weight, kmap)``, and ``out`` without a bias."""
+    fused = getattr(be, kernel + "_bias", None)
+    if fused is None:
         return
     bias = be.xp.asarray(rng.standard_normal(out.shape[1]).astype(out.dtype))
-    assert_bitwise(be.conv_forward_bias(feats, weight, kmap, bias), out + bias,
-                   f"conv_forward_bias {what}: not conv_forward + bias")
-    assert_bitwise(be.conv_forward_bias(feats, weight, kmap, None), out, f"conv_forward_bias {what} without a bias")
+    assert_bitwise(fused(*args, bias), out + bias, f"{kernel}_bias {what}: not {kernel} + bias")
+    assert_bitwise(fused(*args, None), out, f"{kernel}_bias {what} without a bias")
 
 
 def check_segment_sum(be, n_rows: int, n_segments: int, channels: int, dtype, seed: int = 0):

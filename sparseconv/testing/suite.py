@@ -371,7 +371,7 @@ def _conv_kernel_cases(sizes: Sizes):
                     pairs, widths = ((3, 5),), (7,)
                 else:
                     pairs = CONV_CHANNELS if map_name == "subm_k3_d1" else ((3, 5), (33, 17))
-                    widths = (1, 7, 40)
+                    widths = (1, 7, 16, 40)  # 16: the Numba backend's register tiles
                 out += [KernelCase("conv_kernels", f"conv_{sites}_{map_name}_{cin}x{cout}_{dt}",
                                    f"conv_forward+weight_grad {map_name} on {sites} C={cin}->{cout} {dt}", K.check_conv,
                                    dict(sites=sites, map_name=map_name, cin=cin, cout=cout, dtype=dtype))

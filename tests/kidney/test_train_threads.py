@@ -7,7 +7,7 @@ loss, backward, AdamW — and compares the outputs, the loss, every parameter's 
 updated weights. It runs in a subprocess with ``NUMBA_NUM_THREADS=2`` and ``OPENBLAS_NUM_THREADS=1``,
 whatever this run has (OpenBLAS is raised to 2 at run time), and with every kernel forced parallel
 (``parallel_min_work = 0``), so small inputs reach the threaded code. A third step runs without the
-backend's optional ``add``, ``column_sum`` and ``conv_forward_bias`` kernels (NumPy's expressions
+backend's optional ``add``, ``column_sum``, ``conv_forward_bias`` and ``depthwise_forward_bias`` kernels (NumPy's expressions
 instead: ``a + b``, ``x.sum(axis=0)``, ``out += bias``): they promise NumPy's bits, so it must equal
 the others.
 """
@@ -66,7 +66,7 @@ def step():
     return record
 
 
-OPTIONAL = ("add", "column_sum", "conv_forward_bias")
+OPTIONAL = ("add", "column_sum", "conv_forward_bias", "depthwise_forward_bias")
 
 
 class WithoutOptional:  # the Numba backend without those optional kernels (NumPy's expressions then)
