@@ -323,11 +323,20 @@ def test_lesion_contrast_script_measures_a_lesion_against_its_kidney(tmp_path, c
     labels[15:25, 15:25, 15:25] = 2                                   # a 1 ml tumour in the kidney's core
     image = rng.normal(100.0, 10.0, labels.shape)
     image[labels == 2] -= 20.0                                        # 2 SD darker than its kidney
-    (kind, ml, hu, kidney, contrast, _), = lc.lesions_of(image, labels, (1.0, 1.0, 1.0), 0.5)
-    assert kind == "tumour" and ml == pytest.approx(1.0)
-    assert hu == pytest.approx(80.0, abs=1.0) and kidney == pytest.approx(100.0, abs=1.0)
-    assert contrast == pytest.approx(-2.0, abs=0.25)
+    les, = lc.lesions_of(image, labels, (1.0, 1.0, 1.0), 0.5)
+    assert les.kind == "tumour" and les.ml == pytest.approx(1.0)
+    assert les.hu == pytest.approx(80.0, abs=1.0) and les.kidney_hu == pytest.approx(100.0, abs=1.0)
+    assert les.contrast == pytest.approx(-2.0, abs=0.25)
+    assert les.outside == 0.0 and lc.position(les.outside) == "inside"
     assert list(lc.lesions_of(image, labels, (1.0, 1.0, 1.0), 2.0)) == []  # under --min-ml
+    # a cyst reaching 4 of its 10 voxels out of the kidney's face at x = 36: of its 6-connected rim
+    # (600 voxels), the far face (100) and 4/10 of the four sides (160) are background
+    wide = np.zeros((40, 40, 48), np.uint8)
+    wide[4:36, 4:36, 4:36] = 1
+    wide[15:25, 15:25, 30:40] = 3
+    cyst, = lc.lesions_of(rng.normal(100.0, 10.0, wide.shape), wide, (1.0, 1.0, 1.0), 0.5)
+    assert cyst.kind == "cyst" and cyst.outside == pytest.approx(260 / 600)
+    assert lc.position(cyst.outside) == "partly out" and lc.position(0.7) == "exophytic"
     data = tmp_path / "data"
     phantom.write_dataset(data, 1, seed=3, preset="tiny", phase="nephrographic")
     assert lc.main([str(data)]) == 0
@@ -351,6 +360,7 @@ def test_lesion_contrast_script_measures_a_lesion_against_its_kidney(tmp_path, c
     out = capsys.readouterr().out.strip().splitlines()
     assert out[1].split()[-3:] == ["0.50", "0.40", "0.10"]            # the lesion's row
     assert out[-1].split() == ["tumour", ">=", "2", "1", "0.50", "0.40", "0.10"]  # |contrast| 2.0
+    assert ["tumour", "inside", "1", "0.50", "0.40", "0.10"] in [line.split() for line in out]
     assert lc.visibility_band(-0.99) == "< 1" and lc.visibility_band(1.5) == "1 to 2"
 
 
