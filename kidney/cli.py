@@ -51,6 +51,10 @@ def add_phantom(sub) -> None:
                         "varied-organs: varied, and the liver and the spleen beside the kidneys drawn too; "
                         "varied-texture: varied-organs, and the soft organs uneven at a coarse scale; "
                         "varied-fascia: varied-texture, and septa, renal fascia and small vessels in the fat")
+    p.add_argument("--lesion-depth", default="classic", choices=("classic", "real"),  # phantom.anatomy.LESION_DEPTHS
+                   help="how deep in the kidney the drawn lesions lie: classic (default, reproduces earlier "
+                        "phantoms: cysts mostly bulging out, none inside) or real (as deep as the lesions "
+                        "of the real training label maps); not with --from-labels")
     p.add_argument("--from-labels", type=Path, default=None, metavar="DATA_DIR",
                    help="synthesise CT around DATA_DIR/case_*/segmentation.nii.gz instead")
     p.add_argument("--split", default=None, choices=("train", "validation", "test"),
@@ -87,6 +91,8 @@ def run_phantom(args) -> int:
     from . import phantom
 
     if args.from_labels is not None:
+        if args.lesion_depth != "classic":
+            raise ValueError("--lesion-depth applies to drawn phantoms only: --from-labels keeps the map's lesions")
         return _phantom_from_labels(args)
     if args.split is not None or args.grid != "native" or args.copies != 1 or args.workers != 1:
         raise ValueError("--split, --grid, --copies and --workers apply to --from-labels only")
@@ -100,7 +106,7 @@ def run_phantom(args) -> int:
 
     phantom.write_dataset(args.out, n, args.seed, overwrite=args.overwrite, start=args.start,
                           progress=report, preset=args.preset, phase=args.phase,
-                          appearance=args.appearance)
+                          appearance=args.appearance, lesion_depth=args.lesion_depth)
     print(f"{n} phantom case(s) in {args.out} ({time.perf_counter() - t0:.1f} s)")
     return 0
 

@@ -955,3 +955,34 @@ R25="$WORK/round25"
     --checkpoint-every 50
 for s in 2500 5000; do rule_scores_grid "$R25/cand/a_$s" "$R25/s2_a/weights_step$s.npz"; done
 rule_scores_grid "$R25/cand/r17" "$R17W"
+
+# 31. round 26: lesions as deep in the kidney as real ones. Round 24's position table
+#     (scripts/lesion_contrast.py --pred) found round 17 calling cysts inside the kidney kidney or
+#     background and finding the exophytic ones; scripts/lesion_positions.py found the drawn
+#     phantoms' lesions far more exophytic than those of the 100 training maps (cysts: none inside
+#     the kidney against 41 of 96). `kidney phantom --lesion-depth real` (new) draws them as deep as
+#     the maps' lesions and changes nothing else of a seed. The 168 make_phantom cases of round 20's
+#     (b) mix (round 14's and round 13's phantoms, round 5's classic ones) are drawn again with it,
+#     the same commands and seeds; the mix keeps its names and its other 548 cases, so the run is
+#     round 20's (b) — the same recipe (S19), seed 251, the same crops in the same order — with only
+#     the phantoms' lesions moved. The rule, fixed before any result: round 20's (§25), over the two
+#     snapshots (1,000 / 2,000), round 20's (b) (the control: 0.6849 / 0.6873) and round 17's stage 2
+#     (0.6888); a candidate replaces round 17's only if it leads by 0.005 or more.
+R26="$WORK/round26"
+python scripts/lesion_positions.py --maps "$L" --split train      # the real maps' lesions
+python scripts/lesion_positions.py --phantoms 24                  # drawn, classic depth
+python scripts/lesion_positions.py --phantoms 24 --lesion-depth real
+kidney phantom --out "$R26/ph_train_tex" -n 48 --seed 51 --appearance varied-texture --lesion-depth real
+kidney phantom --out "$R26/ph_train_tex" -n 48 --seed 52 --appearance varied-texture --lesion-depth real --start 48
+kidney phantom --out "$R26/ph_train_texture" -n 24 --seed 1300 --appearance varied-texture --lesion-depth real
+for s in 1000 1001 1002 1003; do
+  kidney phantom --out "$R26/classic_train" -n 12 --seed $s --start $(( (s - 1000) * 12 )) --lesion-depth real
+done
+mix "$R26/train_add" "$R20/real_train_3mm" "$R14/real_train_tex" "$R26/ph_train_tex" "$R13/real_train_texture" \
+    "$R26/ph_train_texture"
+for c in "$R26"/classic_train/case_*; do  # round 6's two links to each classic phantom, by name
+  ln -sfn "$(readlink -f "$c")" "$R26/train_add/classic_train_$(basename "$c")"
+  ln -sfn "$(readlink -f "$c")" "$R26/train_add/classic2_$(basename "$c")"
+done
+"${STAGE2[@]}" --out "$R26/s2_a" --seed 251 --data "$R26/train_add" "${S19[@]}"
+for s in 1000 2000; do rule_scores_grid "$R26/cand/a_$s" "$R26/s2_a/weights_step$s.npz"; done

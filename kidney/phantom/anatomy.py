@@ -72,7 +72,19 @@ def _kidney(rng, side: str, cx: float, y_spine: float, z: float, cavity_hw: floa
     return KidneySpec(side, centre, radii, _rotation(long_axis, medial))
 
 
-def _draw_anatomy(rng, extent, *, synthetic_kidneys=True, n_tumours=None, n_cysts=None) -> Anatomy:
+# Where a drawn lesion's centre lies: on the kidney's surface, moved along its outward normal by a
+# uniform draw between these bounds times the lesion's radius (negative: into the kidney).
+LESION_DEPTHS = {
+    # the generator's first table: cysts mostly bulging out of the kidney, none inside it
+    "classic": {"tumour": (-0.7, 0.5), "cyst": (-0.3, 0.6)},
+    # set so that the share of a lesion's rim lying outside the kidney has about the quartiles it
+    # has over the lesions of the 100 training label maps (docs/generalisation.md, round 26)
+    "real": {"tumour": (-1.4, 0.0), "cyst": (-1.3, 0.25)},
+}
+
+
+def _draw_anatomy(rng, extent, *, synthetic_kidneys=True, n_tumours=None, n_cysts=None,
+                  lesion_depth: str = "classic") -> Anatomy:
     ez, ey, ex = extent
     hw = min(rng.uniform(140, 175), 0.47 * ex)
     hd = min(rng.uniform(100, 125), 0.45 * ey)
@@ -90,23 +102,25 @@ def _draw_anatomy(rng, extent, *, synthetic_kidneys=True, n_tumours=None, n_cyst
                         for s in ("right", "left")]
         nt = int(rng.integers(1, 3)) if n_tumours is None else int(n_tumours)
         nc = int(rng.integers(1, 4)) if n_cysts is None else int(n_cysts)
-        anat.lesions = [_lesion(rng, "tumour", anat.kidneys) for _ in range(nt)]
+        depths = LESION_DEPTHS[lesion_depth]
+        anat.lesions = [_lesion(rng, "tumour", anat.kidneys, depths["tumour"]) for _ in range(nt)]
         for _ in range(nc):
-            anat.lesions.append(_cyst_apart(rng, anat.kidneys, anat.lesions))
+            anat.lesions.append(_cyst_apart(rng, anat.kidneys, anat.lesions, depths["cyst"]))
     return anat
 
 
-def _cyst_apart(rng, kidneys, tumours) -> Lesion:
+def _cyst_apart(rng, kidneys, tumours, depth) -> Lesion:
     """A cyst that does not overlap any tumour (up to 50 tries)."""
     for _ in range(50):
-        cyst = _lesion(rng, "cyst", kidneys)
+        cyst = _lesion(rng, "cyst", kidneys, depth)
         if all(np.linalg.norm(np.subtract(cyst.centre, t.centre)) > max(cyst.radii) * 1.2
                + max(t.radii) * 1.2 for t in tumours):
             break
     return cyst
 
 
-def _lesion(rng, kind: str, kidneys: List[KidneySpec]) -> Lesion:
+def _lesion(rng, kind: str, kidneys: List[KidneySpec], depth) -> Lesion:
+    """A lesion on a drawn kidney; ``depth``: the bounds of its centre's offset (see LESION_DEPTHS)."""
     k = kidneys[int(rng.integers(len(kidneys)))]
     # a direction on the kidney surface away from the hilum (local frame: long, medial, thick)
     while True:
@@ -120,12 +134,12 @@ def _lesion(rng, kind: str, kidneys: List[KidneySpec]) -> Lesion:
     surface = np.array(k.centre) + k.rotation @ surface_local
     if kind == "tumour":
         r = float(np.clip(np.exp(rng.normal(np.log(17.0), 0.45)), 7.0, 45.0))
-        offset = rng.uniform(-0.7, 0.5) * r
+        offset = rng.uniform(*depth) * r
         tissue = str(rng.choice(TUMOUR_TYPES, p=[0.7, 0.2, 0.1]))
         necrotic = tissue == "tumour_clear_cell" and r > 15 and rng.random() < 0.6
     else:
         r = float(np.clip(np.exp(rng.normal(np.log(10.0), 0.5)), 4.0, 28.0))
-        offset = rng.uniform(-0.3, 0.6) * r
+        offset = rng.uniform(*depth) * r
         tissue, necrotic = "cyst", False
     radii = tuple(float(r * f) for f in rng.uniform(0.85, 1.15, size=3))
     centre = tuple(float(v) for v in surface + offset * normal)

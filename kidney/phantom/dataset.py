@@ -49,6 +49,8 @@ def read_manifest(data_dir) -> Dict[str, dict]:
 
 
 def manifest_row(case: str, ph: Phantom, source: str) -> dict:
+    if getattr(ph, "lesion_depth", "classic") != "classic":  # the default leaves earlier rows as they were
+        source = f"{source} lesion_depth={ph.lesion_depth}"
     return dict(case=case, seed=ph.seed, phase=ph.phase, appearance=ph.appearance,
                 spacing_mm=" ".join(f"{s:g}" for s in ph.spacing), source=source)
 

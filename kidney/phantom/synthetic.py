@@ -7,7 +7,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from .. import io
-from .anatomy import Anatomy, _draw_anatomy
+from .anatomy import LESION_DEPTHS, Anatomy, _draw_anatomy
 from .body import _paint_back_muscles, _paint_body, _paint_bowel, _paint_organs, _paint_ribs, _paint_spine
 from .canvas import _Canvas
 from .fascia import paint_fascia
@@ -32,6 +32,8 @@ class Phantom:
         noise_hu: quantum-noise sd used.
         appearance: one of :data:`~kidney.phantom.appearance.APPEARANCES` (``'classic'``, ``'varied'``,
             ``'varied-organs'``, ``'varied-texture'``, ``'varied-fascia'``; :mod:`kidney.phantom.appearance`).
+        lesion_depth: a key of :data:`~kidney.phantom.anatomy.LESION_DEPTHS` (how deep in the
+            kidney the drawn lesions lie).
     """
 
     image: np.ndarray
@@ -43,6 +45,7 @@ class Phantom:
     anatomy: Anatomy = field(repr=False)
     noise_hu: float = 0.0
     appearance: str = "classic"
+    lesion_depth: str = "classic"
 
     @property
     def affine(self) -> np.ndarray:
@@ -84,7 +87,7 @@ def _paint_background(cv: _Canvas, an: Anatomy, rng, look: Look) -> None:
 def make_phantom(seed: int = 0, *, preset: str = "demo", shape=None, spacing=None,
                  phase: str = "random", n_tumours: Optional[int] = None,
                  n_cysts: Optional[int] = None, noise_hu: Optional[float] = None,
-                 appearance: str = "classic") -> Phantom:
+                 appearance: str = "classic", lesion_depth: str = "classic") -> Phantom:
     """A seeded synthetic abdominal CT with two kidneys, tumours and cysts.
 
     Args:
@@ -101,21 +104,29 @@ def make_phantom(seed: int = 0, *, preset: str = "demo", shape=None, spacing=Non
             ``'varied'`` (drawn phase, contrast dose, kidney HU, per-lesion HU, noise and blur; see
             :mod:`kidney.phantom.appearance`) or ``'varied-organs'`` (``varied`` with the liver and
             the spleen beside the kidneys drawn too). The anatomy of a seed is the same in all.
+        lesion_depth: ``'classic'`` (the default, reproducing earlier phantoms: cysts mostly
+            bulging out of the kidney, none inside it) or ``'real'`` (lesions as deep in the kidney
+            as those of the real training label maps); see
+            :data:`~kidney.phantom.anatomy.LESION_DEPTHS`. Only the lesions' positions differ.
 
     Returns:
         :class:`Phantom` (image int16 HU, labels uint8, internal ``I, P, L`` orientation).
     """
     if preset not in GRID_PRESETS:
         raise ValueError(f"unknown phantom preset {preset!r}; use one of {sorted(GRID_PRESETS)}")
+    if lesion_depth not in LESION_DEPTHS:
+        raise ValueError(f"unknown lesion depth {lesion_depth!r}; use one of {sorted(LESION_DEPTHS)}")
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 20251104]))
     shape, spacing = _draw_grid(rng, GRID_PRESETS[preset], shape, spacing)
     look = make_look(seed, rng, phase, appearance)
     extent = tuple(n * s for n, s in zip(shape, spacing))
-    an = _draw_anatomy(rng, extent, n_tumours=n_tumours, n_cysts=n_cysts)
+    an = _draw_anatomy(rng, extent, n_tumours=n_tumours, n_cysts=n_cysts, lesion_depth=lesion_depth)
     cv = _Canvas(shape, spacing, _sub_slices(spacing))
     _paint_background(cv, an, rng, look)
     for k in an.kidneys:
         _paint_kidney(cv, an, k, rng)
     for les in sorted(an.lesions, key=lambda l: l.kind != "cyst"):  # cysts first, tumours win
         _paint_lesion(cv, les, rng, look)
-    return _finish(cv, an, spacing, look, int(seed), noise_hu, rng)
+    ph = _finish(cv, an, spacing, look, int(seed), noise_hu, rng)
+    ph.lesion_depth = lesion_depth
+    return ph

@@ -343,6 +343,35 @@ def test_unknown_appearance_is_refused():
         phantom.make_phantom(0, preset="tiny", appearance="glossy")
 
 
+def _outside_shares(ph):
+    """The share of each lesion's 6-connected rim that is background (scripts/lesion_contrast.py)."""
+    comps, n = ndimage.label(ph.labels >= 2, structure=np.ones((3, 3, 3)))
+    rims = [ndimage.binary_dilation(comps == i) & (comps != i) for i in range(1, n + 1)]
+    return [float(np.mean(ph.labels[rim] == 0)) for rim in rims]
+
+
+def test_lesion_depth_real_draws_lesions_deeper_and_nothing_else():
+    """lesion_depth='real' moves the drawn lesions into the kidney (less of their rim on background)
+    and leaves the rest of the phantom, and the default, as they were; the manifest says so."""
+    classic, real = [], []
+    for seed in range(8):
+        a = phantom.make_phantom(seed, preset="tiny")
+        assert np.array_equal(a.image, phantom.make_phantom(seed, preset="tiny", lesion_depth="classic").image)
+        b = phantom.make_phantom(seed, preset="tiny", lesion_depth="real")
+        assert a.phase == b.phase and a.spacing == b.spacing and b.lesion_depth == "real"
+        assert a.anatomy.kidneys[0].centre == b.anatomy.kidneys[0].centre
+        assert [l.kind for l in a.anatomy.lesions] == [l.kind for l in b.anatomy.lesions]
+        classic += _outside_shares(a)
+        real += _outside_shares(b)
+    assert np.mean(real) < np.mean(classic) - 0.1
+    assert np.mean(np.array(real) < 1 / 3) > np.mean(np.array(classic) < 1 / 3)
+    from kidney.phantom.dataset import manifest_row
+    assert manifest_row("case_00000", b, "make_phantom")["source"] == "make_phantom lesion_depth=real"
+    assert manifest_row("case_00000", a, "make_phantom")["source"] == "make_phantom"
+    with pytest.raises(ValueError, match="lesion depth 'shallow'"):
+        phantom.make_phantom(0, preset="tiny", lesion_depth="shallow")
+
+
 def test_training_grid_is_coarse_and_never_finer_than_the_source():
     coarse = 0
     for seed in range(40):

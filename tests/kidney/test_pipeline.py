@@ -364,6 +364,28 @@ def test_lesion_contrast_script_measures_a_lesion_against_its_kidney(tmp_path, c
     assert lc.visibility_band(-0.99) == "< 1" and lc.visibility_band(1.5) == "1 to 2"
 
 
+def test_lesion_positions_script_counts_lesions_inside_and_out(tmp_path, capsys):
+    lp = _script("lesion_positions")
+    labels = np.zeros((40, 40, 48), np.int16)
+    labels[4:36, 4:36, 4:36] = 1
+    labels[15:25, 15:25, 15:25] = 2                                   # inside: no background on its rim
+    labels[15:25, 15:25, 30:40] = 3                                   # reaching out: 260 of its 600 rim voxels
+    labels[30:31, 30:31, 30:31] = 2                                   # under --min-ml
+    rows = lp.lesion_positions(labels, (1.0, 1.0, 1.0), 0.5)
+    assert [(k, ml) for k, ml, _ in rows] == [("tumour", 1.0), ("cyst", 1.0)]
+    assert rows[0][2] == 0.0 and rows[1][2] == pytest.approx(260 / 600)
+    from kidney import io
+    case = tmp_path / "maps" / "case_00000"
+    case.mkdir(parents=True)
+    io.save_array(labels.astype(np.uint8), io.kits_affine((1.0, 1.0, 1.0)), case / io.LABEL_NAME)
+    assert lp.main(["--maps", str(tmp_path / "maps")]) == 0
+    out = [line.split() for line in capsys.readouterr().out.strip().splitlines()]
+    assert out[2][:5] == ["tumour", "1", "0.00", "0.00-0.00", "1"]   # inside: 1 lesion, all of the volume
+    assert out[3][:3] == ["cyst", "1", "0.43"] and out[3][4:7] == ["0", "(0.00)", "1"]  # partly out
+    with pytest.raises(SystemExit):
+        lp.main(["--maps", str(tmp_path / "maps"), "--split", "test"])  # case_00000 is in no test split
+
+
 def test_threshold_sweep_scores_as_the_segmenter_labels():
     """The sweep's Dice at every threshold equals kidney.metrics' Dice of the labels the segmenter's
     rule makes from the same probabilities, with reference voxels outside the scored box counted."""
