@@ -964,7 +964,7 @@ rule_scores_grid "$R25/cand/r17" "$R17W"
 #     the maps' lesions and changes nothing else of a seed. The 168 make_phantom cases of round 20's
 #     (b) mix (round 14's and round 13's phantoms, round 5's classic ones) are drawn again with it,
 #     the same commands and seeds; the mix keeps its names and its other 548 cases, so the run is
-#     round 20's (b) — the same recipe (S19), seed 251, the same crops in the same order — with only
+#     round 20's (b) — the same recipe (S19), seed 251, the same cases drawn in the same order — with only
 #     the phantoms' lesions moved. The rule, fixed before any result: round 20's (§25), over the two
 #     snapshots (1,000 / 2,000), round 20's (b) (the control: 0.6849 / 0.6873) and round 17's stage 2
 #     (0.6888); a candidate replaces round 17's only if it leads by 0.005 or more.
