@@ -986,3 +986,5 @@ for c in "$R26"/classic_train/case_*; do  # round 6's two links to each classic 
 done
 "${STAGE2[@]}" --out "$R26/s2_a" --seed 251 --data "$R26/train_add" "${S19[@]}"
 for s in 1000 2000; do rule_scores_grid "$R26/cand/a_$s" "$R26/s2_a/weights_step$s.npz"; done
+# the rule: 0.6615 / 0.6833 at 1,000 / 2,000 steps (control 0.6849 / 0.6873, round 17 0.6888): the `varied`
+# set stays round 17's
