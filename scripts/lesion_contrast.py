@@ -61,24 +61,31 @@ def outside_share(labels, lesion):
     return float(np.mean(labels[rim] == 0)) if rim.any() else 0.0
 
 
-def lesions_of(image, labels, spacing, min_ml):
-    """Yield a :class:`LesionStats` per lesion of one case (tumours and cysts, 26-connected)."""
+def lesion_masks(labels, spacing, min_ml, margin):
+    """Yield ``(kind, ml, pad, mask)`` per lesion of one label map (tumours and cysts, 26-connected,
+    at least ``min_ml``): ``mask`` the lesion in the box ``pad``, its bounding box grown by ``margin``
+    voxels; ``kind`` the label most of its voxels carry."""
     voxel_ml = float(np.prod(spacing)) / 1000.0
-    kidney = labels == 1
-    kidney_core = ndi.binary_erosion(kidney, iterations=2)
-    comps, n = ndi.label(labels >= 2, structure=CUBE)
+    comps, _ = ndi.label(labels >= 2, structure=CUBE)
     for i, sl in enumerate(ndi.find_objects(comps), start=1):
-        pad = tuple(slice(max(s.start - 8, 0), s.stop + 8) for s in sl)  # room for the shell
+        pad = tuple(slice(max(s.start - margin, 0), s.stop + margin) for s in sl)
         lesion = comps[pad] == i
         ml = lesion.sum() * voxel_ml
-        if ml < min_ml:
-            continue
+        if ml >= min_ml:
+            kind = "tumour" if np.bincount(labels[pad][lesion]).argmax() == 2 else "cyst"
+            yield kind, ml, pad, lesion
+
+
+def lesions_of(image, labels, spacing, min_ml):
+    """Yield a :class:`LesionStats` per lesion of one case (tumours and cysts, 26-connected)."""
+    kidney = labels == 1
+    kidney_core = ndi.binary_erosion(kidney, iterations=2)
+    for kind, ml, pad, lesion in lesion_masks(labels, spacing, min_ml, margin=8):  # room for the shell
         inner, shell = _region_pair(lesion, kidney_core[pad], kidney[pad])
         if shell.sum() < 20:
             continue  # no kidney next to it (an exophytic lesion's far side only)
         a, b = image[pad][inner].astype(np.float64), image[pad][shell].astype(np.float64)
         spread = np.sqrt(0.5 * (a.var() + b.var()))
-        kind = "tumour" if np.bincount(labels[pad][lesion]).argmax() == 2 else "cyst"
         yield LesionStats(kind, ml, a.mean(), b.mean(), (a.mean() - b.mean()) / max(spread, 1e-6),
                           outside_share(labels[pad], lesion), (pad, lesion))
 

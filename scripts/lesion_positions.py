@@ -18,29 +18,16 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage as ndi
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lesion_contrast as lc  # noqa: E402
 
 from kidney import io  # noqa: E402
 
-CUBE = np.ones((3, 3, 3), bool)
-
-
 def lesion_positions(labels, spacing, min_ml=0.5):
     """``[(kind, ml, outside)]`` of the lesions of one label map."""
-    voxel_ml = float(np.prod(spacing)) / 1000.0
-    comps, _ = ndi.label(labels >= 2, structure=CUBE)
-    out = []
-    for i, sl in enumerate(ndi.find_objects(comps), start=1):
-        pad = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in sl)  # room for the rim
-        lesion = comps[pad] == i
-        ml = lesion.sum() * voxel_ml
-        if ml >= min_ml:
-            kind = "tumour" if np.bincount(labels[pad][lesion]).argmax() == 2 else "cyst"
-            out.append((kind, ml, lc.outside_share(labels[pad], lesion)))
-    return out
+    return [(kind, ml, lc.outside_share(labels[pad], lesion))  # margin 1: room for the rim
+            for kind, ml, pad, lesion in lc.lesion_masks(labels, spacing, min_ml, margin=1)]
 
 
 def summary(rows):

@@ -49,7 +49,7 @@ def read_manifest(data_dir) -> Dict[str, dict]:
 
 
 def manifest_row(case: str, ph: Phantom, source: str) -> dict:
-    if getattr(ph, "lesion_depth", "classic") != "classic":  # the default leaves earlier rows as they were
+    if ph.lesion_depth != "classic":  # the default leaves earlier rows as they were
         source = f"{source} lesion_depth={ph.lesion_depth}"
     return dict(case=case, seed=ph.seed, phase=ph.phase, appearance=ph.appearance,
                 spacing_mm=" ".join(f"{s:g}" for s in ph.spacing), source=source)
