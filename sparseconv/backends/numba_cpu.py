@@ -521,7 +521,8 @@ def _column_sum(x, out):
     between threads would add partial sums in another order; splitting the columns keeps the bits
     but gained nothing on a two-core machine: the sum only streams the rows, each thread's band
     leaves the other band's lines in every row it reads (the prefetchers fetch them anyway), and
-    two bands were up to 1.5× slower than one pass (32 or 256 float32 columns), never faster.
+    in a timing on two cores two bands were never faster than one pass, and slower at 32 and 256
+    float32 columns.
     So one thread streams the rows once, ``COLSUM_LANES`` columns a pass.
 
     The running sums live in a stack array and the loops index from 0, so Numba adds no
