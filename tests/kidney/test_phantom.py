@@ -344,7 +344,8 @@ def test_unknown_appearance_is_refused():
 
 
 def _outside_shares(ph):
-    """The share of each lesion's 6-connected rim that is background (scripts/lesion_contrast.py)."""
+    """The share of each lesion's 6-connected rim that is background — computed here on its own, as
+    an oracle independent of scripts/lesion_contrast.py's ``outside_share``."""
     comps, n = ndimage.label(ph.labels >= 2, structure=np.ones((3, 3, 3)))
     rims = [ndimage.binary_dilation(comps == i) & (comps != i) for i in range(1, n + 1)]
     return [float(np.mean(ph.labels[rim] == 0)) for rim in rims]
