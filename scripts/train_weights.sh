@@ -955,6 +955,9 @@ R25="$WORK/round25"
     --checkpoint-every 50
 for s in 2500 5000; do rule_scores_grid "$R25/cand/a_$s" "$R25/s2_a/weights_step$s.npz"; done
 rule_scores_grid "$R25/cand/r17" "$R17W"
+# the rule: 0.5968 / 0.6152 at 2,500 / 5,000 steps (round 17 0.6888): the `varied` set stays round
+# 17's (the kidneys found as well or better, the masses at 0.37 / 0.46 of round 6's validation set
+# against 0.65)
 
 # 31. round 26: lesions as deep in the kidney as real ones. Round 24's position table
 #     (scripts/lesion_contrast.py --pred) found round 17 calling cysts inside the kidney kidney or
