@@ -958,6 +958,14 @@ rule_scores_grid "$R25/cand/r17" "$R17W"
 # the rule: 0.5968 / 0.6152 at 2,500 / 5,000 steps (round 17 0.6888): the `varied` set stays round
 # 17's (the kidneys found as well or better, the masses at 0.37 / 0.46 of round 6's validation set
 # against 0.65)
+# the snapshot at 5,000 and round 17's stage 2 on 20 of their training CT (every tenth of round 14's 200
+# CT around the training maps): masses 0.550 and 0.547, where the 20 validation CT give 0.359 and 0.553
+mkdir -p "$R25/trainset"
+ls -d "$R14"/real_train_tex/case_* | awk 'NR % 10 == 1' | while read -r c; do ln -sfn "$c" "$R25/trainset/"; done
+for n in a_5000 r17; do
+  kidney segment -i "$R25/trainset" -o "$R25/train_$n" --weights "$R25/cand/$n" --overwrite --quiet
+  kidney evaluate "$R25/train_$n" "$R25/trainset" --overwrite
+done
 
 # 31. round 26: lesions as deep in the kidney as real ones. Round 24's position table
 #     (scripts/lesion_contrast.py --pred) found round 17 calling cysts inside the kidney kidney or
