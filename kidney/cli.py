@@ -68,6 +68,11 @@ def add_phantom(sub) -> None:
                    help="with --from-labels: CTs per label map, other seeds (case_XXXXX_cK; default 1)")
     p.add_argument("--workers", type=int, default=1,
                    help="with --from-labels: processes writing cases side by side (default 1)")
+    p.add_argument("--paste-lesions", type=float, default=0.0, metavar="P",
+                   help="with --from-labels: share P of the CTs get one or two lesions of the other "
+                        "label maps given pasted into their kidneys (scaled 0.8-1.2, mirrored, "
+                        "centred on a kidney voxel drawn at random; seeded) before the CT is painted, "
+                        "so the labels written carry them (default 0: the maps as they are)")
     p.add_argument("--start", type=int, default=0, help="first case number (synthetic only)")
     p.add_argument("--overwrite", action="store_true", help="replace existing files")
     p.set_defaults(func=run_phantom)
@@ -94,8 +99,10 @@ def run_phantom(args) -> int:
         if args.lesion_depth != "classic":
             raise ValueError("--lesion-depth applies to drawn phantoms only: --from-labels keeps the map's lesions")
         return _phantom_from_labels(args)
-    if args.split is not None or args.grid != "native" or args.copies != 1 or args.workers != 1:
-        raise ValueError("--split, --grid, --copies and --workers apply to --from-labels only")
+    if args.split is not None or args.grid != "native" or args.copies != 1 or args.workers != 1 \
+            or args.paste_lesions:
+        raise ValueError("--split, --grid, --copies, --workers and --paste-lesions apply to "
+                         "--from-labels only")
     n = 1 if args.n is None else args.n
     if n < 1:
         raise ValueError(f"-n must be >= 1, got {n}")
@@ -132,22 +139,67 @@ def _phantom_from_labels(args) -> int:
         raise FileNotFoundError(f"{src} holds no case_*/segmentation.nii.gz")
     if args.copies < 1 or args.workers < 1:
         raise ValueError(f"--copies and --workers must be >= 1, got {args.copies}, {args.workers}")
+    if not 0.0 <= args.paste_lesions <= 1.0:
+        raise ValueError(f"--paste-lesions is a share of the CTs, in [0, 1], got {args.paste_lesions}")
     jobs = [(case, k) for case in cases[:args.n] for k in range(args.copies)]
     outs = [Path(args.out) / (case.name if args.copies == 1 else f"{case.name}_c{k}") for case, k in jobs]
     for out in outs:  # refuse before writing anything
         for name in (io.IMAGE_NAME, io.LABEL_NAME):
             if (out / name).exists() and not args.overwrite:
                 raise FileExistsError(f"{out / name} exists; pass --overwrite to replace it")
-    work = [(case, out, args.seed + i, case_phase(args.phase, i), args.grid, args.appearance, args.overwrite)
+    work = [(case, out, args.seed + i, case_phase(args.phase, i), args.grid, args.appearance,
+             args.overwrite, args.paste_lesions)
             for i, ((case, _), out) in enumerate(zip(jobs, outs))]
+    donors = _donor_lesions(cases) if args.paste_lesions > 0 else []
     if args.workers > 1:
         from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(args.workers) as pool:
+        with ProcessPoolExecutor(args.workers, initializer=_set_donors, initargs=(donors,)) as pool:
             _report(pool.map(_one_from_labels, work), args.out)
     else:
+        _set_donors(donors)
         _report(map(_one_from_labels, work), args.out)
     return 0
+
+
+_DONORS: list = []  # the lesions --paste-lesions draws from, set once per process
+
+
+def _set_donors(donors) -> None:
+    global _DONORS
+    _DONORS = list(donors)
+
+
+def _donor_lesions(cases):
+    """Every lesion of 0.5 ml or more of the label maps ``cases`` (``--paste-lesions``)."""
+    from . import io
+    from .phantom.lesion_paste import lesions_of
+
+    donors = []
+    for case in cases:
+        seg = io.load_case(case, image=False, label=True).label
+        donors += lesions_of(seg.array, seg.spacing, case.name)
+    if not donors:
+        raise ValueError("--paste-lesions: the label maps given hold no lesion of 0.5 ml or more")
+    print(f"--paste-lesions: {len(donors)} lesions of {len(cases)} label maps", flush=True)
+    return donors
+
+
+def _maybe_paste(labels, spacing, seed: int, share: float, source: str):
+    """``labels`` with one or two lesions of the other maps pasted, for a share ``share`` of the
+    seeds; returns ``(labels, note)``, the note naming what was pasted (empty: nothing)."""
+    if share <= 0:
+        return labels, ""
+    import numpy as np
+
+    from .phantom.lesion_paste import paste_lesions
+
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 20261205]))
+    if rng.random() >= share:
+        return labels, ""
+    others = [d for d in _DONORS if d.source != source]
+    labels, pasted = paste_lesions(labels, spacing, others, rng, n=1 + int(rng.random() < 0.5))
+    return labels, "".join(f" pasted {d.source} {d.kind} {d.ml:.1f} ml" for d in pasted)
 
 
 def _report(done, out_dir) -> None:
@@ -164,21 +216,23 @@ def _one_from_labels(job):
     returns the line to print and the case's manifest row."""
     from . import io, phantom
 
-    case, out, seed, phase, grid, appearance, overwrite = job
+    case, out, seed, phase, grid, appearance, overwrite, paste = job
     seg = io.load_case(case, image=False, label=True).label
     if grid != "native":
         spacing = phantom.training_grid(seed, seg.spacing) if grid == "coarse" else grid
         shape = io.resampled_shape(seg.shape, seg.spacing, spacing)
         labels = io.resample(seg.array, seg.spacing, spacing, order=0, out_shape=shape)
+        labels, pasted = _maybe_paste(labels, spacing, seed, paste, case.name)
         ph = phantom.from_labels(labels, spacing, seed, phase=phase, appearance=appearance)
         phantom.write_case(ph, out, overwrite=overwrite)
         where = f"{tuple(round(s, 2) for s in spacing)} mm grid"
     else:
-        ph = phantom.from_labels(seg.array, seg.spacing, seed, phase=phase, appearance=appearance)
+        labels, pasted = _maybe_paste(seg.array, seg.spacing, seed, paste, case.name)
+        ph = phantom.from_labels(labels, seg.spacing, seed, phase=phase, appearance=appearance)
         io.save_nifti(ph.image, seg, out / io.IMAGE_NAME, overwrite=overwrite, dtype="int16")
         io.save_nifti(ph.labels, seg, out / io.LABEL_NAME, overwrite=overwrite)
         where = f"the grid of {case / io.LABEL_NAME}"
-    row = phantom.dataset.manifest_row(out.name, ph, f"from_labels {case.name} ({grid} grid)")
+    row = phantom.dataset.manifest_row(out.name, ph, f"from_labels {case.name} ({grid} grid){pasted}")
     return f"wrote {out} ({ph.phase}, {ph.appearance}, on {where})", row
 
 

@@ -24,7 +24,8 @@ The HU table was calibrated on the real non-contrast CT in ``data/totalseg_examp
 One job per module: :mod:`.tissues` (the HU table), :mod:`.grid` (grid presets), :mod:`.anatomy`
 (geometry drawn from the seed), :mod:`.canvas`, :mod:`.body` and :mod:`.kidneys` (painting tissue
 ids), :mod:`.render` (HU), :mod:`.synthetic` (:func:`make_phantom`), :mod:`.around_labels`
-(:func:`from_labels`), :mod:`.fascia` (the thin tissue in the fat, ``varied-fascia``), :mod:`.dataset` (KiTS23 layout on disk), :mod:`.calibration`.
+(:func:`from_labels`), :mod:`.lesion_paste` (lesions of one label map pasted into another's
+kidneys, for ``from_labels``), :mod:`.fascia` (the thin tissue in the fat, ``varied-fascia``), :mod:`.dataset` (KiTS23 layout on disk), :mod:`.calibration`.
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from .calibration import CALIBRATION_MAP, fat_detail, phantom_masks, real_ct_mas
 from .dataset import write_case, write_dataset
 from .appearance import APPEARANCES, Look
 from .grid import GRID_PRESETS, GridPreset, training_grid
+from .lesion_paste import Lesion, lesions_of, paste_lesions
 from .render import default_noise_hu
 from .synthetic import Phantom, make_phantom
 from .tissues import PHASES, TISSUE_ID, TISSUES, TUMOUR_TYPES, Tissue
@@ -42,4 +44,5 @@ __all__ = ["Tissue", "TISSUES", "TISSUE_ID", "PHASES", "GRID_PRESETS", "Phantom"
            "make_phantom", "from_labels", "write_case", "write_dataset", "tissue_statistics",
            "texture_correlation", "fat_detail",
            "default_noise_hu", "CALIBRATION_MAP", "real_ct_masks", "phantom_masks", "GridPreset",
-           "TUMOUR_TYPES", "APPEARANCES", "Look", "training_grid"]
+           "TUMOUR_TYPES", "APPEARANCES", "Look", "training_grid", "Lesion", "lesions_of",
+           "paste_lesions"]
