@@ -25,7 +25,7 @@ from .. import io
 _CUBE = np.ones((3, 3, 3), bool)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # equal only to itself: arrays have no single truth value
 class Lesion:
     """One lesion cut out of a label map.
 
