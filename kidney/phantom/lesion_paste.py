@@ -82,8 +82,9 @@ def paste_lesions(labels: np.ndarray, spacing: Sequence[float], donors: Sequence
     Each paste draws a donor, places it (:func:`_placed`) with its centroid on a kidney voxel
     (label 1) drawn uniformly, and writes its labels where the map holds background or kidney (a
     lesion already there is never overwritten). A donor larger than ``max_share`` of the
-    kidney (with its lesions) it would go into is drawn again, up to ``tries`` times: a 1-litre
-    tumour does not fit a small kidney.
+    kidney (with its lesions) it would go into, or one that vanishes on this grid (thinner than
+    its voxels), is drawn again, up to ``tries`` times: a 1-litre tumour does not fit a small
+    kidney.
 
     Args:
         labels: ``(Z, Y, X)`` label map (0..3); not modified.
@@ -112,7 +113,7 @@ def paste_lesions(labels: np.ndarray, spacing: Sequence[float], donors: Sequence
             centre = kidney[int(rng.integers(len(kidney)))]
             box = _placed(donor, spacing, rng)
             organ_voxels = np.count_nonzero(organs == organs[tuple(centre)])
-            if np.count_nonzero(box) <= max_share * organ_voxels:
+            if 0 < np.count_nonzero(box) <= max_share * organ_voxels:
                 _write(out, box, centre)
                 pasted.append(donor)
                 break

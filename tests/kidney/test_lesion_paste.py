@@ -87,6 +87,11 @@ def test_a_donor_too_large_for_the_kidney_is_not_pasted():
     assert pasted == [] and np.array_equal(out, lab)
     out, pasted = paste_lesions(np.zeros((9, 9, 9), np.uint8), SPACING, [_donor()], np.random.default_rng(0))
     assert pasted == []                                        # no kidney: nothing to paste into
+    thin = np.zeros((3, 9, 9), np.uint8)
+    thin[1, 2:7, 2:7] = 2                                      # one 0.2 mm slice: gone on a 2 mm grid
+    out, pasted = paste_lesions(_kidney(), SPACING, [Lesion(thin, (0.2, 2.0, 2.0), "case_thin")],
+                                np.random.default_rng(0), tries=5)
+    assert pasted == [] and np.array_equal(out, _kidney())     # nothing claimed that was not pasted
 
 
 def test_paste_refuses_bad_input():
