@@ -1030,3 +1030,16 @@ mkdir -p "$R27/trainset"
 ls -d "$R27"/real_train_tex/case_* | awk 'NR % 10 == 1' | while read -r c; do ln -sfn "$c" "$R27/trainset/"; done
 kidney segment -i "$R27/trainset" -o "$R27/train_a_5000" --weights "$R27/cand/a_5000" --overwrite --quiet
 kidney evaluate "$R27/train_a_5000" "$R27/trainset" --overwrite
+
+# 33. round 28: round 17 continued on the moved lesions. Round 27 trains from scratch; the stage 2
+#     that leads the rule is round 17's, and every continuation of it (rounds 18-23, 26) kept the
+#     100 training maps' lesions each in its one place. The run is round 20's (b) — round 17's stage
+#     2, round 19's recipe (S19: lr 5e-5, 100 warm-up steps, 2,000 steps, --augment scanner,
+#     --edge-cuts 0.3, the weights at 1,000 / 2,000 kept), seed 251, 716 names — on round 27's mix,
+#     whose only difference from round 20's (b) mix is the lesions pasted into 267 of its 500 CT
+#     around the training maps. Round 20's (b) is the control (0.6849 / 0.6873 at 1,000 / 2,000
+#     steps). The rule, fixed before any result: round 20's (§25) over the two snapshots and round
+#     17's stage 2 (0.6888); a candidate replaces round 17's only if it leads by 0.005 or more.
+R28="$WORK/round28"
+"${STAGE2[@]}" --out "$R28/s2_b" --seed 251 --data "$R27/train_add" "${S19[@]}"
+for s in 1000 2000; do rule_scores_grid "$R28/cand/b_$s" "$R28/s2_b/weights_step$s.npz"; done
