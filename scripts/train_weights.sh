@@ -1040,6 +1040,13 @@ kidney evaluate "$R27/train_a_5000" "$R27/trainset" --overwrite
 #     around the training maps. Round 20's (b) is the control (0.6849 / 0.6873 at 1,000 / 2,000
 #     steps). The rule, fixed before any result: round 20's (§25) over the two snapshots and round
 #     17's stage 2 (0.6888); a candidate replaces round 17's only if it leads by 0.005 or more.
+#     Added before any result of the round: (a) round 21's (a) — round 17's stage 2, 4 crops a step,
+#     lr 1e-4, 750 steps, 25 warm-up steps, seed 261, the weights at 375 / 750 kept, the rule's best
+#     yet (0.6926 at 375, short of the margin) — on the same mix; round 21's (a) its control (0.6926
+#     / 0.6877). The two side by side on one thread each; the same rule over the four snapshots.
 R28="$WORK/round28"
 "${STAGE2[@]}" --out "$R28/s2_b" --seed 251 --data "$R27/train_add" "${S19[@]}"
+"${STAGE2[@]}" --out "$R28/s2_a" --seed 261 --accumulate 4 --lr 1e-4 --steps 750 --warmup 25 \
+    --keep-weights-at 375,750 "${S21[@]}" --data "$R27/train_add"  # the later --data wins
 for s in 1000 2000; do rule_scores_grid "$R28/cand/b_$s" "$R28/s2_b/weights_step$s.npz"; done
+for s in 375 750; do rule_scores_grid "$R28/cand/a_$s" "$R28/s2_a/weights_step$s.npz"; done
