@@ -1030,6 +1030,8 @@ mkdir -p "$R27/trainset"
 ls -d "$R27"/real_train_tex/case_* | awk 'NR % 10 == 1' | while read -r c; do ln -sfn "$c" "$R27/trainset/"; done
 kidney segment -i "$R27/trainset" -o "$R27/train_a_5000" --weights "$R27/cand/a_5000" --overwrite --quiet
 kidney evaluate "$R27/train_a_5000" "$R27/trainset" --overwrite
+# not run to its end: the machine that held its data and its checkpoint was lost at step 570 (the
+# schedule takes about three hours of both cores); no figure of it exists
 
 # 33. round 28: round 17 continued on the moved lesions. Round 27 trains from scratch; the stage 2
 #     that leads the rule is round 17's, and every continuation of it (rounds 18-23, 26) kept the
