@@ -1052,3 +1052,7 @@ R28="$WORK/round28"
     --keep-weights-at 375,750 "${S21[@]}" --data "$R27/train_add"  # the later --data wins
 for s in 1000 2000; do rule_scores_grid "$R28/cand/b_$s" "$R28/s2_b/weights_step$s.npz"; done
 for s in 375 750; do rule_scores_grid "$R28/cand/a_$s" "$R28/s2_a/weights_step$s.npz"; done
+# the rule: (b) 0.6734 / 0.6868 at 1,000 / 2,000 steps (control 0.6849 / 0.6873), (a) 0.6825 / 0.6895
+# at 375 / 750 (control 0.6926 / 0.6877); round 17, scored again on the validation sets drawn anew,
+# 0.6888: none leads it by 0.005, the `varied` set stays round 17's
+real_ct_record "$R28" b_1000 b_2000 a_375 a_750  # after the choice, for the record
