@@ -108,11 +108,12 @@ def paste_lesions(labels: np.ndarray, spacing: Sequence[float], donors: Sequence
         if not len(kidney):
             break
         organs, _ = ndimage.label(out > 0, structure=_CUBE)
+        organ_sizes = np.bincount(organs.ravel())  # voxels of each kidney (with its lesions)
         for _ in range(int(tries)):
             donor = donors[int(rng.integers(len(donors)))]
             centre = kidney[int(rng.integers(len(kidney)))]
             box = _placed(donor, spacing, rng)
-            organ_voxels = np.count_nonzero(organs == organs[tuple(centre)])
+            organ_voxels = organ_sizes[organs[tuple(centre)]]
             if 0 < np.count_nonzero(box) <= max_share * organ_voxels:
                 _write(out, box, centre)
                 pasted.append(donor)
