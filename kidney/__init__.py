@@ -14,6 +14,7 @@ Submodules (import what you need; this package imports nothing heavy on its own)
 - :mod:`kidney.peak_memory` — peak resident memory of a block of code (the per-step figures of
   ``segment`` and of the benchmarks).
 - :mod:`kidney.train`, :mod:`kidney.augment` — training of both stages, augmentation.
+- :mod:`kidney.sample_cache` — training samples written once, memory-mapped by every run.
 - :mod:`kidney.overlay` — PNG of axial/coronal slices with truth and prediction.
 - :mod:`kidney.cli` — the ``kidney`` command (demo, segment, train, phantom, evaluate).
 

@@ -373,6 +373,11 @@ def add_train(sub) -> None:
     p.add_argument("--stop-at", type=int, default=None,
                    help="stop (with a checkpoint) after this many steps of the --steps schedule; "
                         "run again to continue")
+    p.add_argument("--sample-cache", type=Path, default=None, metavar="DIR",
+                   help="keep the training samples (stage-2 crops, stage-1 volumes) in DIR and memory-map "
+                        "them: written on the first run (one case in memory at a time), read at once by "
+                        "every later run and resume, shared by runs side by side; the same results bit for "
+                        "bit. A cache made for other data or options is refused, not overwritten")
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in OUT")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--return-freed-memory", action="store_true",
@@ -448,7 +453,7 @@ def run_train(args) -> int:
     t0 = time.perf_counter()
     try:
         trainer = train(args.data, out, cfg, resume=not args.fresh, progress=not args.quiet, stop_at=args.stop_at,
-                        comm=comm, device=args.device)
+                        comm=comm, device=args.device, sample_cache=args.sample_cache)
     except Exception as exc:  # several ranks: say which failed, and end them all (no rank left waiting)
         if comm is None or comm.size == 1:
             raise

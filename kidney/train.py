@@ -38,7 +38,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -52,7 +52,7 @@ from .augment import AUGMENTATIONS, NO_AUGMENT, AugmentConfig, augment, augmenta
 from .model import KidneyNet, get_config, hec_targets, save_weights, weights_record
 from .sparsify import sparsify, stage_preset
 
-__all__ = ["TrainConfig", "Sample", "load_samples", "make_batch", "loss_and_dice", "Trainer", "train"]
+__all__ = ["TrainConfig", "Sample", "iter_samples", "load_samples", "make_batch", "loss_and_dice", "Trainer", "train"]
 
 
 @dataclass
@@ -189,34 +189,40 @@ def stage2_crops(image: np.ndarray, labels: np.ndarray, spacing, cfg: TrainConfi
     return out
 
 
-def load_samples(data_dir, cfg: TrainConfig, progress: bool = False) -> List[Sample]:
-    """Read every case of ``data_dir`` (KiTS layout) and make the stage's samples."""
+def iter_samples(data_dir, cfg: TrainConfig, progress: bool = False) -> Iterator[Sample]:
+    """Read the cases of ``data_dir`` (KiTS layout) one at a time and yield the stage's samples."""
     cfg = cfg.resolved()
     cases, _ = split_cases(data_dir, cfg)
     stage1 = None
     if cfg.stage == 2 and cfg.stage1_weights:
         from .pipeline import Segmenter
         stage1 = Segmenter.stage1_only(cfg.stage1_weights)
-    samples = []
+    n = 0
     for case_dir in cases:
         case = io.load_case(case_dir, label=True)
         img, lab, sp = case.image.array, case.label.array, case.image.spacing
         if cfg.stage == 1:
             hu = io.resample(img, sp, cfg.spacing, order=1)
             labels = io.resample(lab, sp, cfg.spacing, order=0, out_shape=hu.shape)
-            samples.append(Sample(case.case_id, hu, labels))
+            samples = [Sample(case.case_id, hu, labels)]
         else:
             crops = stage2_crops(img, lab, sp, cfg) if cfg.gt_crops else []
             if stage1 is not None:
                 prob1, _ = stage1.stage1_probabilities(img, sp)
                 crops += stage2_crops(img, lab, sp, cfg, prob1=prob1)
-            for k, (hu, mask, labels) in enumerate(crops):
-                samples.append(Sample(f"{case.case_id}/roi{k}", hu, labels, mask))
+            samples = [Sample(f"{case.case_id}/roi{k}", hu, labels, mask)
+                       for k, (hu, mask, labels) in enumerate(crops)]
+        n += len(samples)
         if progress:
-            print(f"loaded {case.case_id} ({len(samples)} samples)", file=sys.stderr, flush=True)
-    if not samples:
+            print(f"loaded {case.case_id} ({n} samples)", file=sys.stderr, flush=True)
+        yield from samples
+    if not n:
         raise ValueError(f"{data_dir}: no training samples (stage {cfg.stage}: no labelled kidney found?)")
-    return samples
+
+
+def load_samples(data_dir, cfg: TrainConfig, progress: bool = False) -> List[Sample]:
+    """Every sample of ``data_dir`` (KiTS layout), held in memory (:func:`iter_samples`)."""
+    return list(iter_samples(data_dir, cfg, progress))
 
 
 def make_batch(hu, labels, mask, stage: int):
@@ -457,14 +463,20 @@ class _progress:
 
 def train(data_dir, out_dir, cfg: TrainConfig, resume: bool = True, progress: bool = True,
           augment_config: Optional[AugmentConfig] = None, stop_at: Optional[int] = None, comm=None,
-          device: str = "cpu") -> Trainer:
+          device: str = "cpu", sample_cache=None) -> Trainer:
     """Load the data, build the trainer, resume from ``out_dir/checkpoint.npz`` if present, train.
 
     ``comm`` (a :class:`kidney.distributed.Communicator`): train data-parallel over its ranks.
-    ``device="cuda"``: one process trains on the GPU (CuPy backend)."""
+    ``device="cuda"``: one process trains on the GPU (CuPy backend). ``sample_cache`` (a folder):
+    the samples memory-mapped from there, written there first if it does not exist
+    (:mod:`kidney.sample_cache`; the same bits, a fraction of the memory)."""
     cfg = cfg.resolved()
     root = comm is None or comm.rank == 0
-    samples = load_samples(data_dir, cfg, progress=progress and root)
+    if sample_cache is not None:
+        from .sample_cache import cached_samples
+        samples = cached_samples(data_dir, cfg, sample_cache, progress=progress and root)
+    else:
+        samples = load_samples(data_dir, cfg, progress=progress and root)
     cases, held_out = split_cases(data_dir, cfg)
     desc = f"{len(cases)} cases from {data_dir}" + (f" (fold {cfg.fold} of {cfg.folds} held out)"
                                                       if cfg.fold is not None else "")

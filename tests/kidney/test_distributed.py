@@ -279,3 +279,16 @@ def test_a_killed_rank_ends_the_run(tiny_data, tmp_path):
     # MPICH's launcher ends the job when a rank is killed; else rank 0's deadline does
     assert "BAD TERMINATION" in said or "no gradients from rank 1" in said, said[-3000:]
     assert seconds < 30 + 60
+
+
+@needs_mpi
+def test_two_ranks_make_and_share_one_sample_cache(tiny_data, two_rank_run, tmp_path):
+    """Both ranks find no cache and write one; the first moved into place is kept, the other dropped,
+    and the run is bitwise the two-rank run without a cache; a second run maps it on both ranks."""
+    cache = tmp_path / "cache"
+    for out in ("first", "second"):
+        proc, _ = _train(tiny_data, tmp_path / out, "--distributed", "--sample-cache", str(cache))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert _same_bits(read_weights(tmp_path / out / "weights.npz")[0],
+                          read_weights(two_rank_run / "weights.npz")[0])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "first", "second"]
