@@ -82,9 +82,9 @@ def paste_lesions(labels: np.ndarray, spacing: Sequence[float], donors: Sequence
     Each paste draws a donor, places it (:func:`_placed`) with its centroid on a kidney voxel
     (label 1) drawn uniformly, and writes its labels where the map holds background or kidney (a
     lesion already there is never overwritten). A donor larger than ``max_share`` of the
-    kidney (with its lesions) it would go into, or one that vanishes on this grid (thinner than
-    its voxels), is drawn again, up to ``tries`` times: a 1-litre tumour does not fit a small
-    kidney.
+    kidney (with its lesions) it would go into, one that vanishes on this grid (thinner than
+    its voxels), or one that would write nothing (every voxel on a lesion already there) is drawn
+    again, up to ``tries`` times: a 1-litre tumour does not fit a small kidney.
 
     Args:
         labels: ``(Z, Y, X)`` label map (0..3); not modified.
@@ -114,22 +114,22 @@ def paste_lesions(labels: np.ndarray, spacing: Sequence[float], donors: Sequence
             centre = kidney[int(rng.integers(len(kidney)))]
             box = _placed(donor, spacing, rng)
             organ_voxels = organ_sizes[organs[tuple(centre)]]
-            if 0 < np.count_nonzero(box) <= max_share * organ_voxels:
-                _write(out, box, centre)
+            if 0 < np.count_nonzero(box) <= max_share * organ_voxels and _write(out, box, centre):
                 pasted.append(donor)
                 break
     return out, pasted
 
 
-def _write(out: np.ndarray, box: np.ndarray, centre: np.ndarray) -> None:
+def _write(out: np.ndarray, box: np.ndarray, centre: np.ndarray) -> int:
     """Write ``box``'s lesion voxels into ``out`` with the box's centroid on ``centre``, clipped to
-    the volume, over background and kidney only."""
+    the volume, over background and kidney only; the number of voxels written."""
     corner = centre - np.round(np.argwhere(box > 0).mean(axis=0)).astype(int)
     lo = np.maximum(corner, 0)
     hi = np.minimum(corner + box.shape, out.shape)
     if np.any(hi <= lo):
-        return
+        return 0
     src = box[tuple(slice(a - c, b - c) for a, b, c in zip(lo, hi, corner))]
     dst = out[tuple(slice(a, b) for a, b in zip(lo, hi))]
     free = (src > 0) & (dst <= 1)
     dst[free] = src[free]
+    return int(np.count_nonzero(free))

@@ -92,6 +92,14 @@ def test_a_donor_too_large_for_the_kidney_is_not_pasted():
     out, pasted = paste_lesions(_kidney(), SPACING, [Lesion(thin, (0.2, 2.0, 2.0), "case_thin")],
                                 np.random.default_rng(0), tries=5)
     assert pasted == [] and np.array_equal(out, _kidney())     # nothing claimed that was not pasted
+    inside = np.zeros((30, 30, 30), np.uint8)
+    inside[5:25, 5:25, 5:25] = 2                               # a large tumour ...
+    inside[15, 15, 15] = 1                                     # ... round the one kidney voxel left
+    z, y, x = np.indices((11, 11, 11))
+    shell = np.where(np.abs(np.sqrt((z - 5) ** 2 + (y - 5) ** 2 + (x - 5) ** 2) - 4) <= 0.75, 3, 0)
+    out, pasted = paste_lesions(inside, SPACING, [Lesion(shell.astype(np.uint8), SPACING, "case_shell")],
+                                np.random.default_rng(0), tries=5)
+    assert pasted == [] and np.array_equal(out, inside)        # every voxel on the tumour: none written
 
 
 def test_paste_refuses_bad_input():
