@@ -14,8 +14,8 @@ after the other, each starting on a 64-byte boundary) and ``samples.json`` (the 
 sample, its case id and each array's offset, shape and dtype), written last.
 
 The key is what the samples depend on: the stage's grids, the crop options, the stage-1 weights
-(name and digest), the case selection, each case's two files (path, size, modification time) and
-the package version. A cache whose key differs from the run's is refused with the differences
+(name and digest), the cases selected (``max_cases``, ``fold``) with each one's two files (path,
+size, modification time), and the package version. A cache whose key differs from the run's is refused with the differences
 named, never rebuilt over: choose another folder, or delete it yourself.
 """
 from __future__ import annotations
@@ -57,7 +57,6 @@ def cache_key(data_dir, cfg: TrainConfig) -> dict:
         "stage": c.stage, "spacing": c.spacing, "stage1_spacing": c.stage1_spacing,
         "gt_crops": c.gt_crops,
         "stage1_weights": weights_record(c.stage1_weights) if c.stage == 2 and c.stage1_weights else None,
-        "max_cases": c.max_cases, "folds": c.folds, "fold": c.fold,
         "cases": {d.name: [_file_record(d / io.IMAGE_NAME), _file_record(d / io.LABEL_NAME)] for d in cases},
     }
 
@@ -148,7 +147,7 @@ def _differences(made: dict, wanted: dict) -> str:
         if k == "cases":
             a, b = a or {}, b or {}
             changed = sorted(n for n in set(a) & set(b) if a[n] != b[n])
-            parts = [f"{len(set(b) - set(a))} cases new", f"{len(set(a) - set(b))} gone",
+            parts = [f"{len(set(b) - set(a))} new", f"{len(set(a) - set(b))} not in this run",
                      f"{len(changed)} changed" + (f" (first: {changed[0]})" if changed else "")]
             out.append("cases: " + ", ".join(parts))
         else:

@@ -73,6 +73,8 @@ def test_a_cache_made_for_other_samples_is_refused_and_kept(tiny_data, tmp_path)
     before = {p.name: p.stat().st_mtime_ns for p in cache.iterdir()}
     with pytest.raises(ValueError, match=r"spacing: 8\.0 in the cache, 6\.0 for this run"):
         C.cached_samples(tiny_data, _cfg(spacing=6.0), cache)
+    with pytest.raises(ValueError, match=r"cases: 0 new, 1 not in this run, 0 changed"):
+        C.cached_samples(tiny_data, _cfg(max_cases=1), cache)
     image = sorted(tiny_data.iterdir())[0] / "imaging.nii.gz"
     st = image.stat()
     os.utime(image, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # the scan changed since the cache was made
