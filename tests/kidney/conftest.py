@@ -77,6 +77,16 @@ def totalseg(repo_data) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """Two tiny phantoms in the KiTS23 layout (a training folder); tests leave it as they found it."""
+    from kidney import phantom
+
+    d = tmp_path_factory.mktemp("tiny_data")
+    phantom.write_dataset(d, 2, seed=11, preset="tiny")
+    return d
+
+
+@pytest.fixture(scope="session")
 def tiny_phantom():
     from kidney import phantom
 

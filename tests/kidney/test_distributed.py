@@ -39,14 +39,6 @@ ARGS = ["--stage", "1", "--model", "tiny", "--spacing", "8", "--steps", "4", "--
         "--lr", "1e-3", "--warmup", "1", "--seed", "5", "--checkpoint-every", "50"]
 
 
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    from kidney import phantom
-    d = tmp_path_factory.mktemp("dist_data")
-    phantom.write_dataset(d, 2, seed=11, preset="tiny")
-    return d
-
-
 def _train(data, out, *extra, ranks=2, quiet=True, timeout=240):
     cmd = ([_mpiexec(), "-n", str(ranks)] if ranks else []) + [sys.executable, "-m", "kidney", "train",
                                                                "--data", str(data), "--out", str(out), *ARGS, *extra]

@@ -11,14 +11,6 @@ from kidney.model import KidneyNet
 from kidney.train import Trainer, TrainConfig, load_samples, loss_and_dice, make_batch, stage2_crops
 
 
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    from kidney import phantom
-    d = tmp_path_factory.mktemp("train_data")
-    phantom.write_dataset(d, 2, seed=11, preset="tiny")
-    return d
-
-
 def _cfg(**kw):
     base = dict(stage=1, model="tiny", spacing=8.0, steps=4, accumulate=2, lr=1e-3, warmup_steps=1,
                 checkpoint_every=2, seed=5)
