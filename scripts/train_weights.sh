@@ -1037,7 +1037,6 @@ kidney evaluate "$R27/train_a_5000" "$R27/trainset" --overwrite
 # predictions on the same trainset). The snapshot at 5,000 is still to come.
 kidney segment -i "$R27/trainset" -o "$R27/train_r17" --weights "$R25/cand/r17" --overwrite --quiet
 kidney evaluate "$R27/train_r17" "$R27/trainset" --overwrite
-rule_scores_grid "$R27/cand/a_2500" "$R27/s2_a/weights_step2500.npz"  # scored before the run ended
 kidney segment -i "$R27/trainset" -o "$R27/train_a_2500" --weights "$R27/cand/a_2500" --overwrite --quiet
 kidney evaluate "$R27/train_a_2500" "$R27/trainset" --overwrite
 

@@ -275,8 +275,9 @@ def test_a_killed_rank_ends_the_run(tiny_data, tmp_path):
 
 @needs_mpi
 def test_two_ranks_make_and_share_one_sample_cache(tiny_data, two_rank_run, tmp_path):
-    """Both ranks find no cache and write one; the first moved into place is kept, the other dropped,
-    and the run is bitwise the two-rank run without a cache; a second run maps it on both ranks."""
+    """Both ranks start with no cache: each that finds none writes one, the first moved into place is
+    kept and the others dropped, no partial folder is left, and the run is bitwise the two-rank run
+    without a cache; a second run maps it on both ranks."""
     cache = tmp_path / "cache"
     for out in ("first", "second"):
         proc, _ = _train(tiny_data, tmp_path / out, "--distributed", "--sample-cache", str(cache))
