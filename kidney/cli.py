@@ -481,10 +481,13 @@ def run_train(args) -> int:
 def _add_weights_args(p) -> None:
     p.add_argument("--weights", type=Path, default=None, metavar="DIR",
                    help="folder with stage1*.npz and stage2*.npz (or stage1/weights.npz, "
-                        "stage2/weights.npz from kidney train), or a shipped set by name: phantoms "
-                        "(the default) or varied (see kidney/weights/README.md)")
-    p.add_argument("--stage1-weights", type=Path, default=None, help="stage-1 weights file")
-    p.add_argument("--stage2-weights", type=Path, default=None, help="stage-2 weights file")
+                        "stage2/weights.npz from kidney train; several files of a stage are an ensemble), "
+                        "or a shipped set by name: phantoms (the default) or varied "
+                        "(see kidney/weights/README.md)")
+    p.add_argument("--stage1-weights", type=Path, nargs="+", default=None, metavar="FILE",
+                   help="stage-1 weights file (several: an ensemble, their sigmoids averaged)")
+    p.add_argument("--stage2-weights", type=Path, nargs="+", default=None, metavar="FILE",
+                   help="stage-2 weights file (several: an ensemble, their sigmoids averaged)")
     p.add_argument("--tta", action="store_true",
                    help="test-time mirroring: average each stage over the 8 flips of its input "
                         "(8x the network time; not in the paper)")
@@ -654,8 +657,8 @@ def run_demo(args) -> int:
           f"({time.perf_counter() - t0:.1f} s)")
     t0 = time.perf_counter()
     segmenter = _segmenter(args)
-    print(f"weights  stage 1 {segmenter.stage1.model.config.name} @ {segmenter.stage1.spacing} mm, "
-          f"stage 2 {segmenter.stage2.model.config.name} @ {segmenter.stage2.spacing} mm "
+    print(f"weights  stage 1 {segmenter.stage1.describe()} @ {segmenter.stage1.spacing} mm, "
+          f"stage 2 {segmenter.stage2.describe()} @ {segmenter.stage2.spacing} mm "
           f"({time.perf_counter() - t0:.1f} s)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -60,7 +60,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from . import io
 from .peak_memory import PeakRSS
@@ -104,8 +104,8 @@ class Weights:
     """What a worker needs to build the :class:`~kidney.pipeline.Segmenter` (paths, not models, so
     it travels to workers as a few bytes)."""
 
-    stage1: str
-    stage2: str
+    stage1: Union[str, Tuple[str, ...]]  # a file, or the files of an ensemble
+    stage2: Union[str, Tuple[str, ...]]
     tta: bool = False
     device: str = "cpu"
     backend: Optional[str] = None  # sparseconv backend name; None: the process's default
@@ -116,7 +116,11 @@ class Weights:
         from .pipeline import default_weights
 
         d1, d2 = default_weights(weights_dir)
-        return cls(os.path.abspath(stage1 or d1), os.path.abspath(stage2 or d2), **kw)
+        return cls(_absolute(stage1 or d1), _absolute(stage2 or d2), **kw)
+
+    def files(self) -> List[str]:
+        """Every weights file, stage 1's first."""
+        return [p for w in (self.stage1, self.stage2) for p in ((w,) if isinstance(w, str) else w)]
 
     def load(self):
         from .pipeline import Segmenter
@@ -132,14 +136,24 @@ class Weights:
     def fingerprint(self) -> str:
         """16 hex digits of SHA-256 over both weights files and the settings that change labels."""
         h = hashlib.sha256()
-        for path in (self.stage1, self.stage2):
+        for path in self.files():
             with open(path, "rb") as f:
                 for block in iter(lambda: f.read(1 << 20), b""):
                     h.update(block)
+        if not (isinstance(self.stage1, str) and isinstance(self.stage2, str)):  # which file is whose
+            h.update(f"members={[1 if isinstance(w, str) else len(w) for w in (self.stage1, self.stage2)]}".encode())
         h.update(f"tta={self.tta}".encode())
         if self.keep_components is not None:  # an override of the setting inside the stage-2 file
             h.update(f"keep_components={self.keep_components}".encode())
         return h.hexdigest()[:16]
+
+
+def _absolute(weights) -> Union[str, Tuple[str, ...]]:
+    """A weights file as an absolute path; several (an ensemble) as a tuple of them (one: the path)."""
+    if isinstance(weights, (str, os.PathLike)):
+        return os.path.abspath(weights)
+    paths = tuple(os.path.abspath(w) for w in weights)
+    return paths[0] if len(paths) == 1 else paths
 
 
 def output_path(out_dir, case_id: str) -> str:

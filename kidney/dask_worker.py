@@ -29,7 +29,7 @@ _LOCK = threading.Lock()
 
 
 def _key(weights: Weights) -> tuple:
-    stats = tuple((os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in (weights.stage1, weights.stage2))
+    stats = tuple((os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in weights.files())
     return (weights, stats)
 
 

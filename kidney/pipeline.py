@@ -21,6 +21,11 @@ three axes (8 passes), each output is flipped back, and the sigmoids are average
 5. The active set of a flipped input is the flipped active set, so the mean is over the same sites.
 Training flips each axis with probability 0.3, so the network has seen every mirror image.
 
+Ensembles (``Segmenter(stage2=[a, b, c])``, ``kidney segment --stage2-weights A B C``, or a weights
+folder holding several ``stage2*.npz``): the stage's sigmoids are the mean of its networks' (the
+members share one grid), within each mirror pass, before steps 2 and 5 — nnU-Net's way with the
+folds of a cross-validation. N members cost N times the stage's network time.
+
 No kidney found (empty stage-1 window, or no component above threshold and size) gives an
 all-background map and a :class:`NoKidneyWarning`, not an error.
 
@@ -36,7 +41,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import nibabel as nib
 import numpy as np
@@ -62,18 +67,23 @@ MIRROR_AXES = tuple(a for k in range(4) for a in itertools.combinations((0, 1, 2
 WEIGHT_SETS = {"phantoms": WEIGHTS_DIR, "varied": WEIGHTS_DIR / "varied"}
 DEFAULT_STAGE1 = WEIGHTS_DIR / "stage1_compact.npz"
 DEFAULT_STAGE2 = WEIGHTS_DIR / "stage2_compact.npz"
+#: one stage's weights as :func:`default_weights` gives them: a file, or a tuple of files (an ensemble)
+WeightFiles = Union[Path, Tuple[Path, ...]]
 
 
 class NoKidneyWarning(UserWarning):
     """Stage 1 found no kidney: the output is all background."""
 
 
-def default_weights(weights_dir=None) -> Tuple[Path, Path]:
-    """``(stage1, stage2)`` weight files in ``weights_dir`` (default: the shipped ones).
+def default_weights(weights_dir=None) -> Tuple[WeightFiles, WeightFiles]:
+    """``(stage1, stage2)`` weights in ``weights_dir`` (default: the shipped ones), each a file or,
+    where the folder holds several files for a stage, the tuple of them in name order (an ensemble).
 
     ``weights_dir`` may also name a shipped set (:data:`WEIGHT_SETS`: ``"phantoms"``, the default,
-    or ``"varied"``) when no folder of that name exists. A folder may hold ``stage1*.npz`` / ``stage2*.npz`` (e.g. ``stage1_compact.npz``) or training
-    output folders ``stage1/weights.npz`` and ``stage2/weights.npz``.
+    or ``"varied"``) when no folder of that name exists. A folder may hold ``stage1*.npz`` /
+    ``stage2*.npz`` (e.g. ``stage1_compact.npz``) or, where it holds none for a stage, training
+    output folders ``stage1/weights.npz`` and ``stage2/weights.npz``. Several ``stage2*.npz`` (the
+    folds of a cross-validation, say) are one ensemble: :class:`Segmenter` averages their sigmoids.
     """
     if weights_dir is None:
         return DEFAULT_STAGE1, DEFAULT_STAGE2
@@ -84,11 +94,12 @@ def default_weights(weights_dir=None) -> Tuple[Path, Path]:
         raise WeightsError(f"weights folder {d} does not exist")
     found = []
     for stage in (1, 2):
-        cands = sorted(d.glob(f"stage{stage}*.npz")) + [d / f"stage{stage}" / "weights.npz"]
-        cands = [c for c in cands if c.is_file()]
-        if not cands:
+        files = [f for f in sorted(d.glob(f"stage{stage}*.npz")) if f.is_file()]
+        if not files and (d / f"stage{stage}" / "weights.npz").is_file():
+            files = [d / f"stage{stage}" / "weights.npz"]
+        if not files:
             raise WeightsError(f"weights folder {d} holds no stage{stage}*.npz or stage{stage}/weights.npz")
-        found.append(cands[0])
+        found.append(files[0] if len(files) == 1 else tuple(files))
     return found[0], found[1]
 
 
@@ -141,13 +152,72 @@ class _Stage:
             logits = self.model(x.to(self.device), n_outputs=1)[0].feats
         return sigmoid_array(to_host(logits))
 
+    def describe(self) -> str:
+        return self.model.config.name
+
+
+class _Ensemble:
+    """Several networks of one stage used as one: the mean of their sigmoids, as nnU-Net averages
+    its cross-validation folds. The members share the stage's grid; their sum runs in the order
+    given, so the result is deterministic."""
+
+    def __init__(self, members: List[_Stage]):
+        where = [f"{m.meta.get('path', 'a model')} ({m.spacing} mm)" for m in members]
+        if len({m.spacing for m in members}) > 1:
+            raise WeightsError("an ensemble's weights must share one grid, got " + ", ".join(where))
+        keep = {m.meta.get(KEEP_KEY) for m in members}
+        if len(keep) > 1:
+            raise WeightsError(f"an ensemble's weights store different {KEEP_KEY} settings ({sorted(map(str, keep))}); "
+                               "choose one with keep_components= / --keep-components")
+        self.members = members
+        self.spacing = members[0].spacing
+        self.meta = {"stage": members[0].meta.get("stage"), "path": ", ".join(str(m.meta.get("path", "a model"))
+                                                                               for m in members)}
+        if keep != {None}:
+            self.meta[KEEP_KEY] = keep.pop()
+        self.device = "cpu"
+
+    def to(self, device: str) -> "_Ensemble":
+        for m in self.members:
+            m.to(device)
+        self.device = device
+        return self
+
+    def probabilities(self, x):
+        """``(N, 3)``: the members' sigmoids at the active sites of ``x``, averaged."""
+        total = self.members[0].probabilities(x)
+        for m in self.members[1:]:
+            total = total + m.probabilities(x)
+        return total / np.float32(len(self.members))
+
+    def describe(self) -> str:
+        return f"ensemble of {len(self.members)} ({', '.join(m.describe() for m in self.members)})"
+
+
+def _one_weights(w) -> bool:
+    """Whether ``w`` is one network's weights: a file, a model, or a ``(model, meta)`` pair."""
+    return isinstance(w, (str, os.PathLike, KidneyNet)) or (
+        isinstance(w, tuple) and len(w) == 2 and isinstance(w[0], KidneyNet))
+
+
+def _load_stage(weights, stage: int):
+    """A :class:`_Stage` for one network's weights, an :class:`_Ensemble` for a list or tuple of them."""
+    if _one_weights(weights):
+        return _Stage(weights, stage)
+    if not isinstance(weights, (list, tuple)) or not weights:
+        raise WeightsError(f"stage-{stage} weights must be a file, a model, a (model, meta) pair or a non-empty "
+                           f"list of them, got {weights!r}")
+    members = [_Stage(w, stage) for w in weights]
+    return members[0] if len(members) == 1 else _Ensemble(members)
+
 
 class Segmenter:
     """Both stages with their weights; call :meth:`segment` on as many scans as you like.
 
     Args:
         stage1, stage2: weight files (``.npz`` from ``kidney train``), ``(model, meta)`` pairs, or
-            models; default the shipped compact weights. ``stage2=None`` builds a stage-1-only
+            models; or a list of them, an ensemble whose sigmoids are averaged (the members share
+            the stage's grid); default the shipped compact weights. ``stage2=None`` builds a stage-1-only
             segmenter (for training crops).
         roi_config: the ROI rule (paper defaults).
         threshold: HEC probability threshold (0.5).
@@ -164,9 +234,9 @@ class Segmenter:
                  threshold: float = 0.5, tta: bool = False, device: str = "cpu",
                  keep_components: Optional[int] = None, _stage2_default=True):
         d1, d2 = default_weights(weights_dir) if (stage1 is None or stage2 is None) else (None, None)
-        self.stage1 = _Stage(stage1 if stage1 is not None else d1, 1)
-        self.stage2 = _Stage(stage2 if stage2 is not None else d2, 2) if (stage2 is not None or _stage2_default) \
-            else None
+        self.stage1 = _load_stage(stage1 if stage1 is not None else d1, 1)
+        self.stage2 = _load_stage(stage2 if stage2 is not None else d2, 2) \
+            if (stage2 is not None or _stage2_default) else None
         self.roi_config = roi_config
         self.threshold = float(threshold)
         self.mirror_axes = MIRROR_AXES if tta else ((),)

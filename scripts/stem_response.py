@@ -14,6 +14,7 @@ feature at a few HU values: intensities far from the centre on the same side loo
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 
@@ -35,30 +36,36 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--weights", default=None, help="weight set or folder (default: the shipped default)")
     args = p.parse_args(argv)
-    for stage, path in zip((1, 2), default_weights(args.weights)):
-        model, _ = load_weights(path)
-        model.eval()
-        preset = stage_preset(stage)
-        lo, hi = preset.window
-        out = stem_curve(model, preset, np.linspace(lo, hi, 101))
-        sv = np.linalg.svd(out - out.mean(axis=0), compute_uv=False)
-        print(f"stage {stage} ({path.name}): window [{lo}, {hi}] HU, centre {preset.mean} HU")
-        print("  singular values of the centred output: " + " ".join(f"{v:.3g}" for v in sv))
-        if model.config.stem_bias:
-            print("  the stem has a bias: the curve's centre and width are learnt (no closed form for a)")
-        else:
-            w = model.stem[0].weight.data.ravel()
-            a_hu = np.sqrt(model.stem[1].eps) / w.std() * preset.std  # the stem LayerNorm's eps
-            print(f"  a = {a_hu:.1f} HU: the feature is linear within about ±a of the centre, then saturates")
-        probe = np.array([lo, 0.0, 30.0, preset.mean, 100.0, 150.0, 250.0, hi])
-        probe = probe[(probe >= lo) & (probe <= hi)]
-        feature = stem_curve(model, preset, probe)
-        ref = feature[np.argmax(probe)] - feature[np.argmin(probe)]
-        coord = (feature - feature[np.argmin(probe)]) @ ref / (ref @ ref)  # 0 at the window's low end, 1 at its top
-        print("  HU:      " + " ".join(f"{h:7.1f}" for h in probe))
-        print("  feature: " + " ".join(f"{c:7.3f}" for c in coord)
-              + "   (position along the low-to-high HU direction)")
+    for stage, found in zip((1, 2), default_weights(args.weights)):
+        for path in (found,) if isinstance(found, Path) else found:  # each member of an ensemble
+            report_stem(stage, path)
     return 0
+
+
+def report_stem(stage: int, path: Path) -> None:
+    """Print the stem's response over the stage's HU window for the weights in ``path``."""
+    model, _ = load_weights(path)
+    model.eval()
+    preset = stage_preset(stage)
+    lo, hi = preset.window
+    out = stem_curve(model, preset, np.linspace(lo, hi, 101))
+    sv = np.linalg.svd(out - out.mean(axis=0), compute_uv=False)
+    print(f"stage {stage} ({path.name}): window [{lo}, {hi}] HU, centre {preset.mean} HU")
+    print("  singular values of the centred output: " + " ".join(f"{v:.3g}" for v in sv))
+    if model.config.stem_bias:
+        print("  the stem has a bias: the curve's centre and width are learnt (no closed form for a)")
+    else:
+        w = model.stem[0].weight.data.ravel()
+        a_hu = np.sqrt(model.stem[1].eps) / w.std() * preset.std  # the stem LayerNorm's eps
+        print(f"  a = {a_hu:.1f} HU: the feature is linear within about ±a of the centre, then saturates")
+    probe = np.array([lo, 0.0, 30.0, preset.mean, 100.0, 150.0, 250.0, hi])
+    probe = probe[(probe >= lo) & (probe <= hi)]
+    feature = stem_curve(model, preset, probe)
+    ref = feature[np.argmax(probe)] - feature[np.argmin(probe)]
+    coord = (feature - feature[np.argmin(probe)]) @ ref / (ref @ ref)  # 0 at the window's low end, 1 at its top
+    print("  HU:      " + " ".join(f"{h:7.1f}" for h in probe))
+    print("  feature: " + " ".join(f"{c:7.3f}" for c in coord)
+          + "   (position along the low-to-high HU direction)")
 
 
 if __name__ == "__main__":
