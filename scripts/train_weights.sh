@@ -518,12 +518,17 @@ snapshots() {
   done
 }
 # candidate DIR STAGE2: a weights folder of round 6's stage 1 and STAGE2, scored on round 6's validation set
-candidate() {  # the stage-2 file is named after the config its header holds (wide_stem_bias, ...)
-  mkdir -p "$1"; rm -f "$1"/stage2*.npz
-  local name; name=$(python -c "from kidney.model import read_weights; print(read_weights('$2')[1]['config']['name'].replace('-', '_'))")
-  cp "$R8/r6_stage1_compact.npz" "$1/stage1_compact.npz"; cp "$2" "$1/stage2_$name.npz"
-  kidney segment -i "$R6/val" -o "$1.val" --weights "$1" --overwrite --quiet
-  kidney evaluate "$1.val" "$R6/val" --overwrite
+candidate() {  # DIR STAGE2.npz...: each stage-2 file named after the config its header holds
+  # (wide_stem_bias, ...); several files are an ensemble, numbered in the order given
+  local dir=$1 k=0 f name; shift
+  mkdir -p "$dir"; rm -f "$dir"/stage2*.npz
+  cp "$R8/r6_stage1_compact.npz" "$dir/stage1_compact.npz"
+  for f in "$@"; do
+    name=$(python -c "from kidney.model import read_weights; print(read_weights('$f')[1]['config']['name'].replace('-', '_'))")
+    if [ $# -gt 1 ]; then k=$((k + 1)); cp "$f" "$dir/stage2_${k}_$name.npz"; else cp "$f" "$dir/stage2_$name.npz"; fi
+  done
+  kidney segment -i "$R6/val" -o "$dir.val" --weights "$dir" --overwrite --quiet
+  kidney evaluate "$dir.val" "$R6/val" --overwrite
 }
 
 # 16b. round 10's stage 2 trained on, three ways, each chosen on round 6's validation set (none won):
@@ -691,8 +696,8 @@ snapshots "$R15/s2_b" "$R15/snaps_b" 1000 1500 2000 -- --init-weights "$R13W" --
 # and STAGE2 (candidate: round 6's validation set; then the CT around the validation maps RULE_MAPS
 # (default: drawn with varied-texture) and fov_check's slabs of RULE_SLABS (default: round 6's))
 RULE_MAPS="$R13/real_val_texture" RULE_SLABS="$R6/real_val"
-rule_scores() {
-  candidate "$1" "$2"
+rule_scores() {  # DIR STAGE2.npz...
+  candidate "$@"
   kidney segment -i "$RULE_MAPS" -o "$1.valt" --weights "$1" --overwrite --quiet
   kidney evaluate "$1.valt" "$RULE_MAPS" --overwrite
   python scripts/fov_check.py "$RULE_SLABS" --weights "$1"
@@ -844,8 +849,8 @@ done
 "${STAGE2[@]}" --out "$R20/s2_c" --seed 252 --data "$R20/train_rep" "${S19[@]}"
 # rule_scores_grid DIR STAGE2.npz: rule_scores on the 3 mm maps and their slabs, and the same maps on
 # their own grids
-rule_scores_grid() {
-  RULE_MAPS="$R19/val_texture_3mm" RULE_SLABS="$R19/val_texture_3mm" rule_scores "$1" "$2"
+rule_scores_grid() {  # DIR STAGE2.npz...
+  RULE_MAPS="$R19/val_texture_3mm" RULE_SLABS="$R19/val_texture_3mm" rule_scores "$@"
   kidney segment -i "$R13/real_val_texture" -o "$1.valn" --weights "$1" --overwrite --quiet
   kidney evaluate "$1.valn" "$R13/real_val_texture" --overwrite
 }
@@ -1063,3 +1068,16 @@ for s in 375 750; do rule_scores_grid "$R28/cand/a_$s" "$R28/s2_a/weights_step$s
 # at 375 / 750 (control 0.6926 / 0.6877); round 17, scored again on the validation sets drawn anew,
 # 0.6888: none leads it by 0.005, the `varied` set stays round 17's
 real_ct_record "$R28" b_1000 b_2000 a_375 a_750  # after the choice, for the record
+
+# 34. round 29: ensembles. Rounds 18-23, 26 and 28 continued round 17's stage 2 and none led it by
+#     the margin; round 25 and 27 trained the paper's six levels from a random start. Nothing trained
+#     here: kidney segment now averages the sigmoids of several stage-2 networks (a weights folder
+#     holding several stage2*.npz), as nnU-Net averages its folds. Two ensembles, fixed before any
+#     ensemble result: (a) round 17's stage 2 with the last snapshot of each round-28 run ((a) at
+#     750, (b) at 2,000 steps), three networks of round 17's line; (b) round 17's stage 2 with round
+#     27's at 5,000 steps, a network from a random start whose errors are its own. The rule: round
+#     20's (§25) against round 17's stage 2 (0.6888); an ensemble replaces it only if it leads by
+#     0.005 or more.
+R29="$WORK/round29"
+rule_scores_grid "$R29/cand/a" "$R17W" "$R28/s2_a/weights_step750.npz" "$R28/s2_b/weights_step2000.npz"
+rule_scores_grid "$R29/cand/b" "$R17W" "$R27/s2_a/weights_step5000.npz"
