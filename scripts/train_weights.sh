@@ -1081,4 +1081,5 @@ real_ct_record "$R28" b_1000 b_2000 a_375 a_750  # after the choice, for the rec
 R29="$WORK/round29"
 rule_scores_grid "$R29/cand/a" "$R17W" "$R28/s2_a/weights_step750.npz" "$R28/s2_b/weights_step2000.npz"
 # the rule: (a) 0.6915 (round 17 0.6888): short of the margin, not taken
+real_ct_record "$R29" a  # after the choice, for the record
 rule_scores_grid "$R29/cand/b" "$R17W" "$R27/s2_a/weights_step5000.npz"
