@@ -517,7 +517,7 @@ snapshots() {
     cp "$out/weights.npz" "$snaps/w$s.npz"
   done
 }
-# candidate DIR STAGE2: a weights folder of round 6's stage 1 and STAGE2, scored on round 6's validation set
+# candidate DIR STAGE2...: a weights folder of round 6's stage 1 and STAGE2 (several: an ensemble), scored on round 6's validation set
 candidate() {  # DIR STAGE2.npz...: each stage-2 file named after the config its header holds
   # (wide_stem_bias, ...); several files are an ensemble, numbered in the order given
   local dir=$1 k=0 f name; shift
@@ -1070,7 +1070,7 @@ for s in 375 750; do rule_scores_grid "$R28/cand/a_$s" "$R28/s2_a/weights_step$s
 real_ct_record "$R28" b_1000 b_2000 a_375 a_750  # after the choice, for the record
 
 # 34. round 29: ensembles. Rounds 18-23, 26 and 28 continued round 17's stage 2 and none led it by
-#     the margin; round 25 and 27 trained the paper's six levels from a random start. Nothing trained
+#     the margin; rounds 25 and 27 trained the paper's six levels from a random start. Nothing trained
 #     here: kidney segment now averages the sigmoids of several stage-2 networks (a weights folder
 #     holding several stage2*.npz), as nnU-Net averages its folds. Two ensembles, fixed before any
 #     ensemble result: (a) round 17's stage 2 with the last snapshot of each round-28 run ((a) at
