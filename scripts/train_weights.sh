@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The exact commands that produced kidney/weights/stage1_compact.npz and stage2_compact.npz.
 #
-# The runs were made over five training rounds, two at a time on 2 cores (one Numba and one BLAS thread
+# The runs were made over four training rounds, two at a time on 2 cores (one Numba and one BLAS thread
 # each), and lengthened or shortened while they ran; every change was a resume from a checkpoint
 # and is replayed here with --stop-at, so this script repeats them step for step (resumes are
 # bitwise exact on the CPU backends at fixed thread settings). Here they run one after another.
@@ -22,7 +22,7 @@
 #   stage-2    first on ground-truth crops, then fine-tuned on the crops the shipped stage 1 finds
 #   crops      (--no-gt-crops): a ground-truth crop's mask is the true kidney outline dilated, a cue
 #              the network learns and does not have at inference
-#   data       48, then 72, then 144 synthetic phantoms instead of KiTS23; chosen on 12 validation phantoms
+#   data       48, then 72, 144, 216 and 288 synthetic phantoms instead of KiTS23; chosen on 12 validation phantoms
 #
 # Usage: scripts/train_weights.sh [WORK_DIR]     (default runs/weights)
 set -euo pipefail
@@ -871,7 +871,8 @@ real_ct_record "$R20" b_1000 b_2000 c_1000 c_2000  # after the choice, for the r
 
 # 26. round 21: larger batches. Every stage-2 run since round 8 takes one optimiser step per crop
 #     (--accumulate 1); the paper accumulates 8 crops a step. Rounds 18-20 continued round 17 at
-#     lr 5e-5 one crop a step and all lost 0.009-0.014 on round 6's validation set, data changes or
+#     lr 5e-5 one crop a step and all lost 0.009-0.014 on round 6's validation set (so written before
+#     the run; round 20's six lost 0.009-0.014, rounds 18 and 19's snapshots 0.006-0.038), data changes or
 #     not: the steps' noise, not the data, may be what moves the weights away. Both runs continue
 #     round 17's stage 2 on round 20's (b) mix (716 cases: round 14's and the 3 mm CTs) with round
 #     17's augmentation and edge cuts, 3,000 crops each: (a) 4 crops a step, lr 1e-4, 750 steps,
@@ -979,7 +980,7 @@ done
 #     the kidney against 41 of 96). `kidney phantom --lesion-depth real` (new) draws them as deep as
 #     the maps' lesions and changes nothing else of a seed. The 168 make_phantom cases of round 20's
 #     (b) mix (round 14's and round 13's phantoms, round 5's classic ones) are drawn again with it,
-#     the same commands and seeds; the mix keeps its names and its other 548 cases, so the run is
+#     the same commands and seeds; the mix keeps its names and its other 500 (the CT around the maps), so the run is
 #     round 20's (b) — the same recipe (S19), seed 251, the same cases drawn in the same order — with only
 #     the phantoms' lesions moved. The rule, fixed before any result: round 20's (§25), over the two
 #     snapshots (1,000 / 2,000), round 20's (b) (the control: 0.6849 / 0.6873) and round 17's stage 2
