@@ -26,7 +26,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from measure import median_time, write_report  # noqa: E402
+from measure import cpu_model, median_time, write_report  # noqa: E402
 
 
 @nb.njit(parallel=True)
@@ -68,13 +68,13 @@ def main(argv=None) -> None:
     seconds = measure(args.rows, args.channels, threads, args.repeats)
     mb = args.rows * args.channels * 4 / 2**20
     lines = [f"A ({args.rows:,}, {args.channels}) float32 array ({mb:.0f} MiB) filled by one parallel Numba "
-             f"kernel; median of {args.repeats} calls (ms). {platform.machine()}, numba {nb.__version__}, "
+             f"kernel; median of {args.repeats} calls (ms). {cpu_model()} ({platform.machine()}), numba {nb.__version__}, "
              f"numpy {np.__version__}.", "",
              "| threads | " + " | ".join(next(iter(seconds.values()))) + " |",
              "|---|---|---|---|"]
     for n, ways in seconds.items():
         lines.append(f"| {n} | " + " | ".join(f"{1e3 * s:.1f}" for s in ways.values()) + " |")
-    results = {"rows": args.rows, "channels": args.channels, "repeats": args.repeats,
+    results = {"rows": args.rows, "channels": args.channels, "repeats": args.repeats, "cpu_model": cpu_model(),
                "seconds": {str(n): ways for n, ways in seconds.items()}}
     write_report(results, args.out, "\n".join(lines) + "\n")
 

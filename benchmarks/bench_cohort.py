@@ -51,7 +51,7 @@ REPO = HERE.parent
 STATS = REPO / "data" / "kits23_sample" / "kits23_segmentation_stats.csv"
 sys.path.insert(0, str(REPO))  # this checkout's kidney, as the timed `python -m kidney` (run from REPO) uses
 sys.path.insert(0, str(HERE))
-from measure import write_report  # noqa: E402
+from measure import cpu_model, write_report  # noqa: E402
 
 
 def kits_grids(n: int, seed: int, stats_path=STATS):
@@ -155,8 +155,8 @@ def main(argv=None):
         engines.insert(0, "serial")
     import numba
 
-    machine = dict(platform=platform.platform(), python=platform.python_version(), cpus=os.cpu_count(),
-                   numba_threads=numba.config.NUMBA_NUM_THREADS, numpy=np.__version__,
+    machine = dict(platform=platform.platform(), python=platform.python_version(), cpu_model=cpu_model(),
+                   cpus=os.cpu_count(), numba_threads=numba.config.NUMBA_NUM_THREADS, numpy=np.__version__,
                    load_average_at_start=[round(x, 2) for x in os.getloadavg()])
     try:
         import dask

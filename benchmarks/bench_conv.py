@@ -27,7 +27,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from ct_like import CT_LIKE_SETS, ct_like_coords  # noqa: E402
-from measure import median_time  # noqa: E402
+from measure import cpu_model, median_time  # noqa: E402
 
 K3 = 27
 
@@ -162,7 +162,7 @@ def main(argv=None):
         sets, channels, args.repeats = [("quick", (48, 64, 64), 0.15)], [16], 2
     import numba
     machine = dict(platform=platform.platform(), processor=platform.processor() or platform.machine(),
-                   cpus=os.cpu_count(), numba_threads=numba.get_num_threads(), numpy=np.__version__,
+                   cpu_model=cpu_model(), cpus=os.cpu_count(), numba_threads=numba.get_num_threads(), numpy=np.__version__,
                    numba=numba.__version__)
     gemm = gemm_rate()
     print(f"machine: {machine}\nfloat32 GEMM (2048^3, BLAS): {gemm:.1f} GFLOP/s\n")

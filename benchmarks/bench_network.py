@@ -38,7 +38,7 @@ from scipy import ndimage
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from measure import median_time  # noqa: E402
+from measure import cpu_model, median_time  # noqa: E402
 
 from kidney.roi import RoiConfig  # noqa: E402
 from kidney.sparsify import STAGE1, STAGE2  # noqa: E402
@@ -214,8 +214,8 @@ def main(argv=None):
 
     import numba
     import sparseconv
-    machine = dict(platform=platform.platform(), cpus=os.cpu_count(), numba_threads=numba.get_num_threads(),
-                   backend=sparseconv.get_backend().name, numpy=np.__version__)
+    machine = dict(platform=platform.platform(), cpu_model=cpu_model(), cpus=os.cpu_count(),
+                   numba_threads=numba.get_num_threads(), backend=sparseconv.get_backend().name, numpy=np.__version__)
     shapes, n_boxes = ({}, 0) if args.quick else kits_crop_shapes(args.stats)
     print(f"machine: {machine}\nKiTS23 stage-2 crop boxes from {n_boxes} kidney components: {shapes}", flush=True)
     check_twins(args.methods.split(","))

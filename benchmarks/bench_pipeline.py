@@ -38,7 +38,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from measure import PeakRSS, peak_rss_mb, write_report  # noqa: E402
+from measure import PeakRSS, cpu_model, peak_rss_mb, write_report  # noqa: E402
 STATS = HERE.parent / "data" / "kits23_sample" / "kits23_segmentation_stats.csv"
 STEPS = ("read", "stage1", "roi", "stage2", "merge", "write")
 
@@ -163,8 +163,8 @@ def main(argv=None):
     unknown = [s for s in sizes if s not in grids]
     if unknown:
         p.error(f"unknown size(s) {unknown}; use median, p95")
-    machine = dict(platform=platform.platform(), cpus=os.cpu_count(), numba_threads=numba.get_num_threads(),
-                   numpy=np.__version__)
+    machine = dict(platform=platform.platform(), cpu_model=cpu_model(), cpus=os.cpu_count(),
+                   numba_threads=numba.get_num_threads(), numpy=np.__version__)
     print(f"machine: {machine}\nKiTS23 scan grids ({n_scans} scans): {grids}", flush=True)
     results = dict(machine=machine, weights=args.weights or "shipped", seed=args.seed, cases=[])
     with tempfile.TemporaryDirectory() as tmp:

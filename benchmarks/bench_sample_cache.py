@@ -32,7 +32,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(HERE))
-from measure import write_report  # noqa: E402
+from measure import cpu_model, write_report  # noqa: E402
 
 ONE_THREAD = {"NUMBA_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 MODES = {"memory": "in memory", "write": "cache, first run", "map": "cache, later run"}
@@ -86,7 +86,7 @@ def run(args) -> dict:
         raise SystemExit(f"the modes read different samples: checksums {[r['checksum'] for r in rows]}")
     cache_mb = sum(p.stat().st_size for p in cache.iterdir()) / 2**20
     return {"config": cfg, "data": data if args.quick else Path(data).name, "cache_mb_on_disk": cache_mb,
-            "rows": rows, "machine": platform.platform(), "cpus": os.cpu_count(), "threads": 1}
+            "rows": rows, "machine": platform.platform(), "cpu_model": cpu_model(), "cpus": os.cpu_count(), "threads": 1}
 
 
 def markdown(res: dict) -> str:

@@ -75,7 +75,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from bench_network import STATS, _has_torch, make_inputs  # noqa: E402
-from measure import write_report  # noqa: E402
+from measure import cpu_model, write_report  # noqa: E402
 from op_profile import CATEGORIES, OpProfile  # noqa: E402
 
 DS_WEIGHTS = (1.0, 0.5, 0.25)
@@ -387,7 +387,7 @@ def main(argv=None):
         torch_note = "PyTorch is not installed: the dense-twin column is empty (pip install torch to fill it)"
     budget_gb = args.memory_gb or round(available_gb() / 2, 1)
     machine = dict(platform=platform.platform(), processor=platform.processor() or platform.machine(),
-                   cpus=os.cpu_count(), numba_max_threads=numba.config.NUMBA_NUM_THREADS, thread_counts=counts,
+                   cpu_model=cpu_model(), cpus=os.cpu_count(), numba_max_threads=numba.config.NUMBA_NUM_THREADS, thread_counts=counts,
                    threads_asked=sorted({int(n) for n in args.threads.split(",")}), blas_threads=blas_threads(),
                    backend=sparseconv.get_backend().name, numpy=np.__version__, numba=numba.__version__,
                    load_avg_at_start=[round(v, 2) for v in os.getloadavg()],

@@ -49,7 +49,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))  # this checkout's kidney, as the timed `python -m kidney` (run from REPO) uses
 sys.path.insert(0, str(HERE))
-from measure import write_report  # noqa: E402
+from measure import cpu_model, write_report  # noqa: E402
 
 ONE_THREAD = {"NUMBA_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
@@ -152,8 +152,8 @@ def main(argv=None):
     from kidney.model import KidneyNet
 
     n_params = sum(p.data.size for p in KidneyNet(args.model, seed=0).parameters())
-    machine = dict(platform=platform.platform(), python=platform.python_version(), cpus=os.cpu_count(),
-                   numpy=np.__version__, numba=numba.__version__, mpi4py=mpi4py.__version__,
+    machine = dict(platform=platform.platform(), python=platform.python_version(), cpu_model=cpu_model(),
+                   cpus=os.cpu_count(), numpy=np.__version__, numba=numba.__version__, mpi4py=mpi4py.__version__,
                    load_average_at_start=[round(x, 2) for x in os.getloadavg()])
     print(f"machine: {machine}", flush=True)
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench_train_ranks_"))

@@ -1,6 +1,7 @@
 """Measurement helpers of the benchmarks: median wall time, peak memory (Linux /proc, from
-:mod:`kidney.peak_memory`), the report files."""
+:mod:`kidney.peak_memory`), the CPU's name, the report files."""
 import json
+import platform
 import time
 from pathlib import Path
 
@@ -20,6 +21,19 @@ def median_time(fn, repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return float(np.median(times))
+
+
+def cpu_model() -> str:
+    """The CPU's name as the operating system gives it (Linux: ``model name`` of /proc/cpuinfo), for
+    the report: two machines of one architecture can differ several-fold in a benchmark's times."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def write_report(results: dict, out, markdown_text: str, quiet: bool = False) -> None:

@@ -18,6 +18,8 @@ def test_bench_conv_quick(tmp_path):
     assert {r["method"] for r in rows} >= {"sparseconv[numba]", "sparseconv[reference]", "dense conv3d [numpy]"}
     assert all(r["fwd_s"] > 0 and r["peak_mb"] >= 0 for r in rows if "peak_mb" in r)
     assert out.with_suffix(".md").read_text().count("|") > 20
+    # the machine says which CPU ran it: two machines of one architecture differ several-fold
+    assert result["machine"]["cpu_model"] and isinstance(result["machine"]["cpu_model"], str)
 
 
 def test_bench_alloc_small(tmp_path):
@@ -28,6 +30,7 @@ def test_bench_alloc_small(tmp_path):
     ways = result["seconds"]["1"]
     assert set(ways) == {"allocated inside Numba", "allocated by NumPy", "written again (no allocation)"}
     assert all(v > 0 for v in ways.values()) and result["rows"] == 5000
+    assert result["cpu_model"] in out.with_suffix(".md").read_text()
     assert out.with_suffix(".md").read_text().count("| 1 |") == 1
 
 
@@ -39,6 +42,7 @@ def test_bench_network_quick(tmp_path):
     sparse = [r for r in result["rows"] if r["method"] == "sparse"]
     assert {r["input"] for r in sparse} == {"stage1", "stage2-median"}
     assert all("time_reduction_pct" in r and "memory_reduction_pct" in r for r in sparse)
+    assert result["machine"]["cpu_model"]
     assert out.with_suffix(".png").stat().st_size > 1000
 
 
