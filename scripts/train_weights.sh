@@ -1040,7 +1040,9 @@ kidney evaluate "$R27/train_a_5000" "$R27/trainset" --overwrite
 # hours of both cores); the data drawn again (the same 267 pastes), the run went on from its step-50
 # checkpoint. The rule at 2,500 steps: 0.5989 (round 25 0.5968, round 17 0.6888); masses on the 20
 # training CT 0.456 against 0.349 on the validation CT (round 17: 0.552 and 0.553, its own
-# predictions on the same trainset). The snapshot at 5,000 is still to come.
+# predictions on the same trainset). The second machine, with the data, the checkpoint and every
+# round's weights, was lost after step 3,541: the snapshot at 5,000 was never made, and the round
+# ends at its 2,500-step result.
 kidney segment -i "$R27/trainset" -o "$R27/train_r17" --weights "$R25/cand/r17" --overwrite --quiet
 kidney evaluate "$R27/train_r17" "$R27/trainset" --overwrite
 kidney segment -i "$R27/trainset" -o "$R27/train_a_2500" --weights "$R27/cand/a_2500" --overwrite --quiet
@@ -1084,3 +1086,4 @@ rule_scores_grid "$R29/cand/a" "$R17W" "$R28/s2_a/weights_step750.npz" "$R28/s2_
 # the rule: (a) 0.6915 (round 17 0.6888): short of the margin, not taken
 real_ct_record "$R29" a  # after the choice, for the record
 rule_scores_grid "$R29/cand/b" "$R17W" "$R27/s2_a/weights_step5000.npz"
+# (b) was not scored: round 27's snapshot at 5,000 steps was never made (§32)
