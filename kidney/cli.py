@@ -491,9 +491,20 @@ def _add_weights_args(p) -> None:
     p.add_argument("--tta", action="store_true",
                    help="test-time mirroring: average each stage over the 8 flips of its input "
                         "(8x the network time; not in the paper)")
-    p.add_argument("--keep-components", type=int, default=None, metavar="N",
-                   help="keep only the N largest connected parts of the predicted foreground (0: all); "
-                        "default: the setting stored with the stage-2 weights (kidney/postprocess.py)")
+    p.add_argument("--keep-components", type=_keep_components, default=None, metavar="N|stage1",
+                   help="keep only the N largest connected parts of the predicted foreground (0: all), or "
+                        "with 'stage1' the parts that touch a kidney stage 1 found; default: the setting "
+                        "stored with the stage-2 weights (kidney/postprocess.py)")
+
+
+def _keep_components(text: str):
+    """``--keep-components``: ``stage1`` or a whole number (its range is checked with the setting)."""
+    if text == "stage1":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"takes a whole number >= 0 or 'stage1', got {text!r}") from None
 
 
 def _segmenter(args):

@@ -109,7 +109,7 @@ class Weights:
     tta: bool = False
     device: str = "cpu"
     backend: Optional[str] = None  # sparseconv backend name; None: the process's default
-    keep_components: Optional[int] = None  # None: the stage-2 weights' own post-processing setting
+    keep_components: Union[int, str, None] = None  # None: the stage-2 weights' own setting
 
     @classmethod
     def from_dir(cls, weights_dir=None, stage1=None, stage2=None, **kw) -> "Weights":

@@ -53,8 +53,9 @@ from sparseconv.functional.activation import sigmoid_array
 from . import io
 from .model import KidneyNet, WeightsError, labels_from_hecs, load_weights
 from .peak_memory import PeakRSS
-from .postprocess import META_KEY as KEEP_KEY, check_keep_components, keep_largest_components
-from .roi import Roi, RoiConfig, crop_roi, find_rois, paste_probabilities, scan_box
+from .postprocess import META_KEY as KEEP_KEY, STAGE1 as KEEP_STAGE1, check_keep_components, \
+    keep_anchored_components, keep_largest_components
+from .roi import Roi, RoiConfig, cores_on_scan, crop_roi, find_rois, paste_probabilities, scan_box
 from .sparsify import STAGE1, STAGE2, sparsify, stage_preset
 
 __all__ = ["Segmenter", "SegmentResult", "NoKidneyWarning", "segment", "segment_files", "default_weights",
@@ -225,14 +226,15 @@ class Segmenter:
             (8x the network time; off by default, as the paper does not state it).
         device: ``"cpu"`` (default) or ``"cuda"``: the networks and features live on the GPU, and
             sparseconv's ``cupy`` backend is selected if a CPU backend was.
-        keep_components: keep only this many largest connected parts of the predicted foreground
-            (:mod:`kidney.postprocess`); 0 keeps all; ``None`` (default) takes the setting stored
-            with the stage-2 weights (``keep_components`` in their metadata; none stored: keep all).
+        keep_components: keep only this many largest connected parts of the predicted foreground,
+            or with ``"stage1"`` the parts that touch a kidney stage 1 found (:mod:`kidney.postprocess`);
+            0 keeps all; ``None`` (default) takes the setting stored with the stage-2 weights
+            (``keep_components`` in their metadata; none stored: keep all).
     """
 
     def __init__(self, stage1=None, stage2=None, *, weights_dir=None, roi_config: RoiConfig = RoiConfig(),
                  threshold: float = 0.5, tta: bool = False, device: str = "cpu",
-                 keep_components: Optional[int] = None, _stage2_default=True):
+                 keep_components: Union[int, str, None] = None, _stage2_default=True):
         d1, d2 = default_weights(weights_dir) if (stage1 is None or stage2 is None) else (None, None)
         self.stage1 = _load_stage(stage1 if stage1 is not None else d1, 1)
         self.stage2 = _load_stage(stage2 if stage2 is not None else d2, 2) \
@@ -380,7 +382,9 @@ class Segmenter:
         def finish():
             th = self.threshold
             sub = labels_from_hecs(merged[..., 0] >= th, merged[..., 1] >= th, merged[..., 2] >= th)
-            if self.keep_components is not None:  # every label lies in this box: the rest is background
+            if self.keep_components == KEEP_STAGE1:  # every label lies in this box: the rest is background
+                sub = keep_anchored_components(sub, cores_on_scan(rois, spacing, ulo, uhi))
+            elif self.keep_components is not None:
                 sub = keep_largest_components(sub, self.keep_components)
             box = tuple(slice(a, b) for a, b in zip(ulo, uhi))
             out[box] = sub

@@ -30,7 +30,7 @@ from scipy import ndimage
 from .sparsify import STAGE1, STAGE2
 
 __all__ = ["RoiConfig", "Roi", "find_rois", "component_masks", "crop_box", "resample_box",
-           "crop_roi", "paste_probabilities", "scan_box", "ball"]
+           "crop_roi", "paste_probabilities", "scan_box", "cores_on_scan", "ball"]
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,12 @@ def component_masks(prob: np.ndarray, spacing1: float = STAGE1.spacing_mm,
     Returns:
         One boolean ``(Z, Y, X)`` mask per kept component, each dilated on its own.
     """
+    return [dilated for _, dilated in _components(prob, spacing1, config)]
+
+
+def _components(prob: np.ndarray, spacing1: float, config: RoiConfig) -> List[Tuple[np.ndarray, np.ndarray]]:
+    """Steps 1–3 as ``(core, dilated)`` boolean mask pairs, largest first: ``core`` is the kept
+    component itself, ``dilated`` the same component dilated on its own."""
     prob = np.asarray(prob)
     fg = prob if prob.dtype == bool else prob >= config.threshold
     lab, n = ndimage.label(fg, structure=_FULL)
@@ -95,9 +101,10 @@ def component_masks(prob: np.ndarray, spacing1: float = STAGE1.spacing_mm,
         lo = [max(0, s.start - pad) for s in sl]
         hi = [min(n_, s.stop + pad) for s, n_ in zip(sl, lab.shape)]
         sub = tuple(slice(a, b) for a, b in zip(lo, hi))
+        core = lab == i
         comp = np.zeros(lab.shape, bool)
-        comp[sub] = ndimage.binary_dilation(lab[sub] == i, structure=element)
-        out.append(comp)
+        comp[sub] = ndimage.binary_dilation(core[sub], structure=element)
+        out.append((core, comp))
     return out
 
 
@@ -112,6 +119,9 @@ class Roi:
         mask1: the dilated component on the stage-1 grid.
         spacing1: stage-1 spacing (mm).
         voxels1: voxels of the component before dilation.
+        core1: the component before dilation, on the stage-1 grid (what stage 1 took for a
+            kidney; the post-processing ``keep_components="stage1"`` keeps what touches it).
+            ``None`` for a ROI built by hand without it.
     """
 
     lo: Tuple[int, int, int]
@@ -121,6 +131,7 @@ class Roi:
     mask1: np.ndarray
     spacing1: float
     voxels1: int = 0
+    core1: Optional[np.ndarray] = None
 
     @property
     def shape(self) -> Tuple[int, int, int]:
@@ -160,10 +171,25 @@ def find_rois(prob: np.ndarray, spacing1: float, scan_extent_mm: Sequence[float]
     """The whole ROI rule: stage-1 probabilities (on its grid) -> list of :class:`Roi` (largest first)."""
     rois = []
     fg = np.asarray(prob) >= config.threshold if np.asarray(prob).dtype != bool else np.asarray(prob)
-    for comp in component_masks(prob, spacing1, config):
+    for core, comp in _components(prob, spacing1, config):
         lo, hi, grid2 = crop_box(comp, spacing1, scan_extent_mm, spacing2, config)
-        rois.append(Roi(lo, hi, grid2, float(spacing2), comp, float(spacing1), int((comp & fg).sum())))
+        rois.append(Roi(lo, hi, grid2, float(spacing2), comp, float(spacing1), int((comp & fg).sum()), core))
     return rois
+
+
+def cores_on_scan(rois: Sequence[Roi], spacing, lo: Sequence[int], hi: Sequence[int]) -> np.ndarray:
+    """The union of the ROIs' stage-1 components (:attr:`Roi.core1`, before dilation) on the scan
+    voxels ``[lo, hi)`` (spacing ``spacing`` mm): ``(hi - lo)`` bool. Scan voxel ``i`` takes the
+    stage-1 voxel its centre lies in, ``floor((i + 0.5)·s / t1)`` (the stage-1 grid starts at the
+    scan's corner, as every grid here does)."""
+    out = np.zeros(tuple(int(b - a) for a, b in zip(lo, hi)), bool)
+    for r in rois:
+        if r.core1 is None:
+            raise ValueError("a ROI without its stage-1 component (core1) cannot anchor the post-processing")
+        idx = [np.minimum(((np.arange(a, b) + 0.5) * s / r.spacing1).astype(int), n - 1)
+               for a, b, s, n in zip(lo, hi, spacing, r.core1.shape)]
+        out |= r.core1[np.ix_(*idx)]
+    return out
 
 
 def resample_box(array: np.ndarray, spacing, new_spacing: float, lo: Sequence[int],

@@ -1,6 +1,7 @@
 """Choose the post-processing of a set of weights on validation predictions, and store it with them.
 
     python scripts/choose_postprocess.py PRED:DATA [PRED:DATA ...] [--candidates 0,2] [--write STAGE2.npz]
+    python scripts/choose_postprocess.py --set stage1 --write STAGE2.npz
 
 Each PRED folder holds predictions made with the post-processing off (``kidney segment
 --keep-components 0``) for the validation cases of DATA (KiTS layout, with segmentations). For every
@@ -14,6 +15,11 @@ kidney was removed (a false island larger than a kidney), which no choice by the
 against. With ``--write`` the choice is stored in the stage-2 weights file's metadata
 (``keep_components``; the arrays are not touched, which is checked), where ``kidney segment``
 reads it. Choose on validation data only: never on a test set.
+
+``--set SETTING --write STAGE2.npz`` stores a setting chosen elsewhere. The rule ``stage1`` (keep
+the parts that touch a kidney stage 1 found) needs stage 1's map, which a saved prediction does not
+hold: score it on validation with ``kidney segment --keep-components stage1`` against
+``--keep-components 0``, then store it this way.
 """
 from __future__ import annotations
 
@@ -24,7 +30,7 @@ import numpy as np
 
 from kidney import io, metrics
 from kidney.model import load_weights, read_weights, save_weights
-from kidney.postprocess import META_KEY, keep_largest_components
+from kidney.postprocess import META_KEY, check_keep_components, keep_largest_components
 
 
 def pair(text: str):
@@ -59,8 +65,9 @@ def score_folder(pred_dir: Path, data_dir: Path, cands):
     return {n: np.array(rows) for n, rows in out.items()}
 
 
-def write_choice(path: Path, n: int) -> None:
-    """Store ``keep_components = n`` in the metadata of the stage-2 weights file ``path``."""
+def write_choice(path: Path, n) -> None:
+    """Store ``keep_components = n`` (a count or ``"stage1"``) in the metadata of the stage-2 weights
+    file ``path``."""
     before, _ = read_weights(path)
     model, meta = load_weights(path)
     if int(meta.get("stage", 2)) != 2:
@@ -75,12 +82,23 @@ def write_choice(path: Path, n: int) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("folders", nargs="+", type=pair, metavar="PRED:DATA")
+    ap.add_argument("folders", nargs="*", type=pair, metavar="PRED:DATA")
     ap.add_argument("--candidates", type=candidates, default=candidates("0,2"),
                     help="components to keep, comma-separated (0: all; default 0,2)")
     ap.add_argument("--write", type=Path, default=None, metavar="STAGE2.npz",
                     help="store the chosen setting in this stage-2 weights file")
+    ap.add_argument("--set", default=None, metavar="SETTING",
+                    help="with --write and no folders: store this setting (a count, or stage1) as it is")
     args = ap.parse_args(argv)
+    if args.set is not None:
+        if args.folders or args.write is None:
+            ap.error("--set stores a setting chosen elsewhere: give --write STAGE2.npz and no PRED:DATA folders")
+        setting = args.set if args.set == "stage1" else check_keep_components(
+            int(args.set) if args.set.isdigit() else args.set, "--set")
+        write_choice(args.write, setting or 0)
+        return 0
+    if not args.folders:
+        ap.error("give PRED:DATA folders to choose on (or --set SETTING --write STAGE2.npz)")
     pooled = {n: [] for n in args.candidates}
     print("folder                          keep  cases  kidney  masses  tumour    mean")
     for pred_dir, data_dir in args.folders:
