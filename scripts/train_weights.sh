@@ -1087,3 +1087,22 @@ rule_scores_grid "$R29/cand/a" "$R17W" "$R28/s2_a/weights_step750.npz" "$R28/s2_
 real_ct_record "$R29" a  # after the choice, for the record
 rule_scores_grid "$R29/cand/b" "$R17W" "$R27/s2_a/weights_step5000.npz"
 # (b) was not scored: round 27's snapshot at 5,000 steps was never made (§32)
+
+# 35. round 30: the post-processing anchored on stage 1's kidneys. Round 14's "keep 2" removed the
+#     real CT's spleen island but, on its probes, deleted a whole kidney wherever an island outgrew
+#     it; §19 named the safer form: keep each part that touches what stage 1 took for a kidney.
+#     `kidney segment --keep-components stage1` (new; kidney.postprocess) keeps the 26-connected
+#     parts of the label map that touch a stage-1 component that made a ROI, before its dilation.
+#     Nothing trained: the shipped `varied` set (round 6's stage 1, round 17's stage 2) scored by
+#     round 20's rule as it is (keeping all) and with the setting stored in a copy of its stage 2.
+#     The rule, fixed before any result: the setting is stored with the shipped stage 2 if it
+#     scores above keeping all by round 20's rule — any lead, as round 14's choice between
+#     post-processings of the same networks' outputs (the 0.005 margin guards choices between
+#     trainings) — and no case of the three validation sets loses more than 0.05 of kidney+masses
+#     Dice against keeping all.
+R30="$WORK/round30"
+mkdir -p "$R30"
+cp kidney/weights/varied/stage2_wide_stem_bias.npz "$R30/stage2_r17.npz"
+cp kidney/weights/varied/stage2_wide_stem_bias.npz "$R30/stage2_anchored.npz"
+python scripts/choose_postprocess.py --set stage1 --write "$R30/stage2_anchored.npz"
+for c in r17 anchored; do rule_scores_grid "$R30/cand/$c" "$R30/stage2_$c.npz"; done
