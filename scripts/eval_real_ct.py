@@ -11,7 +11,8 @@ Prints the ROIs stage 1 proposes (how much of each kidney their boxes hold, how 
 kidney), the Dice and Surface Dice of kidney+masses, each kidney's share found (and the share found
 in the slices at the scan's two ends, where a kidney cut by the field of view ends), and where the
 false positives lie by the reference's other organ labels (liver, spleen, ...; names from the label
-table in the file's header) with the class they were given and their median HU. With ``--min-dice`` the exit status is 1 unless the Dice
+table in the file's header) with the class they were given and their median HU; the prediction's
+connected parts by the organs they lie on; and what stage 1 takes for kidney, organ by organ. With ``--min-dice`` the exit status is 1 unless the Dice
 reaches it, both kidneys are found (half or more of each) and no ROI lies away from the kidneys.
 """
 from __future__ import annotations
@@ -71,8 +72,10 @@ def main(argv=None) -> int:
           + f" of each kidney; ROIs away from the kidneys: {len(stray)}")
     print("kidneys found (share of each labelled): " + ", ".join(f"{k} {v:.2f}" for k, v in found.items()))
     print(edge_line(pred, truth))
-    print(false_positive_table(pred & ~truth, res.labels, ref.array, ct.array,
-                               label_names(args.data / "example_seg.nii.gz")))
+    names = label_names(args.data / "example_seg.nii.gz")
+    print(false_positive_table(pred & ~truth, res.labels, ref.array, ct.array, names))
+    print(parts_table(res.labels, ref.array, names))
+    print(stage1_table(seg, ct, res.rois, ref.array, names))
     if args.out:
         io.save_nifti(res.labels, ct, args.out, overwrite=True)
     if args.png:
@@ -145,6 +148,60 @@ def false_positive_table(false_pos, pred_labels, ref, hu, names, top=6) -> str:
                      f"{float(np.median(hu[at])):>10.0f}")
     if len(values) > top:
         lines.append(f"  ({len(values) - top} more labels, {int(np.sort(counts)[:-top].sum())} voxels)")
+    return "\n".join(lines)
+
+
+def _organ(v, names) -> str:
+    return names.get(int(v), "background" if v == 0 else f"label {int(v)}")
+
+
+def _by_organ(mask, ref, names, top) -> str:
+    values, counts = np.unique(ref[mask], return_counts=True)
+    order = sorted(zip(values, counts), key=lambda t: -t[1])
+    text = ", ".join(f"{_organ(v, names)} {int(n)}" for v, n in order[:top])
+    return text + (f", {len(order) - top} more labels {int(sum(n for _, n in order[top:]))}" if len(order) > top else "")
+
+
+def parts_table(pred_labels, ref, names, top=4) -> str:
+    """The prediction's 26-connected parts, largest first: voxels, and where they lie by the
+    reference's labels (the kidneys' own and the organs beside them). Whether a false positive is
+    an island apart from the kidneys or grows out of a kidney's part decides whether a post-processing
+    by connectivity (:mod:`kidney.postprocess`) can remove it."""
+    from scipy import ndimage
+    comp, n = ndimage.label(pred_labels > 0, structure=np.ones((3, 3, 3), bool))
+    sizes = np.bincount(comp.ravel(), minlength=n + 1)[1:]
+    lines = [f"predicted parts (26-connected): {n}; largest first, voxels and where they lie:"]
+    for k in np.argsort(-sizes, kind="stable")[:top] + 1:
+        lines.append(f"  {int(sizes[k - 1]):>7}: " + _by_organ(comp == k, ref, names, top))
+    if n > top:
+        lines.append(f"  ({n - top} more parts, {int(np.sort(sizes)[:-top].sum())} voxels)")
+    return "\n".join(lines)
+
+
+def stage1_table(seg, ct, rois, ref, names) -> str:
+    """What stage 1 takes for kidney, organ by organ: its probability (max over the three HECs) on
+    its own grid, each stage-1 voxel given the reference label at its centre — voxels, how many reach
+    the ROI threshold and 0.5, the median; then the scan voxels its ROI components (before their
+    dilation, :func:`kidney.roi.cores_on_scan`) cover, by label."""
+    from kidney.roi import cores_on_scan
+    prob, _ = seg.stage1_probabilities(ct.array, ct.spacing)
+    t1 = seg.stage1.spacing
+    centre = [np.minimum(((np.arange(n) + 0.5) * t1 / s).astype(int), m - 1)
+              for n, s, m in zip(prob.shape, ct.spacing, ref.shape)]
+    at = ref[np.ix_(*centre)]
+    th = seg.roi_config.threshold
+    lines = [f"stage 1 ({t1:g} mm voxels) by the label at each voxel's centre:",
+             f"  organ                 voxels  >= {th:g}  >= 0.5  median probability"]
+    groups = [("kidneys", np.isin(at, (2, 3)))] + [(_organ(v, names), at == v) for v in (5, 1)]
+    for name, m in groups:
+        v = prob[m]
+        if v.size:
+            lines.append(f"  {name:<20} {v.size:>7} {int((v >= th).sum()):>6} {int((v >= 0.5).sum()):>6} "
+                         f"{float(np.median(v)):>10.3f}")
+    if rois:
+        cores = cores_on_scan(rois, ct.spacing, (0, 0, 0), ref.shape)
+        lines.append(f"its ROI components (before dilation) cover {int(cores.sum())} scan voxels: "
+                     + _by_organ(cores, ref, names, 5))
     return "\n".join(lines)
 
 

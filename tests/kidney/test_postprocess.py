@@ -273,3 +273,10 @@ def test_cli_takes_stage1_and_refuses_words(tmp_path, tiny_phantom, capsys):
         cli.main(["segment", str(img), "-o", str(tmp_path / "x.nii.gz"), "--weights", str(w),
                   "--keep-components", "largest"])
     assert "takes a whole number >= 0 or 'stage1', got 'largest'" in capsys.readouterr().err
+
+
+def test_the_varied_set_stores_the_stage1_rule_and_the_default_set_none():
+    from kidney.pipeline import default_weights
+    _, s2 = default_weights("varied")
+    assert read_weights(s2)[1]["keep_components"] == "stage1"
+    assert "keep_components" not in read_weights(default_weights(None)[1])[1]

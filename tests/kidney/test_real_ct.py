@@ -46,6 +46,22 @@ def test_varied_weights_find_both_kidneys_and_nothing_else(repo_data, tmp_path):
     more = re.search(r"more labels, (\d+) voxels\)", run.stdout)
     assert sum(int(r[1]) for r in rows) + (int(more.group(1)) if more else 0) == total
     assert predicted - total <= truth  # the rest of the prediction lies on the labelled kidneys
+    # the prediction's parts add up to it, each part to its organs
+    n_parts = int(re.search(r"predicted parts \(26-connected\): (\d+)", run.stdout).group(1))
+    parts = re.findall(r"^  +(\d+): (.+)$", run.stdout, re.M)
+    assert 1 <= len(parts) <= n_parts and len(parts) == min(n_parts, 4)
+    for size, where in parts:
+        assert int(size) == sum(int(v) for v in re.findall(r" (\d+)(?:,|$)", where)), where
+    rest = re.search(r"\((\d+) more parts, (\d+) voxels\)", run.stdout)
+    assert sum(int(s) for s, _ in parts) + (int(rest.group(2)) if rest else 0) == predicted
+    # stage 1 by organ: counts nest (voxels >= those over the ROI threshold >= those over 0.5)
+    s1 = re.findall(r"^  (kidneys|liver|spleen) +(\d+) +(\d+) +(\d+) +([\d.]+)$", run.stdout, re.M)
+    assert [r[0] for r in s1] == ["kidneys", "liver", "spleen"], run.stdout
+    assert all(int(r[1]) >= int(r[2]) >= int(r[3]) for r in s1)
+    kidneys = s1[0]
+    assert int(kidneys[3]) > 0 and float(kidneys[4]) >= 0.5  # stage 1 finds both kidneys (above)
+    cores = re.search(r"its ROI components \(before dilation\) cover (\d+) scan voxels: (.+)$", run.stdout, re.M)
+    assert cores and int(cores.group(1)) == sum(int(v) for v in re.findall(r" (\d+)(?:,|$)", cores.group(2)))
 
 
 def _script():
