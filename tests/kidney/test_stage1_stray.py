@@ -1,0 +1,70 @@
+"""scripts/stage1_stray.py: what stage 1 calls kidney far from every labelled voxel."""
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kidney import phantom
+from kidney.model import KidneyNet, save_weights
+from kidney.pipeline import Segmenter
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("stage1_stray", REPO / "scripts" / "stage1_stray.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_stray_counts_what_lies_far_from_the_labels_at_each_level():
+    ss = _script()
+    seg = Segmenter.stage1_only((KidneyNet("tiny", seed=1), {"stage": 1, "spacing_mm": 8.0}))
+    prob = np.zeros((6, 6, 6), np.float32)
+    prob[1, 1, 1:3] = (0.9, 0.3)   # on the kidney: one found, one not
+    prob[1, 2, 1] = 0.7            # 8 mm from it: near, not stray
+    prob[5, 5, 4:6] = 0.6          # far: two stray voxels at 0.5
+    prob[5, 0, 5] = 0.2            # far: stray at the ROI threshold only
+    seg.stage1_probabilities = lambda hu, spacing: (prob, int((prob > 0).sum()))
+    truth = np.zeros((12, 12, 12), bool)   # the scan on 4 mm voxels: two per stage-1 voxel
+    truth[2:4, 2:4, 2:6] = True           # stage-1 voxels (1, 1, 1) and (1, 1, 2)
+    r = ss.stray(seg, np.zeros(truth.shape, np.float32), (4.0, 4.0, 4.0), truth, away_mm=10.0)
+    ml = 8.0 ** 3 / 1000
+    assert r == {"kidney": 2, "found": 1, "stray": pytest.approx(2 * ml), "stray_roi": pytest.approx(3 * ml)}
+    r0 = ss.stray(seg, np.zeros(truth.shape, np.float32), (4.0, 4.0, 4.0), truth, away_mm=0.0)
+    assert r0["stray"] == pytest.approx(3 * ml)   # at 0 mm the near voxel counts too
+    none = ss.stray(seg, np.zeros(truth.shape, np.float32), (4.0, 4.0, 4.0), np.zeros_like(truth), 10.0)
+    assert none["kidney"] == 0 and none["stray"] == pytest.approx(4 * ml)  # no kidney: all of it is stray
+
+
+def test_cli_prints_each_case_and_a_sum_per_folder(tmp_path, capsys):
+    ss = _script()
+    w = tmp_path / "w"
+    save_weights(KidneyNet("tiny", seed=1), w / "stage1_tiny.npz", {"stage": 1, "spacing_mm": 8.0})
+    save_weights(KidneyNet("tiny", seed=2), w / "stage2_tiny.npz", {"stage": 2, "spacing_mm": 4.0})
+    data = tmp_path / "data"
+    phantom.write_dataset(data, 2, seed=3, preset="tiny")
+    assert ss.main([str(data), "--weights", str(w)]) == 0
+    out = capsys.readouterr().out
+    rows = re.findall(r"^(case_\d+) +([\d.]+) +([\d.]+) +([\d.]+)$", out, re.M)
+    assert len(rows) == 2 and all(0 <= float(f) <= 1 and float(s) <= float(sr) for _, f, s, sr in rows)
+    total = re.search(r"2 cases: found [\d.]+; stray ([\d.]+) ml \(at the ROI threshold ([\d.]+) ml\); "
+                      r"cases with stray: (\d)", out)
+    assert total and float(total[1]) == pytest.approx(sum(float(r[2]) for r in rows), abs=0.11)
+    assert int(total[3]) == sum(float(r[2]) > 0 for r in rows)
+    with pytest.raises(SystemExit):
+        ss.main([])
+    assert "give DATA folders or --real-ct" in capsys.readouterr().err
+
+
+def test_real_ct_is_scored_on_its_two_kidney_labels(repo_data, capsys):
+    ss = _script()
+    assert ss.main(["--real-ct", "--weights", "varied"]) == 0
+    out = capsys.readouterr().out
+    m = re.search(r"real CT +1 cases: found ([\d.]+); stray ([\d.]+) ml \(at the ROI threshold ([\d.]+) ml\)", out)
+    assert m and 0.5 <= float(m[1]) <= 1 and float(m[2]) <= float(m[3]), out
