@@ -1149,3 +1149,15 @@ stage1_scores() {  # DIR STAGE1.npz: round 20's rule for STAGE1 with the shipped
 }
 stage1_scores "$R31/cand/r6" kidney/weights/varied/stage1_compact.npz
 for s in 750 1500; do stage1_scores "$R31/cand/s1_$s" "$R31/s1/weights_step$s.npz"; done
+# Added before any result of the round, once the first run showed stage 1's steps to take about 0.12 s
+# on this mix: (b) the same run for 6,000 steps (seed 312, the weights at 3,000 / 6,000 kept); (c)
+# stage 1 with a stem bias (round 7's `compact-stem-bias`, grown from the shipped stage 1 with
+# --widen, the bias at 0), 3,000 steps (seed 313, the weights at 1,500 / 3,000 kept). The same rule
+# over every snapshot.
+S31=(--spacing 5.97 --lr 1e-4 --warmup 50 --kidney-free-crops 0.3 --init-weights kidney/weights/varied/stage1_compact.npz
+     --data "$R31/train" --accumulate 1 --loss dice+bce --augment nnunet --checkpoint-every 50 --quiet)
+kidney train --stage 1 --out "$R31/s1_b" --model compact --steps 6000 --seed 312 --keep-weights-at 3000,6000 "${S31[@]}"
+kidney train --stage 1 --out "$R31/s1_c" --model compact-stem-bias --widen --steps 3000 --seed 313 \
+    --keep-weights-at 1500,3000 "${S31[@]}"
+for s in 3000 6000; do stage1_scores "$R31/cand/b_$s" "$R31/s1_b/weights_step$s.npz"; done
+for s in 1500 3000; do stage1_scores "$R31/cand/c_$s" "$R31/s1_c/weights_step$s.npz"; done
