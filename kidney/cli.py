@@ -74,6 +74,10 @@ def add_phantom(sub) -> None:
                         "centred on a kidney voxel drawn at random; seeded) before the CT is painted, "
                         "so the labels written carry them (default 0: the maps as they are)")
     p.add_argument("--start", type=int, default=0, help="first case number (synthetic only)")
+    p.add_argument("--tissue", action="store_true",
+                   help="also write case_*/tissue.nii.gz: the tissue each voxel was painted with (uint8 "
+                        "ids into kidney.phantom.TISSUES; ids past it are tissues drawn per lesion); the "
+                        "CT and labels are the same bits with or without it")
     p.add_argument("--overwrite", action="store_true", help="replace existing files")
     p.set_defaults(func=run_phantom)
 
@@ -113,13 +117,14 @@ def run_phantom(args) -> int:
 
     phantom.write_dataset(args.out, n, args.seed, overwrite=args.overwrite, start=args.start,
                           progress=report, preset=args.preset, phase=args.phase,
-                          appearance=args.appearance, lesion_depth=args.lesion_depth)
+                          appearance=args.appearance, lesion_depth=args.lesion_depth, tissue=args.tissue)
     print(f"{n} phantom case(s) in {args.out} ({time.perf_counter() - t0:.1f} s)")
     return 0
 
 
 def _phantom_from_labels(args) -> int:
     from . import io
+    from .phantom import TISSUE_NAME
     from .phantom.appearance import case_phase
 
     src = Path(args.from_labels)
@@ -143,12 +148,13 @@ def _phantom_from_labels(args) -> int:
         raise ValueError(f"--paste-lesions is a share of the CTs, in [0, 1], got {args.paste_lesions}")
     jobs = [(case, k) for case in cases[:args.n] for k in range(args.copies)]
     outs = [Path(args.out) / (case.name if args.copies == 1 else f"{case.name}_c{k}") for case, k in jobs]
+    names = (io.IMAGE_NAME, io.LABEL_NAME) + ((TISSUE_NAME,) if args.tissue else ())
     for out in outs:  # refuse before writing anything
-        for name in (io.IMAGE_NAME, io.LABEL_NAME):
+        for name in names:
             if (out / name).exists() and not args.overwrite:
                 raise FileExistsError(f"{out / name} exists; pass --overwrite to replace it")
     work = [(case, out, args.seed + i, case_phase(args.phase, i), args.grid, args.appearance,
-             args.overwrite, args.paste_lesions)
+             args.overwrite, args.paste_lesions, args.tissue)
             for i, ((case, _), out) in enumerate(zip(jobs, outs))]
     donors = _donor_lesions(cases) if args.paste_lesions > 0 else []
     if args.workers > 1:
@@ -216,7 +222,7 @@ def _one_from_labels(job):
     returns the line to print and the case's manifest row."""
     from . import io, phantom
 
-    case, out, seed, phase, grid, appearance, overwrite, paste = job
+    case, out, seed, phase, grid, appearance, overwrite, paste, tissue = job
     seg = io.load_case(case, image=False, label=True).label
     if grid != "native":
         spacing = phantom.training_grid(seed, seg.spacing) if grid == "coarse" else grid
@@ -224,13 +230,15 @@ def _one_from_labels(job):
         labels = io.resample(seg.array, seg.spacing, spacing, order=0, out_shape=shape)
         labels, pasted = _maybe_paste(labels, spacing, seed, paste, case.name)
         ph = phantom.from_labels(labels, spacing, seed, phase=phase, appearance=appearance)
-        phantom.write_case(ph, out, overwrite=overwrite)
+        phantom.write_case(ph, out, overwrite=overwrite, tissue=tissue)
         where = f"{tuple(round(s, 2) for s in spacing)} mm grid"
     else:
         labels, pasted = _maybe_paste(seg.array, seg.spacing, seed, paste, case.name)
         ph = phantom.from_labels(labels, seg.spacing, seed, phase=phase, appearance=appearance)
         io.save_nifti(ph.image, seg, out / io.IMAGE_NAME, overwrite=overwrite, dtype="int16")
         io.save_nifti(ph.labels, seg, out / io.LABEL_NAME, overwrite=overwrite)
+        if tissue:
+            io.save_nifti(ph.tissue, seg, out / phantom.TISSUE_NAME, overwrite=overwrite)
         where = f"the grid of {case / io.LABEL_NAME}"
     row = phantom.dataset.manifest_row(out.name, ph, f"from_labels {case.name} ({grid} grid){pasted}")
     return f"wrote {out} ({ph.phase}, {ph.appearance}, on {where})", row

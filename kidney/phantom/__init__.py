@@ -32,17 +32,17 @@ from __future__ import annotations
 from .anatomy import Anatomy
 from .around_labels import from_labels
 from .calibration import CALIBRATION_MAP, fat_detail, phantom_masks, real_ct_masks, texture_correlation, tissue_statistics
-from .dataset import write_case, write_dataset
+from .dataset import TISSUE_NAME, write_case, write_dataset
 from .appearance import APPEARANCES, Look
 from .grid import GRID_PRESETS, GridPreset, training_grid
 from .lesion_paste import Lesion, lesions_of, paste_lesions
 from .render import default_noise_hu
 from .synthetic import Phantom, make_phantom
-from .tissues import PHASES, TISSUE_ID, TISSUES, TUMOUR_TYPES, Tissue
+from .tissues import PHASES, TISSUE_ID, TISSUES, TUMOUR_TYPES, Tissue, tissue_name
 
 __all__ = ["Tissue", "TISSUES", "TISSUE_ID", "PHASES", "GRID_PRESETS", "Phantom", "Anatomy",
            "make_phantom", "from_labels", "write_case", "write_dataset", "tissue_statistics",
            "texture_correlation", "fat_detail",
            "default_noise_hu", "CALIBRATION_MAP", "real_ct_masks", "phantom_masks", "GridPreset",
            "TUMOUR_TYPES", "APPEARANCES", "Look", "training_grid", "Lesion", "lesions_of",
-           "paste_lesions"]
+           "paste_lesions", "TISSUE_NAME", "tissue_name"]

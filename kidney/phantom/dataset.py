@@ -10,15 +10,23 @@ from .synthetic import Phantom, make_phantom
 from .appearance import case_phase
 
 
-def write_case(ph: Phantom, case_dir, *, overwrite: bool = False) -> Path:
+#: the optional third file of a phantom case: the tissue each voxel was painted with
+TISSUE_NAME = "tissue.nii.gz"
+
+
+def write_case(ph: Phantom, case_dir, *, overwrite: bool = False, tissue: bool = False) -> Path:
     """Write ``case_dir/imaging.nii.gz`` (int16 HU) and ``segmentation.nii.gz`` (uint8), KiTS23
-    layout and ``I, P, L`` affine. Existing files are kept unless ``overwrite``."""
+    layout and ``I, P, L`` affine; with ``tissue``, also ``tissue.nii.gz`` (uint8 tissue ids,
+    :func:`~kidney.phantom.tissues.tissue_name`). Existing files are kept unless ``overwrite``."""
     case_dir = Path(case_dir)
-    for name in (io.IMAGE_NAME, io.LABEL_NAME):
+    names = (io.IMAGE_NAME, io.LABEL_NAME) + ((TISSUE_NAME,) if tissue else ())
+    for name in names:
         if (case_dir / name).exists() and not overwrite:
             raise FileExistsError(f"{case_dir / name} exists; pass overwrite=True (--overwrite)")
     io.save_array(ph.image, ph.affine, case_dir / io.IMAGE_NAME, overwrite=overwrite)
     io.save_array(ph.labels, ph.affine, case_dir / io.LABEL_NAME, overwrite=overwrite)
+    if tissue:
+        io.save_array(ph.tissue, ph.affine, case_dir / TISSUE_NAME, overwrite=overwrite)
     return case_dir
 
 
@@ -56,10 +64,11 @@ def manifest_row(case: str, ph: Phantom, source: str) -> dict:
 
 
 def write_dataset(out_dir, n: int, seed: int = 0, *, overwrite: bool = False, start: int = 0,
-                  progress=None, **kwargs) -> List[Path]:
+                  progress=None, tissue: bool = False, **kwargs) -> List[Path]:
     """Write ``n`` phantoms as ``out_dir/case_{start+i:05d}``; case ``i`` uses seed
     ``seed * 100003 + i``. ``kwargs`` go to :func:`make_phantom` (``phase='cycle'``: case ``i`` gets ``PHASES[i % 3]``); ``progress(i, path)`` is called
-    after each case. Each case gets a row in ``out_dir/phantoms.csv`` (:func:`append_manifest`)."""
+    after each case. Each case gets a row in ``out_dir/phantoms.csv`` (:func:`append_manifest`);
+    ``tissue`` also writes each case's tissue map (:func:`write_case`)."""
     out = []
     for i in range(int(n)):
         path = Path(out_dir) / f"case_{start + i:05d}"
@@ -67,7 +76,7 @@ def write_dataset(out_dir, n: int, seed: int = 0, *, overwrite: bool = False, st
         if "phase" in kw:
             kw["phase"] = case_phase(kw["phase"], i)
         ph = make_phantom(int(seed) * 100003 + i, **kw)
-        out.append(write_case(ph, path, overwrite=overwrite))
+        out.append(write_case(ph, path, overwrite=overwrite, tissue=tissue))
         append_manifest(out_dir, [manifest_row(path.name, ph, "make_phantom")])
         if progress is not None:
             progress(i, path)

@@ -52,6 +52,14 @@ TISSUES: Tuple[Tissue, ...] = (
     Tissue("tumour_necrosis", (22, 25, 25), 8, 2),
 )
 TISSUE_ID: Dict[str, int] = {t.name: i for i, t in enumerate(TISSUES)}
+
+
+def tissue_name(i: int) -> str:
+    """The name of tissue id ``i`` of a phantom's tissue map: a :data:`TISSUES` entry, or
+    ``"lesion tissue"`` for the ids the ``varied`` appearances draw per lesion (beyond the table)."""
+    return TISSUES[i].name if 0 <= i < len(TISSUES) else "lesion tissue"
+
+
 T = TISSUE_ID
 _LABEL_OF_TISSUE = np.array([t.label for t in TISSUES] + [0] * (256 - len(TISSUES)), np.uint8)
 TUMOUR_TYPES = ("tumour_clear_cell", "tumour_papillary", "tumour_chromophobe")

@@ -53,6 +53,41 @@ def test_phantom_from_labels_keeps_grid_and_labels(cropped_kits_labels, tmp_path
     assert np.array_equal(np.asarray(back.dataobj), np.asarray(seg.dataobj))
 
 
+def test_phantom_tissue_map_is_written_beside_the_same_ct(cropped_kits_labels, tmp_path, capsys):
+    from kidney.phantom import TISSUES, tissue_name
+    labels, spacing = cropped_kits_labels
+    labels = np.ascontiguousarray(labels[::3, ::2, ::2])
+    spacing = (spacing[0] * 3, spacing[1] * 2, spacing[2] * 2)
+    src = tmp_path / "data" / "case_00479"
+    src.mkdir(parents=True)
+    io.save_array(labels, io.kits_affine(spacing), src / "segmentation.nii.gz")
+    for grid in ("native", "4,3.5,3.5"):
+        outs = {}
+        for name, extra in (("plain", []), ("tissue", ["--tissue"])):
+            outs[name] = tmp_path / f"{name}_{grid}"
+            assert cli.main(["phantom", "--out", str(outs[name]), "--from-labels", str(tmp_path / "data"),
+                             "--appearance", "varied", "--grid", grid, *extra]) == 0
+        case = outs["tissue"] / "case_00479"
+        for f in ("imaging.nii.gz", "segmentation.nii.gz"):  # the same bits with or without it
+            assert np.array_equal(np.asarray(nib.load(str(case / f)).dataobj),
+                                  np.asarray(nib.load(str(outs["plain"] / "case_00479" / f)).dataobj))
+        assert not (outs["plain"] / "case_00479" / "tissue.nii.gz").exists()
+        tissue = io.load_nifti(case / "tissue.nii.gz", label=True)
+        seg = io.load_nifti(case / "segmentation.nii.gz", label=True)
+        assert tissue.shape == seg.shape and np.array_equal(tissue.affine, seg.affine)
+        names = {tissue_name(int(i)) for i in np.unique(tissue.array[seg.array == 1])}
+        assert names <= {"renal_cortex", "renal_medulla", "collecting_system"}, names
+        assert "liver" in {tissue_name(int(i)) for i in np.unique(tissue.array)}
+    assert tissue_name(len(TISSUES)) == "lesion tissue"
+    mine = tmp_path / "mine" / "case_00479"   # a tissue file already there is kept unless --overwrite
+    mine.mkdir(parents=True)
+    (mine / "tissue.nii.gz").write_bytes(b"mine")
+    assert cli.main(["phantom", "--out", str(mine.parent), "--from-labels", str(tmp_path / "data"),
+                     "--grid", "4,3.5,3.5", "--tissue"]) != 0
+    assert "tissue.nii.gz exists" in capsys.readouterr().err
+    assert (mine / "tissue.nii.gz").read_bytes() == b"mine" and not (mine / "imaging.nii.gz").exists()
+
+
 def test_phantom_from_labels_on_a_given_grid(cropped_kits_labels, tmp_path, capsys):
     labels, spacing = cropped_kits_labels
     src = tmp_path / "data" / "case_00479"

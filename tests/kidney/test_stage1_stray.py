@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from kidney import phantom
+from kidney.phantom import TISSUE_ID
 from kidney.model import KidneyNet, save_weights
 from kidney.pipeline import Segmenter
 
@@ -35,7 +36,14 @@ def test_stray_counts_what_lies_far_from_the_labels_at_each_level():
     truth[2:4, 2:4, 2:6] = True           # stage-1 voxels (1, 1, 1) and (1, 1, 2)
     r = ss.stray(seg, np.zeros(truth.shape, np.float32), (4.0, 4.0, 4.0), truth, away_mm=10.0)
     ml = 8.0 ** 3 / 1000
-    assert r == {"kidney": 2, "found": 1, "stray": pytest.approx(2 * ml), "stray_roi": pytest.approx(3 * ml)}
+    assert r == {"kidney": 2, "found": 1, "stray": pytest.approx(2 * ml), "stray_roi": pytest.approx(3 * ml),
+                 "by_tissue": {}}
+    # with the phantom's tissue map: what the stray voxels (at 0.5) were painted as
+    tissue = np.full(truth.shape, TISSUE_ID["visceral_fat"], np.uint8)
+    tissue[10:12, 10:12, 8:10] = TISSUE_ID["spleen"]     # stage-1 voxel (5, 5, 4)
+    tissue[10:12, 10:12, 10:12] = 200                    # (5, 5, 5): a tissue drawn for a lesion
+    by = ss.stray(seg, np.zeros(truth.shape, np.float32), (4.0, 4.0, 4.0), truth, 10.0, tissue)["by_tissue"]
+    assert by == {"spleen": pytest.approx(ml), "lesion tissue": pytest.approx(ml)}
     r0 = ss.stray(seg, np.zeros(truth.shape, np.float32), (4.0, 4.0, 4.0), truth, away_mm=0.0)
     assert r0["stray"] == pytest.approx(3 * ml)   # at 0 mm the near voxel counts too
     none = ss.stray(seg, np.zeros(truth.shape, np.float32), (4.0, 4.0, 4.0), np.zeros_like(truth), 10.0)
@@ -48,7 +56,8 @@ def test_cli_prints_each_case_and_a_sum_per_folder(tmp_path, capsys):
     save_weights(KidneyNet("tiny", seed=1), w / "stage1_tiny.npz", {"stage": 1, "spacing_mm": 8.0})
     save_weights(KidneyNet("tiny", seed=2), w / "stage2_tiny.npz", {"stage": 2, "spacing_mm": 4.0})
     data = tmp_path / "data"
-    phantom.write_dataset(data, 2, seed=3, preset="tiny")
+    phantom.write_dataset(data, 2, seed=3, preset="tiny", tissue=True)
+    assert all((d / "tissue.nii.gz").is_file() for d in data.glob("case_*"))
     assert ss.main([str(data), "--weights", str(w)]) == 0
     out = capsys.readouterr().out
     rows = re.findall(r"^(case_\d+) +([\d.]+) +([\d.]+) +([\d.]+)$", out, re.M)
@@ -57,6 +66,10 @@ def test_cli_prints_each_case_and_a_sum_per_folder(tmp_path, capsys):
                       r"cases with stray: (\d)", out)
     assert total and float(total[1]) == pytest.approx(sum(float(r[2]) for r in rows), abs=0.11)
     assert int(total[3]) == sum(float(r[2]) > 0 for r in rows)
+    assert float(total[1]) > 0, "the random stage 1 should stray for this test to mean anything"
+    painted = re.search(r"stray painted as: (.+)$", out, re.M)
+    assert painted and sum(float(v) for v in re.findall(r" ([\d.]+) ml", painted[1])) == \
+        pytest.approx(float(total[1]), abs=0.5)
     with pytest.raises(SystemExit):
         ss.main([])
     assert "give DATA folders or --real-ct" in capsys.readouterr().err
