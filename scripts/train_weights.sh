@@ -1171,3 +1171,18 @@ python scripts/stage1_stray.py --real-ct --weights varied
 for n in a_750 a_1500 b_6000 c_1500 c_3000; do  # after the choice, for the record
   python scripts/eval_real_ct.py --weights "$R31/cand/$n"; python scripts/stage1_stray.py --real-ct --weights "$R31/cand/$n"
 done
+# after the round: the four validation folders drawn again with --tissue (the same CT bits, checked
+# with cmp), and what the stray volume was painted as, for round 6's stage 1 and every snapshot
+R31T="$R31/tissue"
+kidney phantom --from-labels "$L" --split validation --workers 2 --grid native --appearance varied \
+    --phase cycle --seed 7000 --out "$R31T/real_val" --tissue
+kidney phantom --from-labels "$L" --split validation --workers 2 --grid native --appearance varied-texture \
+    --phase cycle --seed 7000 --out "$R31T/real_val_texture" --tissue
+kidney phantom --from-labels "$L" --split validation --workers 2 --grid 3,3,3 --appearance varied-texture \
+    --phase cycle --seed 7000 --out "$R31T/val_texture_3mm" --tissue
+kidney phantom --out "$R31T/classic_val" -n 6 --seed 3000 --tissue
+kidney phantom --out "$R31T/classic_val" -n 6 --seed 3001 --start 6 --tissue
+for d in "$R31/cand/r6" "$R31"/cand/{a_750,a_1500,b_3000,b_6000,c_1500,c_3000}; do
+  python scripts/stage1_stray.py "$R31T/real_val" "$R31T/classic_val" "$R31T/real_val_texture" \
+      "$R31T/val_texture_3mm" --weights "$d"
+done
