@@ -280,3 +280,13 @@ def test_the_varied_set_stores_the_stage1_rule_and_the_default_set_none():
     _, s2 = default_weights("varied")
     assert read_weights(s2)[1]["keep_components"] == "stage1"
     assert "keep_components" not in read_weights(default_weights(None)[1])[1]
+
+
+def test_a_cohort_run_carries_the_stage1_override_and_tells_it_apart(tmp_path):
+    from kidney import cohort
+    w = tmp_path / "w"
+    save_weights(KidneyNet("tiny", seed=1), w / "stage1_tiny.npz", {"stage": 1, "spacing_mm": 8.0})
+    save_weights(KidneyNet("tiny", seed=2), w / "stage2_tiny.npz", {"stage": 2, "spacing_mm": 4.0})
+    runs = {k: cohort.Weights.from_dir(w, keep_components=k) for k in (None, 0, 2, "stage1")}
+    assert runs["stage1"].load().keep_components == "stage1"
+    assert len({r.fingerprint() for r in runs.values()}) == 4  # a resumed run never mixes settings
