@@ -1186,3 +1186,6 @@ for d in "$R31/cand/r6" "$R31"/cand/{a_750,a_1500,b_3000,b_6000,c_1500,c_3000}; 
   python scripts/stage1_stray.py "$R31T/real_val" "$R31T/classic_val" "$R31T/real_val_texture" \
       "$R31T/val_texture_3mm" --weights "$d"
 done
+for d in "$R31/cand/r6" "$R31"/cand/{a_750,c_1500,b_3000}; do  # ROI coverage of the truth, per stage 1
+  python scripts/stage_errors.py "$R6/real_val" --weights "$d"
+done
