@@ -507,7 +507,9 @@ def _add_weights_args(p) -> None:
 
 def _keep_components(text: str):
     """``--keep-components``: ``stage1`` or a whole number (its range is checked with the setting)."""
-    if text == "stage1":
+    from .postprocess import STAGE1
+
+    if text == STAGE1:
         return text
     try:
         return int(text)

@@ -30,7 +30,7 @@ from scipy import ndimage
 from .sparsify import STAGE1, STAGE2
 
 __all__ = ["RoiConfig", "Roi", "find_rois", "component_masks", "crop_box", "resample_box",
-           "crop_roi", "paste_probabilities", "scan_box", "cores_on_scan", "ball"]
+           "crop_roi", "paste_probabilities", "scan_box", "cores_on_scan", "at_stage1_centres", "ball"]
 
 
 @dataclass(frozen=True)
@@ -175,6 +175,15 @@ def find_rois(prob: np.ndarray, spacing1: float, scan_extent_mm: Sequence[float]
         lo, hi, grid2 = crop_box(comp, spacing1, scan_extent_mm, spacing2, config)
         rois.append(Roi(lo, hi, grid2, float(spacing2), comp, float(spacing1), int((comp & fg).sum()), core))
     return rois
+
+
+def at_stage1_centres(array: np.ndarray, spacing, shape1: Sequence[int], spacing1: float) -> np.ndarray:
+    """A scan-grid volume read at the centre of each voxel of the stage-1 grid (nearest): ``shape1``,
+    ``array``'s dtype. Stage-1 voxel ``j``'s centre, ``(j + 0.5)·t1`` mm from the scan's corner, lies
+    in scan voxel ``floor((j + 0.5)·t1 / s)`` (the inverse of :func:`cores_on_scan`'s mapping)."""
+    idx = [np.minimum(((np.arange(n) + 0.5) * spacing1 / s).astype(int), m - 1)
+           for n, s, m in zip(shape1, spacing, np.shape(array))]
+    return np.asarray(array)[np.ix_(*idx)]
 
 
 def cores_on_scan(rois: Sequence[Roi], spacing, lo: Sequence[int], hi: Sequence[int]) -> np.ndarray:

@@ -93,9 +93,8 @@ def main(argv=None) -> int:
     if args.set is not None:
         if args.folders or args.write is None:
             ap.error("--set stores a setting chosen elsewhere: give --write STAGE2.npz and no PRED:DATA folders")
-        setting = args.set if args.set == "stage1" else check_keep_components(
-            int(args.set) if args.set.isdigit() else args.set, "--set")
-        write_choice(args.write, setting or 0)
+        setting = check_keep_components(int(args.set) if args.set.isdigit() else args.set, "--set")
+        write_choice(args.write, setting or 0)  # None (keep all) is stored as 0
         return 0
     if not args.folders:
         ap.error("give PRED:DATA folders to choose on (or --set SETTING --write STAGE2.npz)")

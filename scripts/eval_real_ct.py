@@ -183,12 +183,10 @@ def stage1_table(seg, ct, rois, ref, names) -> str:
     its own grid, each stage-1 voxel given the reference label at its centre — voxels, how many reach
     the ROI threshold and 0.5, the median; then the scan voxels its ROI components (before their
     dilation, :func:`kidney.roi.cores_on_scan`) cover, by label."""
-    from kidney.roi import cores_on_scan
+    from kidney.roi import at_stage1_centres, cores_on_scan
     prob, _ = seg.stage1_probabilities(ct.array, ct.spacing)
     t1 = seg.stage1.spacing
-    centre = [np.minimum(((np.arange(n) + 0.5) * t1 / s).astype(int), m - 1)
-              for n, s, m in zip(prob.shape, ct.spacing, ref.shape)]
-    at = ref[np.ix_(*centre)]
+    at = at_stage1_centres(ref, ct.spacing, prob.shape, t1)
     th = seg.roi_config.threshold
     lines = [f"stage 1 ({t1:g} mm voxels) by the label at each voxel's centre:",
              f"  organ                 voxels  >= {th:g}  >= 0.5  median probability"]

@@ -33,6 +33,7 @@ from scipy import ndimage
 from kidney import io
 from kidney.phantom import TISSUE_NAME, tissue_name
 from kidney.pipeline import Segmenter, default_weights
+from kidney.roi import at_stage1_centres
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_CT = REPO / "data" / "totalseg_example"
@@ -53,16 +54,14 @@ def stray(seg: Segmenter, hu: np.ndarray, spacing, truth: np.ndarray, away_mm: f
     """
     prob, _ = seg.stage1_probabilities(hu, spacing)
     t1 = seg.stage1.spacing
-    centre = [np.minimum(((np.arange(n) + 0.5) * t1 / s).astype(int), m - 1)
-              for n, s, m in zip(prob.shape, spacing, truth.shape)]
-    on_kidney = truth[np.ix_(*centre)]
+    on_kidney = at_stage1_centres(truth, spacing, prob.shape, t1)
     away = ndimage.distance_transform_edt(~on_kidney, sampling=t1) > away_mm if on_kidney.any() \
         else np.ones(prob.shape, bool)
     ml = t1 ** 3 / 1000.0
     strays = away & (prob >= 0.5)
     by_tissue = {}
     if tissue is not None:
-        ids, counts = np.unique(tissue[np.ix_(*centre)][strays], return_counts=True)
+        ids, counts = np.unique(at_stage1_centres(tissue, spacing, prob.shape, t1)[strays], return_counts=True)
         for i, n in zip(ids, counts):
             name = tissue_name(int(i))
             by_tissue[name] = by_tissue.get(name, 0.0) + float(n) * ml

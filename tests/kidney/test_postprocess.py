@@ -15,7 +15,7 @@ from kidney import cli
 from kidney.model import KidneyNet, read_weights, save_weights
 from kidney.pipeline import Segmenter
 from kidney.postprocess import check_keep_components, keep_anchored_components, keep_largest_components
-from kidney.roi import RoiConfig, cores_on_scan, find_rois, scan_box
+from kidney.roi import RoiConfig, at_stage1_centres, cores_on_scan, find_rois, scan_box
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -251,6 +251,8 @@ def test_cores_on_scan_maps_each_stage1_voxel_to_the_scan_voxels_inside_it():
     expect = np.zeros((16, 8, 4), bool)
     expect[4:8, 4:6, 3] = True   # z 8-16 mm on 2 mm voxels, y 16-24 mm on 4 mm, x 24-32 mm on 8 mm
     assert np.array_equal(on_scan, expect)
+    # and back: the scan read at each stage-1 voxel's centre is the core again
+    assert np.array_equal(at_stage1_centres(on_scan, (2.0, 4.0, 8.0), (4, 4, 4), 8.0), roi.core1)
     assert np.array_equal(cores_on_scan([roi], (2.0, 4.0, 8.0), (5, 4, 2), (9, 6, 4)), expect[5:9, 4:6, 2:4])
     roi.core1 = None
     with pytest.raises(ValueError, match="core1"):
