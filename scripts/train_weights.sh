@@ -1189,3 +1189,25 @@ done
 for d in "$R31/cand/r6" "$R31"/cand/{a_750,c_1500,b_3000}; do  # ROI coverage of the truth, per stage 1
   python scripts/stage_errors.py "$R6/real_val" --weights "$d"
 done
+
+# 37. round 32: stage 1 chosen by a rule written for stage 1. Round 31 showed that round 20's rule,
+#     written for stage 2, does not see what a stage 1 gets wrong: it shipped the stage 1 that puts
+#     ROIs on 13 of the 20 kidney-free validation slabs (round 6's: 6) and calls more of the drawn
+#     liver and spleen kidney. This rule is written after round 31's figures, the real CT's
+#     included, were seen; the two new runs below are its fresh test.
+#     The rule, fixed before the new runs: six figures on validation, each in [0, 1], higher better,
+#     and the score is their mean (`python scripts/rule_score.py` prints all six and the mean):
+#       (1)-(4) round 20's four (mean of the three HECs' Dice on round 6's 32 validation CT, on round
+#               13's 20 textured CT, on round 19's 20 textured CT on 3 mm voxels; the half slabs'
+#               kidney+masses Dice), each stage 1 with the shipped stage 2;
+#       (5) the share of the 20 kidney-free validation slabs (fov_check on the 3 mm maps) given no ROI;
+#       (6) the share of what stage 1 calls kidney (probability >= 0.5) lying within 10 mm of a
+#           labelled voxel, pooled over the four validation folders (stage1_stray.py).
+#     The best candidate replaces the shipped stage 1 (round 31's b at 3,000 steps) if it leads it
+#     by 0.005 or more. Candidates: round 6's stage 1, every snapshot of round 31, and the snapshots
+#     (1,500 and 3,000 steps) of two runs from round 6's stage 1 on round 31's mix, as (b) but:
+#       (d) Dice + top-10 % BCE (--loss dice+topk10, new: nnU-Net's TopK loss, the BCE averaged over
+#           the 10 % of voxels it is largest on, where the confusions are), seed 321;
+#       (e) --kidney-free-crops 0.6 (twice the crops with no kidney), seed 322.
+R32="$WORK/round32"
+S32=(--model compact --steps 3000 --keep-weights-at 1500,3000 "${S31[@]}")
