@@ -355,8 +355,10 @@ def add_train(sub) -> None:
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5; with --fold)")
     p.add_argument("--fold", type=int, default=None,
                    help="hold out fold K (cases i %% folds == K, sorted); links to them go to OUT/validation")
-    p.add_argument("--loss", default="dice", choices=("dice", "dice+bce"),
-                   help="dice (paper: soft Dice summed over the 3 HECs) or dice+bce (adds BCE, as nnU-Net)")
+    p.add_argument("--loss", default="dice", choices=("dice", "dice+bce", "dice+topk10"),  # train.LOSSES
+                   help="dice (paper: soft Dice summed over the 3 HECs), dice+bce (adds BCE, as nnU-Net) "
+                        "or dice+topk10 (adds BCE over the 10%% of voxels where it is largest: nnU-Net's "
+                        "TopK10)")
     p.add_argument("--init-weights", type=Path, default=None,
                    help="start from these weights (fine-tuning) instead of the random initialisation")
     p.add_argument("--widen", action="store_true",

@@ -52,7 +52,10 @@ from .augment import AUGMENTATIONS, NO_AUGMENT, AugmentConfig, augment, augmenta
 from .model import KidneyNet, get_config, hec_targets, save_weights, weights_record
 from .sparsify import sparsify, stage_preset
 
-__all__ = ["TrainConfig", "Sample", "iter_samples", "load_samples", "make_batch", "loss_and_dice", "Trainer", "train"]
+__all__ = ["LOSSES", "TrainConfig", "Sample", "iter_samples", "load_samples", "make_batch", "loss_and_dice", "Trainer", "train"]
+
+# the paper's soft Dice, and nnU-Net's two additions to it (see loss_and_dice)
+LOSSES = ("dice", "dice+bce", "dice+topk10")
 
 
 @dataclass
@@ -86,7 +89,7 @@ class TrainConfig:
     fold: Optional[int] = None               # train on every fold but this one
     stage1_weights: Optional[str] = None     # stage 2: also train on the crops this stage-1 model finds
     gt_crops: bool = True                    # stage 2: train on ground-truth crops (False: stage-1 crops only)
-    loss: str = "dice"                       # paper: soft Dice; "dice+bce" adds BCE (a documented deviation)
+    loss: str = "dice"                       # paper: soft Dice; LOSSES lists the others (documented deviations)
     init_weights: Optional[str] = None       # start from these weights instead of the random init
     widen: bool = False                      # init_weights are a narrower config: widen them (kidney.widen)
     deepen: bool = False                     # init_weights have fewer levels: add levels (kidney.deepen)
@@ -111,8 +114,8 @@ class TrainConfig:
             raise ValueError(f"keep_weights_at must hold step numbers >= 1, got {c.keep_weights_at}")
         if c.augmentation not in AUGMENTATIONS:
             raise ValueError(f"augmentation must be one of {sorted(AUGMENTATIONS)}, got {c.augmentation!r}")
-        if c.loss not in ("dice", "dice+bce"):
-            raise ValueError(f"loss must be 'dice' or 'dice+bce', got {c.loss!r}")
+        if c.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {c.loss!r}")
         if not c.gt_crops and not (c.stage == 2 and c.stage1_weights):
             raise ValueError("gt_crops=False (stage-1 crops only) needs stage 2 and stage1_weights")
         if c.fold is not None and not 0 <= c.fold < c.folds:
@@ -241,7 +244,8 @@ def loss_and_dice(model: KidneyNet, x, targets, ds_weights: Sequence[float], los
     """Deep-supervised soft Dice loss (a one-element Tensor) and the hard Dice per HEC at full resolution.
 
     ``loss="dice+bce"`` adds, at every supervised level, binary cross-entropy summed over the 3
-    channels (mean over voxels) — nnU-Net's Dice + CE; not the paper's loss.
+    channels (mean over voxels) — nnU-Net's Dice + CE; ``"dice+topk10"`` adds the same BCE averaged
+    over the 10 % of voxels where it is largest — nnU-Net's Dice + TopK10. Neither is the paper's loss.
     """
     kind = loss
     outs = model(x)
@@ -256,6 +260,8 @@ def loss_and_dice(model: KidneyNet, x, targets, ds_weights: Sequence[float], los
         term = F.soft_dice_loss(out, target.feats)
         if kind == "dice+bce":
             term = term + F.bce_with_logits(out, target.feats) * float(out.num_channels)
+        elif kind == "dice+topk10":
+            term = term + F.topk_bce_with_logits(out, target.feats, k=0.1)
         term = term * w
         loss = term if loss is None else loss + term
     dice = F.dice_score(to_host(outs[0].feats) > 0, to_host(targets) > 0.5)

@@ -224,6 +224,32 @@ def test_bce_with_logits_value_and_grad(rng):
     np.testing.assert_allclose(big.item(), 1000.0)  # stable for huge logits
 
 
+@pytest.mark.parametrize("k", [0.1, 0.25, 1.0])
+def test_topk_bce_with_logits_value_and_grad(rng, k):
+    z = leaf(rng.standard_normal((40, 3)) * 4)
+    t = (rng.random((40, 3)) > 0.5).astype(float)
+    p = _sigmoid(z.data)
+    rows = -(t * np.log(p) + (1 - t) * np.log(1 - p)).sum(axis=1)
+    m = max(1, int(40 * k))
+    expect = np.sort(rows)[-m:].mean()  # the m hardest rows, by a full sort
+    loss = F.topk_bce_with_logits(z, t, k=k)
+    np.testing.assert_allclose(loss.item(), expect, rtol=1e-10)
+    gradcheck(lambda: F.topk_bce_with_logits(z, t, k=k), [z])
+    z.grad = None
+    F.topk_bce_with_logits(z, t, k=k).backward()
+    hard = rows >= np.sort(rows)[-m]
+    assert np.all(z.grad[~hard] == 0) and np.all(np.abs(z.grad[hard]).sum(axis=1) > 0)
+    if k == 1.0:  # every row: BCE's mean over elements times the channel count
+        np.testing.assert_allclose(loss.item(), 3 * F.bce_with_logits(z, t).item(), rtol=1e-12)
+
+
+def test_topk_bce_with_logits_rejects_bad_k_and_takes_empty_input():
+    for k in (0.0, -0.1, 1.5):
+        with pytest.raises(ValueError, match="k must lie in"):
+            F.topk_bce_with_logits(np.zeros((4, 3)), np.zeros((4, 3)), k=k)
+    assert F.topk_bce_with_logits(np.zeros((0, 3)), np.zeros((0, 3))).item() == 0.0
+
+
 def test_cross_entropy_value_and_grad(rng):
     z = leaf(rng.standard_normal((12, 4)) * 3)
     labels = rng.integers(0, 4, 12)

@@ -9,11 +9,11 @@ from .activation import dropout, gelu, leaky_relu, linear, relu, sigmoid
 from .combine import add, cat
 from .conv import (conv_with_map, depthwise_subm_conv3d, sparse_conv3d, sparse_inverse_conv3d,
                    subm_conv3d)
-from .losses import bce_with_logits, cross_entropy, dice_score, soft_dice_loss
+from .losses import bce_with_logits, cross_entropy, dice_score, soft_dice_loss, topk_bce_with_logits
 from .norm import batch_norm, grn, layer_norm
 from .pooling import avg_pool
 
 __all__ = ["subm_conv3d", "depthwise_subm_conv3d", "sparse_conv3d", "sparse_inverse_conv3d",
            "conv_with_map", "linear", "layer_norm", "batch_norm", "grn", "gelu", "relu", "leaky_relu",
-           "sigmoid", "dropout", "avg_pool", "add", "cat", "soft_dice_loss", "bce_with_logits",
+           "sigmoid", "dropout", "avg_pool", "add", "cat", "soft_dice_loss", "bce_with_logits", "topk_bce_with_logits",
            "cross_entropy", "dice_score"]

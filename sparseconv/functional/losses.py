@@ -1,4 +1,5 @@
-"""Losses on per-voxel logits: soft Dice (sigmoid, per channel), BCE-with-logits, cross-entropy.
+"""Losses on per-voxel logits: soft Dice (sigmoid, per channel), BCE-with-logits (all rows, or the
+hardest k of them), cross-entropy.
 
 Each takes logits as a SparseTensor (or a Tensor / array of shape ``(N, C)``) and targets row-aligned
 with them (a SparseTensor on the same sites, or an array), and returns a one-element Tensor.
@@ -98,6 +99,50 @@ def bce_with_logits(logits, target, pos_weight=None):
     """Mean binary cross-entropy of ``sigmoid(logits)`` against ``target`` in [0, 1]."""
     _, f, target = _logits_and_target(logits, target, "bce_with_logits")
     return BCEWithLogitsFn.apply(f, target, pos_weight=pos_weight)
+
+
+def _bce_elements(xp, logits, target):
+    """Elementwise BCE of ``sigmoid(logits)`` against ``target``, in the stable form
+    ``(1 - t)·z + log(1 + exp(-|z|)) + max(-z, 0)``."""
+    return (1.0 - target) * logits + (xp.log1p(xp.exp(-xp.abs(logits))) + xp.maximum(-logits, 0))
+
+
+class TopKBCEWithLogitsFn(Function):
+    """Mean over the ``m`` rows with the largest BCE (summed over channels) of that row sum."""
+
+    @staticmethod
+    def forward(ctx, logits, target, k):
+        xp = get_backend().xp
+        target = target.astype(logits.dtype)
+        rows = _bce_elements(xp, logits, target).sum(axis=1)  # (N,)
+        m = max(1, int(len(rows) * k)) if len(rows) else 0
+        # argpartition puts the m largest last (in no order); ties are broken the same way on every
+        # call with the same input, so the choice is deterministic
+        top = xp.argpartition(rows, len(rows) - m)[len(rows) - m:] if m else xp.zeros(0, np.int64)
+        ctx.save(logits, target, top)
+        ctx.m = max(m, 1)
+        return rows[top].sum() / ctx.m
+
+    @staticmethod
+    def backward(ctx, grad):
+        logits, target, top = ctx.saved
+        xp = get_backend().xp
+        d = xp.zeros_like(logits)
+        d[top] = sigmoid_array(logits[top]) - target[top]
+        return grad * d / ctx.m, None
+
+
+def topk_bce_with_logits(logits, target, k=0.1):
+    """nnU-Net's TopK loss for sigmoid outputs: the BCE of each row (voxel) summed over its
+    channels, averaged over the ``max(1, int(k·N))`` rows where it is largest (the hardest voxels);
+    the other rows get no gradient. ``k=1`` is ``bce_with_logits`` times the channel count.
+
+    ``logits``: ``(N, C)`` (or a SparseTensor); ``target``: ``(N, C)`` in [0, 1]; ``k`` in (0, 1].
+    """
+    if not 0.0 < k <= 1.0:
+        raise ValueError(f"topk_bce_with_logits: k must lie in (0, 1], got {k}")
+    _, f, target = _logits_and_target(logits, target, "topk_bce_with_logits")
+    return TopKBCEWithLogitsFn.apply(f, target, k=float(k))
 
 
 class CrossEntropyFn(Function):

@@ -35,6 +35,27 @@ def test_deep_supervised_loss_reaches_the_used_heads_only(tiny_phantom):
     assert all(h.out.weight.grad is not None for h in paper_like.heads)
 
 
+def test_each_loss_adds_its_term_to_the_soft_dice(tiny_phantom):
+    """dice+bce and dice+topk10 are the soft Dice plus a BCE term: larger than Dice alone, and the
+    top-10 % BCE (the hardest voxels' mean) at least the all-voxel BCE summed over channels."""
+    from kidney import io
+    from kidney.cli import build_parser
+    from kidney.train import LOSSES
+    hu = io.resample(tiny_phantom.image, tiny_phantom.spacing, 8.0)
+    lab = io.resample(tiny_phantom.labels, tiny_phantom.spacing, 8.0, order=0, out_shape=hu.shape)
+    x, t = make_batch(hu, lab, None, 1)
+    model = KidneyNet("tiny", seed=0)
+    value = {kind: loss_and_dice(model, x, t, (1.0,), kind)[0].item() for kind in LOSSES}
+    assert value["dice"] < value["dice+bce"] <= value["dice+topk10"]
+    loss, _ = loss_and_dice(model, x, t, (1.0, 0.5), "dice+topk10")
+    loss.backward()
+    assert all(h.out.weight.grad is not None for h in model.heads)
+    with pytest.raises(ValueError, match="loss must be one of dice, dice[+]bce, dice[+]topk10"):
+        TrainConfig(loss="topk").resolved()
+    train_cli = build_parser()._subparsers._group_actions[0].choices["train"]
+    assert next(a for a in train_cli._actions if a.dest == "loss").choices == LOSSES
+
+
 def test_parameter_groups_follow_the_paper(tiny_data, tmp_path):
     tr = Trainer(_cfg(), load_samples(tiny_data, _cfg()), tmp_path, progress=False)
     decay, no_decay = tr.opt.param_groups
