@@ -1,6 +1,6 @@
 """Stage 1 at other fields of view: slabs of each scan, with and without kidney.
 
-    python scripts/fov_check.py DATA [--weights DIR] [-n 10]
+    python scripts/fov_check.py DATA [--weights DIR] [-n 10] [--json FILE]
 
 For each case of DATA (KiTS layout, with segmentations) three slabs of slices are cut from the scan
 (:func:`kidney.slabs.fov_slabs`): ``no-kidney`` (the longest run of slices above or below every
@@ -9,11 +9,13 @@ cranial half) and ``tight`` (the kidneys' slices plus 15 mm either side, as a ki
 Prints each slab's ROIs (the volume of the stage-1 component each was grown from, before its
 dilation) and, on a slab without kidney, the volume labelled there all the same (false positives,
 ml); then, per slab kind, how many slabs got at least one ROI, and the kidney+masses Dice on the
-slabs that hold kidney. A slab with no kidney should get no ROI, and nothing labelled.
+slabs that hold kidney. A slab with no kidney should get no ROI, and nothing labelled. ``--json FILE``
+also writes those sums per slab kind to FILE.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import warnings
 from pathlib import Path
 
@@ -29,6 +31,7 @@ def main(argv=None) -> int:
     ap.add_argument("data", type=Path)
     ap.add_argument("--weights", type=Path, default=None)
     ap.add_argument("-n", type=int, default=None, help="first N cases only")
+    ap.add_argument("--json", type=Path, default=None, help="also write the sums per slab kind to this file")
     args = ap.parse_args(argv)
     seg = Segmenter(*default_weights(args.weights))
     stats = {}
@@ -65,6 +68,11 @@ def main(argv=None) -> int:
     if false_ml:
         print(f"labelled on the slabs without kidney: {sum(v > 0 for v in false_ml)} of {len(false_ml)}, "
               f"{sum(false_ml):.1f} ml in all")
+    if args.json:
+        args.json.write_text(json.dumps({kind: {"slabs": s["slabs"], "with_roi": s["with_roi"],
+                                                "dice": float(np.mean(s["dice"])) if s["dice"] else None,
+                                                "labelled_ml": float(sum(s["false_ml"]))}
+                                         for kind, s in stats.items()}, indent=1) + "\n")
     return 0
 
 

@@ -1,6 +1,6 @@
 """What stage 1 calls kidney away from the kidneys: its false positives beside them, on any CT set.
 
-    python scripts/stage1_stray.py DATA [DATA ...] [--weights DIR] [--away-mm 10] [-n N]
+    python scripts/stage1_stray.py DATA [DATA ...] [--weights DIR] [--away-mm 10] [-n N] [--json FILE]
     python scripts/stage1_stray.py --real-ct [--weights DIR]
 
 Stage 1 decides where stage 2 looks: a kidney's neighbour it calls kidney lies inside a ROI, and
@@ -15,15 +15,20 @@ grid. Printed per case and summed per folder:
 - ``stray ml``: the volume of stage-1 voxels more than ``--away-mm`` (10) from every labelled voxel
   with probability >= 0.5, and (``stray@roi``) >= the ROI threshold (0.1), the level that grows ROIs;
 - ``cases with stray``: how many cases hold any such volume at 0.5;
+- ``near share``: of all that stage 1 calls kidney (probability >= 0.5, ``called``), the share within
+  ``--away-mm`` of a labelled voxel (1 when it strays nowhere), per folder and, for several folders,
+  pooled over them all;
 - for phantoms written with ``kidney phantom --tissue``: what the stray volume at 0.5 was painted as
   (liver, spleen, bowel wall, ...: the tissue at each stage-1 voxel's centre), summed per folder.
 
 ``--real-ct`` scores the real CT the same way (TotalSegmentator labels 2 and 3 are its kidneys).
+``--json FILE`` also writes the sums per folder (and pooled, as ``"all"``) to FILE.
 The probability is the max over stage 1's three sigmoid outputs, as the ROI rule takes it.
 """
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Optional
 
@@ -48,9 +53,9 @@ def stray(seg: Segmenter, hu: np.ndarray, spacing, truth: np.ndarray, away_mm: f
             with their lesions, on the CT's grid; tissue: the phantom's ``(Z, Y, X)`` uint8 tissue map,
             if known.
     Returns:
-        ``{"kidney": voxels on the kidneys, "found": of them >= 0.5, "stray": ml >= 0.5 further than
-        away_mm from truth, "stray_roi": the same >= the ROI threshold, "by_tissue": {tissue name:
-        ml of "stray"} (empty without a tissue map)}``.
+        ``{"kidney": voxels on the kidneys, "found": of them >= 0.5, "called": ml >= 0.5 anywhere,
+        "stray": ml >= 0.5 further than away_mm from truth, "stray_roi": the same >= the ROI
+        threshold, "by_tissue": {tissue name: ml of "stray"} (empty without a tissue map)}``.
     """
     prob, _ = seg.stage1_probabilities(hu, spacing)
     t1 = seg.stage1.spacing
@@ -66,7 +71,7 @@ def stray(seg: Segmenter, hu: np.ndarray, spacing, truth: np.ndarray, away_mm: f
             name = tissue_name(int(i))
             by_tissue[name] = by_tissue.get(name, 0.0) + float(n) * ml
     return {"kidney": int(on_kidney.sum()), "found": int((prob[on_kidney] >= 0.5).sum()),
-            "stray": float(strays.sum() * ml),
+            "called": float((prob >= 0.5).sum() * ml), "stray": float(strays.sum() * ml),
             "stray_roi": float((away & (prob >= seg.roi_config.threshold)).sum() * ml), "by_tissue": by_tissue}
 
 
@@ -87,6 +92,30 @@ def _real_ct(folder: Path):
     yield "real CT", ct.array, ct.spacing, np.isin(ref.array, (2, 3)), None
 
 
+def _summed(rows) -> dict:
+    """The sums of :func:`stray`'s rows (or of earlier sums), with the found and near shares."""
+    out = {"cases": sum(r.get("cases", 1) for r in rows), "by_tissue": {}}
+    for key in ("kidney", "found", "called", "stray", "stray_roi"):
+        out[key] = sum(r[key] for r in rows)
+    out["cases_with_stray"] = sum(r.get("cases_with_stray", r["stray"] > 0) for r in rows)
+    for r in rows:
+        for k, v in r["by_tissue"].items():
+            out["by_tissue"][k] = out["by_tissue"].get(k, 0.0) + v
+    out["found_share"] = out["found"] / max(1, out["kidney"])
+    out["near_share"] = 1.0 - out["stray"] / out["called"] if out["called"] else 1.0
+    return out
+
+
+def _print_sum(name: str, s: dict) -> None:
+    print(f"{name[-32:]:32s} {s['cases']} cases: found {s['found_share']:.3f}; stray {s['stray']:.1f} ml "
+          f"(at the ROI threshold {s['stray_roi']:.1f} ml); cases with stray: {s['cases_with_stray']}; "
+          f"called kidney {s['called']:.1f} ml, near share {s['near_share']:.3f}")
+    if s["by_tissue"]:
+        top = sorted(s["by_tissue"].items(), key=lambda kv: -kv[1])
+        print(f"{'':32s} stray painted as: " + ", ".join(f"{k} {v:.1f} ml" for k, v in top[:6])
+              + (f", {len(top) - 6} more tissues {sum(v for _, v in top[6:]):.1f} ml" if len(top) > 6 else ""))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("data", type=Path, nargs="*")
@@ -95,6 +124,7 @@ def main(argv=None) -> int:
     ap.add_argument("--away-mm", type=float, default=10.0, help="how far from every labelled voxel a "
                     "stage-1 voxel must lie to count as stray (default 10)")
     ap.add_argument("-n", type=int, default=None, help="first N cases of each folder only")
+    ap.add_argument("--json", type=Path, default=None, help="also write the sums per folder to this file")
     args = ap.parse_args(argv)
     if not args.data and not args.real_ct:
         ap.error("give DATA folders or --real-ct")
@@ -105,6 +135,7 @@ def main(argv=None) -> int:
     print(f"stage 1 ({seg.stage1.spacing:g} mm); stray: probability >= 0.5 (>= {seg.roi_config.threshold:g}) "
           f"further than {args.away_mm:g} mm from every labelled voxel")
     print("case                              found   stray ml  stray@roi ml")
+    sums = {}
     for name, cases in sets:
         rows = []
         for case, hu, sp, truth, tissue in cases:
@@ -112,18 +143,13 @@ def main(argv=None) -> int:
             rows.append(r)
             print(f"{case[-32:]:32s} {r['found'] / max(1, r['kidney']):6.3f} {r['stray']:10.1f} {r['stray_roi']:13.1f}",
                   flush=True)
-        found = sum(r["found"] for r in rows) / max(1, sum(r["kidney"] for r in rows))
-        print(f"{name[-32:]:32s} {len(rows)} cases: found {found:.3f}; stray {sum(r['stray'] for r in rows):.1f} ml "
-              f"(at the ROI threshold {sum(r['stray_roi'] for r in rows):.1f} ml); cases with stray: "
-              f"{sum(r['stray'] > 0 for r in rows)}")
-        by_tissue = {}
-        for r in rows:
-            for k, v in r["by_tissue"].items():
-                by_tissue[k] = by_tissue.get(k, 0.0) + v
-        if by_tissue:
-            top = sorted(by_tissue.items(), key=lambda kv: -kv[1])
-            print(f"{'':32s} stray painted as: " + ", ".join(f"{k} {v:.1f} ml" for k, v in top[:6])
-                  + (f", {len(top) - 6} more tissues {sum(v for _, v in top[6:]):.1f} ml" if len(top) > 6 else ""))
+        sums[name] = _summed(rows)
+        _print_sum(name, sums[name])
+    if len(sums) > 1:
+        sums["all"] = _summed([s for s in sums.values()])
+        _print_sum(f"all {len(sets)} folders", sums["all"])
+    if args.json:
+        args.json.write_text(json.dumps(sums, indent=1) + "\n")
     return 0
 
 

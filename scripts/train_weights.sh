@@ -1142,10 +1142,11 @@ stage1_scores() {  # DIR STAGE1.npz: round 20's rule for STAGE1 with the shipped
   RULE_MAPS="$R19/val_texture_3mm"
   kidney segment -i "$RULE_MAPS" -o "$1.valt" --weights "$1" --overwrite --quiet
   kidney evaluate "$1.valt" "$RULE_MAPS" --overwrite
-  python scripts/fov_check.py "$RULE_MAPS" --weights "$1"
+  python scripts/fov_check.py "$RULE_MAPS" --weights "$1" --json "$1.fov.json"
   kidney segment -i "$R13/real_val_texture" -o "$1.valn" --weights "$1" --overwrite --quiet
   kidney evaluate "$1.valn" "$R13/real_val_texture" --overwrite
-  python scripts/stage1_stray.py "$R6/real_val" "$R5/classic_val" "$R13/real_val_texture" "$RULE_MAPS" --weights "$1"
+  python scripts/stage1_stray.py "$R6/real_val" "$R5/classic_val" "$R13/real_val_texture" "$RULE_MAPS" --weights "$1" \
+      --json "$1.stray.json"
 }
 stage1_scores "$R31/cand/r6" kidney/weights/varied/stage1_compact.npz
 for s in 750 1500; do stage1_scores "$R31/cand/s1_$s" "$R31/s1/weights_step$s.npz"; done
@@ -1211,3 +1212,14 @@ done
 #       (e) --kidney-free-crops 0.6 (twice the crops with no kidney), seed 322.
 R32="$WORK/round32"
 S32=(--model compact --steps 3000 --keep-weights-at 1500,3000 "${S31[@]}")
+for run in d e; do
+  case $run in d) extra=(--seed 321 --loss dice+topk10);; e) extra=(--seed 322 --kidney-free-crops 0.6);; esac
+  # the later --init-weights, --loss and --kidney-free-crops override those in S31 (argparse keeps the last)
+  kidney train --stage 1 --out "$R32/s1_$run" "${S32[@]}" --init-weights "$R31/cand/r6/stage1_compact.npz" "${extra[@]}"
+  for s in 1500 3000; do stage1_scores "$R32/cand/${run}_$s" "$R32/s1_$run/weights_step$s.npz"; done
+done
+# round 6's and round 31's stage 1s again, with the files the rule reads (the same evaluation tables)
+stage1_scores "$R32/cand/r6" "$R31/cand/r6/stage1_compact.npz"
+for n in a_750 a_1500 b_3000 b_6000 c_1500 c_3000; do stage1_scores "$R32/cand/$n" "$R31/cand/$n/stage1_compact.npz"; done
+python scripts/rule_score.py "$R32"/cand/{r6,a_750,a_1500,b_3000,b_6000,c_1500,c_3000,d_1500,d_3000,e_1500,e_3000} \
+    --base "$R32/cand/b_3000"

@@ -1,6 +1,7 @@
 """kidney.pipeline and the segment/demo CLI: output grid, labels, no-kidney input, weights errors."""
 from __future__ import annotations
 
+import json
 import re
 
 import nibabel as nib
@@ -298,6 +299,12 @@ def test_fov_check_script_cuts_slabs_with_and_without_kidney(tiny_weights, tmp_p
     assert false and len(false) == sum(" no-kidney " in line for line in out.splitlines())  # this scan has one
     total = re.search(r"slabs without kidney: (\d+) of (\d+), ([\d.]+) ml in all", out)
     assert int(total[2]) == len(false) and abs(float(total[3]) - sum(false)) < 0.05 * len(false) + 1e-9
+    # --json: the same sums per slab kind
+    assert fc.main([str(data), "--weights", str(tiny_weights), "--json", str(tmp_path / "fov.json")]) == 0
+    sums = json.loads((tmp_path / "fov.json").read_text())
+    table = dict((k, (int(n), int(r))) for k, n, r in re.findall(r"^(\S+) +(\d+) +(\d+)  ", capsys.readouterr().out, re.M))
+    assert {k: (v["slabs"], v["with_roi"]) for k, v in sums.items()} == table and "no-kidney" in sums
+    assert sums["no-kidney"]["dice"] is None and sums["no-kidney"]["labelled_ml"] == pytest.approx(sum(false), abs=0.1)
 
 
 def test_shipped_weight_sets_by_name(tmp_path, monkeypatch):

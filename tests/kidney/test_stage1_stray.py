@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 from pathlib import Path
 
@@ -36,8 +37,9 @@ def test_stray_counts_what_lies_far_from_the_labels_at_each_level():
     truth[2:4, 2:4, 2:6] = True           # stage-1 voxels (1, 1, 1) and (1, 1, 2)
     r = ss.stray(seg, np.zeros(truth.shape, np.float32), (4.0, 4.0, 4.0), truth, away_mm=10.0)
     ml = 8.0 ** 3 / 1000
-    assert r == {"kidney": 2, "found": 1, "stray": pytest.approx(2 * ml), "stray_roi": pytest.approx(3 * ml),
-                 "by_tissue": {}}
+    assert r == {"kidney": 2, "found": 1, "called": pytest.approx(4 * ml), "stray": pytest.approx(2 * ml),
+                 "stray_roi": pytest.approx(3 * ml), "by_tissue": {}}
+    assert ss._summed([r])["near_share"] == pytest.approx(0.5)   # 2 of the 4 called voxels are near
     # with the phantom's tissue map: what the stray voxels (at 0.5) were painted as
     tissue = np.full(truth.shape, TISSUE_ID["visceral_fat"], np.uint8)
     tissue[10:12, 10:12, 8:10] = TISSUE_ID["spleen"]     # stage-1 voxel (5, 5, 4)
@@ -70,6 +72,18 @@ def test_cli_prints_each_case_and_a_sum_per_folder(tmp_path, capsys):
     painted = re.search(r"stray painted as: (.+)$", out, re.M)
     assert painted and sum(float(v) for v in re.findall(r" ([\d.]+) ml", painted[1])) == \
         pytest.approx(float(total[1]), abs=0.5)
+    # two folders: each summed, then pooled; --json writes the same sums
+    other = tmp_path / "other"
+    phantom.write_dataset(other, 1, seed=4, preset="tiny")
+    assert ss.main([str(data), str(other), "--weights", str(w), "--json", str(tmp_path / "s.json")]) == 0
+    out = capsys.readouterr().out
+    sums = json.loads((tmp_path / "s.json").read_text())
+    assert set(sums) == {str(data), str(other), "all"} and sums["all"]["cases"] == 3
+    for key in ("called", "stray"):
+        assert sums["all"][key] == pytest.approx(sums[str(data)][key] + sums[str(other)][key])
+    assert sums["all"]["near_share"] == pytest.approx(1 - sums["all"]["stray"] / sums["all"]["called"])
+    pooled = re.search(r"all 2 folders +3 cases: .*called kidney ([\d.]+) ml, near share ([\d.]+)$", out, re.M)
+    assert pooled and float(pooled[2]) == pytest.approx(sums["all"]["near_share"], abs=5e-4)
     with pytest.raises(SystemExit):
         ss.main([])
     assert "give DATA folders or --real-ct" in capsys.readouterr().err
