@@ -46,7 +46,7 @@ from .metrics import HEC_LABELS, hec_mask
 
 __all__ = ["ModelConfig", "CONFIGS", "get_config", "KidneyNet", "build_model", "hec_targets",
            "labels_from_hecs", "HEC_NAMES", "PAPER_PARAMETERS", "WeightsError", "save_weights",
-           "load_weights", "read_weights", "weights_record"]
+           "load_weights", "read_weights", "write_metadata", "weights_record"]
 
 #: The HEC of each output channel (the keys of :data:`kidney.metrics.HEC_LABELS`, in order).
 HEC_NAMES = tuple(HEC_LABELS)
@@ -295,6 +295,22 @@ def read_weights(path) -> Tuple[dict, dict]:
         except Exception as exc:
             raise WeightsError(f"weights file {path}: its {META_KEY} entry is not valid JSON ({exc})") from None
     return state, meta
+
+
+def write_metadata(path, entries: dict, stage: Optional[int] = None) -> dict:
+    """Store ``entries`` in the metadata of the weights file ``path`` (a setting chosen for those
+    weights), rewriting the file with the same arrays, which is checked. With ``stage``, a file of
+    another stage is refused. Returns the metadata written."""
+    before, _ = read_weights(path)
+    model, meta = load_weights(path)
+    if stage is not None and int(meta.get("stage", stage)) != stage:
+        raise ValueError(f"{path} holds stage-{meta['stage']} weights; {', '.join(entries)} go with stage {stage}")
+    meta.update(entries)
+    save_weights(model, path, meta)
+    after, _ = read_weights(path)
+    if before.keys() != after.keys() or any(not np.array_equal(before[k], after[k]) for k in before):
+        raise RuntimeError(f"{path}: the arrays changed while writing the metadata")
+    return meta
 
 
 def load_weights(path, model: Optional[KidneyNet] = None) -> Tuple[KidneyNet, dict]:

@@ -35,6 +35,7 @@ the weights were trained on another grid — the shipped CPU weights use 5.97 / 
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import sys
 import time
@@ -55,7 +56,7 @@ from .model import KidneyNet, WeightsError, labels_from_hecs, load_weights
 from .peak_memory import PeakRSS
 from .postprocess import META_KEY as KEEP_KEY, STAGE1 as KEEP_STAGE1, check_keep_components, \
     keep_anchored_components, keep_largest_components
-from .roi import Roi, RoiConfig, cores_on_scan, crop_roi, find_rois, paste_probabilities, scan_box
+from .roi import META_KEYS as ROI_META_KEYS, Roi, RoiConfig, cores_on_scan, crop_roi, find_rois, paste_probabilities, scan_box
 from .sparsify import STAGE1, STAGE2, sparsify, stage_preset
 
 __all__ = ["Segmenter", "SegmentResult", "NoKidneyWarning", "segment", "segment_files", "default_weights",
@@ -166,16 +167,18 @@ class _Ensemble:
         where = [f"{m.meta.get('path', 'a model')} ({m.spacing} mm)" for m in members]
         if len({m.spacing for m in members}) > 1:
             raise WeightsError("an ensemble's weights must share one grid, got " + ", ".join(where))
-        keep = {m.meta.get(KEEP_KEY) for m in members}
-        if len(keep) > 1:
-            raise WeightsError(f"an ensemble's weights store different {KEEP_KEY} settings ({sorted(map(str, keep))}); "
-                               "choose one with keep_components= / --keep-components")
         self.members = members
         self.spacing = members[0].spacing
         self.meta = {"stage": members[0].meta.get("stage"), "path": ", ".join(str(m.meta.get("path", "a model"))
                                                                                for m in members)}
-        if keep != {None}:
-            self.meta[KEEP_KEY] = keep.pop()
+        for key, override in ((KEEP_KEY, "keep_components= / --keep-components"),
+                              *((k, "roi_config=") for k in ROI_META_KEYS)):  # settings stored with the weights
+            stored = {json.dumps(m.meta.get(key)) for m in members}
+            if len(stored) > 1:
+                raise WeightsError(f"an ensemble's weights store different {key} settings ({sorted(stored)}); "
+                                   f"choose one with {override}")
+            if members[0].meta.get(key) is not None:
+                self.meta[key] = members[0].meta[key]
         self.device = "cpu"
 
     def to(self, device: str) -> "_Ensemble":
@@ -220,7 +223,9 @@ class Segmenter:
             models; or a list of them, an ensemble whose sigmoids are averaged (the members share
             the stage's grid); default the shipped compact weights. ``stage2=None`` builds a stage-1-only
             segmenter (for training crops).
-        roi_config: the ROI rule (paper defaults).
+        roi_config: the ROI rule; ``None`` (default) takes the paper's with the settings stored
+            with the stage-1 weights (``roi_threshold``, ``roi_dilation`` in their metadata:
+            :meth:`kidney.roi.RoiConfig.stored_with`).
         threshold: HEC probability threshold (0.5).
         tta: test-time mirroring — average each stage's sigmoids over the 8 flips of its input
             (8x the network time; off by default, as the paper does not state it).
@@ -232,14 +237,16 @@ class Segmenter:
             (``keep_components`` in their metadata; none stored: keep all).
     """
 
-    def __init__(self, stage1=None, stage2=None, *, weights_dir=None, roi_config: RoiConfig = RoiConfig(),
+    def __init__(self, stage1=None, stage2=None, *, weights_dir=None, roi_config: Optional[RoiConfig] = None,
                  threshold: float = 0.5, tta: bool = False, device: str = "cpu",
                  keep_components: Union[int, str, None] = None, _stage2_default=True):
         d1, d2 = default_weights(weights_dir) if (stage1 is None or stage2 is None) else (None, None)
         self.stage1 = _load_stage(stage1 if stage1 is not None else d1, 1)
         self.stage2 = _load_stage(stage2 if stage2 is not None else d2, 2) \
             if (stage2 is not None or _stage2_default) else None
-        self.roi_config = roi_config
+        #: the ROI rule (the paper's, with what the stage-1 weights store, unless one was given)
+        self.roi_config = roi_config if roi_config is not None else RoiConfig().stored_with(
+            self.stage1.meta, str(self.stage1.meta.get("path", "the stage-1 weights")))
         self.threshold = float(threshold)
         self.mirror_axes = MIRROR_AXES if tta else ((),)
         self.device = normalize_device(device)

@@ -21,7 +21,7 @@ otherwise. :class:`RoiConfig` holds these numbers (the one place they are define
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -29,8 +29,13 @@ from scipy import ndimage
 
 from .sparsify import STAGE1, STAGE2
 
-__all__ = ["RoiConfig", "Roi", "find_rois", "component_masks", "crop_box", "resample_box",
+__all__ = ["RoiConfig", "META_KEYS", "Roi", "find_rois", "component_masks", "crop_box", "resample_box",
            "crop_roi", "paste_probabilities", "scan_box", "cores_on_scan", "at_stage1_centres", "ball"]
+
+
+#: the stage-1 weights metadata entries that hold a ROI rule chosen for those weights, and the
+#: RoiConfig field each sets (see :meth:`RoiConfig.stored_with`)
+META_KEYS = {"roi_threshold": "threshold", "roi_dilation": "dilation_diameter"}
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,26 @@ class RoiConfig:
     margin: Tuple[int, int, int] = (10, 35, 35)  # stage-2 voxels at 0.78 mm: (cranio-caudal, y, x)
     ref_stage1_mm: float = STAGE1.spacing_mm   # the grids the voxel counts above refer to
     ref_stage2_mm: float = STAGE2.spacing_mm
+
+    def stored_with(self, meta: dict, where: str = "the stage-1 weights") -> "RoiConfig":
+        """This rule with the settings a stage-1 weights file stores (:data:`META_KEYS`: a
+        threshold in (0, 1), a dilation diameter, a whole number >= 1 of voxels at the paper's
+        1.99 mm); what is not stored stays as it is. A bad value raises ``ValueError`` naming
+        ``where`` and the entry."""
+        changes = {}
+        for key, field in META_KEYS.items():
+            if key not in meta:
+                continue
+            v = meta[key]
+            if field == "threshold":
+                ok = isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 < v < 1.0
+            else:
+                ok = isinstance(v, int) and not isinstance(v, bool) and v >= 1
+            if not ok:
+                want = "a number in (0, 1)" if field == "threshold" else "a whole number >= 1"
+                raise ValueError(f"{key} in the metadata of {where} must be {want}, got {v!r}")
+            changes[field] = float(v) if field == "threshold" else int(v)
+        return replace(self, **changes) if changes else self
 
     def min_voxels_at(self, spacing1: float) -> int:
         return max(1, int(round(self.min_voxels * (self.ref_stage1_mm / spacing1) ** 3)))

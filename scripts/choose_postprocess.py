@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from kidney import io, metrics
-from kidney.model import load_weights, read_weights, save_weights
+from kidney.model import write_metadata
 from kidney.postprocess import META_KEY, check_keep_components, keep_largest_components
 
 
@@ -68,15 +68,7 @@ def score_folder(pred_dir: Path, data_dir: Path, cands):
 def write_choice(path: Path, n) -> None:
     """Store ``keep_components = n`` (a count or ``"stage1"``) in the metadata of the stage-2 weights
     file ``path``."""
-    before, _ = read_weights(path)
-    model, meta = load_weights(path)
-    if int(meta.get("stage", 2)) != 2:
-        raise ValueError(f"{path} holds stage-{meta['stage']} weights; the post-processing goes with stage 2")
-    meta[META_KEY] = n
-    save_weights(model, path, meta)
-    after, _ = read_weights(path)
-    if before.keys() != after.keys() or any(not np.array_equal(before[k], after[k]) for k in before):
-        raise RuntimeError(f"{path}: the arrays changed while writing the metadata")
+    write_metadata(path, {META_KEY: n}, stage=2)
     print(f"wrote {META_KEY} = {n} into {path} (arrays unchanged)")
 
 

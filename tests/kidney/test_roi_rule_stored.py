@@ -1,0 +1,81 @@
+"""A ROI rule stored with the stage-1 weights: kidney.roi.RoiConfig.stored_with, the segmenter's
+default, ensembles, and scripts/store_roi_rule.py."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kidney import phantom
+from kidney.model import KidneyNet, WeightsError, read_weights, save_weights
+from kidney.pipeline import Segmenter
+from kidney.roi import RoiConfig
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("store_roi_rule", REPO / "scripts" / "store_roi_rule.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture
+def weights(tmp_path):
+    save_weights(KidneyNet("tiny", seed=1), tmp_path / "stage1_tiny.npz", {"stage": 1, "spacing_mm": 8.0})
+    save_weights(KidneyNet("tiny", seed=2), tmp_path / "stage2_tiny.npz", {"stage": 2, "spacing_mm": 4.0})
+    return tmp_path
+
+
+def test_stored_settings_replace_the_papers_and_bad_ones_are_named():
+    paper = RoiConfig()
+    assert paper.stored_with({"stage": 1}) is paper
+    got = paper.stored_with({"roi_threshold": 0.3, "roi_dilation": 17})
+    assert (got.threshold, got.dilation_diameter, got.min_voxels) == (0.3, 17, paper.min_voxels)
+    for meta, entry in (({"roi_threshold": 1.0}, "roi_threshold"), ({"roi_threshold": "0.3"}, "roi_threshold"),
+                        ({"roi_dilation": 0}, "roi_dilation"), ({"roi_dilation": 11.5}, "roi_dilation"),
+                        ({"roi_dilation": True}, "roi_dilation")):
+        with pytest.raises(ValueError, match=f"{entry} in the metadata of w.npz must be"):
+            paper.stored_with(meta, "w.npz")
+
+
+def test_segmenter_takes_the_rule_stored_with_stage1_unless_given_one(weights, capsys):
+    store = _script()
+    s1 = weights / "stage1_tiny.npz"
+    before, _ = read_weights(s1)
+    assert Segmenter(weights_dir=weights).roi_config == RoiConfig()
+    assert store.main([str(s1), "--threshold", "0.3", "--dilation", "17"]) == 0
+    assert "roi_threshold = 0.3, roi_dilation = 17" in capsys.readouterr().out
+    after, meta = read_weights(s1)
+    assert all(np.array_equal(before[k], after[k]) for k in before) and before.keys() == after.keys()
+    assert (meta["roi_threshold"], meta["roi_dilation"]) == (0.3, 17)
+    seg = Segmenter(weights_dir=weights)
+    assert seg.roi_config == RoiConfig(threshold=0.3, dilation_diameter=17)
+    assert Segmenter(weights_dir=weights, roi_config=RoiConfig()).roi_config == RoiConfig()
+    # the stored rule segments exactly as the same rule given by hand
+    case = phantom.make_phantom(seed=3, preset="tiny")
+    by_hand = Segmenter(s1, weights / "stage2_tiny.npz", roi_config=RoiConfig(threshold=0.3, dilation_diameter=17))
+    mine, theirs = (sg.segment(case.image, case.spacing, details=True) for sg in (seg, by_hand))
+    np.testing.assert_array_equal(mine.labels, theirs.labels)
+    assert [(tuple(r.lo), tuple(r.hi)) for r in mine.rois] == [(tuple(r.lo), tuple(r.hi)) for r in theirs.rois]
+    # an ensemble whose members store different rules is refused, naming the entry
+    other = weights / "stage1_other.npz"
+    save_weights(KidneyNet("tiny", seed=4), other, {"stage": 1, "spacing_mm": 8.0})
+    with pytest.raises(WeightsError, match="different roi_threshold settings"):
+        Segmenter([s1, other], weights / "stage2_tiny.npz")
+    assert Segmenter([s1, s1], weights / "stage2_tiny.npz").roi_config.threshold == 0.3
+
+
+def test_store_script_refuses_bad_values_stage2_files_and_no_setting(weights, capsys):
+    store = _script()
+    for argv, message in (([str(weights / "stage1_tiny.npz"), "--threshold", "1.5"], "roi_threshold"),
+                          ([str(weights / "stage2_tiny.npz"), "--threshold", "0.2"], "stage-2 weights"),
+                          ([str(weights / "missing.npz"), "--dilation", "13"], "does not exist"),
+                          ([str(weights / "stage1_tiny.npz")], "give --threshold and/or --dilation")):
+        with pytest.raises(SystemExit):
+            store.main(argv)
+        assert message in capsys.readouterr().err
+    assert "roi_threshold" not in read_weights(weights / "stage1_tiny.npz")[1]
