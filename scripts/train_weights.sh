@@ -1249,6 +1249,9 @@ for rule in 0.05:11 0.2:11 0.3:11 0.1:17 0.2:17; do
   stage1_scores "$R33/cand/${rule/:/_}" "$f"
 done
 python scripts/rule_score.py "$R32/cand/r6" "$R33"/cand/{0.05_11,0.2_11,0.3_11,0.1_17,0.2_17} --base "$R32/cand/r6"
+# the rule (the paper's 0.1 / 11: 0.7315): 0.6923 (0.05 / 11; ROIs on 11 kidney-free slabs, not 6), 0.7253
+# (0.2 / 11), 0.7210 (0.3 / 11), 0.7148 (0.1 / 17), 0.7167 (0.2 / 17). None leads: the paper's rule stays,
+# nothing is stored
 
 # 39. round 34: stage-1 ensembles. On round 32's rule round 6's stage 1 (0.7315) is followed closely
 #     by round 31's (c) at 1,500 steps (0.7310) and (a) at 750 (0.7282), which stray far less on the
@@ -1274,4 +1277,4 @@ ens r6_c1500 "$R31/cand/r6/stage1_compact.npz" "$R31/cand/c_1500/stage1_compact.
 ens r6_a750 "$R31/cand/r6/stage1_compact.npz" "$R31/cand/a_750/stage1_compact.npz"
 ens r6_a750_c1500 "$R31/cand/r6/stage1_compact.npz" "$R31/cand/a_750/stage1_compact.npz" \
     "$R31/cand/c_1500/stage1_compact.npz"
-python scripts/rule_score.py "$R34"/cand/{r6_c1500,r6_a750,r6_a750_c1500} --base "$R33/cand/SHIPPED"
+python scripts/rule_score.py "$R34"/cand/{r6_c1500,r6_a750,r6_a750_c1500} --base "$R32/cand/r6"
