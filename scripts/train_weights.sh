@@ -1278,3 +1278,11 @@ ens r6_a750 "$R31/cand/r6/stage1_compact.npz" "$R31/cand/a_750/stage1_compact.np
 ens r6_a750_c1500 "$R31/cand/r6/stage1_compact.npz" "$R31/cand/a_750/stage1_compact.npz" \
     "$R31/cand/c_1500/stage1_compact.npz"
 python scripts/rule_score.py "$R34"/cand/{r6_c1500,r6_a750,r6_a750_c1500} --base "$R32/cand/r6"
+# the rule (round 6's stage 1 alone: 0.7315): round 6's + (c) 1,500 0.7367, round 6's + (a) 750 0.7337, all
+# three 0.7358. Round 6's + (c) at 1,500 steps leads by 0.0051 (its Dice figures a little lower, 0.0011
+# below on round 20's rule; its lead is stage 1's call near the labels, 0.969 against 0.934, and the
+# half slabs, 0.753 against 0.741): the `varied` set's stage 1 is that ensemble, the two files in
+# name order as scored (stage1_compact.npz: round 6's; stage1_compact_stem_bias.npz: round 31's (c) at 1,500)
+cp "$R31/s1_c/weights_step1500.npz" kidney/weights/varied/stage1_compact_stem_bias.npz
+test_varied "$R34"
+python scripts/stage1_stray.py --real-ct --weights varied

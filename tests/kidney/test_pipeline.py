@@ -309,8 +309,9 @@ def test_fov_check_script_cuts_slabs_with_and_without_kidney(tiny_weights, tmp_p
 
 def test_shipped_weight_sets_by_name(tmp_path, monkeypatch):
     from kidney.pipeline import WEIGHT_SETS, WeightsError
-    s1, s2 = default_weights("varied")
-    assert s1.parent == s2.parent == WEIGHT_SETS["varied"] and s1.name.startswith("stage1")
+    s1, s2 = default_weights("varied")   # its stage 1 is an ensemble of two networks, in name order
+    assert [f.name for f in s1] == ["stage1_compact.npz", "stage1_compact_stem_bias.npz"]
+    assert {f.parent for f in s1} == {s2.parent} == {WEIGHT_SETS["varied"]} and s2.name.startswith("stage2")
     assert default_weights("phantoms") == (WEIGHT_SETS["phantoms"] / "stage1_compact.npz",
                                            WEIGHT_SETS["phantoms"] / "stage2_compact.npz")
     monkeypatch.chdir(tmp_path)
