@@ -1265,7 +1265,7 @@ python scripts/rule_score.py "$R32/cand/r6" "$R33"/cand/{0.05_11,0.2_11,0.3_11,0
 #     32's rule.
 R34="$WORK/round34"
 ens() {  # NAME FILE...: the stage-1 ensemble of FILEs, each with the shipped ROI rule, scored as round 32's
-  local d="$R34/cand/$1" f i=0; shift; mkdir -p "$d"
+  local d="${ENS_ROOT:-$R34}/cand/$1" f i=0; shift; mkdir -p "$d"
   for f in "$@"; do i=$((i + 1)); cp "$f" "$d/stage1_m$i.npz"; done
   # stage1_scores copies one stage-1 file; an ensemble's folder is scored with its members instead
   cp kidney/weights/varied/stage2_wide_stem_bias.npz "$d/"
@@ -1313,5 +1313,7 @@ mix "$R35/train_g" "$R35/real_train_3mm_fascia" "$R35/real_train_fascia" "$R5/cl
 R6S1="$R31/cand/r6/stage1_compact.npz"
 kidney train --stage 1 --out "$R35/s1_f" "${S32[@]}" --init-weights "$R6S1" --data "$R35/train_f" --seed 351
 kidney train --stage 1 --out "$R35/s1_g" "${S32[@]}" --init-weights "$R6S1" --data "$R35/train_g" --seed 352
-R34=$R35 && for r in f g; do for s in 1500 3000; do ens "r6_${r}_$s" "$R6S1" "$R35/s1_$r/weights_step$s.npz"; done; done
+export ENS_ROOT="$R35"
+for r in f g; do for s in 1500 3000; do ens "r6_${r}_$s" "$R6S1" "$R35/s1_$r/weights_step$s.npz"; done; done
+unset ENS_ROOT
 python scripts/rule_score.py "$R35"/cand/r6_{f,g}_{1500,3000} --base "$R34/cand/r6_c1500"
