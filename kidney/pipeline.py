@@ -85,7 +85,8 @@ def default_weights(weights_dir=None) -> Tuple[WeightFiles, WeightFiles]:
     or ``"varied"``) when no folder of that name exists. A folder may hold ``stage1*.npz`` /
     ``stage2*.npz`` (e.g. ``stage1_compact.npz``) or, where it holds none for a stage, training
     output folders ``stage1/weights.npz`` and ``stage2/weights.npz``. Several ``stage2*.npz`` (the
-    folds of a cross-validation, say) are one ensemble: :class:`Segmenter` averages their sigmoids.
+    folds of a cross-validation, say), or several ``stage1*.npz`` (the shipped ``varied`` set's stage
+    1), are one ensemble: :class:`Segmenter` averages their sigmoids, in name order.
     """
     if weights_dir is None:
         return DEFAULT_STAGE1, DEFAULT_STAGE2
