@@ -1317,3 +1317,13 @@ export ENS_ROOT="$R35"
 for r in f g; do for s in 1500 3000; do ens "r6_${r}_$s" "$R6S1" "$R35/s1_$r/weights_step$s.npz"; done; done
 unset ENS_ROOT
 python scripts/rule_score.py "$R35"/cand/r6_{f,g}_{1500,3000} --base "$R34/cand/r6_c1500"
+# the rule (the shipped ensemble: 0.7367): round 6's stage 1 with (f) 0.7046 / 0.7159 and with (g) 0.7263 /
+# 0.7043 at 1,500 / 3,000 steps. None leads (each puts ROIs on more kidney-free validation slabs, 7-10
+# of 20 against 6): the `varied` set's stage 1 stays round 34's. Reported beside it (round 19's
+# validation maps drawn with varied-fascia, --tissue: the same CT bits) and, after the choice, the real CT:
+kidney phantom --from-labels "$L" --split validation --workers 2 --grid native --appearance varied-fascia \
+    --phase cycle --seed 7000 --out "$R35/real_val_fascia" --tissue
+for d in "$R31/cand/r6" "$R34/cand/r6_c1500" "$R35"/cand/r6_{f,g}_{1500,3000}; do
+  python scripts/stage1_stray.py "$R35/real_val_fascia" --weights "$d"
+done
+for n in r6_f_1500 r6_f_3000 r6_g_1500 r6_g_3000; do python scripts/eval_real_ct.py --weights "$R35/cand/$n" || true; done
