@@ -14,6 +14,19 @@ REPO = Path(__file__).resolve().parents[2]
 REPO_DATA = REPO / "data"
 
 
+@pytest.fixture
+def load_script():
+    """``load_script(name)``: ``scripts/<name>.py`` imported as a module (the scripts are no package)."""
+    import importlib.util
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    return load
+
+
 # A `kidney` command on the CuPy stand-in (sparseconv's fake_cupy: NumPy arrays, the CUDA kernels
 # compiled for the CPU emulation), in a process of its own so the stand-in never leaks into others;
 # it also asserts that the command ran on the cupy backend.

@@ -220,20 +220,11 @@ def test_shipped_weights_load_when_present():
     assert seg.stage1.model.config.name == seg.stage2.model.config.name == "compact"
 
 
-def _script(name):
-    import importlib.util
-    from pathlib import Path
-    path = Path(__file__).resolve().parents[2] / "scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_stage_errors_script_replays_the_pipeline(tiny_phantom, tiny_segmenter, tiny_weights, tmp_path, capsys):
+def test_stage_errors_script_replays_the_pipeline(tiny_phantom, tiny_segmenter, tiny_weights, tmp_path, capsys,
+                                                  load_script):
     from kidney import phantom
     from kidney.roi import find_rois
-    se = _script("stage_errors")
+    se = load_script("stage_errors")
     img, sp = tiny_phantom.image.astype(np.float32), tiny_phantom.spacing
     prob1, _ = tiny_segmenter.stage1_probabilities(img, sp)
     extent = [n * s for n, s in zip(img.shape, sp)]
@@ -274,10 +265,10 @@ def test_stage_errors_script_replays_the_pipeline(tiny_phantom, tiny_segmenter, 
     assert [(n, f) for _, n, f, _ in rows] == [(1, 0), (1, 1), (0, 0), (1, 1)]
 
 
-def test_fov_check_script_cuts_slabs_with_and_without_kidney(tiny_weights, tmp_path, capsys):
+def test_fov_check_script_cuts_slabs_with_and_without_kidney(tiny_weights, tmp_path, capsys, load_script):
     from kidney import phantom
     from kidney.slabs import fov_slabs
-    fc = _script("fov_check")
+    fc = load_script("fov_check")
     labels = np.zeros((60, 4, 4), np.uint8)
     labels[30:40, 1, 1] = 1
     s = fov_slabs(labels, (2.0, 1.0, 1.0))
@@ -302,7 +293,8 @@ def test_fov_check_script_cuts_slabs_with_and_without_kidney(tiny_weights, tmp_p
     # --json: the same sums per slab kind
     assert fc.main([str(data), "--weights", str(tiny_weights), "--json", str(tmp_path / "fov.json")]) == 0
     sums = json.loads((tmp_path / "fov.json").read_text())
-    table = dict((k, (int(n), int(r))) for k, n, r in re.findall(r"^(\S+) +(\d+) +(\d+)  ", capsys.readouterr().out, re.M))
+    rows = re.findall(r"^(\S+) +(\d+) +(\d+)  ", capsys.readouterr().out, re.M)
+    table = {k: (int(n), int(r)) for k, n, r in rows}
     assert {k: (v["slabs"], v["with_roi"]) for k, v in sums.items()} == table and "no-kidney" in sums
     assert sums["no-kidney"]["dice"] is None and sums["no-kidney"]["labelled_ml"] == pytest.approx(sum(false), abs=0.1)
 
@@ -322,9 +314,9 @@ def test_shipped_weight_sets_by_name(tmp_path, monkeypatch):
         default_weights("no_such_set")
 
 
-def test_lesion_contrast_script_measures_a_lesion_against_its_kidney(tmp_path, capsys):
+def test_lesion_contrast_script_measures_a_lesion_against_its_kidney(tmp_path, capsys, load_script):
     from kidney import phantom
-    lc = _script("lesion_contrast")
+    lc = load_script("lesion_contrast")
     rng = np.random.default_rng(0)
     labels = np.zeros((40, 40, 40), np.uint8)
     labels[4:36, 4:36, 4:36] = 1
@@ -372,8 +364,8 @@ def test_lesion_contrast_script_measures_a_lesion_against_its_kidney(tmp_path, c
     assert lc.visibility_band(-0.99) == "< 1" and lc.visibility_band(1.5) == "1 to 2"
 
 
-def test_lesion_positions_script_counts_lesions_inside_and_out(tmp_path, capsys):
-    lp = _script("lesion_positions")
+def test_lesion_positions_script_counts_lesions_inside_and_out(tmp_path, capsys, load_script):
+    lp = load_script("lesion_positions")
     labels = np.zeros((40, 40, 48), np.int16)
     labels[4:36, 4:36, 4:36] = 1
     labels[15:25, 15:25, 15:25] = 2                                   # inside: no background on its rim
@@ -394,12 +386,12 @@ def test_lesion_positions_script_counts_lesions_inside_and_out(tmp_path, capsys)
         lp.main(["--maps", str(tmp_path / "maps"), "--split", "test"])  # case_00000 is in no test split
 
 
-def test_threshold_sweep_scores_as_the_segmenter_labels():
+def test_threshold_sweep_scores_as_the_segmenter_labels(load_script):
     """The sweep's Dice at every threshold equals kidney.metrics' Dice of the labels the segmenter's
     rule makes from the same probabilities, with reference voxels outside the scored box counted."""
     from kidney import metrics
     from kidney.model import labels_from_hecs
-    ts = _script("threshold_sweep")
+    ts = load_script("threshold_sweep")
     rng = np.random.default_rng(1)
     probs = np.zeros((12, 14, 16, 3), np.float32)
     probs[2:10, 3:12, 4:14] = rng.random((8, 9, 10, 3))

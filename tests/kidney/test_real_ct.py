@@ -64,17 +64,8 @@ def test_varied_weights_find_both_kidneys_and_nothing_else(repo_data, tmp_path):
     assert cores and int(cores.group(1)) == sum(int(v) for v in re.findall(r" (\d+)(?:,|$)", cores.group(2)))
 
 
-def _script():
-    """scripts/eval_real_ct.py as a module."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("eval_real_ct", REPO / "scripts" / "eval_real_ct.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
-
-
-def test_label_names_come_from_the_files_label_table(repo_data):
-    script = _script()
+def test_label_names_come_from_the_files_label_table(repo_data, load_script):
+    script = load_script("eval_real_ct")
     names = script.label_names(repo_data / "totalseg_example" / "example_seg.nii.gz")
     assert names[1] == "spleen" and names[2] == "kidney_right" and names[3] == "kidney_left"
     assert names[5] == "liver"
@@ -103,11 +94,11 @@ def test_probe_rows_start_from_the_ct_as_is(repo_data):
     assert len({d for _, d in rows}) > 1  # the changes move the answer
 
 
-def test_coarse_component_stays_inside_the_organ():
+def test_coarse_component_stays_inside_the_organ(load_script):
     """The probes' coarse part of an organ: a flat organ's is flat (no fat leaks in at its edge), a
     gradient across it survives, a checkerboard (the finest texture) is gone, and the HU outside
     the organ are returned as they are."""
-    mod = _script()
+    mod = load_script("eval_real_ct")
     hu = np.full((12, 24, 24), -100.0, np.float32)
     organ = np.zeros(hu.shape, bool)
     organ[2:10, 4:20, 4:20] = True
@@ -122,10 +113,10 @@ def test_coarse_component_stays_inside_the_organ():
     assert np.array_equal(coarse[~organ], checker[~organ])
 
 
-def test_edge_line_splits_the_kidney_at_the_scans_ends():
+def test_edge_line_splits_the_kidney_at_the_scans_ends(load_script):
     """Found shares in the slices at either end of the scan and elsewhere, with their voxel counts;
     'n/a' where no kidney lies."""
-    mod = _script()
+    mod = load_script("eval_real_ct")
     truth = np.zeros((12, 4, 4), bool)
     truth[6:12, 1:3, 1:3] = True                 # 24 voxels; slices 8-11 are the last four
     pred = truth.copy()

@@ -2,7 +2,6 @@
 default, ensembles, and scripts/store_roi_rule.py."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -14,13 +13,6 @@ from kidney.pipeline import Segmenter
 from kidney.roi import RoiConfig
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("store_roi_rule", REPO / "scripts" / "store_roi_rule.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.fixture
@@ -42,8 +34,8 @@ def test_stored_settings_replace_the_papers_and_bad_ones_are_named():
             paper.stored_with(meta, "w.npz")
 
 
-def test_segmenter_takes_the_rule_stored_with_stage1_unless_given_one(weights, capsys):
-    store = _script()
+def test_segmenter_takes_the_rule_stored_with_stage1_unless_given_one(weights, capsys, load_script):
+    store = load_script("store_roi_rule")
     s1 = weights / "stage1_tiny.npz"
     before, _ = read_weights(s1)
     assert Segmenter(weights_dir=weights).roi_config == RoiConfig()
@@ -69,8 +61,8 @@ def test_segmenter_takes_the_rule_stored_with_stage1_unless_given_one(weights, c
     assert Segmenter([s1, s1], weights / "stage2_tiny.npz").roi_config.threshold == 0.3
 
 
-def test_store_script_refuses_bad_values_stage2_files_and_no_setting(weights, capsys):
-    store = _script()
+def test_store_script_refuses_bad_values_stage2_files_and_no_setting(weights, capsys, load_script):
+    store = load_script("store_roi_rule")
     for argv, message in (([str(weights / "stage1_tiny.npz"), "--threshold", "1.5"], "roi_threshold"),
                           ([str(weights / "stage2_tiny.npz"), "--threshold", "0.2"], "stage-2 weights"),
                           ([str(weights / "missing.npz"), "--dilation", "13"], "does not exist"),

@@ -1,7 +1,6 @@
 """scripts/rule_score.py: the choosing rules' figures, read back from the files a scoring run writes."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 from pathlib import Path
@@ -9,13 +8,6 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("rule_score", REPO / "scripts" / "rule_score.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _write(prefix: Path, dice: dict, half: float, free_with_roi: int, near):
@@ -31,8 +23,8 @@ def _write(prefix: Path, dice: dict, half: float, free_with_roi: int, near):
         Path(f"{prefix}.stray.json").write_text(json.dumps({"a": {"near_share": 0.1}, "all": {"near_share": near}}))
 
 
-def test_figures_are_the_means_the_rules_name(tmp_path, capsys):
-    rs = _script()
+def test_figures_are_the_means_the_rules_name(tmp_path, capsys, load_script):
+    rs = load_script("rule_score")
     a, b = tmp_path / "a", tmp_path / "b"
     _write(a, {"val": (0.9, 0.6, 0.3), "valn": (0.9, 0.5, 0.4), "valt": (0.8, 0.5, 0.2)}, 0.7, 5, 0.6)
     _write(b, {"val": (0.9, 0.6, 0.3), "valn": (0.9, 0.5, 0.4), "valt": (0.8, 0.5, 0.2)}, 0.7, 15, None)
@@ -48,7 +40,7 @@ def test_figures_are_the_means_the_rules_name(tmp_path, capsys):
     assert row[-4:] == [f"{f['stage1_rule']:.4f}", "+0.0000", "/", "—"]
 
 
-def test_missing_files_are_named(tmp_path):
-    rs = _script()
+def test_missing_files_are_named(tmp_path, load_script):
+    rs = load_script("rule_score")
     with pytest.raises(SystemExit, match=r"c\.val.evaluation\.csv"):
         rs.figures(str(tmp_path / "c"))

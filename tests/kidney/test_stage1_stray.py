@@ -1,7 +1,6 @@
 """scripts/stage1_stray.py: what stage 1 calls kidney far from every labelled voxel."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 from pathlib import Path
@@ -17,15 +16,8 @@ from kidney.pipeline import Segmenter
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location("stage1_stray", REPO / "scripts" / "stage1_stray.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_stray_counts_what_lies_far_from_the_labels_at_each_level():
-    ss = _script()
+def test_stray_counts_what_lies_far_from_the_labels_at_each_level(load_script):
+    ss = load_script("stage1_stray")
     seg = Segmenter.stage1_only((KidneyNet("tiny", seed=1), {"stage": 1, "spacing_mm": 8.0}))
     prob = np.zeros((6, 6, 6), np.float32)
     prob[1, 1, 1:3] = (0.9, 0.3)   # on the kidney: one found, one not
@@ -52,8 +44,8 @@ def test_stray_counts_what_lies_far_from_the_labels_at_each_level():
     assert none["kidney"] == 0 and none["stray"] == pytest.approx(4 * ml)  # no kidney: all of it is stray
 
 
-def test_cli_prints_each_case_and_a_sum_per_folder(tmp_path, capsys):
-    ss = _script()
+def test_cli_prints_each_case_and_a_sum_per_folder(tmp_path, capsys, load_script):
+    ss = load_script("stage1_stray")
     w = tmp_path / "w"
     save_weights(KidneyNet("tiny", seed=1), w / "stage1_tiny.npz", {"stage": 1, "spacing_mm": 8.0})
     save_weights(KidneyNet("tiny", seed=2), w / "stage2_tiny.npz", {"stage": 2, "spacing_mm": 4.0})
@@ -89,8 +81,8 @@ def test_cli_prints_each_case_and_a_sum_per_folder(tmp_path, capsys):
     assert "give DATA folders or --real-ct" in capsys.readouterr().err
 
 
-def test_real_ct_is_scored_on_its_two_kidney_labels(repo_data, capsys):
-    ss = _script()
+def test_real_ct_is_scored_on_its_two_kidney_labels(repo_data, capsys, load_script):
+    ss = load_script("stage1_stray")
     assert ss.main(["--real-ct", "--weights", "varied"]) == 0
     out = capsys.readouterr().out
     m = re.search(r"real CT +1 cases: found ([\d.]+); stray ([\d.]+) ml \(at the ROI threshold ([\d.]+) ml\)", out)
