@@ -505,6 +505,12 @@ def _add_weights_args(p) -> None:
                    help="keep only the N largest connected parts of the predicted foreground (0: all), or "
                         "with 'stage1' the parts that touch a kidney stage 1 found; default: the setting "
                         "stored with the stage-2 weights (kidney/postprocess.py)")
+    p.add_argument("--roi-threshold", type=float, default=None, metavar="T",
+                   help="the stage-1 probability a ROI grows from, in (0, 1); default: the ROI rule stored "
+                        "with the stage-1 weights, else the paper's 0.1 (kidney/roi.py)")
+    p.add_argument("--roi-dilation", type=int, default=None, metavar="D",
+                   help="the ball each ROI's component is dilated by, voxels across at 1.99 mm; default: "
+                        "the rule stored with the stage-1 weights, else the paper's 11")
 
 
 def _keep_components(text: str):
@@ -522,11 +528,14 @@ def _keep_components(text: str):
 def _segmenter(args):
     from .pipeline import Segmenter, default_weights
     from .postprocess import check_keep_components
+    from .roi import RoiConfig, roi_overrides
 
     check_keep_components(args.keep_components, "--keep-components")
+    RoiConfig().stored_with(roi_overrides(args.roi_threshold, args.roi_dilation), "on the command line")
     d1, d2 = default_weights(args.weights)
     return Segmenter(args.stage1_weights or d1, args.stage2_weights or d2, tta=args.tta, device=args.device,
-                     keep_components=args.keep_components)
+                     keep_components=args.keep_components, roi_threshold=args.roi_threshold,
+                     roi_dilation=args.roi_dilation)
 
 
 def add_segment(sub) -> None:
@@ -617,7 +626,8 @@ def run_segment(args) -> int:
 
     weights = cohort.Weights.from_dir(args.weights, args.stage1_weights, args.stage2_weights, tta=args.tta,
                                       device=args.device, backend=sparseconv.get_backend().name,
-                                      keep_components=args.keep_components)
+                                      keep_components=args.keep_components, roi_threshold=args.roi_threshold,
+                                      roi_dilation=args.roi_dilation)
     threads = args.threads_per_worker or args.threads or 1
     summary = cohort.segment_cohort(
         src, out, weights, segmenter=segmenter, resume=args.resume, overwrite=args.overwrite,

@@ -110,6 +110,8 @@ class Weights:
     device: str = "cpu"
     backend: Optional[str] = None  # sparseconv backend name; None: the process's default
     keep_components: Union[int, str, None] = None  # None: the stage-2 weights' own setting
+    roi_threshold: Optional[float] = None  # None: the stage-1 weights' own ROI rule
+    roi_dilation: Optional[int] = None
 
     @classmethod
     def from_dir(cls, weights_dir=None, stage1=None, stage2=None, **kw) -> "Weights":
@@ -131,7 +133,14 @@ class Weights:
             if sparseconv.get_backend().name != self.backend:
                 sparseconv.set_backend(self.backend)
         return Segmenter(self.stage1, self.stage2, tta=self.tta, device=self.device,
-                         keep_components=self.keep_components)
+                         keep_components=self.keep_components, roi_threshold=self.roi_threshold,
+                         roi_dilation=self.roi_dilation)
+
+    def roi_overrides(self) -> dict:
+        """The ROI rule's settings this run overrides (``roi_threshold`` / ``roi_dilation``)."""
+        from .roi import roi_overrides
+
+        return roi_overrides(self.roi_threshold, self.roi_dilation)
 
     def fingerprint(self) -> str:
         """16 hex digits of SHA-256 over both weights files and the settings that change labels."""
@@ -145,6 +154,8 @@ class Weights:
         h.update(f"tta={self.tta}".encode())
         if self.keep_components is not None:  # an override of the setting inside the stage-2 file
             h.update(f"keep_components={self.keep_components}".encode())
+        for key, value in self.roi_overrides().items():  # and of the ROI rule inside the stage-1 file
+            h.update(f"{key}={value}".encode())
         return h.hexdigest()[:16]
 
 
@@ -526,6 +537,7 @@ def segment_cohort(src, out_dir, weights: Weights, *, segmenter=None, resume: bo
                     "skipped": len(skipped), "part": [part_id, num_parts], "model": model,
                     "weights": [weights.stage1, weights.stage2], "tta": weights.tta,
                     "keep_components": weights.keep_components,
+                    **weights.roi_overrides(),
                     "resume": resume, "overwrite": overwrite, "host": socket.gethostname(),
                     "pid": os.getpid()})
     for row in skipped:

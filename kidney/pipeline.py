@@ -56,7 +56,7 @@ from .model import KidneyNet, WeightsError, labels_from_hecs, load_weights
 from .peak_memory import PeakRSS
 from .postprocess import META_KEY as KEEP_KEY, STAGE1 as KEEP_STAGE1, check_keep_components, \
     keep_anchored_components, keep_largest_components
-from .roi import META_KEYS as ROI_META_KEYS, Roi, RoiConfig, cores_on_scan, crop_roi, find_rois, paste_probabilities, scan_box
+from .roi import META_KEYS as ROI_META_KEYS, Roi, RoiConfig, roi_overrides, cores_on_scan, crop_roi, find_rois, paste_probabilities, scan_box
 from .sparsify import STAGE1, STAGE2, sparsify, stage_preset
 
 __all__ = ["Segmenter", "SegmentResult", "NoKidneyWarning", "segment", "segment_files", "default_weights",
@@ -173,7 +173,7 @@ class _Ensemble:
         self.meta = {"stage": members[0].meta.get("stage"), "path": ", ".join(str(m.meta.get("path", "a model"))
                                                                                for m in members)}
         for key, override in ((KEEP_KEY, "keep_components= / --keep-components"),
-                              *((k, "roi_config=") for k in ROI_META_KEYS)):  # settings stored with the weights
+                              *((k, f"{k}= / --{k.replace('_', '-')}") for k in ROI_META_KEYS)):  # stored settings
             stored = {json.dumps(m.meta.get(key)) for m in members}
             if len(stored) > 1:
                 raise WeightsError(f"an ensemble's weights store different {key} settings ({sorted(stored)}); "
@@ -227,6 +227,8 @@ class Segmenter:
         roi_config: the ROI rule; ``None`` (default) takes the paper's with the settings stored
             with the stage-1 weights (``roi_threshold``, ``roi_dilation`` in their metadata:
             :meth:`kidney.roi.RoiConfig.stored_with`).
+        roi_threshold, roi_dilation: override that rule's threshold (in (0, 1)) or dilation
+            diameter (voxels at 1.99 mm, a whole number >= 1); ``None`` keeps it.
         threshold: HEC probability threshold (0.5).
         tta: test-time mirroring — average each stage's sigmoids over the 8 flips of its input
             (8x the network time; off by default, as the paper does not state it).
@@ -240,14 +242,16 @@ class Segmenter:
 
     def __init__(self, stage1=None, stage2=None, *, weights_dir=None, roi_config: Optional[RoiConfig] = None,
                  threshold: float = 0.5, tta: bool = False, device: str = "cpu",
-                 keep_components: Union[int, str, None] = None, _stage2_default=True):
+                 keep_components: Union[int, str, None] = None, roi_threshold: Optional[float] = None,
+                 roi_dilation: Optional[int] = None, _stage2_default=True):
         d1, d2 = default_weights(weights_dir) if (stage1 is None or stage2 is None) else (None, None)
         self.stage1 = _load_stage(stage1 if stage1 is not None else d1, 1)
         self.stage2 = _load_stage(stage2 if stage2 is not None else d2, 2) \
             if (stage2 is not None or _stage2_default) else None
         #: the ROI rule (the paper's, with what the stage-1 weights store, unless one was given)
-        self.roi_config = roi_config if roi_config is not None else RoiConfig().stored_with(
-            self.stage1.meta, str(self.stage1.meta.get("path", "the stage-1 weights")))
+        rule = roi_config if roi_config is not None else RoiConfig().stored_with(
+            self.stage1.meta, f"in the metadata of {self.stage1.meta.get('path', 'the stage-1 weights')}")
+        self.roi_config = rule.stored_with(roi_overrides(roi_threshold, roi_dilation), "(given)")
         self.threshold = float(threshold)
         self.mirror_axes = MIRROR_AXES if tta else ((),)
         self.device = normalize_device(device)

@@ -29,13 +29,18 @@ from scipy import ndimage
 
 from .sparsify import STAGE1, STAGE2
 
-__all__ = ["RoiConfig", "META_KEYS", "Roi", "find_rois", "component_masks", "crop_box", "resample_box",
+__all__ = ["RoiConfig", "META_KEYS", "roi_overrides", "Roi", "find_rois", "component_masks", "crop_box", "resample_box",
            "crop_roi", "paste_probabilities", "scan_box", "cores_on_scan", "at_stage1_centres", "ball"]
 
 
 #: the stage-1 weights metadata entries that hold a ROI rule chosen for those weights, and the
 #: RoiConfig field each sets (see :meth:`RoiConfig.stored_with`)
 META_KEYS = {"roi_threshold": "threshold", "roi_dilation": "dilation_diameter"}
+
+
+def roi_overrides(threshold=None, dilation=None) -> dict:
+    """The :data:`META_KEYS` entries for the settings given (None: not given)."""
+    return {k: v for k, v in (("roi_threshold", threshold), ("roi_dilation", dilation)) if v is not None}
 
 
 @dataclass(frozen=True)
@@ -49,11 +54,11 @@ class RoiConfig:
     ref_stage1_mm: float = STAGE1.spacing_mm   # the grids the voxel counts above refer to
     ref_stage2_mm: float = STAGE2.spacing_mm
 
-    def stored_with(self, meta: dict, where: str = "the stage-1 weights") -> "RoiConfig":
-        """This rule with the settings a stage-1 weights file stores (:data:`META_KEYS`: a
-        threshold in (0, 1), a dilation diameter, a whole number >= 1 of voxels at the paper's
-        1.99 mm); what is not stored stays as it is. A bad value raises ``ValueError`` naming
-        ``where`` and the entry."""
+    def stored_with(self, meta: dict, where: str = "in the metadata of the stage-1 weights") -> "RoiConfig":
+        """This rule with the settings a stage-1 weights file stores, or a caller gives
+        (:data:`META_KEYS`: a threshold in (0, 1), a dilation diameter, a whole number >= 1 of
+        voxels at the paper's 1.99 mm); what is not given stays as it is. A bad value raises
+        ``ValueError`` naming the entry and ``where`` it came from."""
         changes = {}
         for key, field in META_KEYS.items():
             if key not in meta:
@@ -65,7 +70,7 @@ class RoiConfig:
                 ok = isinstance(v, int) and not isinstance(v, bool) and v >= 1
             if not ok:
                 want = "a number in (0, 1)" if field == "threshold" else "a whole number >= 1"
-                raise ValueError(f"{key} in the metadata of {where} must be {want}, got {v!r}")
+                raise ValueError(f"{key} {where} must be {want}, got {v!r}")
             changes[field] = float(v) if field == "threshold" else int(v)
         return replace(self, **changes) if changes else self
 

@@ -17,7 +17,7 @@ import argparse
 from pathlib import Path
 
 from kidney.model import WeightsError, write_metadata
-from kidney.roi import RoiConfig
+from kidney.roi import RoiConfig, roi_overrides
 
 
 def main(argv=None) -> int:
@@ -27,11 +27,11 @@ def main(argv=None) -> int:
     ap.add_argument("--dilation", type=int, default=None,
                     help="ball diameter in voxels at 1.99 mm each component is dilated by (paper 11)")
     args = ap.parse_args(argv)
-    entries = {k: v for k, v in (("roi_threshold", args.threshold), ("roi_dilation", args.dilation)) if v is not None}
+    entries = roi_overrides(args.threshold, args.dilation)
     if not entries:
         ap.error("give --threshold and/or --dilation")
     try:
-        RoiConfig().stored_with(entries, "the command line")  # the same checks the segmenter makes
+        RoiConfig().stored_with(entries, "on the command line")  # the same checks the segmenter makes
         write_metadata(args.weights, entries, stage=1)
     except (ValueError, WeightsError) as exc:
         ap.error(str(exc))

@@ -31,7 +31,7 @@ def test_stored_settings_replace_the_papers_and_bad_ones_are_named():
                         ({"roi_dilation": 0}, "roi_dilation"), ({"roi_dilation": 11.5}, "roi_dilation"),
                         ({"roi_dilation": True}, "roi_dilation")):
         with pytest.raises(ValueError, match=f"{entry} in the metadata of w.npz must be"):
-            paper.stored_with(meta, "w.npz")
+            paper.stored_with(meta, "in the metadata of w.npz")
 
 
 def test_segmenter_takes_the_rule_stored_with_stage1_unless_given_one(weights, capsys, load_script):
@@ -71,3 +71,33 @@ def test_store_script_refuses_bad_values_stage2_files_and_no_setting(weights, ca
             store.main(argv)
         assert message in capsys.readouterr().err
     assert "roi_threshold" not in read_weights(weights / "stage1_tiny.npz")[1]
+
+
+def test_one_setting_can_be_overridden_by_argument_cli_and_cohort(weights, tmp_path, capsys, load_script):
+    from kidney import cli, cohort, io
+    s1 = weights / "stage1_tiny.npz"
+    assert load_script("store_roi_rule").main([str(s1), "--threshold", "0.3", "--dilation", "17"]) == 0
+    seg = Segmenter(weights_dir=weights, roi_dilation=11)   # the stored threshold, the dilation given
+    assert (seg.roi_config.threshold, seg.roi_config.dilation_diameter) == (0.3, 11)
+    with pytest.raises(ValueError, match=r"roi_threshold \(given\) must be a number in \(0, 1\)"):
+        Segmenter(weights_dir=weights, roi_threshold=0.0)
+    # the command line: the same labels as the segmenter with the same rule, and a bad value named
+    case = phantom.make_phantom(seed=3, preset="tiny")
+    img = tmp_path / "ct.nii.gz"
+    io.save_array(case.image.astype(np.int16), np.diag([*case.spacing[::-1], 1.0]), img)
+    out = tmp_path / "out.nii.gz"
+    assert cli.main(["segment", str(img), "-o", str(out), "--weights", str(weights), "--quiet",
+                     "--roi-threshold", "0.05"]) == 0
+    by_hand = Segmenter(weights_dir=weights, roi_config=RoiConfig(threshold=0.05, dilation_diameter=17))
+    np.testing.assert_array_equal(io.load_nifti(out, label=True).array,
+                                  by_hand.segment(io.load_nifti(img)).astype(np.uint8))
+    capsys.readouterr()
+    assert cli.main(["segment", str(img), "-o", str(tmp_path / "x.nii.gz"), "--weights", str(weights),
+                     "--roi-dilation", "0"]) != 0
+    assert "roi_dilation on the command line must be a whole number >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "x.nii.gz").exists()
+    # a cohort run carries the override, and its fingerprint tells the settings apart
+    runs = [cohort.Weights.from_dir(weights, **k) for k in ({}, {"roi_threshold": 0.3}, {"roi_threshold": 0.2},
+                                                              {"roi_dilation": 17})]
+    assert len({r.fingerprint() for r in runs}) == 4   # a resumed run never mixes rules
+    assert cohort.Weights.from_dir(weights, roi_threshold=0.2).load().roi_config.threshold == 0.2
