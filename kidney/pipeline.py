@@ -56,7 +56,8 @@ from .model import KidneyNet, WeightsError, labels_from_hecs, load_weights
 from .peak_memory import PeakRSS
 from .postprocess import META_KEY as KEEP_KEY, STAGE1 as KEEP_STAGE1, check_keep_components, \
     keep_anchored_components, keep_largest_components
-from .roi import META_KEYS as ROI_META_KEYS, Roi, RoiConfig, roi_overrides, cores_on_scan, crop_roi, find_rois, paste_probabilities, scan_box
+from .roi import META_KEYS as ROI_META_KEYS, Roi, RoiConfig, cores_on_scan, crop_roi, find_rois, \
+    paste_probabilities, roi_overrides, scan_box
 from .sparsify import STAGE1, STAGE2, sparsify, stage_preset
 
 __all__ = ["Segmenter", "SegmentResult", "NoKidneyWarning", "segment", "segment_files", "default_weights",
