@@ -52,7 +52,8 @@ from .augment import AUGMENTATIONS, NO_AUGMENT, AugmentConfig, augment, augmenta
 from .model import KidneyNet, get_config, hec_targets, save_weights, weights_record
 from .sparsify import sparsify, stage_preset
 
-__all__ = ["LOSSES", "TrainConfig", "Sample", "iter_samples", "load_samples", "make_batch", "loss_and_dice", "Trainer", "train"]
+__all__ = ["LOSSES", "TrainConfig", "Sample", "iter_samples", "load_samples", "make_batch", "loss_and_dice",
+           "Trainer", "train"]
 
 # the paper's soft Dice, and nnU-Net's two additions to it (see loss_and_dice)
 LOSSES = ("dice", "dice+bce", "dice+topk10")

@@ -74,7 +74,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     rows = {c: figures(c) for c in args.cands + ([args.base] if args.base and args.base not in args.cands else [])}
     keys = ("val", "valn", "valt", "half", "free", "near", "rule", "stage1_rule")
-    print("candidate".ljust(28) + "".join(f"{k:>12s}" for k in keys) + ("  lead (rule / stage-1 rule)" if args.base else ""))
+    lead_head = "  lead (rule / stage-1 rule)" if args.base else ""
+    print("candidate".ljust(28) + "".join(f"{k:>12s}" for k in keys) + lead_head)
     for c in args.cands:
         r = rows[c]
         line = Path(c).name.ljust(28)[:28] + "".join(f"{_fmt(r[k]):>12s}" for k in keys)
