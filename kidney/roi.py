@@ -148,7 +148,9 @@ class Roi:
         spacing2: stage-2 spacing (mm).
         mask1: the dilated component on the stage-1 grid.
         spacing1: stage-1 spacing (mm).
-        voxels1: voxels of the component before dilation.
+        voxels1: stage-1 voxels at the threshold inside the dilated component (the component
+            itself, and any other such voxels its dilation reaches); ``core1.sum()`` counts the
+            component alone.
         core1: the component before dilation, on the stage-1 grid (what stage 1 took for a
             kidney; the post-processing ``keep_components="stage1"`` keeps what touches it).
             ``None`` for a ROI built by hand without it.
