@@ -235,10 +235,7 @@ def _one_from_labels(job):
     else:
         labels, pasted = _maybe_paste(seg.array, seg.spacing, seed, paste, case.name)
         ph = phantom.from_labels(labels, seg.spacing, seed, phase=phase, appearance=appearance)
-        io.save_nifti(ph.image, seg, out / io.IMAGE_NAME, overwrite=overwrite, dtype="int16")
-        io.save_nifti(ph.labels, seg, out / io.LABEL_NAME, overwrite=overwrite)
-        if tissue:
-            io.save_nifti(ph.tissue, seg, out / phantom.TISSUE_NAME, overwrite=overwrite)
+        phantom.write_case(ph, out, overwrite=overwrite, tissue=tissue, like=seg)
         where = f"the grid of {case / io.LABEL_NAME}"
     row = phantom.dataset.manifest_row(out.name, ph, f"from_labels {case.name} ({grid} grid){pasted}")
     return f"wrote {out} ({ph.phase}, {ph.appearance}, on {where})", row

@@ -29,8 +29,9 @@ from scipy import ndimage
 
 from .sparsify import STAGE1, STAGE2
 
-__all__ = ["RoiConfig", "META_KEYS", "roi_overrides", "Roi", "find_rois", "component_masks", "crop_box", "resample_box",
-           "crop_roi", "paste_probabilities", "scan_box", "cores_on_scan", "at_stage1_centres", "ball"]
+__all__ = ["RoiConfig", "META_KEYS", "roi_overrides", "Roi", "find_rois", "component_masks", "crop_box",
+           "resample_box", "crop_roi", "paste_probabilities", "scan_box", "cores_on_scan", "at_stage1_centres",
+           "ball"]
 
 
 #: the stage-1 weights metadata entries that hold a ROI rule chosen for those weights, and the

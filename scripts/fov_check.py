@@ -9,9 +9,9 @@ cranial half) and ``tight`` (the kidneys' slices plus 15 mm either side, as a ki
 Prints each slab's ROIs (the stage-1 volume at the ROI threshold inside each one's dilated
 component: the component it was grown from, and any other such voxels its dilation reaches) and,
 on a slab without kidney, the volume labelled there all the same (false positives, ml); then, per
-slab kind, how many slabs got at least one ROI, and the kidney+masses Dice on the
-slabs that hold kidney. A slab with no kidney should get no ROI, and nothing labelled. ``--json FILE``
-also writes those sums per slab kind to FILE.
+slab kind, how many slabs got at least one ROI, and the kidney+masses Dice on the slabs that hold
+kidney. A slab with no kidney should get no ROI, and nothing labelled. ``--json FILE`` also writes
+those sums per slab kind to FILE.
 """
 from __future__ import annotations
 

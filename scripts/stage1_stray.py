@@ -146,7 +146,7 @@ def main(argv=None) -> int:
         sums[name] = _summed(rows)
         _print_sum(name, sums[name])
     if len(sums) > 1:
-        sums["all"] = _summed([s for s in sums.values()])
+        sums["all"] = _summed(list(sums.values()))
         _print_sum(f"all {len(sets)} folders", sums["all"])
     if args.json:
         args.json.write_text(json.dumps(sums, indent=1) + "\n")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from .. import io
 from .synthetic import Phantom, make_phantom
@@ -14,19 +14,24 @@ from .appearance import case_phase
 TISSUE_NAME = "tissue.nii.gz"
 
 
-def write_case(ph: Phantom, case_dir, *, overwrite: bool = False, tissue: bool = False) -> Path:
+def write_case(ph: Phantom, case_dir, *, overwrite: bool = False, tissue: bool = False,
+               like: Optional[io.Volume] = None) -> Path:
     """Write ``case_dir/imaging.nii.gz`` (int16 HU) and ``segmentation.nii.gz`` (uint8), KiTS23
     layout and ``I, P, L`` affine; with ``tissue``, also ``tissue.nii.gz`` (uint8 tissue ids,
-    :func:`~kidney.phantom.tissues.tissue_name`). Existing files are kept unless ``overwrite``."""
+    :func:`~kidney.phantom.tissues.tissue_name`). With ``like``, on that volume's grid instead (its
+    shape, affine and header: a phantom drawn on a label map's own grid). Existing files are kept
+    unless ``overwrite``."""
     case_dir = Path(case_dir)
-    names = (io.IMAGE_NAME, io.LABEL_NAME) + ((TISSUE_NAME,) if tissue else ())
-    for name in names:
+    files = [(io.IMAGE_NAME, ph.image, "int16"), (io.LABEL_NAME, ph.labels, "uint8")]
+    files += [(TISSUE_NAME, ph.tissue, "uint8")] if tissue else []
+    for name, _, _ in files:
         if (case_dir / name).exists() and not overwrite:
             raise FileExistsError(f"{case_dir / name} exists; pass overwrite=True (--overwrite)")
-    io.save_array(ph.image, ph.affine, case_dir / io.IMAGE_NAME, overwrite=overwrite)
-    io.save_array(ph.labels, ph.affine, case_dir / io.LABEL_NAME, overwrite=overwrite)
-    if tissue:
-        io.save_array(ph.tissue, ph.affine, case_dir / TISSUE_NAME, overwrite=overwrite)
+    for name, array, dtype in files:
+        if like is None:
+            io.save_array(array, ph.affine, case_dir / name, overwrite=overwrite)
+        else:
+            io.save_nifti(array, like, case_dir / name, overwrite=overwrite, dtype=dtype)
     return case_dir
 
 

@@ -15,5 +15,5 @@ from .pooling import avg_pool
 
 __all__ = ["subm_conv3d", "depthwise_subm_conv3d", "sparse_conv3d", "sparse_inverse_conv3d",
            "conv_with_map", "linear", "layer_norm", "batch_norm", "grn", "gelu", "relu", "leaky_relu",
-           "sigmoid", "dropout", "avg_pool", "add", "cat", "soft_dice_loss", "bce_with_logits", "topk_bce_with_logits",
-           "cross_entropy", "dice_score"]
+           "sigmoid", "dropout", "avg_pool", "add", "cat", "soft_dice_loss", "bce_with_logits",
+           "topk_bce_with_logits", "cross_entropy", "dice_score"]

@@ -68,6 +68,16 @@ def soft_dice_loss(logits, target, smooth=1e-5, batch_dice=False):
     return SoftDiceFn.apply(f, target, seg_ptr=seg_ptr, smooth=smooth)
 
 
+def _neg_log_sigmoid(xp, z):
+    """``-log σ(z)`` in the stable form ``log(1 + exp(-|z|)) + max(-z, 0)``."""
+    return xp.log1p(xp.exp(-xp.abs(z))) + xp.maximum(-z, 0)
+
+
+def _bce_elements(xp, logits, target):
+    """Elementwise BCE of ``sigmoid(logits)`` against ``target``: ``(1 - t)·z - log σ(z)``."""
+    return (1.0 - target) * logits + _neg_log_sigmoid(xp, logits)
+
+
 class BCEWithLogitsFn(Function):
     @staticmethod
     def forward(ctx, logits, target, pos_weight=None):
@@ -75,11 +85,10 @@ class BCEWithLogitsFn(Function):
         target = target.astype(logits.dtype)
         # stable form: -log σ(z) = log(1 + exp(-|z|)) + max(-z, 0), and
         # loss = -(w·t·log σ(z) + (1 - t)·log(1 - σ(z))) = (1 - t)·z + (1 + (w - 1)·t)·(-log σ(z))
-        softplus_neg = xp.log1p(xp.exp(-xp.abs(logits))) + xp.maximum(-logits, 0)  # = -log σ(z)
         if pos_weight is None:
-            loss = (1.0 - target) * logits + softplus_neg
+            loss = _bce_elements(xp, logits, target)
         else:
-            loss = (1.0 - target) * logits + (1.0 + (pos_weight - 1.0) * target) * softplus_neg
+            loss = (1.0 - target) * logits + (1.0 + (pos_weight - 1.0) * target) * _neg_log_sigmoid(xp, logits)
         ctx.save(logits, target)
         ctx.pos_weight, ctx.n = pos_weight, max(logits.size, 1)
         return loss.sum() / ctx.n
@@ -99,12 +108,6 @@ def bce_with_logits(logits, target, pos_weight=None):
     """Mean binary cross-entropy of ``sigmoid(logits)`` against ``target`` in [0, 1]."""
     _, f, target = _logits_and_target(logits, target, "bce_with_logits")
     return BCEWithLogitsFn.apply(f, target, pos_weight=pos_weight)
-
-
-def _bce_elements(xp, logits, target):
-    """Elementwise BCE of ``sigmoid(logits)`` against ``target``, in the stable form
-    ``(1 - t)·z + log(1 + exp(-|z|)) + max(-z, 0)``."""
-    return (1.0 - target) * logits + (xp.log1p(xp.exp(-xp.abs(logits))) + xp.maximum(-logits, 0))
 
 
 class TopKBCEWithLogitsFn(Function):
