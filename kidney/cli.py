@@ -508,6 +508,10 @@ def _add_weights_args(p) -> None:
     p.add_argument("--roi-dilation", type=int, default=None, metavar="D",
                    help="the ball each ROI's component is dilated by, voxels across at 1.99 mm; default: "
                         "the rule stored with the stage-1 weights, else the paper's 11")
+    p.add_argument("--blur-tta", type=_sigmas, default=None, metavar="S,S,...",
+                   help="test-time blur: average stage 2 over each crop blurred by a Gaussian of each σ "
+                        "(voxels of the stage-2 grid; 0: as is), e.g. 0,1 (one pass per σ; not in the "
+                        "paper); default: the setting stored with the stage-2 weights, else as is")
 
 
 def _keep_components(text: str):
@@ -522,17 +526,27 @@ def _keep_components(text: str):
         raise argparse.ArgumentTypeError(f"takes a whole number >= 0 or 'stage1', got {text!r}") from None
 
 
+def _sigmas(text: str):
+    """``--blur-tta``: comma-separated numbers (their range is checked with the setting)."""
+    try:
+        return tuple(float(t) for t in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"takes comma-separated σ values such as 0,1, got {text!r}") from None
+
+
 def _segmenter(args):
-    from .pipeline import Segmenter, default_weights
+    from .pipeline import Segmenter, check_blur_tta, default_weights
     from .postprocess import check_keep_components
     from .roi import RoiConfig, roi_overrides
 
     check_keep_components(args.keep_components, "--keep-components")
+    if args.blur_tta is not None:
+        check_blur_tta(args.blur_tta, "--blur-tta")
     RoiConfig().stored_with(roi_overrides(args.roi_threshold, args.roi_dilation), "on the command line")
     d1, d2 = default_weights(args.weights)
     return Segmenter(args.stage1_weights or d1, args.stage2_weights or d2, tta=args.tta, device=args.device,
                      keep_components=args.keep_components, roi_threshold=args.roi_threshold,
-                     roi_dilation=args.roi_dilation)
+                     roi_dilation=args.roi_dilation, blur_tta=args.blur_tta)
 
 
 def add_segment(sub) -> None:
@@ -624,7 +638,7 @@ def run_segment(args) -> int:
     weights = cohort.Weights.from_dir(args.weights, args.stage1_weights, args.stage2_weights, tta=args.tta,
                                       device=args.device, backend=sparseconv.get_backend().name,
                                       keep_components=args.keep_components, roi_threshold=args.roi_threshold,
-                                      roi_dilation=args.roi_dilation)
+                                      roi_dilation=args.roi_dilation, blur_tta=args.blur_tta)
     threads = args.threads_per_worker or args.threads or 1
     summary = cohort.segment_cohort(
         src, out, weights, segmenter=segmenter, resume=args.resume, overwrite=args.overwrite,

@@ -112,6 +112,7 @@ class Weights:
     keep_components: Union[int, str, None] = None  # None: the stage-2 weights' own setting
     roi_threshold: Optional[float] = None  # None: the stage-1 weights' own ROI rule
     roi_dilation: Optional[int] = None
+    blur_tta: Optional[Tuple[float, ...]] = None  # None: the stage-2 weights' own setting
 
     @classmethod
     def from_dir(cls, weights_dir=None, stage1=None, stage2=None, **kw) -> "Weights":
@@ -134,7 +135,7 @@ class Weights:
                 sparseconv.set_backend(self.backend)
         return Segmenter(self.stage1, self.stage2, tta=self.tta, device=self.device,
                          keep_components=self.keep_components, roi_threshold=self.roi_threshold,
-                         roi_dilation=self.roi_dilation)
+                         roi_dilation=self.roi_dilation, blur_tta=self.blur_tta)
 
     def roi_overrides(self) -> dict:
         """The ROI rule's settings this run overrides (``roi_threshold`` / ``roi_dilation``)."""
@@ -156,6 +157,8 @@ class Weights:
             h.update(f"keep_components={self.keep_components}".encode())
         for key, value in self.roi_overrides().items():  # and of the ROI rule inside the stage-1 file
             h.update(f"{key}={value}".encode())
+        if self.blur_tta is not None:  # and of the test-time blur inside the stage-2 file
+            h.update(f"blur_tta={list(self.blur_tta)}".encode())
         return h.hexdigest()[:16]
 
 
@@ -536,7 +539,7 @@ def segment_cohort(src, out_dir, weights: Weights, *, segmenter=None, resume: bo
     manifest.write({"run": "started", "engine": summary.engine, "cases": len(cases), "pending": len(pending),
                     "skipped": len(skipped), "part": [part_id, num_parts], "model": model,
                     "weights": [weights.stage1, weights.stage2], "tta": weights.tta,
-                    "keep_components": weights.keep_components,
+                    "keep_components": weights.keep_components, "blur_tta": weights.blur_tta,
                     **weights.roi_overrides(),
                     "resume": resume, "overwrite": overwrite, "host": socket.gethostname(),
                     "pid": os.getpid()})

@@ -21,6 +21,14 @@ three axes (8 passes), each output is flipped back, and the sigmoids are average
 5. The active set of a flipped input is the flipped active set, so the mean is over the same sites.
 Training flips each axis with probability 0.3, so the network has seen every mirror image.
 
+Test-time blur (``Segmenter(blur_tta=(0, 1))``, ``kidney segment --blur-tta 0,1``; not in the paper,
+off unless asked for or stored with the stage-2 weights as ``blur_tta``): stage 2 also runs on each
+crop blurred by an isotropic Gaussian of each σ (voxels of the stage-2 grid; 0 is the crop as is) and
+its sigmoids are averaged over the passes before steps 4 and 5 — the blur of training's
+augmentation (:mod:`kidney.augment`, step 5) applied at test time, so the network reads a scan at
+several reconstruction sharpnesses it was trained on. Every pass reads the as-is crop's active sites
+(a blurred value is clipped into the window there), so the mean is over the same sites.
+
 Ensembles (``Segmenter(stage2=[a, b, c])``, ``kidney segment --stage2-weights A B C``, or a weights
 folder holding several ``stage2*.npz``): the stage's sigmoids are the mean of its networks' (the
 members share one grid), within each mirror pass, before steps 2 and 5 — nnU-Net's way with the
@@ -46,6 +54,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import nibabel as nib
 import numpy as np
+from scipy import ndimage
 
 from sparseconv import no_grad
 from sparseconv.device import normalize_device, to_host, use_device_backend
@@ -58,7 +67,7 @@ from .postprocess import META_KEY as KEEP_KEY, STAGE1 as KEEP_STAGE1, check_keep
     keep_anchored_components, keep_largest_components
 from .roi import META_KEYS as ROI_META_KEYS, Roi, RoiConfig, cores_on_scan, crop_roi, find_rois, \
     paste_probabilities, roi_overrides, scan_box
-from .sparsify import STAGE1, STAGE2, sparsify, stage_preset
+from .sparsify import STAGE1, STAGE2, get_preset, in_window, sparsify, stage_preset
 
 __all__ = ["Segmenter", "SegmentResult", "NoKidneyWarning", "segment", "segment_files", "default_weights",
            "WEIGHTS_DIR", "WEIGHT_SETS", "find_inputs"]
@@ -239,12 +248,17 @@ class Segmenter:
             or with ``"stage1"`` the parts that touch a kidney stage 1 found (:mod:`kidney.postprocess`);
             0 keeps all; ``None`` (default) takes the setting stored with the stage-2 weights
             (``keep_components`` in their metadata; none stored: keep all).
+        blur_tta: test-time blur — the σ (voxels of the stage-2 grid, >= 0; 0: the crop as is) of
+            the Gaussians stage 2 also reads each crop through, its sigmoids averaged over them
+            (module docstring; one pass per σ); ``None`` (default) takes the setting stored with
+            the stage-2 weights (``blur_tta`` in their metadata; none stored: ``(0,)``, as is).
     """
 
     def __init__(self, stage1=None, stage2=None, *, weights_dir=None, roi_config: Optional[RoiConfig] = None,
                  threshold: float = 0.5, tta: bool = False, device: str = "cpu",
                  keep_components: Union[int, str, None] = None, roi_threshold: Optional[float] = None,
-                 roi_dilation: Optional[int] = None, _stage2_default=True):
+                 roi_dilation: Optional[int] = None, blur_tta: Optional[Sequence[float]] = None,
+                 _stage2_default=True):
         d1, d2 = default_weights(weights_dir) if (stage1 is None or stage2 is None) else (None, None)
         self.stage1 = _load_stage(stage1 if stage1 is not None else d1, 1)
         self.stage2 = _load_stage(stage2 if stage2 is not None else d2, 2) \
@@ -263,6 +277,13 @@ class Segmenter:
             where = "keep_components"
         #: components kept by the post-processing (None: all)
         self.keep_components = check_keep_components(keep_components, where)
+        if blur_tta is None and self.stage2 is not None and BLUR_KEY in self.stage2.meta:
+            blur_tta = self.stage2.meta[BLUR_KEY]
+            where = f"{BLUR_KEY} in the metadata of {self.stage2.meta.get('path', 'the stage-2 weights')}"
+        else:
+            where = "blur_tta"
+        #: the σ (stage-2 voxels) of test-time blur's passes; ``(0.0,)``: one pass, as is
+        self.blur_tta = check_blur_tta((0.0,) if blur_tta is None else blur_tta, where)
         if self.device == "cuda":
             use_device_backend(self.device)
             for stage in (self.stage1, self.stage2):
@@ -299,7 +320,20 @@ class Segmenter:
     def stage2_probabilities(self, image: np.ndarray, spacing, roi: Roi) -> Tuple[np.ndarray, int]:
         """``(probs (Z, Y, X, 3), n_active)`` of one crop on its stage-2 grid (0 at inactive voxels)."""
         hu, mask, _ = crop_roi(np.asarray(image, np.float32), spacing, roi)
-        return self.probabilities_on_grid(self.stage2, hu, STAGE2, mask)
+        if self.blur_tta == (0.0,):
+            return self.probabilities_on_grid(self.stage2, hu, STAGE2, mask)
+        active = in_window(hu, STAGE2) & mask  # every pass reads these sites: the mean is over them
+        lo, hi = (np.float32(w) for w in get_preset(STAGE2).window)
+        probs = np.zeros(hu.shape + (3,), np.float32)
+        n_active = 0
+        for sigma in self.blur_tta:
+            # the blur of training's augmentation (kidney.augment, step 5), the same call
+            read = hu if sigma == 0 else ndimage.gaussian_filter(hu, sigma=sigma, mode="nearest")
+            read = np.where(active, np.clip(read, lo, hi), read)
+            p, n_active = self.probabilities_on_grid(self.stage2, read, STAGE2, active)
+            probs += p
+        probs /= np.float32(len(self.blur_tta))
+        return probs, n_active
 
     # --- the whole thing --------------------------------------------------------------------------
     def segment(self, image, spacing=None, *, details: bool = False, probabilities: bool = False):
@@ -405,6 +439,27 @@ class Segmenter:
                 probabilities[box] = merged
         timed("merge", finish)
         return n2
+
+
+#: the stage-2 weights' metadata key of their test-time blur (:class:`Segmenter`'s ``blur_tta``)
+BLUR_KEY = "blur_tta"
+
+
+def check_blur_tta(sigmas, where: str = "blur_tta") -> Tuple[float, ...]:
+    """``sigmas`` (σ in stage-2 voxels, each finite and >= 0, none repeated, at least one) as a
+    tuple of floats; a clear error naming ``where`` otherwise."""
+    try:
+        values = tuple(float(s) for s in np.atleast_1d(np.asarray(sigmas, dtype=np.float64)))
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: takes σ values (numbers >= 0), got {sigmas!r}") from None
+    if not values:
+        raise ValueError(f"{where}: needs at least one σ (0: the crop as is)")
+    bad = [s for s in values if not (np.isfinite(s) and s >= 0)]
+    if bad:
+        raise ValueError(f"{where}: every σ must be a finite number >= 0, got {bad[0]!r}")
+    if len(set(values)) != len(values):
+        raise ValueError(f"{where}: a σ is repeated in {list(values)}")
+    return values
 
 
 _DEFAULT: Optional[Segmenter] = None
