@@ -73,6 +73,8 @@ __all__ = ["Segmenter", "SegmentResult", "NoKidneyWarning", "segment", "segment_
            "WEIGHTS_DIR", "WEIGHT_SETS", "find_inputs"]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+#: the stage-2 weights' metadata key of their test-time blur (:class:`Segmenter`'s ``blur_tta``)
+BLUR_KEY = "blur_tta"
 #: The 8 mirror images used by test-time mirroring: every subset of the axes (z, y, x), () first.
 MIRROR_AXES = tuple(a for k in range(4) for a in itertools.combinations((0, 1, 2), k))
 # the shipped weight sets, by name (``--weights NAME``): see kidney/weights/README.md
@@ -182,7 +184,7 @@ class _Ensemble:
         self.spacing = members[0].spacing
         self.meta = {"stage": members[0].meta.get("stage"), "path": ", ".join(str(m.meta.get("path", "a model"))
                                                                                for m in members)}
-        for key, override in ((KEEP_KEY, "keep_components= / --keep-components"),
+        for key, override in ((KEEP_KEY, "keep_components= / --keep-components"), (BLUR_KEY, "blur_tta= / --blur-tta"),
                               *((k, f"{k}= / --{k.replace('_', '-')}") for k in ROI_META_KEYS)):  # stored settings
             stored = {json.dumps(m.meta.get(key)) for m in members}
             if len(stored) > 1:
@@ -439,10 +441,6 @@ class Segmenter:
                 probabilities[box] = merged
         timed("merge", finish)
         return n2
-
-
-#: the stage-2 weights' metadata key of their test-time blur (:class:`Segmenter`'s ``blur_tta``)
-BLUR_KEY = "blur_tta"
 
 
 def check_blur_tta(sigmas, where: str = "blur_tta") -> Tuple[float, ...]:
