@@ -377,6 +377,9 @@ def add_train(sub) -> None:
                    help="share P of the crops with thin soft-tissue sheets and strands painted into "
                         "their fat, as the fascia and vessels between a real scan's organs (default 0; "
                         "applies with any --augment, none included)")
+    p.add_argument("--antialias", action="store_true",
+                   help="stage 1: smooth each scan (Gaussian, scikit-image's anti-aliasing rule) before it is "
+                        "shrunk to the stage-1 grid; stored with the weights, so segmenting reads scans alike")
     p.add_argument("--stop-at", type=int, default=None,
                    help="stop (with a checkpoint) after this many steps of the --steps schedule; "
                         "run again to continue")
@@ -450,7 +453,8 @@ def run_train(args) -> int:
                       loss=args.loss, init_weights=str(args.init_weights) if args.init_weights else None,
                       stage1_weights=str(args.stage1_weights) if args.stage1_weights else None,
                       gt_crops=not args.no_gt_crops, kidney_free_crops=args.kidney_free_crops,
-                      edge_cuts=args.edge_cuts, fat_strands=args.fat_strands, widen=args.widen, deepen=args.deepen,
+                      edge_cuts=args.edge_cuts, fat_strands=args.fat_strands, antialias=args.antialias,
+                      widen=args.widen, deepen=args.deepen,
                       keep_weights_at=args.keep_weights_at)
     out = args.out or Path("runs") / f"stage{args.stage}"
     comm = _communicator(args)

@@ -75,6 +75,9 @@ __all__ = ["Segmenter", "SegmentResult", "NoKidneyWarning", "segment", "segment_
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 #: the stage-2 weights' metadata key of their test-time blur (:class:`Segmenter`'s ``blur_tta``)
 BLUR_KEY = "blur_tta"
+#: the stage-1 weights' metadata key: the scan is smoothed before it is shrunk to their grid
+#: (:func:`kidney.io.resample`'s ``antialias``), as it was in their training
+ANTIALIAS_KEY = "antialias"
 #: The 8 mirror images used by test-time mirroring: every subset of the axes (z, y, x), () first.
 MIRROR_AXES = tuple(a for k in range(4) for a in itertools.combinations((0, 1, 2), k))
 # the shipped weight sets, by name (``--weights NAME``): see kidney/weights/README.md
@@ -153,6 +156,7 @@ class _Stage:
         self.model.eval()
         # weights record their own grid; without one, the paper's grid of the stage's preset
         self.spacing = float(self.meta.get("spacing_mm", stage_preset(stage).spacing_mm))
+        self.antialias = check_antialias(self.meta, stage)
         self.device = "cpu"
 
     def to(self, device: str) -> "_Stage":
@@ -182,14 +186,17 @@ class _Ensemble:
             raise WeightsError("an ensemble's weights must share one grid, got " + ", ".join(where))
         self.members = members
         self.spacing = members[0].spacing
+        self.antialias = members[0].antialias
         self.meta = {"stage": members[0].meta.get("stage"), "path": ", ".join(str(m.meta.get("path", "a model"))
                                                                                for m in members)}
-        for key, override in ((KEEP_KEY, "keep_components= / --keep-components"), (BLUR_KEY, "blur_tta= / --blur-tta"),
-                              *((k, f"{k}= / --{k.replace('_', '-')}") for k in ROI_META_KEYS)):  # stored settings
+        settings = ((KEEP_KEY, "choose one with keep_components= / --keep-components"),
+                    (BLUR_KEY, "choose one with blur_tta= / --blur-tta"),
+                    (ANTIALIAS_KEY, "the members must read the scan alike (kidney train --antialias)"),
+                    *((k, f"choose one with {k}= / --{k.replace('_', '-')}") for k in ROI_META_KEYS))
+        for key, hint in settings:  # stored with the weights
             stored = {json.dumps(m.meta.get(key)) for m in members}
             if len(stored) > 1:
-                raise WeightsError(f"an ensemble's weights store different {key} settings ({sorted(stored)}); "
-                                   f"choose one with {override}")
+                raise WeightsError(f"an ensemble's weights store different {key} settings ({sorted(stored)}); {hint}")
             if members[0].meta.get(key) is not None:
                 self.meta[key] = members[0].meta[key]
         self.device = "cpu"
@@ -315,7 +322,8 @@ class Segmenter:
 
     def stage1_probabilities(self, image: np.ndarray, spacing) -> Tuple[np.ndarray, int]:
         """``(prob, n_active)``: max-over-HECs stage-1 sigmoid on the stage-1 grid (0 outside the window)."""
-        hu = io.resample(np.asarray(image, np.float32), spacing, self.stage1.spacing, order=1)
+        hu = io.resample(np.asarray(image, np.float32), spacing, self.stage1.spacing, order=1,
+                         antialias=self.stage1.antialias)
         probs, n_active = self.probabilities_on_grid(self.stage1, hu, STAGE1)
         return probs.max(axis=3), n_active
 
@@ -441,6 +449,18 @@ class Segmenter:
                 probabilities[box] = merged
         timed("merge", finish)
         return n2
+
+
+def check_antialias(meta: dict, stage: int) -> bool:
+    """The ``antialias`` setting of a stage's weights metadata (absent: False); only stage 1 reads
+    a whole scan shrunk to its grid, so a stage-2 file holding it is refused, as is a non-bool."""
+    value = meta.get(ANTIALIAS_KEY, False)
+    where = f"{ANTIALIAS_KEY} in the metadata of {meta.get('path', f'the stage-{stage} weights')}"
+    if not isinstance(value, bool):
+        raise WeightsError(f"{where} must be true or false, got {value!r}")
+    if value and stage != 1:
+        raise WeightsError(f"{where}: anti-aliasing is a stage-1 setting (stage 2 reads crops near its own grid)")
+    return value
 
 
 def check_blur_tta(sigmas, where: str = "blur_tta") -> Tuple[float, ...]:

@@ -58,6 +58,7 @@ def cache_key(data_dir, cfg: TrainConfig) -> dict:
         "gt_crops": c.gt_crops,
         "stage1_weights": weights_record(c.stage1_weights) if c.stage == 2 and c.stage1_weights else None,
         "cases": {d.name: [_file_record(d / io.IMAGE_NAME), _file_record(d / io.LABEL_NAME)] for d in cases},
+        **({"antialias": True} if c.antialias else {}),  # absent when off: caches made before it still match
     }
 
 

@@ -10,7 +10,8 @@ accumulation (paper: batch 1 × 8). ``loss="dice+bce"`` adds binary cross-entrop
 channels collapse onto the kidney channel. ``init_weights`` fine-tunes from a weights file. Augmentation (:mod:`kidney.augment`) on the dense volume before
 sparsification.
 
-Samples: stage 1 — whole scans resampled to the stage-1 spacing (labels nearest); stage 2 — kidney
+Samples: stage 1 — whole scans resampled to the stage-1 spacing (labels nearest; with ``antialias``
+each scan smoothed first, :func:`kidney.io.resample`, and the weights say so); stage 2 — kidney
 crops at the stage-2 spacing made by the ROI rule of :mod:`kidney.roi` from the ground-truth kidneys
 (every labelled component), plus, with ``stage1_weights``, the crops stage 1 itself finds on each
 training scan (as at inference). Stage-2 inputs keep only voxels in the HU window *and* the dilated
@@ -97,6 +98,7 @@ class TrainConfig:
     kidney_free_crops: float = 0.0           # stage 1: share of field-of-view crops cut with no kidney
     edge_cuts: float = 0.0                   # stage 2: share of crops cut through the kidney (volume edge)
     fat_strands: float = 0.0                 # share of crops with thin soft tissue painted into their fat
+    antialias: bool = False                  # stage 1: smooth each scan before shrinking it (kidney.io.resample)
 
     def resolved(self) -> "TrainConfig":
         c = replace(self)
@@ -131,6 +133,8 @@ class TrainConfig:
             raise ValueError(f"edge_cuts must lie in [0, 1], got {c.edge_cuts}")
         if not 0.0 <= c.fat_strands <= 1.0:
             raise ValueError(f"fat_strands must lie in [0, 1], got {c.fat_strands}")
+        if c.antialias and c.stage != 1:
+            raise ValueError("antialias is for stage 1 (the whole scan shrunk to its grid); stage 2 reads crops")
         if c.edge_cuts and c.stage != 2:
             raise ValueError("edge_cuts is for stage 2 (stage 1 gets field-of-view crops: augmentation='nnunet')")
         if c.widen and not c.init_weights:
@@ -206,7 +210,7 @@ def iter_samples(data_dir, cfg: TrainConfig, progress: bool = False) -> Iterator
         case = io.load_case(case_dir, label=True)
         img, lab, sp = case.image.array, case.label.array, case.image.spacing
         if cfg.stage == 1:
-            hu = io.resample(img, sp, cfg.spacing, order=1)
+            hu = io.resample(img, sp, cfg.spacing, order=1, antialias=cfg.antialias)
             labels = io.resample(lab, sp, cfg.spacing, order=0, out_shape=hu.shape)
             samples = [Sample(case.case_id, hu, labels)]
         else:
@@ -363,6 +367,8 @@ class Trainer:
                 "train": train, "optimizer_steps": self.opt_step, "micro_steps": self.micro_step,
                 "train_seconds": round(self.elapsed, 1), "data": self.data_description,
                 "n_samples": len(self.samples), "device": self.device}
+        if c.antialias:  # the pipeline reads the scan as training did (kidney.pipeline.ANTIALIAS_KEY)
+            meta["antialias"] = True
         if self.comm is not None:
             meta["ranks"] = self.comm.size
         if self.history:

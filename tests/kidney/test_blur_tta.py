@@ -1,5 +1,5 @@
 """Test-time blur: Segmenter(blur_tta=), the setting stored with the stage-2 weights
-(scripts/store_blur_tta.py), ensembles, the command line and cohorts."""
+(scripts/store_settings.py --blur-tta), ensembles, the command line and cohorts."""
 from __future__ import annotations
 
 import numpy as np
@@ -70,8 +70,8 @@ def test_each_pass_is_the_crop_blurred_read_at_the_as_is_sites(weights, case):
 def test_stored_setting_is_the_default_overridable_and_ensembles_agree(weights, case, capsys, load_script):
     s2 = weights / "stage2_tiny.npz"
     before, _ = read_weights(s2)
-    store = load_script("store_blur_tta")
-    assert store.main([str(s2), "0,1"]) == 0
+    store = load_script("store_settings")
+    assert store.main([str(s2), "--blur-tta", "0,1"]) == 0
     assert "blur_tta = [0.0, 1.0]" in capsys.readouterr().out
     after, meta = read_weights(s2)
     assert before.keys() == after.keys() and all(np.array_equal(before[k], after[k]) for k in before)
@@ -90,7 +90,8 @@ def test_stored_setting_is_the_default_overridable_and_ensembles_agree(weights, 
     save_weights(KidneyNet("tiny", seed=5), other, {"stage": 2, "spacing_mm": 4.0, "blur_tta": [-1]})
     with pytest.raises(ValueError, match="blur_tta in the metadata of .*stage2_other.npz"):
         Segmenter(weights / "stage1_tiny.npz", other)
-    for argv, message in (([str(s2), "0,-2"], ">= 0"), ([str(weights / "stage1_tiny.npz"), "1"], "stage-1 weights")):
+    for argv, message in (([str(s2), "--blur-tta", "0,-2"], ">= 0"), ([str(s2)], "give --blur-tta or --antialias"),
+                          ([str(weights / "stage1_tiny.npz"), "--blur-tta", "1"], "stage-1 weights")):
         with pytest.raises(SystemExit):
             store.main(argv)
         assert message in capsys.readouterr().err
