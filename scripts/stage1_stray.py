@@ -18,6 +18,9 @@ grid. Printed per case and summed per folder:
 - ``near share``: of all that stage 1 calls kidney (probability >= 0.5, ``called``), the share within
   ``--away-mm`` of a labelled voxel (1 when it strays nowhere), per folder and, for several folders,
   pooled over them all;
+- ``masses in ROI``: the share of the stage-1 voxels on the lesions (labels 2-3) that lie inside a
+  ROI's dilated component (:func:`kidney.roi.find_rois` with the weights' ROI rule) — stage 2 sees
+  nothing outside them, so a lesion stage 1 leaves out is lost whatever stage 2 does;
 - for phantoms written with ``kidney phantom --tissue``: what the stray volume at 0.5 was painted as
   (liver, spleen, bowel wall, ...: the tissue at each stage-1 voxel's centre), summed per folder.
 
@@ -38,24 +41,26 @@ from scipy import ndimage
 from kidney import io
 from kidney.phantom import TISSUE_NAME, tissue_name
 from kidney.pipeline import Segmenter, default_weights
-from kidney.roi import at_stage1_centres
+from kidney.roi import at_stage1_centres, find_rois
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_CT = REPO / "data" / "totalseg_example"
 
 
 def stray(seg: Segmenter, hu: np.ndarray, spacing, truth: np.ndarray, away_mm: float,
-          tissue: Optional[np.ndarray] = None) -> dict:
+          tissue: Optional[np.ndarray] = None, masses: Optional[np.ndarray] = None) -> dict:
     """Stage 1 on one scan against its labelled kidneys.
 
     Args:
         hu: ``(Z, Y, X)`` CT; spacing: its ``(sz, sy, sx)`` mm; truth: ``(Z, Y, X)`` bool, the kidneys
             with their lesions, on the CT's grid; tissue: the phantom's ``(Z, Y, X)`` uint8 tissue map,
-            if known.
+            if known; masses: ``(Z, Y, X)`` bool, the lesions (tumour and cyst), if known.
     Returns:
         ``{"kidney": voxels on the kidneys, "found": of them >= 0.5, "called": ml >= 0.5 anywhere,
         "stray": ml >= 0.5 further than away_mm from truth, "stray_roi": the same >= the ROI
-        threshold, "by_tissue": {tissue name: ml of "stray"} (empty without a tissue map)}``.
+        threshold, "by_tissue": {tissue name: ml of "stray"} (empty without a tissue map)}``; with
+        ``masses``, also ``"masses"``: voxels on the lesions, ``"masses_in_roi"``: of them inside a
+        ROI's dilated component.
     """
     prob, _ = seg.stage1_probabilities(hu, spacing)
     t1 = seg.stage1.spacing
@@ -70,9 +75,17 @@ def stray(seg: Segmenter, hu: np.ndarray, spacing, truth: np.ndarray, away_mm: f
         for i, n in zip(ids, counts):
             name = tissue_name(int(i))
             by_tissue[name] = by_tissue.get(name, 0.0) + float(n) * ml
-    return {"kidney": int(on_kidney.sum()), "found": int((prob[on_kidney] >= 0.5).sum()),
-            "called": float((prob >= 0.5).sum() * ml), "stray": float(strays.sum() * ml),
-            "stray_roi": float((away & (prob >= seg.roi_config.threshold)).sum() * ml), "by_tissue": by_tissue}
+    out = {"kidney": int(on_kidney.sum()), "found": int((prob[on_kidney] >= 0.5).sum()),
+           "called": float((prob >= 0.5).sum() * ml), "stray": float(strays.sum() * ml),
+           "stray_roi": float((away & (prob >= seg.roi_config.threshold)).sum() * ml), "by_tissue": by_tissue}
+    if masses is not None:
+        extent = [n * s for n, s in zip(hu.shape, spacing)]
+        in_roi = np.zeros(prob.shape, bool)
+        for r in find_rois(prob, t1, extent, t1, seg.roi_config):  # the masks only: any crop grid will do
+            in_roi |= r.mask1
+        on_masses = at_stage1_centres(masses, spacing, prob.shape, t1)
+        out.update(masses=int(on_masses.sum()), masses_in_roi=int((on_masses & in_roi).sum()))
+    return out
 
 
 def _cases(folder: Path, n):
@@ -82,14 +95,15 @@ def _cases(folder: Path, n):
     for d in cases:
         case = io.load_case(d, label=True)
         tissue = io.load_nifti(d / TISSUE_NAME, label=True).array if (d / TISSUE_NAME).is_file() else None
-        yield d.name, case.image.array, case.image.spacing, case.label.array > 0, tissue
+        labels = case.label.array
+        yield d.name, case.image.array, case.image.spacing, labels > 0, tissue, labels >= 2
 
 
 def _real_ct(folder: Path):
     ct = io.load_nifti(folder / "example_ct_sm.nii.gz")
     ref = io.load_nifti(folder / "example_seg.nii.gz", label=True)
     io.check_same_grid(ct, ref)
-    yield "real CT", ct.array, ct.spacing, np.isin(ref.array, (2, 3)), None
+    yield "real CT", ct.array, ct.spacing, np.isin(ref.array, (2, 3)), None, None  # organ labels: no lesions
 
 
 def _summed(rows) -> dict:
@@ -97,6 +111,9 @@ def _summed(rows) -> dict:
     out = {"cases": sum(r.get("cases", 1) for r in rows), "by_tissue": {}}
     for key in ("kidney", "found", "called", "stray", "stray_roi"):
         out[key] = sum(r[key] for r in rows)
+    if all("masses" in r for r in rows):
+        out["masses"], out["masses_in_roi"] = (sum(r[k] for r in rows) for k in ("masses", "masses_in_roi"))
+        out["masses_in_roi_share"] = out["masses_in_roi"] / out["masses"] if out["masses"] else 1.0
     out["cases_with_stray"] = sum(r.get("cases_with_stray", r["stray"] > 0) for r in rows)
     for r in rows:
         for k, v in r["by_tissue"].items():
@@ -109,7 +126,8 @@ def _summed(rows) -> dict:
 def _print_sum(name: str, s: dict) -> None:
     print(f"{name[-32:]:32s} {s['cases']} cases: found {s['found_share']:.3f}; stray {s['stray']:.1f} ml "
           f"(at the ROI threshold {s['stray_roi']:.1f} ml); cases with stray: {s['cases_with_stray']}; "
-          f"called kidney {s['called']:.1f} ml, near share {s['near_share']:.3f}")
+          f"called kidney {s['called']:.1f} ml, near share {s['near_share']:.3f}"
+          + (f"; masses inside a ROI {s['masses_in_roi_share']:.3f}" if "masses" in s else ""))
     if s["by_tissue"]:
         top = sorted(s["by_tissue"].items(), key=lambda kv: -kv[1])
         print(f"{'':32s} stray painted as: " + ", ".join(f"{k} {v:.1f} ml" for k, v in top[:6])
@@ -134,15 +152,16 @@ def main(argv=None) -> int:
     sets = [(str(f), _cases(f, args.n)) for f in args.data] + ([("real CT", _real_ct(REAL_CT))] if args.real_ct else [])
     print(f"stage 1 ({seg.stage1.spacing:g} mm); stray: probability >= 0.5 (>= {seg.roi_config.threshold:g}) "
           f"further than {args.away_mm:g} mm from every labelled voxel")
-    print("case                              found   stray ml  stray@roi ml")
+    print("case                              found   stray ml  stray@roi ml  masses in ROI")
     sums = {}
     for name, cases in sets:
         rows = []
-        for case, hu, sp, truth, tissue in cases:
-            r = stray(seg, hu, sp, truth, args.away_mm, tissue)
+        for case, hu, sp, truth, tissue, masses in cases:
+            r = stray(seg, hu, sp, truth, args.away_mm, tissue, masses)
             rows.append(r)
-            print(f"{case[-32:]:32s} {r['found'] / max(1, r['kidney']):6.3f} {r['stray']:10.1f} {r['stray_roi']:13.1f}",
-                  flush=True)
+            in_roi = f" {r['masses_in_roi'] / r['masses']:14.3f}" if r.get("masses") else ""
+            print(f"{case[-32:]:32s} {r['found'] / max(1, r['kidney']):6.3f} {r['stray']:10.1f} {r['stray_roi']:13.1f}"
+                  + in_roi, flush=True)
         sums[name] = _summed(rows)
         _print_sum(name, sums[name])
     if len(sums) > 1:

@@ -40,6 +40,13 @@ def test_stray_counts_what_lies_far_from_the_labels_at_each_level(load_script):
     assert by == {"spleen": pytest.approx(ml), "lesion tissue": pytest.approx(ml)}
     r0 = ss.stray(seg, np.zeros(truth.shape, np.float32), (4.0, 4.0, 4.0), truth, away_mm=0.0)
     assert r0["stray"] == pytest.approx(3 * ml)   # at 0 mm the near voxel counts too
+    # the lesions inside a ROI's dilated component (grown from the voxels at >= 0.1): one lesion voxel
+    # on the called kidney, one two stage-1 voxels from any call, beyond the dilation (about 1 voxel)
+    masses = np.zeros_like(truth)
+    masses[2:4, 2:4, 4:6] = True                                  # stage-1 voxel (1, 1, 2): inside
+    masses[6:8, 6:8, 4:6] = True                                  # stage-1 voxel (3, 3, 2): outside
+    r = ss.stray(seg, np.zeros(truth.shape, np.float32), (4.0, 4.0, 4.0), truth, 10.0, masses=masses)
+    assert (r["masses"], r["masses_in_roi"]) == (2, 1)
     none = ss.stray(seg, np.zeros(truth.shape, np.float32), (4.0, 4.0, 4.0), np.zeros_like(truth), 10.0)
     assert none["kidney"] == 0 and none["stray"] == pytest.approx(4 * ml)  # no kidney: all of it is stray
 
@@ -54,8 +61,9 @@ def test_cli_prints_each_case_and_a_sum_per_folder(tmp_path, capsys, load_script
     assert all((d / "tissue.nii.gz").is_file() for d in data.glob("case_*"))
     assert ss.main([str(data), "--weights", str(w)]) == 0
     out = capsys.readouterr().out
-    rows = re.findall(r"^(case_\d+) +([\d.]+) +([\d.]+) +([\d.]+)$", out, re.M)
-    assert len(rows) == 2 and all(0 <= float(f) <= 1 and float(s) <= float(sr) for _, f, s, sr in rows)
+    rows = re.findall(r"^(case_\d+) +([\d.]+) +([\d.]+) +([\d.]+) +([\d.]+)$", out, re.M)  # ... masses in ROI
+    assert len(rows) == 2 and all(0 <= float(f) <= 1 and float(s) <= float(sr) and 0 <= float(m) <= 1
+                                  for _, f, s, sr, m in rows)
     total = re.search(r"2 cases: found [\d.]+; stray ([\d.]+) ml \(at the ROI threshold ([\d.]+) ml\); "
                       r"cases with stray: (\d)", out)
     assert total and float(total[1]) == pytest.approx(sum(float(r[2]) for r in rows), abs=0.11)
@@ -74,8 +82,11 @@ def test_cli_prints_each_case_and_a_sum_per_folder(tmp_path, capsys, load_script
     for key in ("called", "stray"):
         assert sums["all"][key] == pytest.approx(sums[str(data)][key] + sums[str(other)][key])
     assert sums["all"]["near_share"] == pytest.approx(1 - sums["all"]["stray"] / sums["all"]["called"])
-    pooled = re.search(r"all 2 folders +3 cases: .*called kidney ([\d.]+) ml, near share ([\d.]+)$", out, re.M)
+    pooled = re.search(r"all 2 folders +3 cases: .*called kidney ([\d.]+) ml, near share ([\d.]+); "
+                       r"masses inside a ROI ([\d.]+)$", out, re.M)
     assert pooled and float(pooled[2]) == pytest.approx(sums["all"]["near_share"], abs=5e-4)
+    assert sums["all"]["masses_in_roi"] == sums[str(data)]["masses_in_roi"] + sums[str(other)]["masses_in_roi"]
+    assert float(pooled[3]) == pytest.approx(sums["all"]["masses_in_roi"] / sums["all"]["masses"], abs=5e-4)
     with pytest.raises(SystemExit):
         ss.main([])
     assert "give DATA folders or --real-ct" in capsys.readouterr().err
