@@ -27,7 +27,7 @@ from kidney import io, metrics
 from kidney.overlay import render_overlay, write_png
 from kidney.phantom import real_ct_masks
 from kidney.pipeline import Segmenter, default_weights
-from kidney.roi import scan_box
+from kidney.roi import find_rois, scan_box
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "data" / "totalseg_example"
@@ -243,6 +243,26 @@ def probes(hu, ref, truth):
         yield f"{name}: coarse only", np.where(organ, coarse, hu)
 
 
+def stage_probes(hu):
+    """``(name, stage-1 HU, stage-2 HU)``: the blur of σ 0.7 voxel on what one stage reads only —
+    which stage the whole-CT blur's gain comes through."""
+    from scipy import ndimage
+    smooth = ndimage.gaussian_filter(hu, 0.7)
+    yield "blur 0.7: stage 1 only", smooth, hu
+    yield "blur 0.7: stage 2 only", hu, smooth
+
+
+def segment_per_stage(seg, ct, hu1, hu2) -> np.ndarray:
+    """The pipeline with stage 1 reading ``hu1`` and stage 2 reading ``hu2`` (both on the CT's
+    grid): the label map, as :meth:`Segmenter.segment` gives it for ``hu1 is hu2``."""
+    prob1, _ = seg.stage1_probabilities(hu1, ct.spacing)
+    extent = [n * s for n, s in zip(hu1.shape, ct.spacing)]
+    rois = find_rois(prob1, seg.stage1.spacing, extent, seg.stage2.spacing, seg.roi_config)
+    labels = np.zeros(hu1.shape, np.uint8)
+    seg.labels_on_rois(hu2, ct.spacing, rois, labels)
+    return labels
+
+
 def coarse_component(hu, mask, sigma: float = 2.0):
     """The smooth part of the HU inside ``mask``: a Gaussian blur (σ in voxels, 6 mm on this CT)
     normalised by the blurred mask, so the organ's surroundings do not leak in."""
@@ -254,11 +274,14 @@ def coarse_component(hu, mask, sigma: float = 2.0):
 
 def probe_table(seg, ct, ref, truth) -> str:
     """Kidney+masses Dice, each kidney's share found, and the voxels called kidney / tumour on the
-    liver and the spleen, for each of :func:`probes`."""
+    liver and the spleen, for each of :func:`probes` and then of :func:`stage_probes`."""
     lines = ["how the answer moves with the CT (k/t: voxels called kidney / tumour on that organ)",
              "probe                       Dice   right  left  liver k/t    spleen k/t"]
-    for name, hu in probes(ct.array.astype(np.float32), ref, truth):
-        labels = seg.segment(ct.like(hu))  # (Z, Y, X) uint8 on the CT's grid
+    hu = ct.array.astype(np.float32)
+    runs = [(name, lambda h=h: seg.segment(ct.like(h))) for name, h in probes(hu, ref, truth)]
+    runs += [(name, lambda a=a, b=b: segment_per_stage(seg, ct, a, b)) for name, a, b in stage_probes(hu)]
+    for name, run in runs:
+        labels = run()  # (Z, Y, X) uint8 on the CT's grid
         shares = list(kidney_shares(labels > 0, ref).values())
         calls = [f"{np.count_nonzero((ref == v) & (labels == 1))}/{np.count_nonzero((ref == v) & (labels == 2))}"
                  for v in (5, 1)]

@@ -1373,6 +1373,7 @@ for n in a b c; do python scripts/eval_real_ct.py --weights "$R36/cand/$n" || tr
 #     scored as round 34's ensembles; the rule is round 32's (six figures), a lead of 0.005 over the
 #     shipped ensemble (0.7367) to replace it; the best such one ships. After the choice: the test
 #     runs if one ships, the real CT with every candidate for the record.
+python scripts/eval_real_ct.py --weights varied --probe  # its rows "blur 0.7: stage 1 only" / "stage 2 only"
 R37="$WORK/round37"
 mkdir -p "$R37/aa"
 cp "$R31/cand/r6/stage1_compact.npz" "$R37/aa/stage1_m1.npz"

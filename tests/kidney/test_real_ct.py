@@ -89,9 +89,28 @@ def test_probe_rows_start_from_the_ct_as_is(repo_data):
     dice = run.stdout.split("kidney+masses Dice ")[1].split()[0]
     rows = re.findall(r"^(as is|liver\+spleen|kidneys|noise|blur|liver:|spleen:).*?  (\d\.\d{3})  ",
                       run.stdout, re.M)
-    assert len(rows) == 21, run.stdout
+    assert len(rows) == 23, run.stdout
     assert rows[0] == ("as is", f"{float(dice):.3f}")
     assert len({d for _, d in rows}) > 1  # the changes move the answer
+    assert "blur 0.7: stage 1 only" in run.stdout and "blur 0.7: stage 2 only" in run.stdout
+
+
+def test_each_stage_can_read_its_own_ct(load_script, tmp_path):
+    """segment_per_stage with both stages reading the same CT is the segmenter itself, bit for bit;
+    with stage 1 reading another, its ROIs (and so the labels) follow that one."""
+    from kidney import io, phantom
+    from kidney.model import KidneyNet
+    from kidney.pipeline import Segmenter
+    ev = load_script("eval_real_ct")
+    case = phantom.make_phantom(seed=3, preset="tiny")
+    io.save_array(case.image.astype(np.int16), np.diag([*case.spacing[::-1], 1.0]), tmp_path / "ct.nii.gz")
+    ct = io.load_nifti(tmp_path / "ct.nii.gz")
+    seg = Segmenter((KidneyNet("tiny", seed=1), {"stage": 1, "spacing_mm": 8.0}),
+                    (KidneyNet("tiny", seed=2), {"stage": 2, "spacing_mm": 4.0}))
+    hu = ct.array
+    np.testing.assert_array_equal(ev.segment_per_stage(seg, ct, hu, hu), seg.segment(ct))
+    blank = np.full_like(hu, -1000.0)   # nothing in stage 1's window: no ROI, all background
+    assert not ev.segment_per_stage(seg, ct, blank, hu).any()
 
 
 def test_coarse_component_stays_inside_the_organ(load_script):
