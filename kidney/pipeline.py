@@ -186,12 +186,15 @@ class _Ensemble:
             raise WeightsError("an ensemble's weights must share one grid, got " + ", ".join(where))
         self.members = members
         self.spacing = members[0].spacing
+        if len({m.antialias for m in members}) > 1:
+            raise WeightsError(f"an ensemble's weights store different {ANTIALIAS_KEY} settings ("
+                               + ", ".join(f"{m.meta.get('path', 'a model')}: {m.antialias}" for m in members)
+                               + "); the members must read the scan alike (kidney train --antialias)")
         self.antialias = members[0].antialias
         self.meta = {"stage": members[0].meta.get("stage"), "path": ", ".join(str(m.meta.get("path", "a model"))
                                                                                for m in members)}
         settings = ((KEEP_KEY, "choose one with keep_components= / --keep-components"),
                     (BLUR_KEY, "choose one with blur_tta= / --blur-tta"),
-                    (ANTIALIAS_KEY, "the members must read the scan alike (kidney train --antialias)"),
                     *((k, f"choose one with {k}= / --{k.replace('_', '-')}") for k in ROI_META_KEYS))
         for key, hint in settings:  # stored with the weights
             stored = {json.dumps(m.meta.get(key)) for m in members}
@@ -279,18 +282,9 @@ class Segmenter:
         self.threshold = float(threshold)
         self.mirror_axes = MIRROR_AXES if tta else ((),)
         self.device = normalize_device(device)
-        if keep_components is None and self.stage2 is not None:
-            keep_components = self.stage2.meta.get(KEEP_KEY)
-            where = f"{KEEP_KEY} in the metadata of {self.stage2.meta.get('path', 'the stage-2 weights')}"
-        else:
-            where = "keep_components"
         #: components kept by the post-processing (None: all)
-        self.keep_components = check_keep_components(keep_components, where)
-        if blur_tta is None and self.stage2 is not None and BLUR_KEY in self.stage2.meta:
-            blur_tta = self.stage2.meta[BLUR_KEY]
-            where = f"{BLUR_KEY} in the metadata of {self.stage2.meta.get('path', 'the stage-2 weights')}"
-        else:
-            where = "blur_tta"
+        self.keep_components = check_keep_components(*self._stage2_setting(keep_components, KEEP_KEY))
+        blur_tta, where = self._stage2_setting(blur_tta, BLUR_KEY)
         #: the σ (stage-2 voxels) of test-time blur's passes; ``(0.0,)``: one pass, as is
         self.blur_tta = check_blur_tta((0.0,) if blur_tta is None else blur_tta, where)
         if self.device == "cuda":
@@ -298,6 +292,13 @@ class Segmenter:
             for stage in (self.stage1, self.stage2):
                 if stage is not None:
                     stage.to("cuda")
+
+    def _stage2_setting(self, given, key: str):
+        """``(value, where)`` of a setting: ``given`` unless None, else what the stage-2 weights
+        store under ``key`` (None when they store nothing); ``where`` names it for errors."""
+        if given is not None or self.stage2 is None or key not in self.stage2.meta:
+            return given, key
+        return self.stage2.meta[key], f"{key} in the metadata of {self.stage2.meta.get('path', 'the stage-2 weights')}"
 
     @classmethod
     def stage1_only(cls, stage1):
@@ -344,6 +345,12 @@ class Segmenter:
             probs += p
         probs /= np.float32(len(self.blur_tta))
         return probs, n_active
+
+    def find_rois(self, prob1: np.ndarray, shape, spacing) -> List[Roi]:
+        """The ROIs (:func:`kidney.roi.find_rois`, this segmenter's rule and grids) of a stage-1 map
+        ``prob1`` of a scan of ``shape`` voxels of ``spacing`` mm."""
+        extent = [n * s for n, s in zip(shape, spacing)]
+        return find_rois(prob1, self.stage1.spacing, extent, self.stage2.spacing, self.roi_config)
 
     # --- the whole thing --------------------------------------------------------------------------
     def segment(self, image, spacing=None, *, details: bool = False, probabilities: bool = False):
@@ -395,9 +402,7 @@ class Segmenter:
 
         prob1, n1 = timed("stage1", lambda: self.stage1_probabilities(arr, spacing))
         res.n_active["stage1"] = n1
-        extent = [n * s for n, s in zip(arr.shape, spacing)]
-        rois = timed("roi", lambda: find_rois(prob1, self.stage1.spacing, extent, self.stage2.spacing,
-                                              self.roi_config))
+        rois = timed("roi", lambda: self.find_rois(prob1, arr.shape, spacing))
         res.rois = rois
         if not rois:
             msg = ("no kidney found: stage 1 " + ("saw no voxel in its HU window" if n1 == 0 else

@@ -27,7 +27,7 @@ from kidney import io, metrics
 from kidney.overlay import render_overlay, write_png
 from kidney.phantom import real_ct_masks
 from kidney.pipeline import Segmenter, default_weights
-from kidney.roi import find_rois, scan_box
+from kidney.roi import scan_box
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "data" / "totalseg_example"
@@ -256,8 +256,7 @@ def segment_per_stage(seg, ct, hu1, hu2) -> np.ndarray:
     """The pipeline with stage 1 reading ``hu1`` and stage 2 reading ``hu2`` (both on the CT's
     grid): the label map, as :meth:`Segmenter.segment` gives it for ``hu1 is hu2``."""
     prob1, _ = seg.stage1_probabilities(hu1, ct.spacing)
-    extent = [n * s for n, s in zip(hu1.shape, ct.spacing)]
-    rois = find_rois(prob1, seg.stage1.spacing, extent, seg.stage2.spacing, seg.roi_config)
+    rois = seg.find_rois(prob1, hu1.shape, ct.spacing)
     labels = np.zeros(hu1.shape, np.uint8)
     seg.labels_on_rois(hu2, ct.spacing, rois, labels)
     return labels

@@ -81,6 +81,10 @@ def test_the_segmenter_reads_the_scan_as_the_weights_say(weights, capsys, load_s
     save_weights(KidneyNet("tiny", seed=4), weights / "stage1_other.npz", {"stage": 1, "spacing_mm": 8.0})
     with pytest.raises(WeightsError, match="different antialias settings"):
         Segmenter([s1, weights / "stage1_other.npz"], s2)
+    # false stored and nothing stored read the scan alike: such members do form an ensemble
+    save_weights(KidneyNet("tiny", seed=4), weights / "stage1_off.npz", {"stage": 1, "spacing_mm": 8.0,
+                                                                         "antialias": False})
+    assert Segmenter([weights / "stage1_other.npz", weights / "stage1_off.npz"], s2).stage1.antialias is False
     save_weights(KidneyNet("tiny", seed=4), weights / "stage1_bad.npz", {"stage": 1, "antialias": "yes"})
     with pytest.raises(WeightsError, match="antialias in the metadata of .*stage1_bad.npz must be true or false"):
         Segmenter(weights / "stage1_bad.npz", s2)
