@@ -1497,3 +1497,19 @@ for s2 in shipped:kidney/weights/varied/stage2_wide_stem_bias.npz s2a:"$R39/s2_a
 done
 python scripts/rule_score.py "$R40"/cand/{a_6000,a_12000,b_6000,b_12000,ab_12000}_{shipped,s2a} \
     --base "$R34/cand/r6_c1500"
+
+# 46. round 41: round 40's runs continued. Written after round 40's training logs were read (both
+#     runs still falling at 12,000 steps: the loss over the last 1,000 steps 4.23 / 4.27, where
+#     round 37's continuations of the shipped members logged about 3.95) and before any round-40
+#     candidate was scored. Each run continued from its 12,000-step weights for 12,000 more steps,
+#     lr 3e-4, 50 warm-up steps, otherwise as round 40 (seeds 411, 412), the weights at 6,000 /
+#     12,000 more kept. Candidates: (a) and (b) at 18,000 and 24,000 steps alone, and (a) + (b) at
+#     24,000 averaged, each with the stage 2 of round 40's best-scoring candidate (the shipped
+#     stage 2 or round 39's (a)), the shipped post-processing. The rule: round 32's six figures, a
+#     lead of 0.005 over the better of the shipped set (0.7367) and round 40's choice, if any.
+R41="$WORK/round41"
+for r in a b; do
+  seed=$([ $r = a ] && echo 411 || echo 412)
+  kidney train --stage 1 --out "$R41/s1_$r" "${S40[@]}" --lr 3e-4 --kidney-free-crops "$([ $r = a ] && echo 0.3 || echo 0.5)" \
+      --init-weights "$R40/s1_$r/weights_step12000.npz" --seed $seed
+done
