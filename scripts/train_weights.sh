@@ -1497,6 +1497,14 @@ for s2 in shipped:kidney/weights/varied/stage2_wide_stem_bias.npz s2a:"$R39/s2_a
 done
 python scripts/rule_score.py "$R40"/cand/{a_6000,a_12000,b_6000,b_12000,ab_12000}_{shipped,s2a} \
     --base "$R34/cand/r6_c1500"
+# the rule (the shipped set: 0.7367), with the shipped stage 2 / with round 39's (a): (a) 0.5678 / 0.5607 at
+# 6,000 steps, 0.6724 / 0.6672 at 12,000; (b) 0.5704 / 0.5579, 0.6752 / 0.6662; (a) + (b) at 12,000 0.7017 /
+# 0.6953. None leads: at 12,000 steps the networks find the kidneys about as well as the shipped ensemble
+# (round 20's four figures: the ensemble 0.6966 against 0.6878), but put a ROI on 11-13 of the 20
+# kidney-free validation slabs (the shipped: 6). Round 39's (a) is the lower stage 2 in every pair.
+# After the choice, the real CT: 0.00-0.43 (a from-scratch stage 1 calls at most 100 of its kidneys'
+# 917 stage-1 voxels kidney)
+for n in {a_6000,a_12000,b_6000,b_12000,ab_12000}_{shipped,s2a}; do python scripts/eval_real_ct.py --weights "$R40/cand/$n" || true; done
 
 # 46. round 41: round 40's runs continued. Written after round 40's training logs were read (both
 #     runs still falling at 12,000 steps: the loss over the last 1,000 steps 4.23 / 4.27, where
@@ -1513,3 +1521,15 @@ for r in a b; do
   kidney train --stage 1 --out "$R41/s1_$r" "${S40[@]}" --lr 3e-4 --kidney-free-crops "$([ $r = a ] && echo 0.3 || echo 0.5)" \
       --init-weights "$R40/s1_$r/weights_step12000.npz" --seed $seed
 done
+R41S2=kidney/weights/varied/stage2_wide_stem_bias.npz  # round 40's best candidate: (a) + (b), the shipped stage 2
+for r in a b; do for s in 6000 12000; do
+  R40="$R41" s1_cand "${r}_$((s + 12000))" "$R41S2" "$R41/s1_$r/weights_step$s.npz"
+done; done
+R40="$R41" s1_cand ab_24000 "$R41S2" "$R41"/s1_{a,b}/weights_step12000.npz
+python scripts/rule_score.py "$R41"/cand/{a_18000,a_24000,b_18000,b_24000,ab_24000} --base "$R34/cand/r6_c1500"
+# the rule (the shipped set: 0.7367; round 40 chose nothing): (a) 0.6930 / 0.7014 at 18,000 / 24,000 steps,
+# (b) 0.6923 / 0.6982, (a) + (b) at 24,000 0.6811. None leads: on round 20's four figures (a) and the
+# ensemble lead the shipped set (0.7006 / 0.6981 and 0.7014 against 0.6878; the half slabs 0.77-0.79
+# against 0.75), but 7-14 of the 20 kidney-free slabs get a ROI (6). The `varied` set stays as it is.
+# After the choice, the real CT: 0.31 / 0.43, 0.00 / 0.00, 0.32.
+for n in a_18000 a_24000 b_18000 b_24000 ab_24000; do python scripts/eval_real_ct.py --weights "$R41/cand/$n" || true; done
