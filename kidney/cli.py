@@ -45,12 +45,14 @@ def add_phantom(sub) -> None:
                    help="contrast phase (random: drawn per case; cycle: case i gets phase i %% 3 "
                         "of non-contrast, corticomedullary, nephrographic)")
     p.add_argument("--appearance", default="classic",  # kidney.phantom.APPEARANCES (not imported here: startup)
-                   choices=("classic", "varied", "varied-organs", "varied-texture", "varied-fascia"),
+                   choices=("classic", "varied", "varied-organs", "varied-texture", "varied-fascia",
+                            "varied-fat"),
                    help="classic: the fixed HU table (default, reproduces earlier phantoms); varied: "
                         "drawn phase, contrast dose, kidney and per-lesion HU, noise and blur; "
                         "varied-organs: varied, and the liver and the spleen beside the kidneys drawn too; "
                         "varied-texture: varied-organs, and the soft organs uneven at a coarse scale; "
-                        "varied-fascia: varied-texture, and septa, renal fascia and small vessels in the fat")
+                        "varied-fascia: varied-texture, and septa, renal fascia and small vessels in the fat; "
+                        "varied-fat: varied-fascia, and the fat uneven at a coarse scale too")
     p.add_argument("--lesion-depth", default="classic", choices=("classic", "real"),  # phantom.anatomy.LESION_DEPTHS
                    help="how deep in the kidney the drawn lesions lie: classic (default, reproduces earlier "
                         "phantoms: cysts mostly bulging out, none inside) or real (as deep as the lesions "

@@ -1,6 +1,6 @@
 """How a scan looks: the HU table of its contrast phase, per-lesion HU, scanner noise and blur.
 
-Four appearances:
+Six appearances:
 
 ``classic``
     The fixed :data:`~kidney.phantom.tissues.TISSUES` table of one phase (enhanced phases only when
@@ -66,6 +66,13 @@ Four appearances:
       about 60 mm of a kidney.
 
     Everything stays label 0: fat is never kidney, mass or cyst.
+``varied-fat``
+    ``varied-fascia``, and the subcutaneous and visceral fat uneven at a coarse scale too: the
+    ``varied-texture`` field (the same one, so a seed's other tissues keep their HU) added to the
+    fat at an amplitude of 2–10 HU per scan (from a stream of its own). The real non-contrast CT's
+    fat stays correlated 0.15–0.17 from 6 to 12 mm, every other appearance's 0.03–0.07; ``varied-fat``
+    phantoms 0.14–0.20 on average over seeds 0–4 (``python scripts/calibrate_phantom_hu.py
+    --fat-texture``).
 
 Per-lesion tissues get ids from :data:`LESION_ID0` up; :class:`Look` holds the 256-entry mean, sd
 and label tables the renderer reads.
@@ -79,7 +86,7 @@ import numpy as np
 
 from .tissues import PHASES, TISSUES, T
 
-APPEARANCES = ("classic", "varied", "varied-organs", "varied-texture", "varied-fascia")
+APPEARANCES = ("classic", "varied", "varied-organs", "varied-texture", "varied-fascia", "varied-fat")
 LESION_ID0 = 64  # TISSUES has fewer entries; ids from here on are per-lesion tissues
 _KIDNEY = ("renal_cortex", "renal_medulla")
 
@@ -131,7 +138,7 @@ class Look:
         if not self.varied:
             return "classic"
         if self.fascia is not None:
-            return "varied-fascia"
+            return "varied-fat" if self.coarse_sd[T["visceral_fat"]] > 0 else "varied-fascia"
         if self.coarse_sd is not None:
             return "varied-texture"
         return "varied" if self.organs is None else "varied-organs"
@@ -266,6 +273,10 @@ _COARSE_SD = ((("liver",), 2.0, 9.0), (("spleen",), 1.0, 6.0), (("muscle",), 1.0
               (("pancreas",), 1.0, 5.0), (("bowel_wall",), 1.0, 5.0), (_KIDNEY, 0.0, 4.0))
 
 
+# varied-fat: HU amplitude range of the coarse field in the subcutaneous and visceral fat (module docstring)
+_FAT_COARSE_SD = (2.0, 10.0)
+
+
 def _draw_coarse(look: Look, rng) -> None:
     """Set ``look``'s coarse field (``varied-texture``) from ``rng``."""
     look.coarse_sd = np.zeros(256, np.float32)
@@ -276,10 +287,11 @@ def _draw_coarse(look: Look, rng) -> None:
 
 
 def varied_look(seed: int, phase: str, organs: bool = False, texture: bool = False,
-                fascia: bool = False) -> Look:
+                fascia: bool = False, fat: bool = False) -> Look:
     """A drawn appearance (module docstring) from its own stream of ``seed``; ``organs``: the
     ``varied-organs`` one; ``texture``: the ``varied-texture`` one (organs included); ``fascia``:
-    the ``varied-fascia`` one (texture included)."""
+    the ``varied-fascia`` one (texture included); ``fat``: the ``varied-fat`` one (fascia included)."""
+    fascia = fascia or fat
     texture = texture or fascia
     organs = organs or texture
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 20261202]))
@@ -310,6 +322,9 @@ def varied_look(seed: int, phase: str, organs: bool = False, texture: bool = Fal
         _draw_coarse(look, np.random.default_rng(np.random.SeedSequence([int(seed), 20261204])))
     if fascia:
         look.fascia = _draw_fascia(look, np.random.default_rng(np.random.SeedSequence([int(seed), 20261205])))
+    if fat:  # a stream of its own again: every other tissue keeps its HU
+        fat_rng = np.random.default_rng(np.random.SeedSequence([int(seed), 20261206]))
+        look.coarse_sd[[T["subcutaneous_fat"], T["visceral_fat"]]] = fat_rng.uniform(*_FAT_COARSE_SD)
     return look
 
 
@@ -321,4 +336,5 @@ def make_look(seed: int, rng, phase: str, appearance: str) -> Look:
     if appearance == "classic":
         return classic_look(classic_phase)
     return varied_look(seed, phase, organs=appearance == "varied-organs",
-                       texture=appearance == "varied-texture", fascia=appearance == "varied-fascia")
+                       texture=appearance == "varied-texture", fascia=appearance == "varied-fascia",
+                       fat=appearance == "varied-fat")

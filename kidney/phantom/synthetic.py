@@ -31,7 +31,8 @@ class Phantom:
         anatomy: the drawn geometry (kidney and lesion positions in mm).
         noise_hu: quantum-noise sd used.
         appearance: one of :data:`~kidney.phantom.appearance.APPEARANCES` (``'classic'``, ``'varied'``,
-            ``'varied-organs'``, ``'varied-texture'``, ``'varied-fascia'``; :mod:`kidney.phantom.appearance`).
+            ``'varied-organs'``, ``'varied-texture'``, ``'varied-fascia'``, ``'varied-fat'``;
+            :mod:`kidney.phantom.appearance`).
         lesion_depth: a key of :data:`~kidney.phantom.anatomy.LESION_DEPTHS` (how deep in the
             kidney the drawn lesions lie).
     """

@@ -33,7 +33,7 @@ def test_fat_texture_table_reads_the_real_ct_and_phantoms(load_script):
     table = cal.fat_texture_table(cal.DEFAULT, seeds=range(1))
     rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| source")]
     assert [r.split(" | ")[0] for r in rows] == ["| real CT", "| varied-texture (mean of 1)",
-                                                 "| varied-fascia (mean of 1)"]
+                                                 "| varied-fascia (mean of 1)", "| varied-fat (mean of 1)"]
     for row in rows:
         values = [float(v) for v in re.findall(r"-?\d+\.\d+", row.split(" | ", 1)[1])]
         assert len(values) == len(cal.FAT_LAGS) and all(-1.0 <= v <= 1.0 for v in values)

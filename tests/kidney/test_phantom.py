@@ -322,6 +322,29 @@ def test_varied_fascia_from_labels_draws_the_renal_fascia_outside_the_kidney(cro
     assert septa[shell & fat_or_septa].mean() > septa[away & fat_or_septa].mean() + 0.2
 
 
+# --- varied-fat: the fat uneven at a coarse scale ---------------------------------------------------
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_varied_fat_changes_only_the_fat_s_hu_and_is_seeded(seed):
+    """``varied-fat`` is its ``varied-fascia`` twin with the coarse field added to the fat: the same
+    labels and tissue map, the same HU wherever no fat lies within reach of the point spread, and
+    the fat's HU shifted by a smooth field (neighbouring fat voxels shifted alike)."""
+    fascia = phantom.make_phantom(seed, preset="tiny", appearance="varied-fascia", phase="noncontrast")
+    a = phantom.make_phantom(seed, preset="tiny", appearance="varied-fat", phase="noncontrast")
+    b = phantom.make_phantom(seed, preset="tiny", appearance="varied-fat", phase="noncontrast")
+    assert a.appearance == "varied-fat" and np.array_equal(a.image, b.image)
+    assert np.array_equal(a.labels, fascia.labels) and np.array_equal(a.tissue, fascia.tissue)
+    fat = np.isin(a.tissue, _FATS)
+    diff = a.image.astype(np.float64) - fascia.image
+    far = ndimage.distance_transform_edt(~fat) > 5     # beyond the point spread's reach (4 sigma)
+    assert np.all(diff[far] == 0)
+    inner = ndimage.binary_erosion(fat, iterations=2)
+    assert np.abs(diff[inner]).mean() > 1.0
+    # smooth: the shift at a fat voxel and at its in-plane neighbour agree far better than noise would
+    pair = inner[:, :, :-1] & inner[:, :, 1:]
+    assert np.corrcoef(diff[:, :, :-1][pair], diff[:, :, 1:][pair])[0, 1] > 0.8
+
+
 def test_fat_detail_counts_soft_tissue_in_the_fat():
     hu = np.full((6, 40, 40), -100.0, np.float32)
     kidney = np.zeros(hu.shape, bool)
