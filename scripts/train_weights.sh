@@ -1533,3 +1533,23 @@ python scripts/rule_score.py "$R41"/cand/{a_18000,a_24000,b_18000,b_24000,ab_240
 # against 0.75), but 7-14 of the 20 kidney-free slabs get a ROI (6). The `varied` set stays as it is.
 # After the choice, the real CT: 0.31 / 0.43, 0.00 / 0.00, 0.32.
 for n in a_18000 a_24000 b_18000 b_24000 ab_24000; do python scripts/eval_real_ct.py --weights "$R41/cand/$n" || true; done
+
+# 47. after round 41, a probe (nothing trained, nothing chosen): does the `varied-fat` appearance (new,
+#     drawn to match the real CT's fat at 6-12 mm) make the shipped stage 1 fail as the real CT does?
+#     Round 19's validation maps on 3 mm voxels drawn again with varied-fascia and with varied-fat (the
+#     same seeds, the same labels), and the stray volume of the shipped stage 1 and of round 37's (a)
+#     (the same networks read anti-aliased) on them and on the real CT.
+R42="$WORK/round42"
+for a in varied-fascia varied-fat; do
+  kidney phantom --from-labels "$L" --split validation --workers 2 --grid 3,3,3 --appearance $a \
+      --phase cycle --seed 7000 --out "$R42/val_${a#varied-}_3mm" --tissue
+done
+for d in kidney/weights/varied "$R37/cand/a"; do
+  python scripts/stage1_stray.py "$R31T/val_texture_3mm" "$R42"/val_{fascia,fat}_3mm --weights "$d"
+  python scripts/stage1_stray.py --real-ct --weights "$d"
+done
+# stray ml (probability >= 0.5, more than 10 mm from every label), shipped / read anti-aliased:
+# varied-texture 497 / 479, varied-fascia 915 / 848, varied-fat 935 / 943; the real CT 267 / 28. The fat's
+# coarse unevenness adds little to what the thin tissue in it already draws, and on none of the three does
+# the anti-aliased reading take the stray call away as it does on the real CT: `varied-fat` does not
+# reproduce what makes stage 1 fail on the real CT.
