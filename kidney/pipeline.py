@@ -348,9 +348,11 @@ class Segmenter:
 
     def find_rois(self, prob1: np.ndarray, shape, spacing) -> List[Roi]:
         """The ROIs (:func:`kidney.roi.find_rois`, this segmenter's rule and grids) of a stage-1 map
-        ``prob1`` of a scan of ``shape`` voxels of ``spacing`` mm."""
+        ``prob1`` of a scan of ``shape`` voxels of ``spacing`` mm. A stage-1-only segmenter has no
+        crop grid: its ROIs' boxes are on the stage-1 grid (their masks do not depend on it)."""
         extent = [n * s for n, s in zip(shape, spacing)]
-        return find_rois(prob1, self.stage1.spacing, extent, self.stage2.spacing, self.roi_config)
+        crop = self.stage2.spacing if self.stage2 is not None else self.stage1.spacing
+        return find_rois(prob1, self.stage1.spacing, extent, crop, self.roi_config)
 
     # --- the whole thing --------------------------------------------------------------------------
     def segment(self, image, spacing=None, *, details: bool = False, probabilities: bool = False):

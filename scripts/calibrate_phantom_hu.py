@@ -41,11 +41,22 @@ from kidney import io, phantom
 DEFAULT = Path(__file__).resolve().parents[1] / "data" / "totalseg_example"
 
 
+def _real_ct(data: Path):
+    """The real CT and its TotalSegmentator labels (:class:`kidney.io.Volume` each)."""
+    return io.load_nifti(data / "example_ct_sm.nii.gz"), io.load_nifti(data / "example_seg.nii.gz", label=True)
+
+
+def _phantoms_like(ct, appearance: str, seeds):
+    """Non-contrast phantoms of ``appearance``, one per seed, 70 × 128 × 128 on the real CT's grid."""
+    for seed in seeds:
+        yield phantom.make_phantom(seed, shape=(70, 128, 128), spacing=ct.spacing, phase="noncontrast",
+                                   appearance=appearance)
+
+
 def measure(data: Path, seed: int):
-    ct = io.load_nifti(data / "example_ct_sm.nii.gz")
-    seg = io.load_nifti(data / "example_seg.nii.gz", label=True)
+    ct, seg = _real_ct(data)
     real = phantom.tissue_statistics(ct.array, phantom.real_ct_masks(ct.array, seg.array))
-    ph = phantom.make_phantom(seed, shape=(70, 128, 128), spacing=ct.spacing, phase="noncontrast")
+    ph, = _phantoms_like(ct, "classic", [seed])
     synth = phantom.tissue_statistics(ph.image, phantom.phantom_masks(ph))
     return real, synth
 
@@ -85,16 +96,12 @@ LAGS = (1, 2, 4, 8)  # voxels of the 3 mm grid: 3, 6, 12, 24 mm
 
 def texture_table(data: Path, seeds=range(5)) -> str:
     """Markdown table: in-plane HU autocorrelation at :data:`LAGS` per organ, real CT vs phantoms."""
-    ct = io.load_nifti(data / "example_ct_sm.nii.gz")
-    seg = io.load_nifti(data / "example_seg.nii.gz", label=True)
+    ct, seg = _real_ct(data)
     rows = {"real CT": [phantom.texture_correlation(ct.array, m)
                         for m in _pick(phantom.real_ct_masks(ct.array, seg.array))]}
     for appearance in phantom.APPEARANCES:
-        per_seed = []
-        for seed in seeds:
-            ph = phantom.make_phantom(seed, shape=(70, 128, 128), spacing=ct.spacing, phase="noncontrast",
-                                      appearance=appearance)
-            per_seed.append([phantom.texture_correlation(ph.image, m) for m in _pick(phantom.phantom_masks(ph))])
+        per_seed = [[phantom.texture_correlation(ph.image, m) for m in _pick(phantom.phantom_masks(ph))]
+                    for ph in _phantoms_like(ct, appearance, seeds)]
         rows[f"{appearance} (mean of {len(per_seed)})"] = [
             {lag: float(np.nanmean([s[i][lag] for s in per_seed])) for lag in LAGS}
             for i in range(len(TEXTURE_ORGANS))]
@@ -110,8 +117,7 @@ def texture_table(data: Path, seeds=range(5)) -> str:
 def fat_table(data: Path, seeds=range(5)) -> str:
     """Markdown table: :func:`kidney.phantom.fat_detail` on the real CT and on phantoms (module
     docstring), mean over ``seeds``."""
-    ct = io.load_nifti(data / "example_ct_sm.nii.gz")
-    seg = io.load_nifti(data / "example_seg.nii.gz", label=True)
+    ct, seg = _real_ct(data)
     rows = {"real CT": phantom.fat_detail(ct.array, np.isin(seg.array, (2, 3)), ct.spacing)}
     for appearance in ("varied-texture", "varied-fascia"):
         per_seed = []
@@ -136,16 +142,12 @@ FAT_LAGS = (1, 2, 3, 4)  # voxels of the 3 mm grid
 def fat_texture_table(data: Path, seeds=range(5)) -> str:
     """Markdown table: the fat's in-plane HU autocorrelation at :data:`FAT_LAGS`, real CT vs
     phantoms (module docstring), mean over ``seeds``."""
-    ct = io.load_nifti(data / "example_ct_sm.nii.gz")
-    seg = io.load_nifti(data / "example_seg.nii.gz", label=True)
+    ct, seg = _real_ct(data)
     rows = {"real CT": phantom.texture_correlation(ct.array, phantom.real_ct_masks(ct.array, seg.array)["fat"],
                                                    lags=FAT_LAGS)}
     for appearance in ("varied-texture", "varied-fascia", "varied-fat"):
-        per_seed = []
-        for seed in seeds:
-            ph = phantom.make_phantom(seed, shape=(70, 128, 128), spacing=ct.spacing, phase="noncontrast",
-                                      appearance=appearance)
-            per_seed.append(phantom.texture_correlation(ph.image, phantom.phantom_masks(ph)["fat"], lags=FAT_LAGS))
+        per_seed = [phantom.texture_correlation(ph.image, phantom.phantom_masks(ph)["fat"], lags=FAT_LAGS)
+                    for ph in _phantoms_like(ct, appearance, seeds)]
         rows[f"{appearance} (mean of {len(per_seed)})"] = {lag: float(np.mean([s[lag] for s in per_seed]))
                                                            for lag in FAT_LAGS}
     lines = ["| source | " + " | ".join(f"fat, r at {lag * ct.spacing[1]:g} mm" for lag in FAT_LAGS) + " |",

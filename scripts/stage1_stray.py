@@ -19,7 +19,7 @@ grid. Printed per case and summed per folder:
   ``--away-mm`` of a labelled voxel (1 when it strays nowhere), per folder and, for several folders,
   pooled over them all;
 - ``masses in ROI``: the share of the stage-1 voxels on the lesions (labels 2-3) that lie inside a
-  ROI's dilated component (:func:`kidney.roi.find_rois` with the weights' ROI rule) — stage 2 sees
+  ROI's dilated component (:meth:`Segmenter.find_rois`, the weights' ROI rule) — stage 2 sees
   nothing outside them, so a lesion stage 1 leaves out is lost whatever stage 2 does;
 - for phantoms written with ``kidney phantom --tissue``: what the stray volume at 0.5 was painted as
   (liver, spleen, bowel wall, ...: the tissue at each stage-1 voxel's centre), summed per folder.
@@ -41,7 +41,7 @@ from scipy import ndimage
 from kidney import io
 from kidney.phantom import TISSUE_NAME, tissue_name
 from kidney.pipeline import Segmenter, default_weights
-from kidney.roi import at_stage1_centres, find_rois
+from kidney.roi import at_stage1_centres
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_CT = REPO / "data" / "totalseg_example"
@@ -79,9 +79,8 @@ def stray(seg: Segmenter, hu: np.ndarray, spacing, truth: np.ndarray, away_mm: f
            "called": float((prob >= 0.5).sum() * ml), "stray": float(strays.sum() * ml),
            "stray_roi": float((away & (prob >= seg.roi_config.threshold)).sum() * ml), "by_tissue": by_tissue}
     if masses is not None:
-        extent = [n * s for n, s in zip(hu.shape, spacing)]
         in_roi = np.zeros(prob.shape, bool)
-        for r in find_rois(prob, t1, extent, t1, seg.roi_config):  # the masks only: any crop grid will do
+        for r in seg.find_rois(prob, hu.shape, spacing):
             in_roi |= r.mask1
         on_masses = at_stage1_centres(masses, spacing, prob.shape, t1)
         out.update(masses=int(on_masses.sum()), masses_in_roi=int((on_masses & in_roi).sum()))
