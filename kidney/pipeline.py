@@ -78,6 +78,11 @@ BLUR_KEY = "blur_tta"
 #: the stage-1 weights' metadata key: the scan is smoothed before it is shrunk to their grid
 #: (:func:`kidney.io.resample`'s ``antialias``), as it was in their training
 ANTIALIAS_KEY = "antialias"
+#: the stage-1 weights' metadata key: how an ensemble whose members read the scan differently (some
+#: anti-aliased, some not) combines its two readings, each the mean of its members: ``"mean"`` or
+#: ``"min"`` (a voxel called only as far as both readings call it)
+COMBINE_KEY = "combine_readings"
+COMBINE_READINGS = ("mean", "min")
 #: The 8 mirror images used by test-time mirroring: every subset of the axes (z, y, x), () first.
 MIRROR_AXES = tuple(a for k in range(4) for a in itertools.combinations((0, 1, 2), k))
 # the shipped weight sets, by name (``--weights NAME``): see kidney/weights/README.md
@@ -157,6 +162,9 @@ class _Stage:
         # weights record their own grid; without one, the paper's grid of the stage's preset
         self.spacing = float(self.meta.get("spacing_mm", stage_preset(stage).spacing_mm))
         self.antialias = check_antialias(self.meta, stage)
+        check_combine_readings(self.meta, stage)
+        #: ``[(antialias, stage)]``: how the scan is read, and what reads it (one network: itself)
+        self.readings = [(self.antialias, self)]
         self.device = "cpu"
 
     def to(self, device: str) -> "_Stage":
@@ -178,7 +186,12 @@ class _Stage:
 class _Ensemble:
     """Several networks of one stage used as one: the mean of their sigmoids, as nnU-Net averages
     its cross-validation folds. The members share the stage's grid; their sum runs in the order
-    given, so the result is deterministic."""
+    given, so the result is deterministic.
+
+    Stage-1 members may read the scan differently (some store ``antialias``) if all store how the
+    two readings combine (``combine_readings``): :attr:`readings` then holds the members of each
+    reading, as it is first, and :meth:`Segmenter.stage1_probabilities` reads the scan once per
+    reading, averages each reading's members on it and combines the two maps."""
 
     def __init__(self, members: List[_Stage]):
         where = [f"{m.meta.get('path', 'a model')} ({m.spacing} mm)" for m in members]
@@ -186,15 +199,11 @@ class _Ensemble:
             raise WeightsError("an ensemble's weights must share one grid, got " + ", ".join(where))
         self.members = members
         self.spacing = members[0].spacing
-        if len({m.antialias for m in members}) > 1:
-            raise WeightsError(f"an ensemble's weights store different {ANTIALIAS_KEY} settings ("
-                               + ", ".join(f"{m.meta.get('path', 'a model')}: {m.antialias}" for m in members)
-                               + "); the members must read the scan alike (kidney train --antialias)")
-        self.antialias = members[0].antialias
         self.meta = {"stage": members[0].meta.get("stage"), "path": ", ".join(str(m.meta.get("path", "a model"))
                                                                                for m in members)}
         settings = ((KEEP_KEY, "choose one with keep_components= / --keep-components"),
                     (BLUR_KEY, "choose one with blur_tta= / --blur-tta"),
+                    (COMBINE_KEY, "store one with scripts/store_settings.py --combine-readings"),
                     *((k, f"choose one with {k}= / --{k.replace('_', '-')}") for k in ROI_META_KEYS))
         for key, hint in settings:  # stored with the weights
             stored = {json.dumps(m.meta.get(key)) for m in members}
@@ -203,6 +212,19 @@ class _Ensemble:
             if members[0].meta.get(key) is not None:
                 self.meta[key] = members[0].meta[key]
         self.device = "cpu"
+        read = sorted({m.antialias for m in members})  # as it is (False) first
+        if len(read) > 1 and COMBINE_KEY not in self.meta:
+            raise WeightsError(f"an ensemble's weights store different {ANTIALIAS_KEY} settings ("
+                               + ", ".join(f"{m.meta.get('path', 'a model')}: {m.antialias}" for m in members)
+                               + "); the members must read the scan alike (kidney train --antialias), or all "
+                               f"store how the two readings combine (scripts/store_settings.py --combine-readings "
+                               f"{'|'.join(COMBINE_READINGS)})")
+        #: ``True`` / ``False`` when every member reads the scan alike; ``None`` when they differ
+        self.antialias = read[0] if len(read) == 1 else None
+        #: the readings combined as :data:`COMBINE_KEY` says (one reading: the plain mean)
+        self.combine = self.meta.get(COMBINE_KEY, "mean")
+        self.readings = [(self.antialias, self)] if len(read) == 1 else [
+            (a, _ensemble_or_one([m for m in members if m.antialias == a])) for a in read]
 
     def to(self, device: str) -> "_Ensemble":
         for m in self.members:
@@ -212,13 +234,34 @@ class _Ensemble:
 
     def probabilities(self, x):
         """``(N, 3)``: the members' sigmoids at the active sites of ``x``, averaged."""
+        if self.antialias is None:
+            raise WeightsError("this ensemble's members read the scan differently: each reading is its own "
+                               "input (Segmenter.stage1_probabilities reads the scan once per reading)")
         total = self.members[0].probabilities(x)
         for m in self.members[1:]:
             total = total + m.probabilities(x)
         return total / np.float32(len(self.members))
 
     def describe(self) -> str:
-        return f"ensemble of {len(self.members)} ({', '.join(m.describe() for m in self.members)})"
+        text = f"ensemble of {len(self.members)} ({', '.join(m.describe() for m in self.members)})"
+        if self.antialias is None:
+            text += f", the scan read as it is and anti-aliased, the readings' {self.combine}"
+        return text
+
+
+def _ensemble_or_one(members: List[_Stage]):
+    return members[0] if len(members) == 1 else _Ensemble(members)
+
+
+def combine_readings(probs: Sequence[np.ndarray], how: str) -> np.ndarray:
+    """One stage-1 map from several readings' maps of one grid (each ``(Z, Y, X, 3)`` float32, 0
+    where that reading has no active site): their mean (summed in order) or their minimum."""
+    if how == "min":
+        return np.minimum.reduce(list(probs))
+    total = probs[0]
+    for p in probs[1:]:
+        total = total + p
+    return total / np.float32(len(probs))
 
 
 def _one_weights(w) -> bool:
@@ -234,8 +277,7 @@ def _load_stage(weights, stage: int):
     if not isinstance(weights, (list, tuple)) or not weights:
         raise WeightsError(f"stage-{stage} weights must be a file, a model, a (model, meta) pair or a non-empty "
                            f"list of them, got {weights!r}")
-    members = [_Stage(w, stage) for w in weights]
-    return members[0] if len(members) == 1 else _Ensemble(members)
+    return _ensemble_or_one([_Stage(w, stage) for w in weights])
 
 
 class Segmenter:
@@ -322,10 +364,17 @@ class Segmenter:
         return probs, n_active
 
     def stage1_probabilities(self, image: np.ndarray, spacing) -> Tuple[np.ndarray, int]:
-        """``(prob, n_active)``: max-over-HECs stage-1 sigmoid on the stage-1 grid (0 outside the window)."""
-        hu = io.resample(np.asarray(image, np.float32), spacing, self.stage1.spacing, order=1,
-                         antialias=self.stage1.antialias)
-        probs, n_active = self.probabilities_on_grid(self.stage1, hu, STAGE1)
+        """``(prob, n_active)``: max-over-HECs stage-1 sigmoid on the stage-1 grid (0 outside the
+        window). An ensemble that reads the scan two ways (``combine_readings``) reads it once per
+        way; ``n_active`` is then the larger reading's count."""
+        image = np.asarray(image, np.float32)
+        maps, n_active = [], 0
+        for antialias, stage in self.stage1.readings:
+            hu = io.resample(image, spacing, self.stage1.spacing, order=1, antialias=antialias)
+            probs, n = self.probabilities_on_grid(stage, hu, STAGE1)
+            maps.append(probs)
+            n_active = max(n_active, n)
+        probs = maps[0] if len(maps) == 1 else combine_readings(maps, self.stage1.combine)
         return probs.max(axis=3), n_active
 
     def stage2_probabilities(self, image: np.ndarray, spacing, roi: Roi) -> Tuple[np.ndarray, int]:
@@ -467,6 +516,20 @@ def check_antialias(meta: dict, stage: int) -> bool:
         raise WeightsError(f"{where} must be true or false, got {value!r}")
     if value and stage != 1:
         raise WeightsError(f"{where}: anti-aliasing is a stage-1 setting (stage 2 reads crops near its own grid)")
+    return value
+
+
+def check_combine_readings(meta: dict, stage: int) -> Optional[str]:
+    """The ``combine_readings`` setting of a stage's weights metadata (absent: None): one of
+    :data:`COMBINE_READINGS`, and only on stage-1 weights (only stage 1 reads the whole scan)."""
+    value = meta.get(COMBINE_KEY)
+    where = f"{COMBINE_KEY} in the metadata of {meta.get('path', f'the stage-{stage} weights')}"
+    if value is None:
+        return None
+    if value not in COMBINE_READINGS:
+        raise WeightsError(f"{where} must be one of {', '.join(COMBINE_READINGS)}, got {value!r}")
+    if stage != 1:
+        raise WeightsError(f"{where}: combining readings is a stage-1 setting (stage 2 reads crops)")
     return value
 
 

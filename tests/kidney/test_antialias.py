@@ -99,3 +99,54 @@ def test_the_segmenter_reads_the_scan_as_the_weights_say(weights, capsys, load_s
             store.main(argv)
         assert message in capsys.readouterr().err
     assert "antialias" not in read_weights(s2)[1]
+
+
+def test_an_ensemble_reads_the_scan_both_ways_when_its_members_say_how_to_combine(weights, capsys, load_script):
+    case = phantom.make_phantom(seed=3, preset="tiny")
+    s1, s2 = weights / "stage1_tiny.npz", weights / "stage2_tiny.npz"
+    save_weights(KidneyNet("tiny", seed=4), weights / "stage1_other.npz", {"stage": 1, "spacing_mm": 8.0})
+    save_weights(KidneyNet("tiny", seed=4), weights / "stage1_other_aa.npz",
+                 {"stage": 1, "spacing_mm": 8.0, "antialias": True})
+    members = [s1, weights / "stage1_other.npz", weights / "stage1_other_aa.npz"]
+    with pytest.raises(WeightsError, match="different antialias settings.*--combine-readings mean\\|min"):
+        Segmenter(members, s2)
+    store = load_script("store_settings")
+    as_is = Segmenter(members[:2], s2)  # the two that read the scan as it is, averaged
+    smooth = Segmenter(members[2], s2)
+    p_plain, _ = as_is.probabilities_on_grid(as_is.stage1, io.resample(case.image, case.spacing, 8.0), "stage1")
+    p_aa, _ = smooth.probabilities_on_grid(smooth.stage1,
+                                           io.resample(case.image, case.spacing, 8.0, antialias=True), "stage1")
+    for how, want in (("mean", (p_plain + p_aa) / np.float32(2)), ("min", np.minimum(p_plain, p_aa))):
+        for f in members:
+            assert store.main([str(f), "--combine-readings", how]) == 0
+        seg = Segmenter(members, s2)
+        assert seg.stage1.antialias is None and seg.stage1.combine == how
+        assert [a for a, _ in seg.stage1.readings] == [False, True]
+        assert f"readings' {how}" in seg.stage1.describe()
+        got, n = seg.stage1_probabilities(case.image, case.spacing)
+        np.testing.assert_array_equal(got, want.max(axis=3))
+        assert n > 0
+        assert isinstance(seg.segment(case.image, case.spacing), np.ndarray)
+        with pytest.raises(WeightsError, match="read the scan differently"):
+            seg.stage1.probabilities(None)
+    assert not np.array_equal(p_plain, p_aa)  # the two readings differ, so the two rules do too
+    # stored on members that read alike it changes nothing: the plain mean, bit for bit
+    alike = Segmenter(members[:2], s2)
+    np.testing.assert_array_equal(alike.stage1_probabilities(case.image, case.spacing)[0], p_plain.max(axis=3))
+    # members that disagree on it, a bad value, or stage-2 weights holding it are refused
+    assert store.main([str(members[0]), "--combine-readings", "mean"]) == 0
+    with pytest.raises(WeightsError, match="different combine_readings settings"):
+        Segmenter(members, s2)
+    save_weights(KidneyNet("tiny", seed=4), weights / "stage1_bad.npz", {"stage": 1, "combine_readings": "max"})
+    with pytest.raises(WeightsError, match="combine_readings in the metadata of .*stage1_bad.npz must be one of"):
+        Segmenter(weights / "stage1_bad.npz", s2)
+    save_weights(KidneyNet("tiny", seed=4), weights / "stage2_bad.npz", {"stage": 2, "combine_readings": "min"})
+    with pytest.raises(WeightsError, match="a stage-1 setting"):
+        Segmenter(s1, weights / "stage2_bad.npz")
+    capsys.readouterr()
+    for argv, message in (([str(s2), "--combine-readings", "min"], "holds stage-2 weights"),
+                          ([str(s1), "--combine-readings", "max"], "invalid choice"),
+                          ([str(s2), "--blur-tta", "0,1", "--combine-readings", "min"], "one at a time")):
+        with pytest.raises(SystemExit):
+            store.main(argv)
+        assert message in capsys.readouterr().err
