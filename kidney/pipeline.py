@@ -32,7 +32,10 @@ several reconstruction sharpnesses it was trained on. Every pass reads the as-is
 Ensembles (``Segmenter(stage2=[a, b, c])``, ``kidney segment --stage2-weights A B C``, or a weights
 folder holding several ``stage2*.npz``): the stage's sigmoids are the mean of its networks' (the
 members share one grid), within each mirror pass, before steps 2 and 5 — nnU-Net's way with the
-folds of a cross-validation. N members cost N times the stage's network time.
+folds of a cross-validation. N members cost N times the stage's network time. A stage-1 ensemble
+may hold members that read the scan anti-aliased (``antialias``) beside members that read it as it
+is, if every member stores ``combine_readings``: the scan is then read both ways, each reading's
+members averaged, and the two maps combined by their mean or their minimum before step 2.
 
 No kidney found (empty stage-1 window, or no component above threshold and size) gives an
 all-background map and a :class:`NoKidneyWarning`, not an error.
