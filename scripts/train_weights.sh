@@ -1610,7 +1610,7 @@ for t in 0.05 0.025; do python scripts/eval_real_ct.py --weights "$R43/cand/min_
 #     named one fact of the training data that fits: the classic phantoms paint a collecting system
 #     at the simple cyst's HU inside the kidney and label it kidney. The KiTS23 maps leave the renal
 #     sinus out of the kidney label (a morphological closing of kidney+masses by a 6 mm ball adds
-#     6-60 ml on the first six training maps), and `from_labels` paints nothing of the kind inside
+#     6-60 ml on the first six training maps, measured by hand, not by a script here), and `from_labels` paints nothing of the kind inside
 #     the label, so on every real-geometry CT fluid inside the kidney label is a lesion. Two runs
 #     from the shipped stage 2 with round 39's (c) recipe (lr 5e-5, 100 warm-up steps, 2,000 steps,
 #     --edge-cuts 0.3, --augment scanner, behind round 6's stage 1), side by side on one thread each,
