@@ -37,10 +37,10 @@ def test_counts_by_tissue_and_phase(tmp_path):
     assert row[1] == "nephrographic"
     got = [float(v) for v in row[2:]]
     # ref 8 voxels, pred 4 + 4 + 2 = 10, overlap 4: Dice 8/18
-    expect = [8.0, 10.0, 8 / 18, 4.0, 2.0, 4.0, 0.0]
+    expect = [8.0, 10.0, 8 / 18, 4.0, 2.0, 4.0, 0.0, 0.0]  # neither false mass touches the tumour
     assert np.allclose(got, expect, atol=5e-4), (got, expect)  # printed to 0.1 ml / 0.001
     assert "nephrographic       1 cases  masses Dice 0.444" in run.stdout
-    assert "(67% on normal kidney)" in run.stdout and "(0% called background)" in run.stdout
+    assert "(67% on normal kidney, 0% joined to a found lesion)" in run.stdout and "(0% called background)" in run.stdout
 
 
 def test_missing_prediction_is_an_error(tmp_path):
@@ -50,3 +50,25 @@ def test_missing_prediction_is_an_error(tmp_path):
     run = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "pred"), str(tmp_path / "data")],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and "no prediction" in run.stderr and "case_00003" in run.stderr
+
+
+def test_false_masses_joined_to_a_found_lesion_are_told_apart(tmp_path):
+    ref = np.zeros((12, 12, 12), np.uint8)
+    ref[2:10, 2:10, 2:10] = 1       # kidney
+    ref[3:5, 3:5, 3:5] = 3          # a cyst of 8 voxels
+    pred = ref.copy()
+    pred[5, 3:5, 3:5] = 3           # the cyst drawn one slice too deep: 4 false voxels joined to it
+    pred[5, 5, 5] = 3               # diagonal to those: still the same 26-connected part
+    pred[8, 8, 8] = 2               # a false mass of its own
+    data, out = tmp_path / "data", tmp_path / "pred"
+    _write(data / "case_00000" / "segmentation.nii.gz", ref)
+    _write(data / "case_00000" / "imaging.nii.gz", np.zeros_like(ref))
+    _write(out / "case_00000.nii.gz", pred)
+    run = subprocess.run([sys.executable, str(SCRIPT), str(out), str(data)], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr
+    row = next(line.split() for line in run.stdout.splitlines() if line.startswith("case_00000"))
+    got = [float(v) for v in row[1:]]  # no phantoms.csv: no phase column
+    assert np.allclose(got, [8.0, 14.0, 16 / 22, 6.0, 0.0, 0.0, 0.0, 5.0], atol=5e-4), got
+    assert "6.0 ml (100% on normal kidney, 83% joined to a found lesion)" in run.stdout
+
