@@ -7,8 +7,8 @@ Each case is written to ``DST/case_*`` with the same CT (copied byte for byte) a
 to ``L`` wherever the tissue map holds one of the named tissues (:data:`kidney.phantom.TISSUES`).
 A label convention can then be changed without drawing the CT again: the classic phantoms label
 their collecting system kidney (1), where the KiTS23 maps leave the renal sinus out of the kidney
-(``--tissue collecting_system --label 0``). Prints how many voxels changed per case. DST must not
-exist yet (nothing is overwritten).
+(``--tissue collecting_system --label 0``). Prints how many voxels changed, per case and in all.
+DST must not exist yet (nothing is overwritten).
 """
 from __future__ import annotations
 
@@ -61,9 +61,12 @@ def main(argv=None) -> int:
     if args.dst.exists():
         ap.error(f"{args.dst} exists; choose a new folder (nothing is overwritten)")
     ids = [_NAMES.index(n) for n in args.tissue]
+    total = 0
     for c in cases:
         n = relabel_case(c, args.dst / c.name, ids, args.label)
+        total += n
         print(f"{c.name}: {n} voxels relabelled {args.label}")
+    print(f"{len(cases)} cases written to {args.dst}: {total} voxels relabelled {args.label}")
     return 0
 
 

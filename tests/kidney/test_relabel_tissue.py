@@ -28,6 +28,7 @@ def test_the_collecting_system_becomes_background_and_nothing_else_changes(tmp_p
         assert f"{case.name}: {n} voxels relabelled 0" in out
         changed += n
     assert changed > 0  # the tiny phantoms do paint a collecting system labelled kidney
+    assert f"2 cases written to {dst}: {changed} voxels relabelled 0" in out
 
 
 def test_bad_input_is_named(tmp_path, load_script, capsys):
