@@ -37,12 +37,12 @@ def errors(pred: np.ndarray, ref: np.ndarray, voxel_ml: float) -> dict:
     pm, rm = pred >= 2, ref >= 2
     false, missed = pm & ~rm, rm & ~pm
     parts, _ = ndimage.label(pm, structure=np.ones((3, 3, 3), bool))
-    found = np.unique(parts[pm & rm])  # the predicted masses that overlap a reference lesion
+    found = np.unique(parts[pm & rm])  # the predicted masses (labels >= 1) that overlap a reference lesion
     ml = lambda m: float(np.count_nonzero(m)) * voxel_ml  # noqa: E731
     return {"ref": ml(rm), "pred": ml(pm), "dice": metrics.dice(pm, rm),
             "false_on_kidney": ml(false & (ref == 1)), "false_on_background": ml(false & (ref == 0)),
             "missed_as_kidney": ml(missed & (pred == 1)), "missed_as_background": ml(missed & (pred == 0)),
-            "false_joined": ml(false & np.isin(parts, found[found > 0]))}
+            "false_joined": ml(false & np.isin(parts, found))}
 
 
 COLUMNS = ("ref", "pred", "dice", "false_on_kidney", "false_on_background", "missed_as_kidney",

@@ -20,8 +20,7 @@ import nibabel as nib
 import numpy as np
 
 from kidney import io
-from kidney.phantom import TISSUES
-from kidney.phantom.dataset import TISSUE_NAME
+from kidney.phantom import TISSUE_NAME, TISSUES
 
 _NAMES = [t.name for t in TISSUES]
 
