@@ -379,6 +379,13 @@ def add_train(sub) -> None:
                    help="share P of the crops with thin soft-tissue sheets and strands painted into "
                         "their fat, as the fascia and vessels between a real scan's organs (default 0; "
                         "applies with any --augment, none included)")
+    p.add_argument("--patch", type=int, default=None, metavar="N",
+                   help="stage 2: train on boxes of N voxels a side cut from the crops (nnU-Net trains on "
+                        "patches; default: whole crops). Segmenting still reads whole crops")
+    p.add_argument("--lesion-patches", type=float, default=0.0, metavar="P",
+                   help="stage 2 with --patch: share P of the boxes centred on a mass (tumour or cyst; one "
+                        "mass drawn uniformly, then one of its voxels), nnU-Net's foreground "
+                        "oversampling (default 0)")
     p.add_argument("--antialias", action="store_true",
                    help="stage 1: smooth each scan (Gaussian, scikit-image's anti-aliasing rule) before it is "
                         "shrunk to the stage-1 grid; stored with the weights, so segmenting reads scans alike")
@@ -456,8 +463,8 @@ def run_train(args) -> int:
                       stage1_weights=str(args.stage1_weights) if args.stage1_weights else None,
                       gt_crops=not args.no_gt_crops, kidney_free_crops=args.kidney_free_crops,
                       edge_cuts=args.edge_cuts, fat_strands=args.fat_strands, antialias=args.antialias,
-                      widen=args.widen, deepen=args.deepen,
-                      keep_weights_at=args.keep_weights_at)
+                      widen=args.widen, deepen=args.deepen, patch=args.patch,
+                      lesion_patches=args.lesion_patches, keep_weights_at=args.keep_weights_at)
     out = args.out or Path("runs") / f"stage{args.stage}"
     comm = _communicator(args)
     if not args.return_freed_memory:

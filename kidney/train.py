@@ -17,7 +17,10 @@ crops at the stage-2 spacing made by the ROI rule of :mod:`kidney.roi` from the 
 training scan (as at inference). Stage-2 inputs keep only voxels in the HU window *and* the dilated
 ROI — so on a ground-truth crop the active set's border is the true kidney+masses outline dilated by
 the ROI ball, a cue the network can learn and will not have at inference. ``gt_crops=False`` trains
-on the stage-1 crops only, whose masks are what the network meets at inference.
+on the stage-1 crops only, whose masks are what the network meets at inference. With ``patch``
+each step reads a box of that many voxels a side cut from its crop (before augmentation), a share
+``lesion_patches`` of them centred on a mass (:mod:`kidney.patches`: nnU-Net's foreground
+oversampling, one mass drawn uniformly so small lesions are centred as often as large ones).
 
 Reproducibility: micro-step ``i`` draws its case and augmentation from
 ``numpy.random.default_rng([seed, i])``, so a run resumed from a checkpoint (saved after an optimiser
@@ -51,6 +54,7 @@ from sparseconv.optim import AdamW, GradientAccumulator, WarmupCosine, param_gro
 from . import io, roi as roi_mod
 from .augment import AUGMENTATIONS, NO_AUGMENT, AugmentConfig, augment, augmentation
 from .model import KidneyNet, get_config, hec_targets, save_weights, weights_record
+from .patches import patch_box
 from .sparsify import sparsify, stage_preset
 
 __all__ = ["LOSSES", "TrainConfig", "Sample", "iter_samples", "load_samples", "make_batch", "loss_and_dice",
@@ -99,6 +103,8 @@ class TrainConfig:
     edge_cuts: float = 0.0                   # stage 2: share of crops cut through the kidney (volume edge)
     fat_strands: float = 0.0                 # share of crops with thin soft tissue painted into their fat
     antialias: bool = False                  # stage 1: smooth each scan before shrinking it (kidney.io.resample)
+    patch: Optional[int] = None              # stage 2: train on boxes of this many voxels a side (kidney.patches)
+    lesion_patches: float = 0.0              # stage 2 with patch: share of boxes centred on a mass
 
     def resolved(self) -> "TrainConfig":
         c = replace(self)
@@ -137,6 +143,14 @@ class TrainConfig:
             raise ValueError("antialias is for stage 1 (the whole scan shrunk to its grid); stage 2 reads crops")
         if c.edge_cuts and c.stage != 2:
             raise ValueError("edge_cuts is for stage 2 (stage 1 gets field-of-view crops: augmentation='nnunet')")
+        if c.patch is not None and c.stage != 2:
+            raise ValueError("patch is for stage 2 (boxes cut from its crops); stage 1 reads whole scans")
+        if c.patch is not None and int(c.patch) < 1:
+            raise ValueError(f"patch must be >= 1 voxel a side, got {c.patch}")
+        if not 0.0 <= c.lesion_patches <= 1.0:
+            raise ValueError(f"lesion_patches must lie in [0, 1], got {c.lesion_patches}")
+        if c.lesion_patches and c.patch is None:
+            raise ValueError("lesion_patches needs patch (the size of the boxes it centres on a mass)")
         if c.widen and not c.init_weights:
             raise ValueError("widen needs init_weights (the narrower network to start from)")
         if c.deepen and not c.init_weights:
@@ -384,7 +398,11 @@ class Trainer:
         rng = np.random.default_rng([self.cfg.seed, micro_step])
         for _ in range(20):
             s = self.samples[int(rng.integers(len(self.samples)))]
-            hu, labels, mask = augment(s.hu, s.labels, rng, self.aug, mask=s.mask)
+            hu, labels, mask = s.hu, s.labels, s.mask
+            if self.cfg.patch is not None:  # drawn only when asked: runs without patches keep their draws
+                box = patch_box(labels, self.cfg.patch, rng, self.cfg.lesion_patches)
+                hu, labels, mask = hu[box], labels[box], None if mask is None else mask[box]
+            hu, labels, mask = augment(hu, labels, rng, self.aug, mask=mask)
             x, t = make_batch(hu, labels, mask, self.cfg.stage)
             if x is not None:
                 return s, x, t

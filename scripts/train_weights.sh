@@ -1690,3 +1690,34 @@ python scripts/rule_score.py "$R46"/cand/f_{1500,2000} --base "$R34/cand/r6_c150
 for s in 1500 2000; do python scripts/eval_real_ct.py --weights "$R46/cand/f_$s" || true; done
 # the rule (the shipped set: 0.7367): 0.7310 / 0.7251 at 1,500 / 2,000 steps in all. Neither leads. The `varied`
 # set stays as it is. After the choice, the real CT: 0.498 / 0.550.
+
+# 53. round 47: stage 2 trained on patches, half of them centred on a mass (`kidney train --patch N
+#     --lesion-patches 0.5`, new: nnU-Net's patches and foreground oversampling, one mass drawn
+#     uniformly so a small lesion is centred as often as a large one). Every stage-2 run so far read
+#     whole crops, about half of them kidneys with no lesion, and a small lesion beside a large one
+#     weighs little in the crop's soft Dice; the small-lesion cases are where the per-case mean is
+#     lost (mass_errors.py, after round 44). A box is also cheaper: 60 steps on the mix's first 12
+#     cases (--max-cases 12; train_log.jsonl's clock) took a median 0.34 s a step on whole crops,
+#     0.15 s on 48-voxel boxes and 0.06 s on 32-voxel boxes (7.5 and 5 cm at 1.56 mm; a 64-voxel
+#     box, nnU-Net's 10 cm, holds nearly the whole crop: 0.29 s). Two runs from the
+#     shipped stage 2 with round 39's (c) recipe otherwise (lr 5e-5, 100 warm-up steps, --edge-cuts
+#     0.3, --augment scanner, behind round 6's stage 1, round 31's mix), side by side on one thread
+#     each, written before either started, each about the control's time in steps: (a) --patch 48,
+#     4,000 steps, the weights at 2,000 / 4,000 kept, seed 471; (b) --patch 32, 8,000 steps, the
+#     weights at 4,000 / 8,000 kept, seed 472. Round 39's (c) (whole crops, 2,000 steps: 0.7360 /
+#     0.7354 at 1,000 / 2,000) is the control. Candidates: the four snapshots behind the shipped
+#     stage 1, the shipped post-processing stored. The rule: round 32's six figures, a lead of 0.005
+#     over the shipped set (0.7367); the best such one ships. After the choice: the test split and
+#     the classic phantoms if one ships, the real CT with every candidate for the record.
+R47="$WORK/round47"
+S47=(--lr 5e-5 --warmup 100 --edge-cuts 0.3 --augment scanner --lesion-patches 0.5 --checkpoint-every 250
+     --init-weights kidney/weights/varied/stage2_wide_stem_bias.npz --data "$R31/train")
+"${STAGE2[@]}" --stage1-weights "$R31/cand/r6/stage1_compact.npz" --out "$R47/s2_a" --seed 471 "${S47[@]}" \
+    --patch 48 --steps 4000 --keep-weights-at 2000,4000
+"${STAGE2[@]}" --stage1-weights "$R31/cand/r6/stage1_compact.npz" --out "$R47/s2_b" --seed 472 "${S47[@]}" \
+    --patch 32 --steps 8000 --keep-weights-at 4000,8000
+for c in a_2000 a_4000 b_4000 b_8000; do
+  R39="$R47" s2_cand "$c" kidney/weights/varied "$R47/s2_${c%_*}/weights_step${c#*_}.npz"
+done
+python scripts/rule_score.py "$R47"/cand/{a_2000,a_4000,b_4000,b_8000} --base "$R34/cand/r6_c1500"
+for c in a_2000 a_4000 b_4000 b_8000; do python scripts/eval_real_ct.py --weights "$R47/cand/$c" || true; done
