@@ -379,6 +379,11 @@ def add_train(sub) -> None:
                    help="share P of the crops with thin soft-tissue sheets and strands painted into "
                         "their fat, as the fascia and vessels between a real scan's organs (default 0; "
                         "applies with any --augment, none included)")
+    p.add_argument("--lesion-crops", type=float, default=0.0, metavar="P",
+                   help="stage 2: share P of the steps pick their crop through a mass (tumour or cyst) drawn "
+                        "uniformly among every mass of the training crops, so crops with no lesion are "
+                        "skipped and a small lesion comes as often as a large one (default 0: crops drawn "
+                        "uniformly)")
     p.add_argument("--patch", type=int, default=None, metavar="N",
                    help="stage 2: train on boxes of N voxels a side cut from the crops (nnU-Net trains on "
                         "patches; default: whole crops). Segmenting still reads whole crops")
@@ -464,7 +469,8 @@ def run_train(args) -> int:
                       gt_crops=not args.no_gt_crops, kidney_free_crops=args.kidney_free_crops,
                       edge_cuts=args.edge_cuts, fat_strands=args.fat_strands, antialias=args.antialias,
                       widen=args.widen, deepen=args.deepen, patch=args.patch,
-                      lesion_patches=args.lesion_patches, keep_weights_at=args.keep_weights_at)
+                      lesion_patches=args.lesion_patches, lesion_crops=args.lesion_crops,
+                      keep_weights_at=args.keep_weights_at)
     out = args.out or Path("runs") / f"stage{args.stage}"
     comm = _communicator(args)
     if not args.return_freed_memory:

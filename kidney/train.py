@@ -17,9 +17,11 @@ crops at the stage-2 spacing made by the ROI rule of :mod:`kidney.roi` from the 
 training scan (as at inference). Stage-2 inputs keep only voxels in the HU window *and* the dilated
 ROI — so on a ground-truth crop the active set's border is the true kidney+masses outline dilated by
 the ROI ball, a cue the network can learn and will not have at inference. ``gt_crops=False`` trains
-on the stage-1 crops only, whose masks are what the network meets at inference. With ``patch``
+on the stage-1 crops only, whose masks are what the network meets at inference. With
+``lesion_crops`` that share of the steps pick their crop through a mass drawn uniformly among every
+mass of the training crops (:mod:`kidney.sampling`), the rest uniformly among the crops. With ``patch``
 each step reads a box of that many voxels a side cut from its crop (before augmentation), a share
-``lesion_patches`` of them centred on a mass (:mod:`kidney.patches`: nnU-Net's foreground
+``lesion_patches`` of them centred on a mass (:mod:`kidney.sampling`: nnU-Net's foreground
 oversampling, one mass drawn uniformly so small lesions are centred as often as large ones).
 
 Reproducibility: micro-step ``i`` draws its case and augmentation from
@@ -54,7 +56,7 @@ from sparseconv.optim import AdamW, GradientAccumulator, WarmupCosine, param_gro
 from . import io, roi as roi_mod
 from .augment import AUGMENTATIONS, NO_AUGMENT, AugmentConfig, augment, augmentation
 from .model import KidneyNet, get_config, hec_targets, save_weights, weights_record
-from .patches import patch_box
+from .sampling import mass_owners, patch_box
 from .sparsify import sparsify, stage_preset
 
 __all__ = ["LOSSES", "TrainConfig", "Sample", "iter_samples", "load_samples", "make_batch", "loss_and_dice",
@@ -103,8 +105,9 @@ class TrainConfig:
     edge_cuts: float = 0.0                   # stage 2: share of crops cut through the kidney (volume edge)
     fat_strands: float = 0.0                 # share of crops with thin soft tissue painted into their fat
     antialias: bool = False                  # stage 1: smooth each scan before shrinking it (kidney.io.resample)
-    patch: Optional[int] = None              # stage 2: train on boxes of this many voxels a side (kidney.patches)
+    patch: Optional[int] = None              # stage 2: train on boxes of this many voxels a side (kidney.sampling)
     lesion_patches: float = 0.0              # stage 2 with patch: share of boxes centred on a mass
+    lesion_crops: float = 0.0                # stage 2: share of steps whose crop is picked through a mass
 
     def resolved(self) -> "TrainConfig":
         c = replace(self)
@@ -149,6 +152,10 @@ class TrainConfig:
             raise ValueError(f"patch must be >= 1 voxel a side, got {c.patch}")
         if not 0.0 <= c.lesion_patches <= 1.0:
             raise ValueError(f"lesion_patches must lie in [0, 1], got {c.lesion_patches}")
+        if not 0.0 <= c.lesion_crops <= 1.0:
+            raise ValueError(f"lesion_crops must lie in [0, 1], got {c.lesion_crops}")
+        if c.lesion_crops and c.stage != 2:
+            raise ValueError("lesion_crops is for stage 2 (its crops hold the lesions); stage 1 reads whole scans")
         if c.lesion_patches and c.patch is None:
             raise ValueError("lesion_patches needs patch (the size of the boxes it centres on a mass)")
         if c.widen and not c.init_weights:
@@ -302,6 +309,10 @@ class Trainer:
         self.comm = comm  # a kidney.distributed.Communicator: data-parallel over its ranks (None: one process)
         self.is_root = comm is None or comm.rank == 0
         self.samples = samples
+        # every mass's crop, for the steps that pick a crop through a mass (kidney.sampling)
+        self.mass_owners = mass_owners([s.labels for s in samples]) if self.cfg.lesion_crops else None
+        if self.cfg.lesion_crops and not len(self.mass_owners):
+            raise ValueError("lesion_crops: no training crop holds a mass (KiTS label 2 or 3)")
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.aug = augment_config or (augmentation(self.cfg.augmentation, self.cfg.stage)
@@ -397,7 +408,10 @@ class Trainer:
         """The (augmented) sample of a micro-step: a function of ``(seed, micro_step)`` only."""
         rng = np.random.default_rng([self.cfg.seed, micro_step])
         for _ in range(20):
-            s = self.samples[int(rng.integers(len(self.samples)))]
+            if self.cfg.lesion_crops and rng.random() < self.cfg.lesion_crops:  # drawn only when asked
+                s = self.samples[int(self.mass_owners[rng.integers(len(self.mass_owners))])]
+            else:
+                s = self.samples[int(rng.integers(len(self.samples)))]
             hu, labels, mask = s.hu, s.labels, s.mask
             if self.cfg.patch is not None:  # drawn only when asked: runs without patches keep their draws
                 box = patch_box(labels, self.cfg.patch, rng, self.cfg.lesion_patches)

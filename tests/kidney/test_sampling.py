@@ -1,10 +1,10 @@
-"""kidney.patches and TrainConfig.patch: boxes cut from stage-2 crops, some centred on a mass."""
+"""kidney.sampling: stage-2 crops picked through a mass, boxes cut from them, some centred on a mass."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from kidney.patches import patch_box
+from kidney.sampling import mass_owners, patch_box
 from kidney.train import Trainer, TrainConfig, load_samples
 
 
@@ -99,3 +99,49 @@ def test_training_draws_patches_seeded_and_leaves_runs_without_them_unchanged(ti
         assert np.array_equal(x2.coords, x3.coords) and np.array_equal(x2.feats, x3.feats)
         assert np.array_equal(t2, t3)
     assert smaller > 0
+
+
+def test_mass_owners_list_each_mass_once_with_its_crop():
+    two = _crop()                                   # a tumour and a cyst, apart
+    none = np.where(_crop() >= 2, 1, _crop()).astype(np.uint8)
+    touching = np.zeros((6, 6, 6), np.uint8)
+    touching[1:3, 1:3, 1:3] = 2
+    touching[3, 3, 3] = 3                           # diagonal neighbour: one 26-connected mass
+    owners = mass_owners([none, two, touching, none])
+    assert owners.dtype == np.int64 and owners.tolist() == [1, 1, 2]
+    assert mass_owners([none]).tolist() == [] and mass_owners([]).tolist() == []
+
+
+def test_lesion_crops_pick_crops_through_their_masses(tiny_data, tmp_path):
+    """With lesion_crops 1 every step reads a crop that holds a mass, and every such crop comes up; the
+    draws are seeded; without it the trainer indexes no mass (its draws are those of before)."""
+    base = dict(stage=2, model="tiny", spacing=4.0, stage1_spacing=8.0, steps=2, accumulate=1,
+                lr=1e-3, warmup_steps=1, seed=5, augmentation="none")
+    from kidney.train import Sample
+    crops = load_samples(tiny_data, TrainConfig(**base))
+    # each crop twice: as drawn, and with its masses relabelled kidney (a crop with no lesion)
+    samples = [Sample(c.case_id, c.hu, c.labels, c.mask) for c in crops] + \
+        [Sample(c.case_id + "/no_mass", c.hu, np.where(c.labels >= 2, 1, c.labels).astype(c.labels.dtype), c.mask)
+         for c in crops]
+    owners = mass_owners([s.labels for s in samples])
+    assert len(owners) and set(owners.tolist()) == set(range(len(crops)))
+    lean = Trainer(TrainConfig(**base, lesion_crops=1.0), samples, tmp_path / "a", progress=False)
+    assert np.array_equal(lean.mass_owners, owners)
+    picked = [lean.draw(step)[0] for step in range(40)]
+    assert all(not s.case_id.endswith("/no_mass") for s in picked)
+    counts = np.bincount([next(i for i, c in enumerate(samples) if c is s) for s in picked], minlength=len(crops))
+    assert counts.sum() == 40 and all(counts[i] > 0 for i in set(owners.tolist()))
+    again = Trainer(TrainConfig(**base, lesion_crops=1.0), samples, tmp_path / "b", progress=False)
+    for step in range(5):
+        _, x, _ = lean.draw(step)
+        _, x2, _ = again.draw(step)
+        assert np.array_equal(x.coords, x2.coords) and np.array_equal(x.feats, x2.feats)
+    plain = Trainer(TrainConfig(**base), samples, tmp_path / "c", progress=False)
+    assert plain.mass_owners is None
+    with pytest.raises(ValueError, match="lesion_crops is for stage 2"):
+        TrainConfig(stage=1, lesion_crops=0.5).resolved()
+    with pytest.raises(ValueError, match="lesion_crops must lie in"):
+        TrainConfig(stage=2, lesion_crops=-0.5).resolved()
+    no_mass = samples[len(crops):]
+    with pytest.raises(ValueError, match="no training crop holds a mass"):
+        Trainer(TrainConfig(**base, lesion_crops=0.5), no_mass, tmp_path / "d", progress=False)
