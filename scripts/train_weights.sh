@@ -1724,7 +1724,8 @@ for c in a_2000 a_4000 b_4000 b_8000; do python scripts/eval_real_ct.py --weight
 # the rule (the shipped set: 0.7367): (a) 0.7226 / 0.7282 at 2,000 / 4,000 steps, (b) 0.7185 / 0.7164 at
 # 4,000 / 8,000 (the control, round 39's (c): 0.7360 / 0.7354). None leads; the smaller box loses more.
 # Every figure of the stage-2 rule falls (round 6's set 0.7076-0.7170 against the control's 0.7306, the
-# textured maps on their own grids 0.6288-0.6490 against 0.6735). The `varied` set stays as it is.
+# textured maps on their own grids 0.6288-0.6490 against 0.6735). The `varied` set stays as it is. After
+# the choice, the real CT: (a) 0.416 / 0.435, (b) 0.416 / 0.406.
 
 # 54. round 48: stage 2 on whole crops picked through a mass (`kidney train --lesion-crops P`, new).
 #     Written after round 47's figures, before these runs. Round 47 changed two things at once: the
