@@ -1761,3 +1761,27 @@ for c in a_1000 a_2000 b_1000 b_2000; do python scripts/eval_real_ct.py --weight
 # After the choice, the real CT: (a) 0.500 / 0.507, (b) 0.462 / 0.510.
 cp "$R48/cand/b_2000/stage2_wide_stem_bias.npz" kidney/weights/varied/stage2_wide_stem_bias.npz
 test_varied "$R48"
+
+# 55. round 49: round 48's lean, continued and repeated. Written after round 48's figures, before
+#     these runs. Round 48's (b) led by 0.0053, just over the margin, and its (a) (P 0.5) did not lead
+#     at all: is the lead the lean's or the seed's, and does it grow with more steps? Two runs side by
+#     side on one thread each, round 48's recipe (--lesion-crops 1, lr 5e-5, 100 warm-up steps, 2,000
+#     steps, --edge-cuts 0.3, --augment scanner, behind round 6's stage 1, round 31's mix): (a) from
+#     the shipped stage 2 (round 48's (b)), seed 491; (b) from round 17's stage 2, as round 48's (b)
+#     but seed 492 (a second draw of the same run). The weights at 1,000 / 2,000 kept. Candidates:
+#     the four snapshots behind the shipped stage 1, the shipped post-processing stored. The rule:
+#     round 32's six figures, a lead of 0.005 over the shipped set (round 48's (b): 0.7420); the best
+#     such one ships. After the choice: the test split and the classic phantoms if one ships, the
+#     real CT with every candidate for the record.
+R49="$WORK/round49"
+S49=(--lr 5e-5 --warmup 100 --steps 2000 --edge-cuts 0.3 --augment scanner --keep-weights-at 1000,2000
+     --lesion-crops 1 --data "$R31/train" --checkpoint-every 250)
+"${STAGE2[@]}" --stage1-weights "$R31/cand/r6/stage1_compact.npz" --out "$R49/s2_a" --seed 491 "${S49[@]}" \
+    --init-weights kidney/weights/varied/stage2_wide_stem_bias.npz
+"${STAGE2[@]}" --stage1-weights "$R31/cand/r6/stage1_compact.npz" --out "$R49/s2_b" --seed 492 "${S49[@]}" \
+    --init-weights "$R17W"
+for c in a_1000 a_2000 b_1000 b_2000; do
+  R39="$R49" s2_cand "$c" kidney/weights/varied "$R49/s2_${c%_*}/weights_step${c#*_}.npz"
+done
+python scripts/rule_score.py "$R49"/cand/{a,b}_{1000,2000} --base "$R48/cand/b_2000"
+for c in a_1000 a_2000 b_1000 b_2000; do python scripts/eval_real_ct.py --weights "$R49/cand/$c" || true; done
