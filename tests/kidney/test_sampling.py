@@ -145,3 +145,23 @@ def test_lesion_crops_pick_crops_through_their_masses(tiny_data, tmp_path):
     no_mass = samples[len(crops):]
     with pytest.raises(ValueError, match="no training crop holds a mass"):
         Trainer(TrainConfig(**base, lesion_crops=0.5), no_mass, tmp_path / "d", progress=False)
+
+
+def test_kidney_train_takes_the_options_and_records_them(tiny_data, tmp_path, capsys):
+    """End to end through the command line: refused where they do not apply (exit 2, the problem
+    named, before any data is read), recorded in the weights where they do."""
+    from kidney import cli
+    from kidney.model import read_weights
+    base = ["train", "--data", str(tiny_data), "--model", "tiny", "--steps", "2", "--accumulate", "1",
+            "--quiet", "--checkpoint-every", "1"]
+    stage2 = ["--stage", "2", "--spacing", "4", "--stage1-spacing", "8"]
+    assert cli.main(base + ["--stage", "1", "--spacing", "8", "--lesion-crops", "0.5",
+                            "--out", str(tmp_path / "a")]) == 2
+    assert "lesion_crops is for stage 2" in capsys.readouterr().err
+    assert cli.main(base + stage2 + ["--lesion-patches", "0.5", "--out", str(tmp_path / "b")]) == 2
+    assert "lesion_patches needs patch" in capsys.readouterr().err
+    out = tmp_path / "c"
+    assert cli.main(base + stage2 + ["--lesion-crops", "1", "--patch", "8", "--lesion-patches", "0.5",
+                                     "--out", str(out)]) == 0
+    train = read_weights(out / "weights.npz")[1]["train"]
+    assert (train["lesion_crops"], train["patch"], train["lesion_patches"]) == (1.0, 8, 0.5)
