@@ -1,8 +1,8 @@
 """What a stage-2 training step reads: crops picked through a mass, boxes cut from them.
 
-A stage-2 crop holds a whole kidney and its margin (about 10 × 10 × 14 cm). Drawn uniformly, about
-half the crops are kidneys with no lesion (a case's other kidney), and a small lesion beside a large
-one is a few hundred of the crop's hundred thousand voxels. nnU-Net trains on patches (its KiTS
+A stage-2 crop holds a whole kidney and its margin. Drawn uniformly, many crops hold no lesion (a
+case's other kidney, or a ROI stage 1 put elsewhere), and a small lesion beside a large one is a few
+hundred of the crop's tens of thousands of active voxels. nnU-Net trains on patches (its KiTS
 patch is about 10 cm a side) and centres a third of them on a foreground voxel ("foreground
 oversampling"), so rare classes are seen often. Two ways to do the same here, both drawn from the
 step's own generator (a sample stays a function of ``(seed, micro_step)``):
