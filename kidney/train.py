@@ -132,16 +132,13 @@ class TrainConfig:
             raise ValueError("gt_crops=False (stage-1 crops only) needs stage 2 and stage1_weights")
         if c.fold is not None and not 0 <= c.fold < c.folds:
             raise ValueError(f"fold must be in [0, {c.folds}), got {c.fold}")
-        if not 0.0 <= c.kidney_free_crops <= 1.0:
-            raise ValueError(f"kidney_free_crops must lie in [0, 1], got {c.kidney_free_crops}")
+        for share in ("kidney_free_crops", "edge_cuts", "fat_strands", "lesion_patches", "lesion_crops"):
+            if not 0.0 <= getattr(c, share) <= 1.0:
+                raise ValueError(f"{share} must lie in [0, 1], got {getattr(c, share)}")
         if c.kidney_free_crops and (c.stage != 1 or not c.augment
                                     or AUGMENTATIONS[c.augmentation].p_fov_crop == 0):
             raise ValueError("kidney_free_crops needs stage 1 and an augmentation with field-of-view "
                              "crops (augmentation='nnunet')")
-        if not 0.0 <= c.edge_cuts <= 1.0:
-            raise ValueError(f"edge_cuts must lie in [0, 1], got {c.edge_cuts}")
-        if not 0.0 <= c.fat_strands <= 1.0:
-            raise ValueError(f"fat_strands must lie in [0, 1], got {c.fat_strands}")
         if c.antialias and c.stage != 1:
             raise ValueError("antialias is for stage 1 (the whole scan shrunk to its grid); stage 2 reads crops")
         if c.edge_cuts and c.stage != 2:
@@ -150,10 +147,6 @@ class TrainConfig:
             raise ValueError("patch is for stage 2 (boxes cut from its crops); stage 1 reads whole scans")
         if c.patch is not None and int(c.patch) < 1:
             raise ValueError(f"patch must be >= 1 voxel a side, got {c.patch}")
-        if not 0.0 <= c.lesion_patches <= 1.0:
-            raise ValueError(f"lesion_patches must lie in [0, 1], got {c.lesion_patches}")
-        if not 0.0 <= c.lesion_crops <= 1.0:
-            raise ValueError(f"lesion_crops must lie in [0, 1], got {c.lesion_crops}")
         if c.lesion_crops and c.stage != 2:
             raise ValueError("lesion_crops is for stage 2 (its crops hold the lesions); stage 1 reads whole scans")
         if c.lesion_patches and c.patch is None:

@@ -17,7 +17,8 @@ anti-aliasing and how a stage-1 ensemble combines its readings.
 
 Settings are chosen on validation data (``scripts/train_weights.sh`` says how) and stored in the
 file's metadata (``blur_tta``, ``antialias``, ``combine_readings``), where
-:class:`kidney.pipeline.Segmenter` reads them. The arrays are not touched (checked). The ROI rule has its own script, ``store_roi_rule.py``.
+:class:`kidney.pipeline.Segmenter` reads them. The arrays are not touched (checked). The ROI rule
+has its own script, ``store_roi_rule.py``.
 """
 from __future__ import annotations
 

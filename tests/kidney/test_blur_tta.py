@@ -90,7 +90,8 @@ def test_stored_setting_is_the_default_overridable_and_ensembles_agree(weights, 
     save_weights(KidneyNet("tiny", seed=5), other, {"stage": 2, "spacing_mm": 4.0, "blur_tta": [-1]})
     with pytest.raises(ValueError, match="blur_tta in the metadata of .*stage2_other.npz"):
         Segmenter(weights / "stage1_tiny.npz", other)
-    for argv, message in (([str(s2), "--blur-tta", "0,-2"], ">= 0"), ([str(s2)], "give --blur-tta, --antialias or --combine-readings"),
+    for argv, message in (([str(s2), "--blur-tta", "0,-2"], ">= 0"),
+                          ([str(s2)], "give --blur-tta, --antialias or --combine-readings"),
                           ([str(weights / "stage1_tiny.npz"), "--blur-tta", "1"], "stage-1 weights")):
         with pytest.raises(SystemExit):
             store.main(argv)

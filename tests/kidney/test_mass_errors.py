@@ -72,4 +72,3 @@ def test_false_masses_joined_to_a_found_lesion_are_told_apart(tmp_path):
     got = [float(v) for v in row[1:]]  # no phantoms.csv: no phase column
     assert np.allclose(got, [8.0, 14.0, 16 / 22, 6.0, 0.0, 0.0, 0.0, 5.0], atol=5e-4), got
     assert "6.0 ml (100% on normal kidney, 83% joined to a found lesion)" in run.stdout
-
