@@ -1710,6 +1710,17 @@ for s in 1500 2000; do python scripts/eval_real_ct.py --weights "$R46/cand/f_$s"
 #     over the shipped set (0.7367); the best such one ships. After the choice: the test split and
 #     the classic phantoms if one ships, the real CT with every candidate for the record.
 R47="$WORK/round47"
+# the step times quoted above: 60 steps on the mix's first 12 cases, whole crops and three box sizes
+# (measured with whole crops and 64 one after the other, 48 and 32 side by side, one thread each); the
+# median of train_log.jsonl's step-to-step clock
+for p in none 64 48 32; do
+  box=(); [ $p = none ] || box=(--patch $p --lesion-patches 0.5)
+  "${STAGE2[@]}" --stage1-weights "$R31/cand/r6/stage1_compact.npz" --out "$R47/time_$p" --seed 1 --lr 5e-5 \
+      --warmup 10 --steps 60 --edge-cuts 0.3 --augment scanner --data "$R31/train" --max-cases 12 \
+      --init-weights kidney/weights/varied/stage2_wide_stem_bias.npz --checkpoint-every 1000 --fresh "${box[@]}"
+  python -c "import json, sys, statistics as st; t = [json.loads(l)['seconds'] for l in open(sys.argv[1])]
+print(sys.argv[1], 'median s/step', round(st.median(b - a for a, b in zip(t, t[1:])), 2))" "$R47/time_$p/train_log.jsonl"
+done
 S47=(--lr 5e-5 --warmup 100 --edge-cuts 0.3 --augment scanner --lesion-patches 0.5 --checkpoint-every 250
      --init-weights kidney/weights/varied/stage2_wide_stem_bias.npz --data "$R31/train")
 "${STAGE2[@]}" --stage1-weights "$R31/cand/r6/stage1_compact.npz" --out "$R47/s2_a" --seed 471 "${S47[@]}" \
