@@ -11,6 +11,8 @@ Submodules (import what you need; this package imports nothing heavy on its own)
 - :mod:`kidney.roi` — stage-1 output -> kidney regions -> stage-2 crops.
 - :mod:`kidney.pipeline` — ``segment(image) -> labels`` on the input's grid (:class:`Segmenter`).
 - :mod:`kidney.postprocess` — keep the largest connected parts of a label map's foreground.
+- :mod:`kidney.components` — connected parts of a mask (26-connectivity), one definition for the
+  metrics, the ROI rule, the post-processing, training's sampling and the phantoms.
 - :mod:`kidney.peak_memory` — peak resident memory of a block of code (the per-step figures of
   ``segment`` and of the benchmarks).
 - :mod:`kidney.train`, :mod:`kidney.augment` — training of both stages, augmentation.

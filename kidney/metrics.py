@@ -28,6 +28,7 @@ import numpy as np
 from scipy import ndimage
 
 from ._surface_table import normals_in_eighths
+from .components import label_parts
 
 HEC_LABELS: Dict[str, Tuple[int, ...]] = {"kidney": (1, 2, 3), "masses": (2, 3), "tumor": (2,)}
 # kits23/configuration/labels.py HEC_SD_TOLERANCES_MM (kidney_and_mass, mass, tumor)
@@ -99,7 +100,7 @@ def lesion_recall(pred_labels: np.ndarray, ref_labels: np.ndarray,
     ml = float(np.prod(spacing)) / 1000.0
     out = []
     for label in (2, 3):
-        comp, n = ndimage.label(ref_labels == label, structure=np.ones((3, 3, 3), bool))
+        comp, n = label_parts(ref_labels == label)
         if n == 0:
             continue
         size = np.bincount(comp.ravel(), minlength=n + 1)[1:]

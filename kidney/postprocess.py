@@ -26,7 +26,8 @@ from __future__ import annotations
 from typing import Optional, Union
 
 import numpy as np
-from scipy import ndimage
+
+from .components import label_parts
 
 __all__ = ["keep_largest_components", "keep_anchored_components", "check_keep_components",
            "META_KEY", "STAGE1"]
@@ -35,7 +36,6 @@ __all__ = ["keep_largest_components", "keep_anchored_components", "check_keep_co
 META_KEY = "keep_components"
 #: the setting that keeps the components touching stage 1's kidneys
 STAGE1 = "stage1"
-_FULL = np.ones((3, 3, 3), bool)  # 26-connectivity: voxels touching by a face, an edge or a corner
 
 
 def check_keep_components(n, where: str = "keep_components") -> Union[int, str, None]:
@@ -70,7 +70,7 @@ def keep_largest_components(labels: np.ndarray, n: Optional[int]) -> np.ndarray:
     out = labels.copy()
     if n is None:
         return out
-    comp, count = ndimage.label(labels > 0, structure=_FULL)
+    comp, count = label_parts(labels > 0)
     if count <= n:
         return out
     sizes = np.bincount(comp.ravel(), minlength=count + 1)[1:]
@@ -96,7 +96,7 @@ def keep_anchored_components(labels: np.ndarray, anchor: np.ndarray) -> np.ndarr
         raise ValueError(f"keep_anchored_components needs a (Z, Y, X) label map and an anchor of its shape, "
                          f"got {labels.shape} and {anchor.shape}")
     out = labels.copy()
-    comp, count = ndimage.label(labels > 0, structure=_FULL)
+    comp, count = label_parts(labels > 0)
     if count == 0:
         return out
     keep = np.zeros(count + 1, bool)

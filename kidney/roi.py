@@ -28,6 +28,7 @@ import numpy as np
 from scipy import ndimage
 
 from .sparsify import STAGE1, STAGE2
+from .components import label_parts
 
 __all__ = ["RoiConfig", "META_KEYS", "roi_overrides", "Roi", "find_rois", "component_masks", "crop_box",
            "resample_box", "crop_roi", "paste_probabilities", "scan_box", "cores_on_scan", "at_stage1_centres",
@@ -96,9 +97,6 @@ def ball(diameter: float) -> np.ndarray:
     return (z * z + y * y + x * x) <= r * r
 
 
-_FULL = np.ones((3, 3, 3), bool)  # 26-connectivity
-
-
 def component_masks(prob: np.ndarray, spacing1: float = STAGE1.spacing_mm,
                     config: RoiConfig = RoiConfig()) -> List[np.ndarray]:
     """Steps 1–3: the dilated kidney components of a stage-1 probability map (largest first).
@@ -117,7 +115,7 @@ def _components(prob: np.ndarray, spacing1: float, config: RoiConfig) -> List[Tu
     component itself, ``dilated`` the same component dilated on its own."""
     prob = np.asarray(prob)
     fg = prob if prob.dtype == bool else prob >= config.threshold
-    lab, n = ndimage.label(fg, structure=_FULL)
+    lab, n = label_parts(fg)
     if n == 0:
         return []
     sizes = np.bincount(lab.ravel(), minlength=n + 1)

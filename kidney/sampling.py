@@ -25,17 +25,17 @@ from __future__ import annotations
 from typing import Sequence, Tuple
 
 import numpy as np
-from scipy import ndimage
+
+from .components import label_parts
 
 __all__ = ["mass_owners", "patch_box", "MASS_LABELS"]
 
 MASS_LABELS = (2, 3)  # KiTS23: tumour, cyst (kidney+masses and masses are built from these)
-_CONNECTIVITY = np.ones((3, 3, 3), bool)  # 26-connected, as kidney.metrics counts lesions
 
 
 def _masses(labels: np.ndarray) -> Tuple[np.ndarray, int]:
     """``(parts, n)``: the 26-connected masses of a label map, numbered 1..n (0 elsewhere)."""
-    return ndimage.label(np.isin(labels, MASS_LABELS), structure=_CONNECTIVITY)
+    return label_parts(np.isin(labels, MASS_LABELS))
 
 
 def mass_owners(labels: Sequence[np.ndarray]) -> np.ndarray:

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from kidney import io, metrics
+from kidney.components import label_parts
 from kidney.overlay import render_overlay, write_png
 from kidney.phantom import real_ct_masks
 from kidney.pipeline import Segmenter, default_weights
@@ -167,8 +168,7 @@ def parts_table(pred_labels, ref, names, top=4) -> str:
     reference's labels (the kidneys' own and the organs beside them). Whether a false positive is
     an island apart from the kidneys or grows out of a kidney's part decides whether a post-processing
     by connectivity (:mod:`kidney.postprocess`) can remove it."""
-    from scipy import ndimage
-    comp, n = ndimage.label(pred_labels > 0, structure=np.ones((3, 3, 3), bool))
+    comp, n = label_parts(pred_labels > 0)
     sizes = np.bincount(comp.ravel(), minlength=n + 1)[1:]
     lines = [f"predicted parts (26-connected): {n}; largest first, voxels and where they lie:"]
     for k in np.argsort(-sizes, kind="stable")[:top] + 1:

@@ -29,8 +29,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from kidney import io
-
-CUBE = np.ones((3, 3, 3), bool)
+from kidney.components import label_parts
 
 
 class LesionStats(NamedTuple):
@@ -66,7 +65,7 @@ def lesion_masks(labels, spacing, min_ml, margin):
     at least ``min_ml``): ``mask`` the lesion in the box ``pad``, its bounding box grown by ``margin``
     voxels; ``kind`` the label most of its voxels carry."""
     voxel_ml = float(np.prod(spacing)) / 1000.0
-    comps, _ = ndi.label(labels >= 2, structure=CUBE)
+    comps, _ = label_parts(labels >= 2)
     for i, sl in enumerate(ndi.find_objects(comps), start=1):
         pad = tuple(slice(max(s.start - margin, 0), s.stop + margin) for s in sl)
         lesion = comps[pad] == i

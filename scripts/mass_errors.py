@@ -26,9 +26,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from kidney import io, metrics
+from kidney.components import label_parts
 from kidney.phantom.dataset import read_manifest
 
 
@@ -36,7 +36,7 @@ def errors(pred: np.ndarray, ref: np.ndarray, voxel_ml: float) -> dict:
     """Mass volumes (ml) and Dice of one case; ``pred``, ``ref``: label maps (0–3) on one grid."""
     pm, rm = pred >= 2, ref >= 2
     false, missed = pm & ~rm, rm & ~pm
-    parts, _ = ndimage.label(pm, structure=np.ones((3, 3, 3), bool))
+    parts, _ = label_parts(pm)
     found = np.unique(parts[pm & rm])  # the predicted masses (labels >= 1) that overlap a reference lesion
     ml = lambda m: float(np.count_nonzero(m)) * voxel_ml  # noqa: E731
     return {"ref": ml(rm), "pred": ml(pm), "dice": metrics.dice(pm, rm),

@@ -7,6 +7,7 @@ import numpy as np
 from scipy import ndimage
 
 from .. import io
+from ..components import label_parts
 from .anatomy import Anatomy, _draw_anatomy
 from .canvas import _Canvas, _paint_tube, grown_box
 from .render import smooth_noise
@@ -21,7 +22,7 @@ def _label_components(labels: np.ndarray, spacing) -> List[Tuple[np.ndarray, int
     if not fg.any():
         return []
     box = ndimage.find_objects(fg.astype(np.uint8))[0]
-    comp, n = ndimage.label(fg[box], structure=np.ones((3, 3, 3)))
+    comp, n = label_parts(fg[box])
     sizes = np.bincount(comp.ravel())[1:]
     out = []
     for i in np.argsort(sizes)[::-1][:2]:
@@ -84,7 +85,7 @@ def _cyst_tissue(tissue: np.ndarray, lab: np.ndarray, look: Look) -> None:
     if not look.varied:
         tissue[cyst] = T["cyst"]
         return
-    comp, n = ndimage.label(cyst, structure=np.ones((3, 3, 3)))
+    comp, n = label_parts(cyst)
     ids = np.array([0] + [look.cyst() for _ in range(n)], np.uint8)
     tissue[cyst] = ids[comp[cyst]]
 
@@ -95,7 +96,7 @@ def _tumour_tissue(tissue: np.ndarray, lab: np.ndarray, spacing, rng, look: Look
     tum = lab == 2
     if not tum.any():
         return
-    comp, n = ndimage.label(tum, structure=np.ones((3, 3, 3)))
+    comp, n = label_parts(tum)
     depth = ndimage.distance_transform_edt(tum, sampling=spacing)
     for i in range(1, n + 1):
         m = comp == i

@@ -21,8 +21,7 @@ import numpy as np
 from scipy import ndimage
 
 from .. import io
-
-_CUBE = np.ones((3, 3, 3), bool)
+from ..components import label_parts
 
 
 @dataclass(frozen=True, eq=False)  # equal only to itself: arrays have no single truth value
@@ -54,7 +53,7 @@ def lesions_of(labels: np.ndarray, spacing: Sequence[float], source: str,
     tumour and cyst labels together (a tumour with a cyst inside it stays one lesion)."""
     labels = np.asarray(labels)
     spacing = io.check_spacing(spacing, "lesions_of")
-    comps, _ = ndimage.label(labels >= 2, structure=_CUBE)
+    comps, _ = label_parts(labels >= 2)
     out = []
     for i, box in enumerate(ndimage.find_objects(comps), start=1):
         mine = comps[box] == i
@@ -107,7 +106,7 @@ def paste_lesions(labels: np.ndarray, spacing: Sequence[float], donors: Sequence
         kidney = np.argwhere(out == 1)
         if not len(kidney):
             break
-        organs, _ = ndimage.label(out > 0, structure=_CUBE)
+        organs, _ = label_parts(out > 0)
         organ_sizes = np.bincount(organs.ravel())  # voxels of each kidney (with its lesions)
         for _ in range(int(tries)):
             donor = donors[int(rng.integers(len(donors)))]

@@ -130,3 +130,28 @@ def test_train_help_states_the_preset_grids(capsys):
     assert f"stage spacing {s1} / {s2} mm" in text
     assert f"default: paper, {s1} for stage 1, {s2} for stage 2" in text
     assert f"stage-1 grid the ROI rule runs on (default {s1} mm)" in text
+
+
+def test_connected_parts_have_one_definition():
+    """A lesion, a kidney component or a predicted part is the same set of voxels wherever it is
+    counted: every count of connected parts goes through kidney.components (26-connectivity)."""
+    from kidney.components import label_parts
+    from kidney.phantom.lesion_paste import lesions_of
+    from kidney.sampling import mass_owners
+    labels = np.zeros((6, 6, 6), np.uint8)
+    labels[1, 1, 1] = labels[2, 2, 2] = 2  # two tumour voxels touching by a corner only: one lesion
+    labels[4:6, 4:6, 4:6] = 3  # a cyst apart
+    parts, n = label_parts(labels >= 2)
+    assert n == 2 and parts[1, 1, 1] == parts[2, 2, 2] != parts[4, 4, 4]
+    assert len(mass_owners([labels])) == 2
+    assert len(metrics.lesion_recall(labels, labels, (1.0, 1.0, 1.0))) == 2
+    assert len(lesions_of(labels, (10.0, 10.0, 10.0), "toy", min_ml=0.0)) == 2
+    # and no module counts parts its own way; the body outline of the calibration's CT is the one
+    # 6-connected count (SciPy's default), a mask of the whole body rather than of an organ
+    calls = []
+    for path in sorted((ROOT / "kidney").rglob("*.py")) + sorted((ROOT / "scripts").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "label" \
+                    and isinstance(node.func.value, ast.Name) and node.func.value.id in ("ndimage", "ndi"):
+                calls.append(path.relative_to(ROOT).as_posix())
+    assert sorted(calls) == ["kidney/components.py", "kidney/phantom/calibration.py"]
