@@ -1808,3 +1808,25 @@ c = TrainConfig(stage=2, model='wide-stem-bias', spacing=1.56, stage1_spacing=5.
                 stage1_weights='$R31/cand/r6/stage1_compact.npz')
 lab = [s.labels for s in iter_samples('$R31/train', c)]; own = mass_owners(lab)
 print(f'crops {len(lab)}, with a mass {len(set(own.tolist()))}, masses {len(own)}')"
+
+# 56. round 50: weight soups of round 48's and 49's stage-2 runs. Written after round 49's figures,
+#     before these candidates were made. Round 48's (a) and (b) and round 49's (b) are three runs of
+#     2,000 steps from the same start (round 17's stage 2) at a low rate (5e-5), differing in their
+#     seed and their lean (--lesion-crops 0.5 / 1 / 1): nearby minima of one basin, whose mean may
+#     lie nearer its centre than any of them (Wortsman et al. 2022, "Model soups"; the network has
+#     no batch statistics to recalibrate). Nothing is trained. Two candidates, each the mean of the
+#     runs' weights at 2,000 steps (scripts/average_weights.py, files in this order): (a) round 48's
+#     (b) and round 49's (b) (the same recipe drawn twice); (b) round 48's (a) and (b) and round
+#     49's (b). Each behind the shipped stage 1, the shipped post-processing stored. The rule: round
+#     32's six figures, a lead of 0.005 over the shipped set (round 48's (b): 0.7420); the best such
+#     one ships. After the choice: the test split and the classic phantoms if one ships, the real CT
+#     with both candidates for the record.
+R50="$WORK/round50"
+mkdir -p "$R50"
+python scripts/average_weights.py "$R48/s2_b/weights_step2000.npz" "$R49/s2_b/weights_step2000.npz" \
+    --out "$R50/soup_a.npz"
+python scripts/average_weights.py "$R48/s2_a/weights_step2000.npz" "$R48/s2_b/weights_step2000.npz" \
+    "$R49/s2_b/weights_step2000.npz" --out "$R50/soup_b.npz"
+for c in a b; do R39="$R50" s2_cand "soup_$c" kidney/weights/varied "$R50/soup_$c.npz"; done
+python scripts/rule_score.py "$R50"/cand/soup_{a,b} --base "$R48/cand/b_2000"
+for c in a b; do python scripts/eval_real_ct.py --weights "$R50/cand/soup_$c" || true; done
