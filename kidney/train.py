@@ -516,8 +516,10 @@ def train(data_dir, out_dir, cfg: TrainConfig, resume: bool = True, progress: bo
     else:
         samples = load_samples(data_dir, cfg, progress=progress and root)
     cases, held_out = split_cases(data_dir, cfg)
-    desc = f"{len(cases)} cases from {data_dir}" + (f" (fold {cfg.fold} of {cfg.folds} held out)"
-                                                      if cfg.fold is not None else "")
+    # the folder by its name only, as weights_record names files: a path of the training machine
+    # would say nothing on another, and may say more than its owner meant to share
+    desc = f"{len(cases)} cases from {Path(data_dir).resolve().name}" + (
+        f" (fold {cfg.fold} of {cfg.folds} held out)" if cfg.fold is not None else "")
     if held_out and root:  # a folder of links to the held-out cases: kidney segment -i OUT/validation ...
         val = Path(out_dir) / "validation"
         val.mkdir(parents=True, exist_ok=True)

@@ -155,6 +155,17 @@ def test_exported_weights_name_their_starting_files_by_digest_not_path(tiny_data
     assert meta["train"]["stage1_weights"] is None
 
 
+def test_exported_weights_name_the_data_folder_not_its_path(tiny_data, tmp_path):
+    """kidney.train.train records the training data as a count and the folder's name, never the
+    path it had on the training machine."""
+    from kidney.model import read_weights
+    from kidney.train import train
+    trainer = train(tiny_data, tmp_path / "run", _cfg(steps=1, accumulate=1), progress=False)
+    _, meta = read_weights(trainer.export_weights())
+    assert meta["data"] == f"2 cases from {tiny_data.name}"
+    assert str(tiny_data.parent) not in json.dumps(meta) and str(tmp_path) not in json.dumps(meta)
+
+
 def test_nnunet_augmentation_is_seeded_and_crops_stage1_only(tiny_phantom):
     hu, lab = tiny_phantom.image, tiny_phantom.labels
     cfg1, cfg2 = A.augmentation("nnunet", 1), A.augmentation("nnunet", 2)
