@@ -27,8 +27,8 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 from scipy import ndimage
 
-from .sparsify import STAGE1, STAGE2
 from .components import label_parts
+from .sparsify import STAGE1, STAGE2
 
 __all__ = ["RoiConfig", "META_KEYS", "roi_overrides", "Roi", "find_rois", "component_masks", "crop_box",
            "resample_box", "crop_roi", "paste_probabilities", "scan_box", "cores_on_scan", "at_stage1_centres",

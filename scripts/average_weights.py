@@ -5,14 +5,14 @@ of several runs continued from one start (a weight soup).
 
 With one crop per step the weights of a run wander around the minimum it has found; the mean of
 snapshots taken along the end of the run lies nearer its centre (Izmailov et al. 2018, "Averaging
-Weights Leads to Wider Optima and Better Generalization"). Runs fine-tuned from the same weights
-at a low rate tend to stay in one basin, and their mean can score above each of them (Wortsman et
-al. 2022, "Model soups"); runs from different random starts do not share a basin, and their mean
-is no network at all. The network has no batch statistics (LayerNorm, GRN), so the mean needs no
-recalibration pass. Every file must hold the same model
-config and the same arrays; the mean is taken in float64 in the order the files are given and
-stored in the arrays' own dtype, so the same files in the same order give the same bits. The
-output keeps the first file's metadata and records which files were averaged (name and sha256).
+Weights Leads to Wider Optima and Better Generalization"). Runs fine-tuned from the same weights at
+a low rate tend to stay in one basin, and their mean can score above each of them (Wortsman et al.
+2022, "Model soups"); runs from different random starts do not share a basin, and the mean of their
+weights is not expected to work. The network has no batch statistics (LayerNorm, GRN), so the mean
+needs no recalibration pass. Every file must hold the same model config and the same arrays; the
+mean is taken in float64 in the order the files are given and stored in the arrays' own dtype, so
+the same files in the same order give the same bits. The output keeps the first file's metadata and
+records which files were averaged (name and sha256).
 """
 from __future__ import annotations
 
